@@ -1,0 +1,42 @@
+# Two commands for a newcomer (see README):  make study   and   make test
+# Both create .venv in the repo and install the pinned requirements on first use, then reuse them.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+IDX_DIR := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup fashion-mnist-files data study test lint
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+# Debian's dataset-fashion-mnist holds the offline default dataset; installed when missing and allowed.
+fashion-mnist-files:
+	@if [ -f $(IDX_DIR)/train-images-idx3-ubyte.gz ] || [ -n "$$FASHION_MNIST_IDX_DIR" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's dataset-fashion-mnist"; \
+	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	else \
+	  echo "note: Fashion-MNIST IDX files not found; run 'sudo apt-get install dataset-fashion-mnist'" \
+	       "or set FASHION_MNIST_IDX_DIR"; \
+	fi
+
+setup: $(STAMP) fashion-mnist-files
+
+data: setup
+	$(PY) -m research.data prepare fashion_mnist
+
+# The main job. For now: prepare and summarize the default dataset and check it for train/test leakage.
+study: data
+	$(PY) -m research.data info fashion_mnist
+	$(PY) -m research.data check fashion_mnist
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: setup lint
+	$(PY) -m pytest

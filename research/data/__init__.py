@@ -1,0 +1,22 @@
+"""TFDS-backed datasets in memory: `load(name, **options) -> Dataset`, `available()`.
+
+Also: seeded batching (`train_batches`, `eval_batches`), on-device transforms (`augment`,
+`normalize`), and the train/test leakage check (`find_duplicates`). See `dataset.py` for the options.
+"""
+
+from research.data.batching import (
+                                    batch_indices,
+                                    epoch_permutation,
+                                    eval_batches,
+                                    steps_per_epoch,
+                                    train_batches,
+)
+from research.data.dataset import Dataset, LoadOptions, Split, available, load, parse_options
+from research.data.leakage import LeakageReport, find_duplicates
+from research.data.transforms import augment, normalize
+
+__all__ = [
+    "Dataset", "LeakageReport", "LoadOptions", "Split", "augment", "available", "batch_indices",
+    "epoch_permutation", "eval_batches", "find_duplicates", "load", "normalize", "parse_options",
+    "steps_per_epoch", "train_batches",
+]

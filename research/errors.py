@@ -1,0 +1,15 @@
+"""The one error type that entry points turn into a one-line message and a non-zero exit."""
+
+
+class UserError(ValueError):
+  """Bad input from a user: an unknown name, option or value, or a missing or corrupt file.
+
+  The message is one line that names the problem and, where there are any, the valid choices.
+  Entry points print it as `error: <message>` and exit with status 2; nothing already written is
+  touched.
+  """
+
+
+def choices_message(what: str, value: object, valid) -> str:
+  """`unknown dataset 'foo'; valid choices: a, b, c` for error messages."""
+  return f"unknown {what} {value!r}; valid choices: {', '.join(map(str, valid))}"

@@ -55,7 +55,17 @@ def augment(key: jax.Array, images: jax.Array, *, crop_padding: int = 4,
 
 
 def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """Per-channel mean and standard deviation of uint8 (n, H, W, C) images, in [0, 1] units."""
-  mean = images.mean(axis=(0, 1, 2), dtype=np.float64) / 255.0
-  std = images.std(axis=(0, 1, 2), dtype=np.float64) / 255.0
-  return mean, std
+  """Per-channel mean and standard deviation of uint8 (n, H, W, C) images, in [0, 1] units.
+
+  Exact, from each channel's 256-bin histogram (several times faster than a float64 pass).
+  """
+  flat = images.reshape(-1, images.shape[-1])
+  levels = np.arange(256, dtype=np.float64) / 255.0
+  mean, std = [], []
+  for c in range(flat.shape[1]):
+    counts = np.bincount(flat[:, c], minlength=256).astype(np.float64)
+    p = counts / counts.sum()
+    m = float(p @ levels)
+    mean.append(m)
+    std.append(float(np.sqrt(max(p @ (levels - m) ** 2, 0.0))))
+  return np.array(mean), np.array(std)

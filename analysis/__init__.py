@@ -1,0 +1,1 @@
+"""Analysis of run directories: plots, tables and reports (see README)."""

@@ -1,0 +1,1 @@
+"""Speed and memory benchmarks, run by hand (see benchmarks/README.md)."""

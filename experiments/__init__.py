@@ -1,0 +1,1 @@
+"""Launchable studies: configs, the training entry point and sweeps (see README)."""

@@ -160,8 +160,9 @@ def _idx_files_present() -> bool:
 
 
 def _prepare(builder, name: str):
-  print(f"preparing dataset {name!r} in {builder.data_dir_root} (a download unless it is built "
-        "from local files; this can take minutes to fail without internet)", file=sys.stderr)
+  how = ("from the IDX files in " + str(fashion_mnist_offline.idx_dir()) if name == OFFLINE_NAME else
+         "with a TFDS download (needs internet; can take minutes to fail without it)")
+  print(f"preparing dataset {name!r} in {builder.data_dir_root} {how}", file=sys.stderr)
   try:
     builder.download_and_prepare(file_format="array_record")
   except Exception as e:

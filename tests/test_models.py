@@ -1,0 +1,163 @@
+"""Model zoo: published parameter counts, shapes, gradients, seeds, BatchNorm modes, knobs, errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from research import models
+from research.errors import UserError
+
+
+def _abstract(name, shape=(32, 32, 3), num_classes=10, **knobs):
+  return nnx.eval_shape(lambda: models.create(name, num_classes=num_classes, input_shape=shape,
+                                              rngs=nnx.Rngs(0), **knobs))
+
+
+@pytest.mark.parametrize("name, knobs, shape, expected, tolerance, source", [
+    ("lenet5", {}, (32, 32, 1), 61_706, 0, "LeCun et al. 1998 layout; 61,706 for 10 classes"),
+    ("resnet20", {}, (32, 32, 3), 0.27e6, 0.005e6, "He et al. 2016, Table 6"),
+    ("resnet32", {}, (32, 32, 3), 0.46e6, 0.005e6, "He et al. 2016, Table 6"),
+    ("resnet44", {}, (32, 32, 3), 0.66e6, 0.005e6, "He et al. 2016, Table 6"),
+    ("resnet56", {}, (32, 32, 3), 0.85e6, 0.005e6, "He et al. 2016, Table 6"),
+    ("resnet110", {}, (32, 32, 3), 1.7e6, 0.05e6, "He et al. 2016, Table 6"),
+    ("wide_resnet", {"depth": 28, "widen_factor": 10}, (32, 32, 3), 36.5e6, 0.05e6,
+     "Zagoruyko & Komodakis 2016, Table 1"),
+    ("wide_resnet", {"depth": 16, "widen_factor": 4}, (32, 32, 3), 2.7e6, 0.05e6,
+     "Zagoruyko & Komodakis 2016, Table 1"),
+    ("preact_resnet18", {}, (32, 32, 3), 11.2e6, 0.05e6, "He et al. 2016b, CIFAR variant"),
+])
+def test_published_parameter_counts(name, knobs, shape, expected, tolerance, source):
+  count = models.num_params(_abstract(name, shape, **knobs))
+  assert abs(count - expected) <= tolerance, f"{name}: {count} vs {expected} ({source})"
+
+
+SMALL = {  # Small versions that keep each family's structure, so that tests compile quickly.
+    "mlp": {"width": 32},
+    "lenet5": {},
+    "simple_cnn": {"channels": 8, "dense": 16},
+    "resnet20": {"width": 0.25},
+    "resnet32": {"width": 0.25},
+    "resnet44": {"width": 0.25},
+    "resnet56": {"width": 0.25},
+    "resnet110": {"width": 0.25},
+    "preact_resnet18": {"width": 0.125},
+    "wide_resnet": {"depth": 10, "widen_factor": 1},
+}
+
+
+def test_every_model_is_in_the_small_table():
+  assert sorted(SMALL) == models.available()
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+@pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3)])
+def test_output_shapes(name, shape):
+  model = _abstract(name, shape, num_classes=7, **SMALL[name])
+  graphdef, params, rest = models.split(model)
+  out = jax.eval_shape(lambda p, r, x: models.apply_fn(graphdef, r)(p, x), params, rest,
+                       jax.ShapeDtypeStruct((3,) + shape, jnp.float32))
+  assert out.shape == (3, 7)
+
+
+@pytest.mark.parametrize("name", ["mlp", "lenet5", "simple_cnn", "resnet20", "preact_resnet18",
+                                  "wide_resnet"])
+def test_finite_gradients_and_seeded_init(name):
+  make = lambda seed: models.create(name, num_classes=10, input_shape=(28, 28, 1),
+                                    rngs=nnx.Rngs(seed), **SMALL[name])
+  model = make(0)
+  _, params, _ = models.split(model)
+  _, same, _ = models.split(make(0))
+  _, other, _ = models.split(make(1))
+  jax.tree.map(np.testing.assert_array_equal, params, same)
+  assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(other)))
+  graphdef, params, rest = models.split(model)
+  apply = models.apply_fn(graphdef, rest, bn_mode="batch")
+  x = jax.random.normal(jax.random.key(0), (4, 28, 28, 1))
+  labels = jnp.arange(4)
+
+  def loss(p):
+    logits = apply(p, x)
+    return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), labels])
+
+  grads = jax.jit(jax.grad(loss))(params)
+  leaves = jax.tree.leaves(grads)
+  assert all(np.isfinite(g).all() for g in leaves)
+  assert sum(float(jnp.abs(g).sum()) for g in leaves) > 0
+
+
+def test_batchnorm_modes():
+  model = models.create("resnet20", num_classes=10, input_shape=(8, 8, 3), rngs=nnx.Rngs(0),
+                        width=0.25)
+  graphdef, params, rest = models.split(model)
+  # Make the running statistics differ from a fresh batch's statistics.
+  rest = jax.tree.map(lambda v: v + 0.3 if v.dtype == jnp.float32 else v, rest)
+  stats = lambda r: [np.array(v) for v in jax.tree.leaves(r) if jnp.issubdtype(v.dtype, jnp.floating)]
+  before = stats(rest)
+  x = jax.random.normal(jax.random.key(1), (6, 8, 8, 3))
+  evaluate = jax.jit(models.apply_fn(graphdef, rest, bn_mode="eval"))
+  batch = jax.jit(models.apply_fn(graphdef, rest, bn_mode="batch"))
+  # eval: each example's output is independent of the rest of the batch.
+  np.testing.assert_allclose(evaluate(params, x)[:2], evaluate(params, x[:2]), rtol=1e-5, atol=1e-5)
+  # batch: outputs depend on the batch, and the running statistics are never written back.
+  assert not np.allclose(batch(params, x)[:2], batch(params, x[:2]), atol=1e-4)
+  assert not np.allclose(batch(params, x), evaluate(params, x), atol=1e-4)
+  for a, b in zip(before, stats(rest), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
+def _shapes(model):
+  return jax.tree.map(lambda v: v.shape, nnx.state(model, nnx.Param))
+
+
+def test_knobs_change_what_they_say():
+  x = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
+
+  def run(**knobs):
+    m = models.create("resnet20", num_classes=10, input_shape=(16, 16, 3), rngs=nnx.Rngs(0),
+                      **({"width": 0.25} | knobs))
+    g, p, r = models.split(m)
+    return m, models.apply_fn(g, r)(p, x)
+
+  base, out = run()
+  noskip, out_noskip = run(skip=False)
+  assert _shapes(base) == _shapes(noskip)  # the no-skip twin has the same parameters
+  assert not np.allclose(out, out_noskip)
+  tanh, out_tanh = run(activation="tanh")
+  assert _shapes(base) == _shapes(tanh) and not np.allclose(out, out_tanh)
+  kinds = lambda m: {type(mod).__name__ for _, mod in m.iter_modules()}
+  assert "BatchNorm" in kinds(base)
+  assert {"LayerNorm"} <= kinds(run(norm="layer")[0]) and "BatchNorm" not in kinds(run(norm="layer")[0])
+  assert "GroupNorm" in kinds(run(norm="group")[0])
+  none = run(norm="none")[0]
+  assert not {"BatchNorm", "LayerNorm", "GroupNorm"} & kinds(none)
+  zero = run(zero_init_last_norm=True)[0]
+  np.testing.assert_array_equal(zero.blocks[0].norm2.scale[...], 0.0)
+  assert models.num_params(run(width=0.5)[0]) > models.num_params(base)
+  momentum = models.create("resnet20", num_classes=10, input_shape=(16, 16, 3), rngs=nnx.Rngs(0),
+                           bn_momentum=0.5, bn_epsilon=1e-3)
+  assert momentum.stem_norm.momentum == 0.5 and momentum.stem_norm.epsilon == 1e-3
+  bf16 = models.create("simple_cnn", num_classes=10, input_shape=(16, 16, 3), rngs=nnx.Rngs(0),
+                       dtype=jnp.bfloat16, **SMALL["simple_cnn"])
+  g, p, r = models.split(bf16)
+  assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(p))
+  assert models.apply_fn(g, r)(p, x).dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: models.create("resnet21", num_classes=10, input_shape=(32, 32, 3), rngs=nnx.Rngs(0)),
+     "unknown model 'resnet21'; valid choices: lenet5, mlp"),
+    (lambda: models.create("resnet20", num_classes=10, input_shape=(32, 32, 3), rngs=nnx.Rngs(0),
+                           nrom="batch"), "unknown knob of resnet20 'nrom'; valid choices:"),
+    (lambda: models.create("resnet20", num_classes=10, input_shape=(32, 32, 3), rngs=nnx.Rngs(0),
+                           norm="instance"), "unknown norm 'instance'; valid choices: none, batch"),
+    (lambda: models.create("lenet5", num_classes=10, input_shape=(64, 64, 1), rngs=nnx.Rngs(0)),
+     "lenet5 takes square inputs of size 28 or 32"),
+    (lambda: models.create("mlp", num_classes=10, input_shape=(8, 8, 1), rngs=nnx.Rngs(0),
+                           activation="swish"), "unknown activation 'swish'"),
+])
+def test_bad_input_is_one_line(call, message):
+  with pytest.raises(UserError) as info:
+    call()
+  assert message in str(info.value) and "\n" not in str(info.value)

@@ -219,14 +219,14 @@ def test_leakage_check_finds_planted_duplicates_and_load_drops_them():
 
 def test_load_option_drops_test_duplicates(monkeypatch):
   from research.data import dataset as dataset_module
-  original = dataset_module._raw
+  original = dataset_module.raw_splits
 
   def planted(name, opts):
     raw = original(name, opts)
     raw.train_images[7] = raw.test_images[0]
     return raw
 
-  monkeypatch.setattr(dataset_module, "_raw", planted)
+  monkeypatch.setattr(dataset_module, "raw_splits", planted)
   ds = _synthetic(seed=0, drop_test_duplicates="exact")
   assert len(ds.train) == 599 and 7 not in ds.train.source_indices
 

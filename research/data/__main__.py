@@ -13,8 +13,6 @@ import argparse
 import ast
 import sys
 
-import numpy as np
-
 from research.data import dataset, leakage, sources
 from research.errors import UserError
 
@@ -57,7 +55,7 @@ def info(name: str, **options) -> str:
 
 
 def check(name: str, data_dir: str | None = None) -> str:
-  raw = (dataset._raw(name, dataset.parse_options(data_dir=data_dir)))  # pylint: disable=protected-access
+  raw = dataset.raw_splits(name, dataset.parse_options(data_dir=data_dir))
   report = leakage.find_duplicates(raw.train_images, raw.test_images)
   head = (f"leakage check of {name} ({raw.source}): {len(raw.train_labels)} train, "
           f"{len(raw.test_labels)} test images")
@@ -99,5 +97,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  np.set_printoptions(linewidth=120)
   sys.exit(main())

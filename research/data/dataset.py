@@ -192,7 +192,8 @@ def _flip_labels(rng: np.random.Generator, labels: np.ndarray, fraction: float,
   return noisy, idx
 
 
-def _raw(name: str, opts: LoadOptions) -> sources.RawSplits:
+def raw_splits(name: str, opts: LoadOptions) -> sources.RawSplits:
+  """The untouched train and test splits of `name` (synthetic data is generated here)."""
   if name == "synthetic":
     try:
       return synthetic.make_synthetic(
@@ -207,7 +208,7 @@ def _raw(name: str, opts: LoadOptions) -> sources.RawSplits:
 def load(name: str, **options) -> Dataset:
   """Loads dataset `name` (see `available()`) into memory; options are the fields of LoadOptions."""
   opts = parse_options(**options)
-  raw = _raw(name, opts)
+  raw = raw_splits(name, opts)
   # Separate streams so that changing one option does not reshuffle what another chose.
   rng_valid, rng_subset, rng_noise, rng_eval = (
       np.random.default_rng([opts.seed, stream]) for stream in range(4))

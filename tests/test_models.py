@@ -27,6 +27,8 @@ def _abstract(name, shape=(32, 32, 3), num_classes=10, **knobs):
     ("wide_resnet", {"depth": 16, "widen_factor": 4}, (32, 32, 3), 2.7e6, 0.05e6,
      "Zagoruyko & Komodakis 2016, Table 1"),
     ("preact_resnet18", {}, (32, 32, 3), 11.2e6, 0.05e6, "He et al. 2016b, CIFAR variant"),
+    ("vgg16", {}, (32, 32, 3), 14.7e6, 0.05e6,
+     "the common CIFAR VGG-16-BN with one linear classifier (Simonyan & Zisserman config D): 14.7M"),
 ])
 def test_published_parameter_counts(name, knobs, shape, expected, tolerance, source):
   count = models.num_params(_abstract(name, shape, **knobs))
@@ -44,6 +46,7 @@ SMALL = {  # Small versions that keep each family's structure, so that tests com
     "resnet110": {"width": 0.25},
     "preact_resnet18": {"width": 0.125},
     "wide_resnet": {"depth": 10, "widen_factor": 1},
+    **{f"vgg{d}": {"width": 0.0625} for d in (11, 13, 16, 19)},
 }
 
 
@@ -62,7 +65,7 @@ def test_output_shapes(name, shape):
 
 
 @pytest.mark.parametrize("name", ["mlp", "lenet5", "simple_cnn", "resnet20", "preact_resnet18",
-                                  "wide_resnet"])
+                                  "wide_resnet", "vgg11"])
 def test_finite_gradients_and_seeded_init(name):
   make = lambda seed: models.create(name, num_classes=10, input_shape=(28, 28, 1),
                                     rngs=nnx.Rngs(seed), **SMALL[name])
@@ -154,6 +157,8 @@ def test_knobs_change_what_they_say():
                            norm="instance"), "unknown norm 'instance'; valid choices: none, batch"),
     (lambda: models.create("lenet5", num_classes=10, input_shape=(64, 64, 1), rngs=nnx.Rngs(0)),
      "lenet5 takes square inputs of size 28 or 32"),
+    (lambda: models.create("vgg11", num_classes=10, input_shape=(32, 32, 3), rngs=nnx.Rngs(0),
+                           depth=19), "unknown knob of vgg11 'depth'"),
     (lambda: models.create("mlp", num_classes=10, input_shape=(8, 8, 1), rngs=nnx.Rngs(0),
                            activation="swish"), "unknown activation 'swish'"),
 ])

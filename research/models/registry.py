@@ -15,7 +15,7 @@ import jax
 from flax import nnx
 
 from research.errors import UserError, choices_message
-from research.models import lenet, mlp, resnet, simple_cnn
+from research.models import lenet, mlp, resnet, simple_cnn, vgg
 
 _NOT_KNOBS = {"self", "num_classes", "input_shape", "rngs", "stage_widths", "blocks_per_stage",
               "stem_width", "preact"}
@@ -27,13 +27,15 @@ class Entry:
   knob_sources: tuple  # callables whose keyword arguments are this model's knobs
   min_size: int = 1  # smallest input height/width
   sizes: tuple[int, ...] | None = None  # the only input heights/widths it takes, if restricted
+  fixed: tuple[str, ...] = ()  # constructor arguments the name fixes (e.g. vgg16's depth)
 
   def knobs(self) -> dict[str, object]:
     out = {}
     for source in self.knob_sources:
       init = source.__init__ if isinstance(source, type) else source
       for name, p in inspect.signature(init).parameters.items():
-        if name not in _NOT_KNOBS and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD):
+        keyword = p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+        if keyword and name not in _NOT_KNOBS and name not in self.fixed:
           out.setdefault(name, p.default)
     return out
 
@@ -44,6 +46,9 @@ _REGISTRY: dict[str, Entry] = {
     "simple_cnn": Entry(simple_cnn.SimpleCNN, (simple_cnn.SimpleCNN,), min_size=4),
     **{f"resnet{d}": Entry(functools.partial(resnet.cifar_resnet, d), (resnet.ResNet,), min_size=4)
        for d in (20, 32, 44, 56, 110)},
+    **{f"vgg{d}": Entry(functools.partial(vgg.VGG, depth=d), (vgg.VGG,), min_size=2,
+                         fixed=("depth",))
+       for d in sorted(vgg.CONFIGS)},
     "preact_resnet18": Entry(resnet.preact_resnet18, (resnet.preact_resnet18, resnet.ResNet), min_size=8),
     "wide_resnet": Entry(resnet.wide_resnet, (resnet.wide_resnet, resnet.ResNet), min_size=4),
 }

@@ -11,6 +11,7 @@ from research.errors import UserError
 
 
 def _abstract(name, shape=(32, 32, 3), num_classes=10, **knobs):
+  num_classes = 1000 if shape == (224, 224, 3) else num_classes
   return nnx.eval_shape(lambda: models.create(name, num_classes=num_classes, input_shape=shape,
                                               rngs=nnx.Rngs(0), **knobs))
 
@@ -29,6 +30,11 @@ def _abstract(name, shape=(32, 32, 3), num_classes=10, **knobs):
     ("preact_resnet18", {}, (32, 32, 3), 11.2e6, 0.05e6, "He et al. 2016b, CIFAR variant"),
     ("vgg16", {}, (32, 32, 3), 14.7e6, 0.05e6,
      "the common CIFAR VGG-16-BN with one linear classifier (Simonyan & Zisserman config D): 14.7M"),
+    ("alexnet", {}, (28, 28, 3), 1_387_786, 0, "Zhang et al. 2017, Table 1 (small Alexnet)"),
+    ("convnext", {"depths": (3, 3, 9, 3), "dims": (96, 192, 384, 768), "patch_size": 4}, (224, 224, 3),
+     28.6e6, 0.05e6, "Liu et al. 2022, ConvNeXt-T, 1000 classes"),
+    ("vit", {"patch_size": 16, "dim": 768, "depth": 12, "heads": 12}, (224, 224, 3), 86.6e6, 0.05e6,
+     "ViT-B/16, Dosovitskiy et al. 2021 Table 1 (86M); 86,567,656 in the reference code"),
 ])
 def test_published_parameter_counts(name, knobs, shape, expected, tolerance, source):
   count = models.num_params(_abstract(name, shape, **knobs))
@@ -47,6 +53,9 @@ SMALL = {  # Small versions that keep each family's structure, so that tests com
     "preact_resnet18": {"width": 0.125},
     "wide_resnet": {"depth": 10, "widen_factor": 1},
     **{f"vgg{d}": {"width": 0.0625} for d in (11, 13, 16, 19)},
+    "alexnet": {"channels": 8, "dense": (16, 8)},
+    "convnext": {"depths": (1, 1, 1, 1), "dims": (8, 8, 16, 16), "drop_path": 0.2},
+    "vit": {"dim": 12, "depth": 2, "heads": 2},
 }
 
 
@@ -64,8 +73,8 @@ def test_output_shapes(name, shape):
   assert out.shape == (3, 7)
 
 
-@pytest.mark.parametrize("name", ["mlp", "lenet5", "simple_cnn", "resnet20", "preact_resnet18",
-                                  "wide_resnet", "vgg11"])
+@pytest.mark.parametrize("name", ["mlp", "lenet5", "simple_cnn", "alexnet", "resnet20",
+                                  "preact_resnet18", "wide_resnet", "vgg11", "convnext", "vit"])
 def test_finite_gradients_and_seeded_init(name):
   make = lambda seed: models.create(name, num_classes=10, input_shape=(28, 28, 1),
                                     rngs=nnx.Rngs(seed), **SMALL[name])
@@ -148,9 +157,54 @@ def test_knobs_change_what_they_say():
   assert models.apply_fn(g, r)(p, x).dtype == jnp.bfloat16
 
 
+def test_convnext_and_vit_knobs():
+  x = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
+  make = lambda name, **k: models.create(name, num_classes=10, input_shape=(16, 16, 3), rngs=nnx.Rngs(0),
+                                         **(SMALL[name] | k))
+  base, noskip = make("convnext"), make("convnext", skip=False)
+  assert _shapes(base) == _shapes(noskip)
+  np.testing.assert_allclose(base.stages[0][0].gamma[...], 1e-6)  # layer scale starts at its init
+  # Stochastic depth: rates rise linearly to drop_path; active only when dropout is switched on.
+  assert [s[0].drop_path.rate for s in base.stages] == pytest.approx([0.0, 0.2 / 3, 0.4 / 3, 0.2])
+  scaled = make("convnext", layer_scale_init=1.0)  # so that a dropped branch shows in the output
+  g, p, r = models.split(scaled)
+  np.testing.assert_array_equal(models.apply_fn(g, r)(p, x), models.apply_fn(g, r)(p, x))
+  scaled.set_attributes(deterministic=False)
+  keyed = [scaled(x) for _ in range(2)]
+  assert not np.allclose(keyed[0], keyed[1])
+  vit_cls, vit_mean = make("vit"), make("vit", pool="mean")
+  assert vit_cls.cls is not None and vit_mean.cls is None
+  assert vit_cls.pos.shape == (1, 4 * 4 + 1, 12) and vit_mean.pos.shape == (1, 16, 12)
+  assert _shapes(make("vit", skip=False)) == _shapes(vit_cls)
+
+
+def test_initializers():
+  def kernel(name="mlp", **k):
+    m = models.create(name, num_classes=10, input_shape=(16, 16, 3), rngs=nnx.Rngs(0),
+                      **({"width": 256} if name == "mlp" else SMALL[name]) | k)
+    return m, m.hidden[1].kernel[...] if name == "mlp" else None
+
+  # Standard deviations against the formulas, on a (256, 256) kernel: fan_in = fan_out = 256.
+  stds = {init: float(jnp.std(kernel(initializer=init)[1]))
+          for init in ("lecun_normal", "he_normal", "he_uniform", "xavier_uniform", "torch")}
+  np.testing.assert_allclose(stds["lecun_normal"], (1 / 256) ** 0.5, rtol=0.03)
+  np.testing.assert_allclose(stds["he_normal"], (2 / 256) ** 0.5, rtol=0.03)
+  np.testing.assert_allclose(stds["he_uniform"], (2 / 256) ** 0.5, rtol=0.03)
+  np.testing.assert_allclose(stds["xavier_uniform"], (2 / 512) ** 0.5, rtol=0.03)
+  np.testing.assert_allclose(stds["torch"], (1 / 256 / 3) ** 0.5, rtol=0.03)
+  np.testing.assert_array_equal(kernel(initializer="he_normal")[1], kernel(initializer="he_normal")[1])
+  m, _ = kernel(initializer="torch")
+  assert float(jnp.abs(m.head.bias[...]).max()) > 0  # PyTorch also draws biases
+  _, w = kernel(initializer="orthogonal")
+  np.testing.assert_allclose(w.T @ w, np.eye(w.shape[1]), atol=1e-5)
+  assert models.knobs("resnet20")["initializer"] == "he_normal"
+  m, _ = kernel("resnet20", zero_init_last_norm=True, initializer="xavier_normal")
+  np.testing.assert_array_equal(m.blocks[0].norm2.scale[...], 0.0)  # norms keep their own init
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda: models.create("resnet21", num_classes=10, input_shape=(32, 32, 3), rngs=nnx.Rngs(0)),
-     "unknown model 'resnet21'; valid choices: lenet5, mlp"),
+     "unknown model 'resnet21'; valid choices: alexnet, convnext, lenet5, mlp"),
     (lambda: models.create("resnet20", num_classes=10, input_shape=(32, 32, 3), rngs=nnx.Rngs(0),
                            nrom="batch"), "unknown knob of resnet20 'nrom'; valid choices:"),
     (lambda: models.create("resnet20", num_classes=10, input_shape=(32, 32, 3), rngs=nnx.Rngs(0),
@@ -161,6 +215,12 @@ def test_knobs_change_what_they_say():
                            depth=19), "unknown knob of vgg11 'depth'"),
     (lambda: models.create("mlp", num_classes=10, input_shape=(8, 8, 1), rngs=nnx.Rngs(0),
                            activation="swish"), "unknown activation 'swish'"),
+    (lambda: models.create("mlp", num_classes=10, input_shape=(8, 8, 1), rngs=nnx.Rngs(0),
+                           initializer="kaiming"), "unknown initializer 'kaiming'; valid choices: lecun"),
+    (lambda: models.create("mlp", num_classes=10, input_shape=(8, 8, 1), rngs=nnx.Rngs(0),
+                           dtype="bf16"), "unknown dtype 'bf16'; valid choices: float32, bfloat16"),
+    (lambda: models.create("vit", num_classes=10, input_shape=(30, 30, 3), rngs=nnx.Rngs(0)),
+     "vit: input (30, 30, 3) is not a multiple of patch_size 4"),
 ])
 def test_bad_input_is_one_line(call, message):
   with pytest.raises(UserError) as info:

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
       count = f"{registry.num_params(model):>12,d}"
     except UserError as e:
       count = f"{'n/a':>12} ({e})"
-    knobs = ", ".join(f"{k}={v!r}" for k, v in registry.knobs(name).items())
+    knobs = ", ".join(f"{k}={getattr(v, '__name__', repr(v))}" for k, v in registry.knobs(name).items())
     print(f"{name:<16} {count}  knobs: {knobs}")
   return 0
 

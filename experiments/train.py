@@ -1,0 +1,107 @@
+"""python -m experiments.train --config experiments/configs/<study>.py[:variant] --workdir DIR
+[--config.key=value ...]
+
+Trains one run into DIR (see DESIGN.md's run directory) and resumes it if DIR has checkpoints.
+Exit status: 0 done, 2 bad input (one `error:` line), 3 diverged (non-finite loss or gradient).
+"""
+
+import ast
+import sys
+from pathlib import Path
+
+from absl import flags
+from ml_collections import config_flags
+
+from research.errors import UserError
+
+FLAGS = flags.FLAGS
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Study config file[:variant].",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it has checkpoints).")
+
+
+FREE_FORM = ("model.knobs.", "data.options.")  # any key: checked by the model registry / data loader
+
+
+def _split_free_form(argv: list[str]) -> tuple[list[str], dict[str, object]]:
+  """Takes `--config.model.knobs.K=V` and `--config.data.options.K=V` out of argv (they may name keys
+  the config file does not set); values are Python literals, or strings."""
+  rest, free = [], {}
+  for arg in argv:
+    key = arg[len("--config."):].split("=", 1)[0] if arg.startswith("--config.") else ""
+    if any(key.startswith(p) for p in FREE_FORM) and "=" in arg:
+      value = arg.split("=", 1)[1]
+      try:
+        free[key] = ast.literal_eval(value)
+      except (ValueError, SyntaxError):
+        free[key] = value
+    else:
+      rest.append(arg)
+  return rest, free
+
+
+def _check_override_keys(argv: list[str]) -> None:
+  """One line for an override naming a key that does not exist (absl's message is multi-line)."""
+  from research.training import config as config_lib
+
+  reference = dict(config_lib._walk(config_lib.default_config()))
+  for arg in argv:
+    if arg.startswith("--config."):
+      key = arg[len("--config."):].split("=", 1)[0]
+      if key not in reference:
+        section = key.rsplit(".", 1)[0] + "." if "." in key else ""
+        valid = sorted(k for k in reference if k.startswith(section) and "." not in k[len(section):])
+        raise UserError(f"unknown config key {key!r}; valid keys here: {', '.join(valid) or 'none'}")
+
+
+def _check_config_file(argv: list[str]) -> None:
+  for i, arg in enumerate(argv):
+    path = (arg.split("=", 1)[1] if arg.startswith("--config=")
+            else argv[i + 1] if arg == "--config" and i + 1 < len(argv) else None)
+    if path is not None and not Path(path.split(":", 1)[0]).is_file():
+      studies = sorted(str(p) for p in Path("experiments/configs").glob("[!_]*.py"))
+      raise UserError(f"config file {path.split(':', 1)[0]!r} not found; studies: {', '.join(studies)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv if argv is None else argv
+  try:
+    argv, free = _split_free_form(argv)
+    sys.argv = list(argv)  # config_flags finds `--config.*` overrides in sys.argv itself
+    _check_config_file(argv)
+    _check_override_keys(argv)
+    FLAGS(argv)
+    if not _WORKDIR.value:
+      raise UserError("--workdir is required")
+    config = _CONFIG.value
+    if config is None:
+      raise UserError("--config is required (e.g. experiments/configs/default.py:quick)")
+    for key, value in free.items():
+      section, name = key.rsplit(".", 1)
+      sub = config
+      for part in section.split("."):
+        sub = sub[part]
+      with sub.unlocked():
+        sub[name] = value
+  except (flags.Error, UserError, ValueError, KeyError, AttributeError, TypeError, OSError) as e:
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    if "Error whilst parsing config file" in str(e) and lines:  # an error raised by get_config
+      lines = [lines[-1].split(": ", 1)[-1]]
+    message = " ".join(" ".join(lines).split()) or type(e).__name__
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+  from research import training  # after flag parsing, so that errors above come fast
+
+  try:
+    summary = training.train_and_evaluate(config, _WORKDIR.value)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  final = summary.get("final", {})
+  shown = {k: round(v, 4) for k, v in final.items() if isinstance(v, float)}
+  print(f"{summary['status']} at step {summary['step']}: {shown}")
+  return training.DIVERGED_EXIT_CODE if summary["status"] == "diverged" else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,367 @@
+"""`train_and_evaluate(config, workdir) -> summary`: the training loop, resumable and exact.
+
+Top to bottom: validate the config; load the data; build the model (seeded), the schedule and the
+optimizer; restore the latest checkpoint of `workdir` if there is one (the run then continues exactly
+where it stopped: data order and augmentation are functions of (seed, step), the dropout stream and
+BatchNorm statistics are in the state); run jitted train steps with the state donated and the batch
+sharded over all devices; log every `log_every` steps, evaluate and checkpoint on the eval schedule,
+call the evaluators (curvature, sharpness) on theirs; stop on a non-finite loss or gradient (status
+`diverged`), on early stopping, or at the last step; write `summary.json`.
+"""
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+from flax import nnx
+
+from research import data, models
+from research.errors import UserError
+from research.training import checkpoints, optimizers, rundir, schedules
+from research.training import mesh as mesh_lib
+from research.training import state as state_lib
+from research.training import step as step_lib
+from research.training.config import validate
+
+DIVERGED_EXIT_CODE = 3
+
+
+@dataclasses.dataclass
+class Context:
+  """What an evaluator sees at a step: the state, the pieces to build a pure loss, the data."""
+  step: int
+  state: state_lib.TrainState
+  graphdef: object
+  dataset: data.Dataset
+  config: ml_collections.ConfigDict
+  workdir: Path
+
+
+@dataclasses.dataclass
+class Evaluator:
+  """A measurement run inside training on a step schedule (the curvature and sharpness hooks).
+
+  `fn(context) -> dict` returns metrics (named `curv/...`, `sharp/...`) that go into the step's
+  `metrics.jsonl` record; it may write files under `workdir/curvature/`.
+  """
+  name: str
+  fn: Callable[[Context], dict]
+  every_steps: int
+  at_end: bool = True
+
+
+def _resolved(config) -> dict:
+  return json.loads(config.to_json_best_effort())
+
+
+def _check_same_run(workdir: Path, config) -> None:
+  old = rundir.read_json(workdir / "config.json")
+  ckpt_dir = workdir / "checkpoints"
+  trained = ckpt_dir.is_dir() and any(p.name.isdigit() for p in ckpt_dir.iterdir())
+  if old is None or not trained:  # nothing to resume: the new config replaces the old one
+    return
+  new = _resolved(config)
+  if old != new:
+    flat = lambda d, p="": ({f"{p}{k}": v for k, v in d.items() if not isinstance(v, dict)}
+                            | {k2: v2 for k, v in d.items() if isinstance(v, dict)
+                               for k2, v2 in flat(v, f"{p}{k}.").items()})
+    a, b = flat(old), flat(new)
+    diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    raise UserError(f"{workdir} holds a run with another config (differs in {', '.join(diff[:5])}); "
+                    "use another workdir or the same config to resume")
+
+
+def _load_data(config) -> data.Dataset:
+  options = dict(config.data.options)
+  options.setdefault("seed", config.seed)
+  return data.load(config.data.name, **options)
+
+
+def _chunked(batch: dict, chunk: int) -> dict:
+  return {k: v.reshape((-1, chunk) + v.shape[1:]) for k, v in batch.items()}
+
+
+class _Progress:
+  def __init__(self, mode: str, total: int, initial: int):
+    if mode == "auto":
+      mode = "bar" if sys.stderr.isatty() else "lines"
+    self.mode = mode
+    self.bar = (tqdm.tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+                if mode == "bar" else None)
+
+  def update(self, step: int, metrics: dict | None) -> None:
+    if self.bar is not None:
+      self.bar.update(1)
+      if metrics:
+        self.bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in metrics.items()
+                              if k in ("train/loss", "train/accuracy", "test/accuracy")})
+    elif self.mode == "lines" and metrics:
+      shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+      print(f"step {step}: {shown}", flush=True)
+
+  def close(self):
+    if self.bar is not None:
+      self.bar.close()
+
+
+def evaluate(eval_step, state, split: data.Split, batch_size: int, sharding, num_classes: int,
+             prefix: str) -> dict:
+  """Exact means over a split: `{prefix}/loss`, `/accuracy`, `/class_accuracy` (list)."""
+  sums = None
+  for batch in data.eval_batches(split, batch_size):
+    out = eval_step(state.params, state.model_state, jax.device_put(batch, sharding))
+    out = jax.tree.map(lambda x: np.asarray(x, np.float64), out)
+    sums = out if sums is None else jax.tree.map(np.add, sums, out)
+  class_acc = sums["class_correct"] / np.maximum(sums["class_count"], 1)
+  return {f"{prefix}/loss": float(sums["loss"] / sums["count"]),
+          f"{prefix}/accuracy": float(sums["correct"] / sums["count"]),
+          f"{prefix}/class_accuracy": [float(a) for a in class_acc]}
+
+
+def _gaps(metrics: dict) -> dict:
+  out = {}
+  if "eval_train/accuracy" in metrics and "test/accuracy" in metrics:
+    out["gap/accuracy"] = metrics["eval_train/accuracy"] - metrics["test/accuracy"]
+    out["gap/loss"] = metrics["test/loss"] - metrics["eval_train/loss"]
+  return out
+
+
+def _finite(metrics: dict) -> bool:
+  return all(math.isfinite(v) for k, v in metrics.items() if isinstance(v, float))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
+                       evaluators: Sequence[Evaluator] = ()) -> dict:
+  """Trains as `config` says, writing the run directory `workdir`; resumes from its checkpoints.
+
+  Returns the summary (also in `summary.json`): status (done | diverged | early_stopped), steps,
+  final and best metrics, generalization gaps, wall time.
+  """
+  config = validate(config)
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  _check_same_run(workdir, config)
+  rundir.write_json_atomic(workdir / "config.json", _resolved(config))
+  meta = rundir.read_json(workdir / "meta.json") or {"created": rundir.now(), "resumed": []}
+  meta.update(status="running", seed=config.seed, **rundir.environment())
+  meta.pop("error", None)
+  rundir.write_json_atomic(workdir / "meta.json", meta)
+  try:
+    summary = _run(config, workdir, meta, evaluators)
+  except BaseException as e:
+    meta.update(status="failed", error=f"{type(e).__name__}: {e}".splitlines()[0], ended=rundir.now())
+    rundir.write_json_atomic(workdir / "meta.json", meta)
+    raise
+  meta.update(status=summary["status"], ended=rundir.now())
+  rundir.write_json_atomic(workdir / "meta.json", meta)
+  return summary
+
+
+def _run(config, workdir: Path, meta: dict, evaluators: Sequence[Evaluator]) -> dict:
+  t_start = time.time()
+  ds = _load_data(config)
+  t_cfg, e_cfg = config.training, config.eval
+  n_train = len(ds.train)
+  full_batch = t_cfg.full_batch
+  batch_size = n_train if full_batch else t_cfg.batch_size
+  try:
+    spe = data.steps_per_epoch(n_train, None if full_batch else batch_size)
+  except ValueError as e:
+    raise UserError(f"training.batch_size: {e}") from None
+  total_steps = t_cfg.num_steps or t_cfg.num_epochs * spe
+  sam = config.optimizer.sam
+  chunk = sam.micro_batch if (sam.rho > 0 and sam.micro_batch > 0) else (t_cfg.chunk_size or batch_size)
+  chunk = min(chunk, batch_size)
+  if not full_batch and batch_size % chunk:
+    raise UserError(f"batch_size {batch_size} is not a multiple of the chunk size {chunk} "
+                    "(training.chunk_size or optimizer.sam.micro_batch)")
+  mesh = mesh_lib.data_mesh()
+  n_dev = mesh.size
+  if chunk % n_dev or e_cfg.batch_size % n_dev:
+    raise UserError(f"the chunk size {chunk} and eval.batch_size {e_cfg.batch_size} must be multiples "
+                    f"of the number of devices ({n_dev})")
+  eval_every = e_cfg.every_steps or (e_cfg.every_epochs * spe if e_cfg.every_epochs else 0)
+  ckpt_every = config.checkpoint_every or eval_every or total_steps
+
+  # Model, optimizer, state. One root key, split into named streams (STYLE.md 6).
+  root = jax.random.key(config.seed)
+  knobs = dict(config.model.knobs)
+  if config.model.mixed_precision:
+    knobs["dtype"] = "bfloat16"
+  model = models.create(config.model.name, num_classes=ds.num_classes, input_shape=ds.input_shape,
+                        rngs=nnx.Rngs(params=jax.random.fold_in(root, 0),
+                                      dropout=jax.random.fold_in(root, 1)), **knobs)
+  schedule = schedules.make_schedule(config.schedule, total_steps=total_steps, steps_per_epoch=spe)
+  optimizer = optimizers.make_optimizer(config.optimizer, schedule)
+  graphdef, state = state_lib.create(model, optimizer)
+  del model
+  state = jax.device_put(state, mesh_lib.replicated(mesh))
+  ckpt = checkpoints.Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
+  start = ckpt.latest_step()
+  if start is not None:
+    state = ckpt.restore(state, start)
+    records = rundir.truncate_metrics(workdir / "metrics.jsonl", start)
+    meta.setdefault("resumed", []).append({"step": start, "at": rundir.now()})
+  else:
+    start = 0
+    records = rundir.truncate_metrics(workdir / "metrics.jsonl", -1)
+  rundir.write_json_atomic(workdir / "meta.json", meta | {"total_steps": total_steps})
+
+  train_step = jax.jit(step_lib.make_train_step(
+      graphdef, optimizer, schedule, loss_name=config.loss.name,
+      label_smoothing=config.loss.label_smoothing, preprocess=ds.preprocess,
+      augment_key=jax.random.fold_in(root, 2), crop_padding=config.data.augment.crop_padding,
+      flip=config.data.augment.flip, sam_rho=sam.rho, sam_adaptive=sam.adaptive, sam_eta=sam.eta,
+      sam_micro_batch=sam.micro_batch, sam_bn_update=sam.bn_update), donate_argnums=0)
+  eval_step = jax.jit(step_lib.make_eval_step(graphdef, loss_name=config.loss.name,
+                                              num_classes=ds.num_classes, preprocess=ds.preprocess))
+  train_sharding = mesh_lib.batch_sharding(mesh, axis=1)
+  eval_sharding = mesh_lib.batch_sharding(mesh, axis=0)
+
+  if full_batch:  # the whole training set, padded to whole chunks, on the devices once
+    pad = -n_train % chunk
+    idx = np.concatenate([np.arange(n_train), np.zeros(pad, np.int64)])
+    fixed_batch = jax.device_put(_chunked({
+        "image": ds.train.images[idx], "label": ds.train.labels[idx].astype(np.int32),
+        "mask": (np.arange(len(idx)) < n_train).astype(np.float32)}, chunk), train_sharding)
+
+  def batch_at(step: int):
+    if full_batch:
+      return fixed_batch
+    idx = data.batch_indices(n_train, batch_size, step, seed=config.seed)
+    return jax.device_put(_chunked({"image": ds.train.images[idx],
+                                    "label": ds.train.labels[idx].astype(np.int32),
+                                    "mask": np.ones(len(idx), np.float32)}, chunk), train_sharding)
+
+  splits = {"eval_train": ds.eval_train, "valid": ds.valid, "test": ds.test}
+
+  def run_eval(state, step: int) -> dict:
+    out = {}
+    for name in e_cfg.splits:
+      if len(splits[name]):
+        out |= evaluate(eval_step, state, splits[name], e_cfg.batch_size, eval_sharding, ds.num_classes,
+                        name)
+    return out | _gaps(out)
+
+  def run_evaluators(state, step: int) -> dict:
+    out = {}
+    for ev in evaluators:
+      if (ev.every_steps and step % ev.every_steps == 0) or (ev.at_end and step == total_steps):
+        out |= ev.fn(Context(step, state, graphdef, ds, config, workdir))
+    return out
+
+  # Early stopping and best values are recomputed from the records, so they resume exactly.
+  metric, mode, patience = e_cfg.early_stop_metric, e_cfg.early_stop_mode, e_cfg.patience
+  better = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
+  best, since_best = None, 0
+  for r in records:
+    if metric and metric in r:
+      if best is None or better(r[metric], best):
+        best, since_best = r[metric], 0
+      else:
+        since_best += 1
+
+  writer = rundir.MetricsWriter(workdir / "metrics.jsonl")
+  progress = _Progress(config.progress, total_steps, start)
+  status, last_finite, diverged_step = "done", None, None
+  step = start
+  t_loop = time.time()
+
+  def finish_step(done_step: int, metrics: dict, state) -> str | None:
+    """Host side of a finished step: divergence check, logging, eval, checkpoint. Returns a status."""
+    nonlocal best, since_best, last_finite
+    metrics = {f"train/{k}": float(v) for k, v in jax.device_get(metrics).items()}
+    if not (math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["train/grad_norm"])):
+      writer.write(done_step, metrics | {"epoch": done_step / spe, "diverged": True})
+      return "diverged"
+    last_finite = (done_step, metrics)
+    record = {}
+    if done_step % config.log_every == 0 or done_step == total_steps:
+      record |= metrics | {"epoch": done_step / spe}
+    is_eval = (eval_every and done_step % eval_every == 0) or done_step == total_steps
+    if is_eval:
+      record |= run_eval(state, done_step) | {"epoch": done_step / spe}
+    extra = run_evaluators(state, done_step)
+    if extra:
+      record |= extra | {"epoch": done_step / spe}
+    if record:
+      writer.write(done_step, record)
+    progress.update(done_step, record or None)
+    stop = None
+    if is_eval and metric and metric in record:
+      if best is None or better(record[metric], best):
+        best, since_best = record[metric], 0
+      else:
+        since_best += 1
+        if patience and since_best >= patience:
+          stop = "early_stopped"
+    if done_step % ckpt_every == 0 or done_step == total_steps or stop:
+      ckpt.save(done_step, state)
+    return stop
+
+  try:
+    while step < total_steps:
+      batch = batch_at(step)
+      state, metrics = train_step(state, batch)
+      step += 1
+      # The step's metrics are checked right away (a non-finite loss must stop the run before the
+      # next update); the host work between steps is small next to a step.
+      outcome = finish_step(step, metrics, state)
+      if outcome == "diverged":
+        status, diverged_step = "diverged", step
+        break
+      if outcome == "early_stopped":
+        status = "early_stopped"
+        break
+  finally:
+    progress.close()
+    writer.close()
+    ckpt.close()
+  wall = time.time() - t_start
+  steps_run = step - start
+  all_records = rundir.read_metrics(workdir / "metrics.jsonl")
+  summary = _summary(all_records, status=status, step=step, total_steps=total_steps, spe=spe,
+                     diverged_step=diverged_step, last_finite=last_finite, best_metric=metric,
+                     mode=mode)
+  summary |= {"wall_time_s": wall, "loop_time_s": time.time() - t_loop, "steps_this_session": steps_run,
+              "examples_per_s": steps_run * batch_size / max(time.time() - t_loop, 1e-9),
+              "num_params": models.num_params(nnx.merge(graphdef, state.params, state.model_state)),
+              "num_train": n_train, "batch_size": batch_size, "devices": n_dev}
+  rundir.write_json_atomic(workdir / "summary.json", summary)
+  return summary
+
+
+def _summary(records: list[dict], *, status, step, total_steps, spe, diverged_step, last_finite,
+             best_metric, mode) -> dict:
+  evals = [r for r in records if any(k.endswith("/accuracy") and not k.startswith("train/") for k in r)]
+  final = {k: v for k, v in (evals[-1] if evals else {}).items()}
+  best = {}
+  for r in evals:
+    for k, v in r.items():
+      if not isinstance(v, float | int) or k in ("step", "epoch") or k.startswith("gap/"):
+        continue
+      if k.endswith("/accuracy") or k.endswith("/loss"):
+        key = f"best_{k}"
+        pick = max if k.endswith("/accuracy") else min
+        if key not in best or pick(v, best[key]) != best[key]:
+          best[key], best[f"{key}_step"] = v, r["step"]
+  out = {"status": status, "step": step, "total_steps": total_steps, "epochs": step / spe,
+         "final": final, "best": best, "gaps": _gaps(final)}
+  if best_metric:
+    vals = [(r[best_metric], r["step"]) for r in evals if best_metric in r]
+    if vals:
+      pick = max if mode == "max" else min
+      v, s = pick(vals, key=lambda t: t[0])
+      out["early_stopping"] = {"metric": best_metric, "best": v, "best_step": s}
+  if status == "diverged":
+    out["diverged_step"] = diverged_step
+    out["last_finite"] = {"step": last_finite[0], **last_finite[1]} if last_finite else None
+  return out

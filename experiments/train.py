@@ -18,6 +18,8 @@ FLAGS = flags.FLAGS
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Study config file[:variant].",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it has checkpoints).")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first "
+                                 "(multi-host runs; the cluster comes from Slurm or JAX_* variables).")
 
 
 FREE_FORM = ("model.knobs.", "data.options.")  # any key: checked by the model registry / data loader
@@ -90,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     message = " ".join(" ".join(lines).split()) or type(e).__name__
     print(f"error: {message}", file=sys.stderr)
     return 2
+  if _DISTRIBUTED.value:
+    import jax
+
+    jax.distributed.initialize()
   from research import training  # after flag parsing, so that errors above come fast
 
   try:

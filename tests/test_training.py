@@ -190,6 +190,29 @@ def test_sam_perturbation_norms():
   assert np.isclose(float(jnp.sqrt(sum((v ** 2).sum() for v in jax.tree.leaves(scaled)))), 0.1)
 
 
+def test_mixed_precision_early_stopping_and_tensorboard(tmp_path):
+  c = tiny_config(**{"model.mixed_precision": True, "training.num_steps": 60, "eval.every_steps": 5,
+                     "eval.splits": ("eval_train", "test"), "eval.early_stop_metric": "eval_train/accuracy",
+                     "eval.patience": 2, "schedule.lr": 0.1, "tensorboard": True, "optimizer.name": "adam",
+                     "data.options.synthetic_train": 32, "training.batch_size": 32,
+                     "data.options.eval_train_size": 32})
+  summary = training.train_and_evaluate(c, tmp_path)
+  # Accuracy on 32 examples saturates at 1.0, then two evaluations without improvement stop the run.
+  assert summary["status"] == "early_stopped" and summary["step"] < 60
+  assert summary["early_stopping"]["best"] == 1.0
+  assert summary["step"] == summary["early_stopping"]["best_step"] + 10
+  assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+  # bfloat16 compute, float32 parameters and optimizer state.
+  ds = data.load("synthetic", **SYNTH)
+  model = models.create("mlp", num_classes=3, input_shape=ds.input_shape, rngs=nnx.Rngs(0), dtype="bfloat16",
+                        depth=1, width=16)
+  graphdef, state = state_lib.create(model, optimizers.make_optimizer(c.optimizer, 1e-3))
+  assert {str(x.dtype) for x in jax.tree.leaves((state.params, state.opt_state))} <= {"float32", "int32"}
+  logits, _ = step_lib.forward(graphdef, state.params, state.model_state,
+                               ds.preprocess(ds.test.images[:4]), train=False)
+  assert logits.dtype == jnp.bfloat16
+
+
 def test_divergence_guard_stops_with_status(tmp_path):
   c = tiny_config(**{"schedule.lr": 1e30, "loss.name": "mse"})
   summary = training.train_and_evaluate(c, tmp_path)

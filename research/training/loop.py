@@ -270,6 +270,11 @@ def _run(config, workdir: Path, meta: dict, evaluators: Sequence[Evaluator]) -> 
         since_best += 1
 
   writer = rundir.MetricsWriter(workdir / "metrics.jsonl")
+  tb = None
+  if config.tensorboard:
+    from tensorboardX import SummaryWriter  # imported only when asked for
+
+    tb = SummaryWriter(str(workdir / "tensorboard"))
   progress = _Progress(config.progress, total_steps, start)
   status, last_finite, diverged_step = "done", None, None
   step = start
@@ -294,6 +299,10 @@ def _run(config, workdir: Path, meta: dict, evaluators: Sequence[Evaluator]) -> 
       record |= extra | {"epoch": done_step / spe}
     if record:
       writer.write(done_step, record)
+      if tb is not None:
+        for k, v in record.items():
+          if isinstance(v, float):
+            tb.add_scalar(k, v, done_step)
     progress.update(done_step, record or None)
     stop = None
     if is_eval and metric and metric in record:
@@ -324,6 +333,8 @@ def _run(config, workdir: Path, meta: dict, evaluators: Sequence[Evaluator]) -> 
   finally:
     progress.close()
     writer.close()
+    if tb is not None:
+      tb.close()
     ckpt.close()
   wall = time.time() - t_start
   steps_run = step - start

@@ -1,4 +1,5 @@
-"""Classification losses and accuracy on logits (n, C) and integer labels (n,), computed in float32.
+"""Classification losses and accuracy on logits (n, C) and integer labels (n,), computed in float32
+(or float64 when the logits are float64, for exact curvature tests).
 
 - `cross_entropy`: softmax cross-entropy, optionally with label smoothing (Szegedy et al. 2016,
   "Rethinking the Inception Architecture"): the target is (1 - s) * one_hot + s / C.
@@ -21,6 +22,10 @@ from research.errors import UserError, choices_message
 LOSSES = ("cross_entropy", "mse")
 
 
+def _at_least_float32(logits: jax.Array) -> jax.Array:
+  return logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+
+
 def _check(name: str, label_smoothing: float) -> None:
   if name not in LOSSES:
     raise UserError(choices_message("loss", name, LOSSES))
@@ -34,17 +39,17 @@ def _check(name: str, label_smoothing: float) -> None:
 def per_example_cross_entropy(logits: jax.Array, labels: jax.Array,
                               label_smoothing: float = 0.0) -> jax.Array:
   """(n,) softmax cross-entropy of logits (n, C) against integer labels (n,), float32."""
-  logits = logits.astype(jnp.float32)
+  logits = _at_least_float32(logits)
   if label_smoothing == 0.0:
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-  targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32), label_smoothing)
+  targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype), label_smoothing)
   return optax.softmax_cross_entropy(logits, targets)
 
 
 def per_example_mse(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """(n,) 0.5 * sum over classes of (logits - one_hot(labels))^2, float32 (Cohen et al. 2021)."""
-  logits = logits.astype(jnp.float32)
-  targets = jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32)
+  logits = _at_least_float32(logits)
+  targets = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
   return optax.l2_loss(logits, targets).sum(axis=-1)  # optax.l2_loss is 0.5 * (x - y)^2
 
 

@@ -1,0 +1,326 @@
+"""Curvature operators over whole datasets: Hessian, GGN, Fisher, empirical Fisher, gradient covariance.
+
+All of them see pure functions and a params pytree (STYLE.md 3). `model_functions` builds them from an
+NNX model with an explicit BatchNorm mode (`eval`: running statistics, the default; `batch`: each
+chunk's own statistics, never written back, so the chunk size is part of the definition). Dropout and
+augmentation are off.
+
+Data is given as `Chunks`: arrays with leading axes (num_chunks, chunk_size) and a `mask` (1 for real
+examples, 0 for the padding of the last chunk). Every operator is the exact mean over the real
+examples: chunk c contributes (its example count / total count) times its own mean, so a ragged last
+chunk is weighted right. Products stream over the chunks in a `lax.scan` inside one jitted function,
+so activation memory is that of one chunk whatever the dataset size; the example axis of each chunk is
+sharded over all devices (`jit` + `NamedSharding`), parameters and vectors are replicated.
+
+Vectors live in the flattened parameter space (`ravel_pytree` order) of the selected parameters:
+`param_filter` (a predicate on the parameter path, e.g. `lambda p: "blocks.0" in p`) restricts an
+operator to one layer or block (the diagonal block of the full matrix), for per-layer spectra.
+
+Definitions (n examples, logits z_i = f(w, x_i), J_i = dz_i/dw, per-example loss l_i):
+- Hessian: H = (1/n) sum_i d^2 l_i / dw^2, products by forward-over-reverse (jvp of grad).
+- GGN: G = (1/n) sum_i J_i^T (d^2 l_i / dz^2) J_i; the output Hessian is diag(p) - p p^T for
+  cross-entropy (p = softmax(z)) and the identity for the square loss 0.5 ||z - y||^2.
+- Fisher (true): F = (1/n) sum_i J_i^T r_i r_i^T J_i with r_i = p_i - onehot(y~_i), y~_i ~ p_i sampled
+  with an explicit key (square loss: r_i ~ N(0, I)); its expectation over the labels is the GGN.
+- Empirical Fisher: the same with the true labels y_i; gradient covariance: empirical Fisher - g g^T
+  (g the mean gradient), whose trace over |g|^2 is the gradient noise scale B_simple.
+"""
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.flatten_util import ravel_pytree
+
+from research.curvature.linear_operator import LinearOperator
+from research.data import transforms
+from research.errors import UserError, choices_message
+from research.models.functional import BN_MODES, set_modes
+from research.training import losses
+from research.training import mesh as mesh_lib
+
+OUTPUT_LOSSES = ("cross_entropy", "mse")
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunks:
+  """Arrays (num_chunks, chunk_size, ...) with a `mask`; `num_examples` real examples."""
+  arrays: dict
+  num_examples: int
+  chunk_size: int
+
+  @property
+  def num_chunks(self) -> int:
+    return self.arrays["mask"].shape[0]
+
+  def info(self) -> dict:
+    return {"num_examples": self.num_examples, "chunk_size": self.chunk_size}
+
+
+def make_chunks(images: np.ndarray, labels: np.ndarray, chunk_size: int | None = None, *,
+                shard: bool = True) -> Chunks:
+  """(n, H, W, C) images and (n,) labels cut into chunks of `chunk_size` (default: one chunk)."""
+  n = len(labels)
+  if n == 0:
+    raise UserError("no examples to measure on")
+  chunk = min(chunk_size or n, n)
+  devices = jax.device_count()
+  chunk = -(-chunk // devices) * devices if shard else chunk  # a multiple of the device count
+  pad = -n % chunk
+  idx = np.concatenate([np.arange(n), np.zeros(pad, np.int64)])
+  arrays = {"image": images[idx].reshape((-1, chunk) + images.shape[1:]),
+            "label": labels[idx].astype(np.int32).reshape(-1, chunk),
+            "mask": (np.arange(n + pad) < n).astype(np.float32).reshape(-1, chunk)}
+  if shard:
+    arrays = jax.device_put(arrays, mesh_lib.batch_sharding(mesh_lib.data_mesh(), axis=1))
+  return Chunks(arrays, n, chunk)
+
+
+def model_functions(graphdef, model_state, *, bn_mode: str = "eval", preprocess: Callable | None = None,
+                    loss_name: str = "cross_entropy"):
+  """(loss_fn, logits_fn) for a model split into graphdef, params and the rest (`model_state`).
+
+  `logits_fn(params, batch) -> (n, C)` (float32 or wider); `loss_fn(params, batch) -> scalar`, the mean of the
+  per-example loss over the batch's real examples (`batch["mask"]`, all ones if absent).
+  """
+  if bn_mode not in BN_MODES:
+    raise UserError(choices_message("BatchNorm mode", bn_mode, BN_MODES))
+  if loss_name not in OUTPUT_LOSSES:
+    raise UserError(choices_message("loss", loss_name, OUTPUT_LOSSES))
+  preprocess = preprocess or (lambda x: transforms.normalize(x, 0.0, 1.0, "unit"))
+
+  def logits_fn(params, batch):
+    model = nnx.merge(graphdef, params, model_state, copy=True)
+    set_modes(model, use_running_average=bn_mode == "eval", deterministic=True)
+    logits = model(preprocess(batch["image"]))
+    return logits.astype(jnp.promote_types(logits.dtype, jnp.float32))  # bfloat16 -> float32
+
+  def loss_fn(params, batch):
+    per_example = losses.per_example_loss(loss_name, logits_fn(params, batch), batch["label"])
+    mask = batch.get("mask", jnp.ones_like(per_example))
+    return (per_example * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+
+  return loss_fn, logits_fn
+
+
+# ---------------------------------------------------------------------------------------------------
+# Parameter selection and flattening
+
+
+def path_name(path) -> str:
+  return ".".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
+
+
+def select(params, param_filter: Callable[[str], bool] | None):
+  """(selected, merge): the leaves whose path passes `param_filter`, and `merge(selected) -> params`."""
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+  names = [path_name(p) for p, _ in leaves]
+  keep = [param_filter is None or param_filter(n) for n in names]
+  if not any(keep):
+    raise UserError(f"param_filter selects no parameter; parameter names look like {names[0]!r}")
+  chosen = [leaf for (_, leaf), k in zip(leaves, keep) if k]
+
+  def merge(selected):
+    it = iter(selected)
+    return jax.tree_util.tree_unflatten(treedef, [next(it) if k else leaf
+                                                  for (_, leaf), k in zip(leaves, keep)])
+
+  return chosen, merge, [n for n, k in zip(names, keep) if k]
+
+
+def parameter_blocks(params, param_filter=None) -> list[tuple[str, int, int]]:
+  """(name, start, stop) of each selected parameter in the flattened vector (for per-layer traces)."""
+  chosen, _, names = select(params, param_filter)
+  out, start = [], 0
+  for name, leaf in zip(names, chosen):
+    out.append((name, start, start + int(np.prod(leaf.shape))))
+    start += int(np.prod(leaf.shape))
+  return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Operators
+
+
+def _chunk_mean(fn, chunks: Chunks):
+  """sum_c (count_c / n) fn(chunk_c, c) with fn returning a pytree; scanned over chunks."""
+  n = chunks.num_examples
+
+  def body(total, indexed):
+    index, chunk = indexed
+    count = chunk["mask"].sum()  # exact: a small integer
+    out = fn(chunk, index)
+    return jax.tree.map(lambda t, o: t + (count.astype(o.dtype) / n) * o, total, out), None
+
+  def run(arrays):
+    first = jax.tree.map(lambda x: x[0], arrays)
+    zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(fn, first, 0))
+    if chunks.num_chunks == 1:
+      return body(zeros, (0, first))[0]
+    return jax.lax.scan(body, zeros, (jnp.arange(chunks.num_chunks), arrays))[0]
+
+  return run
+
+
+def _operator(product, params, chunks: Chunks, param_filter, info: dict) -> LinearOperator:
+  """Wraps `product(merge, selected, v_tree, chunk, index)` (a chunk's mean) into a LinearOperator."""
+  chosen, merge, names = select(params, param_filter)
+  flat, unravel = ravel_pytree(chosen)
+  size = flat.shape[0]
+
+  @jax.jit
+  def matvec_arrays(v, arrays):
+    v_tree = unravel(v.astype(flat.dtype))
+    out = _chunk_mean(lambda chunk, i: product(merge, chosen, v_tree, chunk, i), chunks)(arrays)
+    return ravel_pytree(out)[0].astype(v.dtype)
+
+  info = dict(info) | chunks.info() | {"num_params": int(size)}
+  if param_filter is not None:
+    info["parameters"] = names
+  return LinearOperator(lambda v: matvec_arrays(v, chunks.arrays), int(size), flat.dtype, info)
+
+
+def hessian(loss_fn, params, chunks: Chunks, *, param_filter=None, info: dict | None = None):
+  """The Hessian of the dataset-mean loss; products by forward-over-reverse differentiation."""
+
+  def product(merge, chosen, v, chunk, index):
+    grad = jax.grad(lambda sel: loss_fn(merge(sel), chunk))
+    return jax.jvp(grad, (chosen,), (v,))[1]
+
+  return _operator(product, params, chunks, param_filter, {"operator": "hessian"} | (info or {}))
+
+
+def _output_hessian_product(loss_name, logits, u):
+  """(d^2 l / dz^2) u per example: (n, C) -> (n, C)."""
+  if loss_name == "mse":
+    return u
+  p = jax.nn.softmax(logits, axis=-1)
+  return p * u - p * (p * u).sum(-1, keepdims=True)
+
+
+def _jtmj(logits_fn, merge, chosen, v, chunk, middle):
+  """(1/n_c) sum_i J_i^T middle_i(J_i v) over the chunk's real examples."""
+  f = lambda sel: logits_fn(merge(sel), chunk)
+  logits, jv = jax.jvp(f, (chosen,), (v,))
+  mask = chunk["mask"].astype(logits.dtype)
+  u = middle(logits, jv) * (mask / jnp.maximum(mask.sum(), 1.0))[:, None]
+  _, vjp = jax.vjp(f, chosen)
+  return vjp(u)[0]
+
+
+def ggn(logits_fn, loss_name: str, params, chunks: Chunks, *, param_filter=None,
+        info: dict | None = None):
+  """The generalized Gauss-Newton matrix J^T H_out J (exact, positive semi-definite)."""
+  if loss_name not in OUTPUT_LOSSES:
+    raise UserError(choices_message("loss", loss_name, OUTPUT_LOSSES))
+
+  def product(merge, chosen, v, chunk, index):
+    return _jtmj(logits_fn, merge, chosen, v, chunk,
+                 lambda logits, jv: _output_hessian_product(loss_name, logits, jv))
+
+  return _operator(product, params, chunks, param_filter,
+                   {"operator": "ggn", "loss": loss_name} | (info or {}))
+
+
+def _residuals(loss_name, logits, labels, key):
+  """d l / dz at the given (or, with a key, sampled) labels: (n, C)."""
+  if loss_name == "mse":
+    if key is not None:  # y ~ N(z, I): the residual is Gaussian noise
+      return jax.random.normal(key, logits.shape, logits.dtype)
+    return logits - jax.nn.one_hot(labels, logits.shape[-1])
+  p = jax.nn.softmax(logits, axis=-1)
+  if key is not None:
+    labels = jax.random.categorical(key, logits)
+  return p - jax.nn.one_hot(labels, logits.shape[-1])
+
+
+def fisher(logits_fn, loss_name: str, params, chunks: Chunks, key: jax.Array, *, param_filter=None,
+           info: dict | None = None):
+  """The true Fisher with one sampled label per example (fixed by `key`, so the operator is fixed)."""
+
+  def product(merge, chosen, v, chunk, index):
+    chunk_key = jax.random.fold_in(key, index)  # the same labels at every product
+    return _jtmj(logits_fn, merge, chosen, v, chunk, lambda logits, jv: _rank_one(
+        _residuals(loss_name, logits, None, chunk_key), jv))
+
+  seed = int(jax.random.key_data(key).ravel()[-1])
+  return _operator(product, params, chunks, param_filter,
+                   {"operator": "fisher", "loss": loss_name, "label_key": seed} | (info or {}))
+
+
+def _rank_one(r, jv):
+  return r * (r * jv).sum(-1, keepdims=True)
+
+
+def empirical_fisher(logits_fn, loss_name: str, params, chunks: Chunks, *, param_filter=None,
+                     info: dict | None = None):
+  """(1/n) sum_i g_i g_i^T with g_i the per-example gradient at the true labels."""
+
+  def product(merge, chosen, v, chunk, index):
+    return _jtmj(logits_fn, merge, chosen, v, chunk, lambda logits, jv: _rank_one(
+        _residuals(loss_name, logits, chunk["label"], None), jv))
+
+  return _operator(product, params, chunks, param_filter,
+                   {"operator": "empirical_fisher", "loss": loss_name} | (info or {}))
+
+
+def mean_gradient(loss_fn, params, chunks: Chunks, *, param_filter=None) -> jax.Array:
+  """The flattened gradient of the dataset-mean loss."""
+  chosen, merge, _ = select(params, param_filter)
+
+  @jax.jit
+  def run(arrays):
+    grad = lambda chunk, i: jax.grad(lambda sel: loss_fn(merge(sel), chunk))(chosen)
+    g = _chunk_mean(grad, chunks)(arrays)
+    return ravel_pytree(g)[0]
+
+  return run(chunks.arrays)
+
+
+def gradient_covariance(logits_fn, loss_fn, loss_name: str, params, chunks: Chunks, *,
+                        param_filter=None, info: dict | None = None):
+  """Sigma = (1/n) sum_i g_i g_i^T - g g^T, the per-example gradient covariance (population form)."""
+  ef = empirical_fisher(logits_fn, loss_name, params, chunks, param_filter=param_filter)
+  g = mean_gradient(loss_fn, params, chunks, param_filter=param_filter)
+
+  def matvec(v):
+    return ef.matvec(v) - g.astype(v.dtype) * jnp.dot(g.astype(v.dtype), v)
+
+  return LinearOperator(matvec, ef.size, ef.dtype,
+                        ef.info | {"operator": "gradient_covariance"} | (info or {}))
+
+
+def preconditioned(op: LinearOperator, diagonal: jax.Array) -> LinearOperator:
+  """P^-1/2 A P^-1/2 for a positive diagonal preconditioner P (flattened like the operator's vectors).
+
+  With P = sqrt(v_hat) + eps from an Adam-type state this is the preconditioned Hessian whose top
+  eigenvalue is the adaptive method's effective sharpness (Cohen et al. 2022, arXiv:2207.14484).
+  """
+  d = jnp.asarray(diagonal)
+  if d.shape != (op.size,):
+    raise UserError(f"preconditioner has shape {d.shape}, the operator acts on ({op.size},)")
+  scale = 1.0 / jnp.sqrt(d)
+  return LinearOperator(lambda v: scale.astype(v.dtype) * op.matvec(scale.astype(v.dtype) * v), op.size,
+                        op.dtype, op.info | {"preconditioned": True})
+
+
+def adam_preconditioner(opt_state, *, b2: float = 0.999, eps: float = 1e-8, params=None,
+                        param_filter=None) -> jax.Array:
+  """The flattened diagonal sqrt(v_hat) + eps of the first Adam-type state (`nu`, `count`) in `opt_state`.
+
+  `v_hat = nu / (1 - b2^count)` (bias-corrected, as Adam's update uses it).
+  """
+  found = [s for s in jax.tree.leaves(opt_state, is_leaf=lambda x: hasattr(x, "nu") and hasattr(x, "count"))
+           if hasattr(s, "nu")]
+  if not found:
+    raise UserError("the optimizer state has no Adam-type second moment (`nu`); use adam, adamw, "
+                    "lamb or rmsprop-with-nu states")
+  state = found[0]
+  nu = state.nu
+  if param_filter is not None:
+    nu = select(nu, param_filter)[0]
+  v_hat = jax.tree.map(lambda x: x / (1 - b2 ** state.count.astype(jnp.float32)), nu)
+  return ravel_pytree(jax.tree.map(lambda x: jnp.sqrt(x) + eps, v_hat))[0]

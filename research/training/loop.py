@@ -278,7 +278,7 @@ def _run(config, workdir: Path, meta: dict, evaluators: Sequence[Evaluator]) -> 
   progress = _Progress(config.progress, total_steps, start)
   status, last_finite, diverged_step = "done", None, None
   step = start
-  t_loop = time.time()
+  t_loop = t_first = time.time()
 
   def finish_step(done_step: int, metrics: dict, state) -> str | None:
     """Host side of a finished step: divergence check, logging, eval, checkpoint. Returns a status."""
@@ -324,6 +324,8 @@ def _run(config, workdir: Path, meta: dict, evaluators: Sequence[Evaluator]) -> 
       # The step's metrics are checked right away (a non-finite loss must stop the run before the
       # next update); the host work between steps is small next to a step.
       outcome = finish_step(step, metrics, state)
+      if step == start + 1:
+        t_first = time.time()  # after the first step, which includes compilation
       if outcome == "diverged":
         status, diverged_step = "diverged", step
         break
@@ -342,8 +344,9 @@ def _run(config, workdir: Path, meta: dict, evaluators: Sequence[Evaluator]) -> 
   summary = _summary(all_records, status=status, step=step, total_steps=total_steps, spe=spe,
                      diverged_step=diverged_step, last_finite=last_finite, best_metric=metric,
                      mode=mode)
+  steady = max(steps_run - 1, 0) / max(time.time() - t_first, 1e-9)  # steps/s after the first step
   summary |= {"wall_time_s": wall, "loop_time_s": time.time() - t_loop, "steps_this_session": steps_run,
-              "examples_per_s": steps_run * batch_size / max(time.time() - t_loop, 1e-9),
+              "steps_per_s": steady, "examples_per_s": steady * batch_size,
               "num_params": models.num_params(nnx.merge(graphdef, state.params, state.model_state)),
               "num_train": n_train, "batch_size": batch_size, "devices": n_dev}
   rundir.write_json_atomic(workdir / "summary.json", summary)

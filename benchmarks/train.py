@@ -24,8 +24,9 @@ from research.training import step as step_lib
 
 CASES = {
     "simple_cnn": dict(data="fashion_mnist", options={}, shape=(28, 28, 1)),
-    "resnet20": dict(data="synthetic", options=dict(synthetic_train=4096, synthetic_test=256,
-                                                    image_shape=(32, 32, 3), num_classes=10), shape=(32, 32, 3)),
+    "resnet20": dict(data="synthetic", shape=(32, 32, 3),
+                     options=dict(synthetic_train=4096, synthetic_test=256, image_shape=(32, 32, 3),
+                                  num_classes=10)),
 }
 
 
@@ -53,7 +54,8 @@ def bare_step_rate(config, steps: int) -> float:
                                           label_smoothing=0.0, preprocess=ds.preprocess,
                                           augment_key=jax.random.key(0)), donate_argnums=0)
   bs = config.training.batch_size
-  batch = jax.device_put({"image": ds.train.images[None, :bs], "label": ds.train.labels[None, :bs].astype(np.int32),
+  batch = jax.device_put({"image": ds.train.images[None, :bs],
+                          "label": ds.train.labels[None, :bs].astype(np.int32),
                           "mask": np.ones((1, bs), np.float32)})
   state, m = step(state, batch)
   jax.block_until_ready(m)

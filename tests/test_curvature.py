@@ -17,7 +17,8 @@ from flax import nnx
 from jax.flatten_util import ravel_pytree
 
 from research import data, models
-from research.curvature import lanczos, operators
+from research.curvature import lanczos, operators, quantities
+from research.curvature.linear_operator import LinearOperator
 from research.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,8 +140,36 @@ def test_per_layer_block_and_preconditioned_operator(problem):
   np.testing.assert_allclose(pre.to_dense(), s[:, None] * p["dense_h"] * s[None, :], rtol=1e-8, atol=1e-12)
 
 
+def test_logged_quantities_match_dense(problem):
+  p = problem
+  batch = p["batch"]
+  one = lambda w, image, label: p["loss_fn"](p["unravel"](w), {"image": image[None], "label": label[None]})
+  per_example = np.asarray(jax.jit(jax.vmap(jax.grad(one), in_axes=(None, 0, 0)))(
+      p["flat"], batch["image"], batch["label"]))
+  g = per_example.mean(0)
+  trace_sigma = (per_example ** 2).sum(1).mean() - g @ g
+  chunks = operators.make_chunks(p["ds"].train.images, p["ds"].train.labels, 16, shard=False)
+  exact = quantities.gradient_noise_scale(p["loss_fn"], p["params"], chunks)
+  np.testing.assert_allclose(exact["gradient_noise_scale"], trace_sigma / (g @ g), rtol=1e-8)
+  two = quantities.gradient_noise_scale_two_batch(
+      p["loss_fn"], p["params"], p["ds"].train.images, p["ds"].train.labels, jax.random.key(0), small=4,
+      big=20, num_pairs=300)
+  assert abs(two["trace_sigma"] / trace_sigma - 1) < 0.25  # unbiased; this is a 300-pair average
+  h = p["dense_h"]
+  np.testing.assert_allclose(quantities.gradient_curvature(LinearOperator.from_dense(h), g),
+                             g @ h @ g / (g @ g), rtol=1e-10)
+  evals, evecs = np.linalg.eigh(h)
+  top = evecs[:, -3:].T
+  np.testing.assert_allclose(quantities.top_subspace_fraction(g, top), ((top @ g) ** 2).sum() / (g @ g),
+                             rtol=1e-10)
+  op = operators.hessian(p["loss_fn"], p["params"], p["whole"])
+  s = quantities.spectrum_summary(lanczos.eigenpairs(op, 2, basis_dtype=jnp.float64, tol=1e-9),
+                                  lanczos.eigenpairs(op, 1, "smallest", basis_dtype=jnp.float64, tol=1e-9))
+  np.testing.assert_allclose([s["lambda_max"], s["lambda_min"], s["lambda_1_over_lambda_2"]],
+                             [evals[-1], evals[0], evals[-1] / evals[-2]], rtol=1e-6)
+
+
 def test_bad_input_is_named():
-  from research.curvature.linear_operator import LinearOperator
   op = LinearOperator.from_dense(np.diag([1.0, 2.0, 3.0]))
   with pytest.raises(UserError, match="k = 4 eigenpairs asked of an operator of dimension 3"):
     lanczos.eigenpairs(op, 4)

@@ -165,6 +165,72 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
   return summary
 
 
+def schedule_lengths(config, ds: data.Dataset) -> tuple[int, int]:
+  """(steps_per_epoch, total_steps) of a config on its dataset."""
+  n_train = len(ds.train)
+  full_batch = config.training.full_batch
+  try:
+    spe = data.steps_per_epoch(n_train, None if full_batch else config.training.batch_size)
+  except ValueError as e:
+    raise UserError(f"training.batch_size: {e}") from None
+  return spe, config.training.num_steps or config.training.num_epochs * spe
+
+
+def build_state(config, ds: data.Dataset, total_steps: int, steps_per_epoch: int):
+  """(graphdef, state at step 0, optimizer, schedule): the seeded model and its optimizer.
+
+  One root key from `config.seed`, split into named streams (STYLE.md 6): 0 initialization, 1 dropout,
+  2 augmentation.
+  """
+  root = jax.random.key(config.seed)
+  knobs = dict(config.model.knobs)
+  if config.model.mixed_precision:
+    knobs["dtype"] = "bfloat16"
+  model = models.create(config.model.name, num_classes=ds.num_classes, input_shape=ds.input_shape,
+                        rngs=nnx.Rngs(params=jax.random.fold_in(root, 0),
+                                      dropout=jax.random.fold_in(root, 1)), **knobs)
+  schedule = schedules.make_schedule(config.schedule, total_steps=total_steps,
+                                     steps_per_epoch=steps_per_epoch)
+  optimizer = optimizers.make_optimizer(config.optimizer, schedule)
+  graphdef, state = state_lib.create(model, optimizer)
+  return graphdef, state, optimizer, schedule
+
+
+def load_run(workdir: str | Path, step: int | None = None):
+  """(config, dataset, graphdef, state, step) of a run directory's checkpoint (default: the latest).
+
+  For measuring a trained model afterwards (curvature, sharpness, landscapes).
+  """
+  workdir = Path(workdir)
+  raw = rundir.read_json(workdir / "config.json")
+  if raw is None:
+    raise UserError(f"{workdir} is not a run directory (no readable config.json)")
+  config = validate(ml_collections.ConfigDict(_tuples(raw)))
+  ckpt_dir = workdir / "checkpoints"
+  steps = sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit()) if ckpt_dir.is_dir() else []
+  if not steps:
+    raise UserError(f"{workdir} has no checkpoint to load")
+  if step is not None and step not in steps:
+    raise UserError(f"no checkpoint at step {step} in {workdir}; available: {', '.join(map(str, steps))}")
+  ds = _load_data(config)
+  spe, total = schedule_lengths(config, ds)
+  graphdef, state, _, _ = build_state(config, ds, total, spe)
+  ckpt = checkpoints.Checkpointer(ckpt_dir, keep=config.keep_checkpoints)
+  step = steps[-1] if step is None else step
+  state = ckpt.restore(state, step)
+  ckpt.close()
+  return config, ds, graphdef, state, step
+
+
+def _tuples(value):
+  """JSON lists back to tuples, as configs hold them."""
+  if isinstance(value, dict):
+    return {k: _tuples(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return tuple(_tuples(v) for v in value)
+  return value
+
+
 def _run(config, workdir: Path, meta: dict, evaluators: Sequence[Evaluator]) -> dict:
   t_start = time.time()
   ds = _load_data(config)
@@ -172,11 +238,7 @@ def _run(config, workdir: Path, meta: dict, evaluators: Sequence[Evaluator]) -> 
   n_train = len(ds.train)
   full_batch = t_cfg.full_batch
   batch_size = n_train if full_batch else t_cfg.batch_size
-  try:
-    spe = data.steps_per_epoch(n_train, None if full_batch else batch_size)
-  except ValueError as e:
-    raise UserError(f"training.batch_size: {e}") from None
-  total_steps = t_cfg.num_steps or t_cfg.num_epochs * spe
+  spe, total_steps = schedule_lengths(config, ds)
   sam = config.optimizer.sam
   chunk = sam.micro_batch if (sam.rho > 0 and sam.micro_batch > 0) else (t_cfg.chunk_size or batch_size)
   chunk = min(chunk, batch_size)
@@ -191,18 +253,8 @@ def _run(config, workdir: Path, meta: dict, evaluators: Sequence[Evaluator]) -> 
   eval_every = e_cfg.every_steps or (e_cfg.every_epochs * spe if e_cfg.every_epochs else 0)
   ckpt_every = config.checkpoint_every or eval_every or total_steps
 
-  # Model, optimizer, state. One root key, split into named streams (STYLE.md 6).
   root = jax.random.key(config.seed)
-  knobs = dict(config.model.knobs)
-  if config.model.mixed_precision:
-    knobs["dtype"] = "bfloat16"
-  model = models.create(config.model.name, num_classes=ds.num_classes, input_shape=ds.input_shape,
-                        rngs=nnx.Rngs(params=jax.random.fold_in(root, 0),
-                                      dropout=jax.random.fold_in(root, 1)), **knobs)
-  schedule = schedules.make_schedule(config.schedule, total_steps=total_steps, steps_per_epoch=spe)
-  optimizer = optimizers.make_optimizer(config.optimizer, schedule)
-  graphdef, state = state_lib.create(model, optimizer)
-  del model
+  graphdef, state, optimizer, schedule = build_state(config, ds, total_steps, spe)
   state = jax.device_put(state, mesh_lib.replicated(mesh))
   ckpt = checkpoints.Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
   start = ckpt.latest_step()

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from research import data, models, training
+from research import data, models, training, xla
 from research.training import optimizers, schedules
 from research.training import state as state_lib
 from research.training import step as step_lib
@@ -50,7 +50,7 @@ def bare_step_rate(config, steps: int) -> float:
   schedule = schedules.make_schedule(config.schedule, total_steps=steps, steps_per_epoch=100)
   optimizer = optimizers.make_optimizer(config.optimizer, schedule)
   graphdef, state = state_lib.create(model, optimizer)
-  step = jax.jit(step_lib.make_train_step(graphdef, optimizer, schedule, loss_name="cross_entropy",
+  step = xla.jit(step_lib.make_train_step(graphdef, optimizer, schedule, loss_name="cross_entropy",
                                           label_smoothing=0.0, preprocess=ds.preprocess,
                                           augment_key=jax.random.key(0)), donate_argnums=0)
   bs = config.training.batch_size

@@ -4,6 +4,7 @@ The references: `jax.hessian` of the flattened dataset-mean loss; the dense GGN 
 `jax.jacobian`; central finite differences of the gradient; NumPy's `eigh`.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -211,3 +212,31 @@ def test_one_and_four_devices_agree(tmp_path):
     assert res.stdout.split()[0] == str(devices)
     outs[devices] = np.load(tmp_path / f"{devices}.npy")
   np.testing.assert_allclose(outs[4], outs[1], rtol=1e-4, atol=1e-6)
+
+
+def test_curvature_cli_measures_a_checkpoint(tmp_path):
+  from analysis import curvature as cli
+  from research import training
+
+  jax.config.update("jax_enable_x64", False)  # a normal float32 run
+  try:
+    c = training.default_config()
+    c.data.name = "synthetic"
+    c.data.options.update(dict(synthetic_train=64, synthetic_test=16, image_shape=(4, 4, 1), num_classes=3,
+                               valid_size=0, eval_train_size=16))
+    c.model.name = "mlp"
+    c.model.knobs.update(dict(depth=1, width=8))
+    c.training.batch_size, c.training.num_epochs, c.training.num_steps = 16, 0, 10
+    c.eval.every_epochs, c.eval.batch_size, c.progress = 0, 16, "none"
+    training.train_and_evaluate(c, tmp_path)
+    assert cli.main(["--workdir", str(tmp_path), "--what", "lambda_max,trace,density", "--num_examples", "40",
+                     "--chunk_size", "16", "--num_probes", "6"]) == 0
+    record = json.loads((tmp_path / "curvature" / "step10_hessian_train.json").read_text())
+    assert record["operator"]["num_examples"] == 40 and record["operator"]["bn_mode"] == "eval"
+    assert record["results"]["top"]["converged"][0] and record["results"]["spectrum"]["lambda_max"] > 0
+    assert record["results"]["trace_hutchinson"]["std_error"] > 0
+    assert (tmp_path / "curvature" / "step10_hessian_train_density.png").stat().st_size > 1000
+    assert set(np.load(tmp_path / "curvature" / "step10_hessian_train.npz")) >= {"top_vectors", "slq_nodes"}
+    assert cli.main(["--workdir", str(tmp_path), "--what", "lambda_max", "--checkpoint", "3"]) == 2
+  finally:
+    jax.config.update("jax_enable_x64", True)

@@ -202,6 +202,23 @@ def test_initializers():
   np.testing.assert_array_equal(m.blocks[0].norm2.scale[...], 0.0)  # norms keep their own init
 
 
+def test_max_pool_derivatives_equal_plain_autodiff():
+  """The pooling's custom JVP rule against autodiff of the plain reshape-and-max, ties and odd sizes."""
+  from research.models import layers
+
+  plain = lambda x: x[:, :4, :4].reshape(2, 2, 2, 2, 2, 3).max(axis=(2, 4))
+  x = jax.nn.relu(jax.random.normal(jax.random.key(0), (2, 5, 5, 3)))  # zeros give tied maxima
+  v = jax.random.normal(jax.random.key(1), x.shape)
+  w = jax.random.normal(jax.random.key(2), (2, 2, 2, 3))
+  np.testing.assert_array_equal(layers.max_pool_2x2(x), plain(x))
+  for pool_fn in (layers.max_pool_2x2, plain):
+    assert pool_fn(x).shape == (2, 2, 2, 3)
+  f = lambda pool_fn: lambda x: jnp.sum(w * jnp.tanh(pool_fn(x)))
+  np.testing.assert_allclose(jax.grad(f(layers.max_pool_2x2))(x), jax.grad(f(plain))(x), atol=1e-6)
+  hvp = lambda g: jax.jvp(jax.grad(g), (x,), (v,))[1]
+  np.testing.assert_allclose(hvp(f(layers.max_pool_2x2)), hvp(f(plain)), atol=1e-6)
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda: models.create("resnet21", num_classes=10, input_shape=(32, 32, 3), rngs=nnx.Rngs(0)),
      "unknown model 'resnet21'; valid choices: alexnet, convnext, lenet5, mlp"),

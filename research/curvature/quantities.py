@@ -55,20 +55,16 @@ def _per_example_sq_norms(loss_fn, params, chunks: operators.Chunks, param_filte
     return loss_fn(merge(sel), {"image": image[None], "label": label[None],
                                 "mask": jnp.ones((1,), jnp.float32)})
 
-  @jax.jit
-  def run(arrays):
-    def chunk_sums(chunk, _):
-      grads = jax.vmap(jax.grad(single), in_axes=(None, 0, 0))(chosen, chunk["image"], chunk["label"])
-      sq = sum((g.reshape(g.shape[0], -1) ** 2).sum(1) for g in jax.tree.leaves(grads))
-      mask = chunk["mask"].astype(sq.dtype)
-      count = jnp.maximum(mask.sum(), 1.0)
-      mean_grad = jax.tree.map(lambda g: jnp.tensordot(mask, g, axes=1) / count, grads)
-      return {"sq": (sq * mask).sum() / count, "grad": mean_grad}
+  def chunk_sums(sel, chunk, _):
+    grads = jax.vmap(jax.grad(single), in_axes=(None, 0, 0))(sel, chunk["image"], chunk["label"])
+    sq = sum((g.reshape(g.shape[0], -1) ** 2).sum(1) for g in jax.tree.leaves(grads))
+    mask = chunk["mask"].astype(sq.dtype)
+    count = jnp.maximum(mask.sum(), 1.0)
+    mean_grad = jax.tree.map(lambda g: jnp.tensordot(mask, g, axes=1) / count, grads)
+    return {"sq": (sq * mask).sum() / count, "grad": mean_grad}
 
-    out = operators._chunk_mean(chunk_sums, chunks)(arrays)
-    return out["sq"], ravel_pytree(out["grad"])[0]
-
-  return run(chunks.arrays)
+  out = operators._chunk_mean(chunk_sums, chunks)(chosen, chunks.arrays)
+  return out["sq"], ravel_pytree(out["grad"])[0]
 
 
 def gradient_noise_scale(loss_fn, params, chunks: operators.Chunks, *, param_filter=None) -> dict:

@@ -23,7 +23,7 @@ import numpy as np
 import tqdm
 from flax import nnx
 
-from research import data, models
+from research import data, models, xla
 from research.errors import UserError
 from research.training import checkpoints, optimizers, rundir, schedules
 from research.training import mesh as mesh_lib
@@ -267,13 +267,13 @@ def _run(config, workdir: Path, meta: dict, evaluators: Sequence[Evaluator]) -> 
     records = rundir.truncate_metrics(workdir / "metrics.jsonl", -1)
   rundir.write_json_atomic(workdir / "meta.json", meta | {"total_steps": total_steps})
 
-  train_step = jax.jit(step_lib.make_train_step(
+  train_step = xla.jit(step_lib.make_train_step(
       graphdef, optimizer, schedule, loss_name=config.loss.name,
       label_smoothing=config.loss.label_smoothing, preprocess=ds.preprocess,
       augment_key=jax.random.fold_in(root, 2), crop_padding=config.data.augment.crop_padding,
       flip=config.data.augment.flip, sam_rho=sam.rho, sam_adaptive=sam.adaptive, sam_eta=sam.eta,
       sam_micro_batch=sam.micro_batch, sam_bn_update=sam.bn_update), donate_argnums=0)
-  eval_step = jax.jit(step_lib.make_eval_step(graphdef, loss_name=config.loss.name,
+  eval_step = xla.jit(step_lib.make_eval_step(graphdef, loss_name=config.loss.name,
                                               num_classes=ds.num_classes, preprocess=ds.preprocess))
   train_sharding = mesh_lib.batch_sharding(mesh, axis=1)
   eval_sharding = mesh_lib.batch_sharding(mesh, axis=0)

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from research import xla
 from research.data import transforms
 from research.models.functional import set_modes
 from research.training import losses, sam
@@ -85,7 +86,10 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule:
     if num_chunks == 1:
       carry, _ = body(init, 0)
     else:
-      carry, _ = jax.lax.scan(body, init, jnp.arange(num_chunks))
+      # XLA:CPU runs convolutions inside loops about 10x slower (research/curvature/operators.py): up to
+      # 16 chunks are unrolled there; more (e.g. full-batch GD on a large set) stay a loop.
+      unroll = num_chunks if (xla.on_cpu() and num_chunks <= 16) else 1
+      carry, _ = jax.lax.scan(body, init, jnp.arange(num_chunks), unroll=unroll)
     return carry
 
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:

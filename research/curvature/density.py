@@ -1,0 +1,260 @@
+"""Spectral density of a symmetric operator by stochastic Lanczos quadrature (SLQ).
+
+For a unit start vector v, m Lanczos steps give a tridiagonal T_m = Y diag(theta) Y^T; the nodes theta_j
+and weights w_j = Y_{0j}^2 form a Gauss quadrature of the spectral measure of A seen from v:
+v^T f(A) v ~ sum_j w_j f(theta_j), exact for polynomials of degree <= 2m - 1. With E[v v^T] = I / d
+(normalized Gaussian or Rademacher / sqrt(d)), its mean over probes estimates (1/d) tr f(A) and the
+density (1/d) sum_i delta(t - lambda_i) (Ubaru, Chen & Saad 2017, SIAM J. Matrix Anal. Appl. 38(4);
+Ghorbani, Krishnan & Xiao 2019, ICML, "An investigation into neural net optimization via Hessian
+eigenvalue density").
+
+`slq` returns the raw nodes and weights (DESIGN.md: smoothing is a separate step); `moments`, `smooth`,
+`log_density` and `outliers` read them. The Lanczos recursion here only needs the tridiagonal, so it is
+a small jitted `while_loop` (eigenvectors and restarts live in `lanczos.py`); the Krylov basis is kept
+in `basis_dtype` whatever the product dtype, with full reorthogonalization (classical Gram-Schmidt,
+twice) by default, and the tridiagonal is diagonalized in float64 by `scipy.linalg.eigh_tridiagonal`.
+"""
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.linalg
+
+from research.curvature.linear_operator import LinearOperator
+from research.curvature.trace import check_count, key_info, to_jsonable
+from research.errors import UserError, choices_message
+
+PROBES = ("gaussian", "rademacher")
+BASIS_DTYPES = ("float32", "float64")
+
+
+@dataclasses.dataclass(frozen=True)
+class QuadratureResult:
+  """Raw SLQ output. Nodes are eigenvalues of A's units; each probe's weights sum to 1.
+
+  nodes, weights: (num_probes, num_steps) float64. A probe whose Krylov space was exhausted after
+  k < num_steps steps (breakdown) has nodes and weights padded with 0 after position k.
+  num_steps_done: (num_probes,) Lanczos steps each probe took (= its products).
+  """
+  nodes: np.ndarray
+  weights: np.ndarray
+  num_steps_done: np.ndarray
+  size: int
+  num_products: int
+  info: dict
+
+  def to_dict(self) -> dict:
+    return {"nodes": self.nodes.tolist(), "weights": self.weights.tolist(),
+            "num_steps_done": self.num_steps_done.tolist(), "size": int(self.size),
+            "num_products": int(self.num_products), "info": to_jsonable(self.info)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Outliers:
+  """Eigenvalues separated above the bulk, as seen by SLQ (see `outliers` for the rule)."""
+  count: int  # max over probes of the Ritz values above `threshold`: a lower bound on the true count
+  threshold: float  # the bulk edge used (inf when no gap was found)
+  values: np.ndarray  # (count,) descending: mean over the probes that reach `count` of their top Ritz values
+  per_probe: np.ndarray  # (num_probes,) Ritz values above the threshold, per probe
+  estimated_count: float  # d * mean_probes(weight above threshold): unbiased for the count, but noisy
+
+  def to_dict(self) -> dict:
+    return {"count": int(self.count), "threshold": float(self.threshold), "values": self.values.tolist(),
+            "per_probe": self.per_probe.tolist(), "estimated_count": float(self.estimated_count)}
+
+
+def _start_vector(key, size: int, probe: str, dtype):
+  if probe == "gaussian":
+    v = jax.random.normal(key, (size,), dtype)
+    return v / jnp.linalg.norm(v)
+  return jax.random.rademacher(key, (size,), dtype) / jnp.sqrt(jnp.asarray(size, dtype))
+
+
+@functools.partial(jax.jit, static_argnames=("matvec", "size", "num_steps", "op_dtype", "basis_dtype",
+                                             "probe", "reorthogonalize"))
+def _lanczos_tridiagonal(key, tol, *, matvec, size, num_steps, op_dtype, basis_dtype, probe,
+                         reorthogonalize):
+  """alphas (num_steps,), betas (num_steps,), steps done: Lanczos from the probe drawn from `key`.
+
+  Stops early when beta_j <= tol * (running bound on ||T||): the Krylov space is (numerically) invariant.
+  """
+  v0 = _start_vector(key, size, probe, basis_dtype)
+  rows = num_steps + 1 if reorthogonalize else 1
+  basis = jnp.zeros((rows, size), basis_dtype).at[0].set(v0)
+  zeros = jnp.zeros((num_steps,), basis_dtype)
+
+  def cond(state):
+    j, *_, broken = state
+    return (j < num_steps) & ~broken
+
+  def body(state):
+    j, v_prev, v, basis, alphas, betas, beta_prev, anorm, _ = state
+    w = matvec(v.astype(op_dtype)).astype(basis_dtype)
+    alpha = jnp.vdot(v, w)
+    w = w - alpha * v - beta_prev * v_prev
+    if reorthogonalize:  # rows > j of the basis are still zero
+      w = w - basis.T @ (basis @ w)
+      w = w - basis.T @ (basis @ w)
+    beta = jnp.linalg.norm(w)
+    anorm = jnp.maximum(anorm, jnp.abs(alpha) + beta + beta_prev)
+    broken = beta <= tol * anorm
+    v_next = jnp.where(broken, 0.0, w / jnp.where(broken, 1.0, beta)).astype(basis_dtype)
+    if reorthogonalize:
+      basis = basis.at[j + 1].set(v_next)
+    return (j + 1, v, v_next, basis, alphas.at[j].set(alpha), betas.at[j].set(beta), beta, anorm, broken)
+
+  zero = jnp.zeros((), basis_dtype)
+  state = (0, jnp.zeros_like(v0), v0, basis, zeros, zeros, zero, zero, jnp.array(False))
+  steps, *_, alphas, betas, _, _, _ = jax.lax.while_loop(cond, body, state)
+  return alphas, betas, steps
+
+
+def slq(op: LinearOperator, key: jax.Array, *, num_probes: int, num_steps: int,
+        reorthogonalize: bool = True, basis_dtype=jnp.float32, probe: str = "gaussian",
+        breakdown_tol: float | None = None) -> QuadratureResult:
+  """Stochastic Lanczos quadrature: `num_probes` runs of `num_steps` Lanczos steps (one product each).
+
+  probe: "gaussian" (normalized) or "rademacher" (/ sqrt(d)) start vectors, probe i from split(key)[i].
+  basis_dtype: float32 or float64 (needs jax_enable_x64), independent of op.dtype. With
+  reorthogonalize=True the basis holds (num_steps + 1, d) numbers; with False only three vectors, but
+  lost orthogonality then shows as spurious copies of converged extreme nodes (moments stay usable).
+  breakdown_tol: beta_j / ||T|| below which the Krylov space counts as exhausted (the probe stops and
+  its nodes and weights are padded with 0); default eps^(2/3) with eps the larger machine epsilon of
+  op.dtype and basis_dtype (3.7e-11 for float64, 2.4e-5 for float32). Stopping moves the nodes by at
+  most about beta_j.
+  """
+  num_probes = check_count("num_probes", num_probes)
+  num_steps = check_count("num_steps", num_steps)
+  d = op.size
+  if num_steps > d:
+    raise UserError(f"num_steps = {num_steps} exceeds the operator size {d} (the Krylov space has at most d "
+                    f"dimensions)")
+  if probe not in PROBES:
+    raise UserError(choices_message("probe", probe, PROBES))
+  basis = np.dtype(basis_dtype)
+  if basis.name not in BASIS_DTYPES:
+    raise UserError(choices_message("basis_dtype", basis.name, BASIS_DTYPES))
+  if basis == np.float64 and not jax.config.jax_enable_x64:
+    raise UserError("basis_dtype float64 needs jax_enable_x64 (jax.config.update('jax_enable_x64', True))")
+  op_dtype = np.dtype(op.dtype)
+  if breakdown_tol is None:
+    breakdown_tol = max(np.finfo(basis).eps, float(jnp.finfo(op_dtype).eps)) ** (2 / 3)
+  run = functools.partial(_lanczos_tridiagonal, matvec=op.matvec, size=d, num_steps=num_steps,
+                          op_dtype=op_dtype, basis_dtype=basis, probe=probe,
+                          reorthogonalize=bool(reorthogonalize))
+  nodes = np.zeros((num_probes, num_steps))
+  weights = np.zeros((num_probes, num_steps))
+  steps_done = np.zeros(num_probes, dtype=np.int64)
+  tol = jnp.asarray(breakdown_tol, basis)
+  keys = jax.random.split(key, num_probes)
+  for i in range(num_probes):
+    alphas, betas, steps = run(keys[i], tol)
+    k = int(steps)
+    alphas = np.asarray(alphas, np.float64)[:k]
+    betas = np.asarray(betas, np.float64)[:k - 1]
+    theta, y = scipy.linalg.eigh_tridiagonal(alphas, betas)
+    nodes[i, :k] = theta
+    weights[i, :k] = y[0] ** 2
+    steps_done[i] = k
+  info = dict(op.info) | {"method": "slq", "probe": probe, "num_probes": num_probes, "num_steps": num_steps,
+                          "reorthogonalize": bool(reorthogonalize), "basis_dtype": basis.name,
+                          "breakdown_tol": float(breakdown_tol),
+                          "breakdowns": int(np.sum(steps_done < num_steps))} | key_info(key)
+  return QuadratureResult(nodes, weights, steps_done, d, int(steps_done.sum()), info)
+
+
+def moments(result: QuadratureResult, k: int) -> tuple[float, float]:
+  """(estimate, std_error) of the k-th spectral moment (1/d) tr(A^k) = (1/d) sum_i lambda_i^k.
+
+  Per probe sum_j w_j theta_j^k (exact for v^T A^k v when k <= 2 num_steps - 1); mean over probes and
+  sample std / sqrt(num_probes) (NaN with one probe).
+  """
+  k = check_count("k", k, 0)
+  per_probe = np.sum(result.weights * result.nodes ** k, axis=1)
+  n = len(per_probe)
+  std_error = float(np.std(per_probe, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+  return float(per_probe.mean()), std_error
+
+
+def _gaussian_mixture(points: np.ndarray, centers: np.ndarray, weights: np.ndarray,
+                      sigma: float) -> np.ndarray:
+  """sum over probes (rows) and nodes of weights * N(points; center, sigma^2) / num_probes."""
+  if not (np.isfinite(sigma) and sigma > 0):
+    raise UserError(f"sigma must be a positive number, got {sigma!r}")
+  points = np.asarray(points, np.float64)
+  if points.ndim != 1:
+    raise UserError(f"the grid must be 1-D, got shape {points.shape}")
+  density = np.zeros(points.shape)
+  for c, w in zip(centers, weights):  # one probe at a time: (grid, num_steps) memory
+    z = (points[:, None] - c[None, :]) / sigma
+    density += np.exp(-0.5 * z ** 2) @ w
+  return density / (len(centers) * sigma * np.sqrt(2 * np.pi))
+
+
+def smooth(result: QuadratureResult, grid: np.ndarray, sigma: float) -> np.ndarray:
+  """Spectral density (grid,) per unit eigenvalue: Gaussian kernel of width sigma on each node.
+
+  Averaged over probes; integrates to 1 over the real line (on `grid` when it covers the nodes +- 5
+  sigma). Multiply by d for eigenvalues per unit.
+  """
+  return _gaussian_mixture(grid, result.nodes, result.weights, sigma)
+
+
+def log_density(result: QuadratureResult, grid_log10: np.ndarray, sigma: float, *,
+                floor: float | None = None) -> np.ndarray:
+  """Density (grid,) of log10(lambda) per unit log10, for positive semi-definite operators.
+
+  Nodes below `floor` (tiny, zero or negative: rounding or genuinely negative eigenvalues) are clipped
+  to it before the log, so their mass shows as a bump at log10(floor) rather than vanishing. Default
+  floor: 10 ** grid_log10[0], the left end of the grid. sigma is in decades. The clipped mass is
+  `(result.weights * (result.nodes < floor)).sum(1).mean()`.
+  """
+  grid_log10 = np.asarray(grid_log10, np.float64)
+  if grid_log10.ndim != 1 or grid_log10.size == 0:
+    raise UserError(f"grid_log10 must be a non-empty 1-D grid, got shape {grid_log10.shape}")
+  floor = 10.0 ** grid_log10[0] if floor is None else float(floor)
+  if not floor > 0:
+    raise UserError(f"floor must be positive, got {floor!r}")
+  return _gaussian_mixture(grid_log10, np.log10(np.maximum(result.nodes, floor)), result.weights, sigma)
+
+
+def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, qs) -> np.ndarray:
+  order = np.argsort(values)
+  cdf = np.cumsum(weights[order])
+  cdf = cdf / cdf[-1]
+  return np.array([values[order][min(np.searchsorted(cdf, q), len(cdf) - 1)] for q in qs])
+
+
+def outliers(result: QuadratureResult, threshold: float | None = None, *, gap: float = 0.5) -> Outliers:
+  """Eigenvalues separated above the bulk of the spectrum.
+
+  Rule. The bulk edge `threshold`, unless given: pool the nodes of all probes (weight > 0) with their
+  weights (the SLQ estimate of the spectral distribution, in which k outliers weigh only ~k/d); take the
+  bulk width s = q90 - q10 of it; scan the pooled nodes upward from its median, and put the threshold in
+  the middle of the first gap between consecutive nodes wider than gap * s (s at least sqrt(eps) max
+  |node|). No such gap: no outliers (threshold = inf).
+  Count: per probe, the Ritz values above the threshold; `count` is the maximum over probes. By Cauchy
+  interlacing the j-th largest Ritz value is <= lambda_j, so each probe's count is <= the true number of
+  eigenvalues above the threshold, and isolated eigenvalues are found in few steps whatever their
+  (chi-square, often tiny) weight, which is why weights are not used for counting.
+  """
+  live = result.weights > 0
+  if threshold is None:
+    values = result.nodes[live]
+    mass = result.weights[live]
+    q10, q50, q90 = _weighted_quantiles(values, mass, (0.1, 0.5, 0.9))
+    width = max(q90 - q10, np.sqrt(np.finfo(np.float64).eps) * np.abs(values).max())
+    upper = np.unique(values[values >= q50])
+    gaps = np.diff(upper)
+    wide = np.flatnonzero(gaps > gap * width)
+    threshold = float((upper[wide[0]] + upper[wide[0] + 1]) / 2) if wide.size else float("inf")
+  above = live & (result.nodes > threshold)
+  per_probe = above.sum(axis=1)
+  count = int(per_probe.max())
+  top = [np.sort(row[a])[::-1] for row, a, n in zip(result.nodes, above, per_probe) if n == count]
+  values = np.mean(top, axis=0) if count else np.zeros(0)
+  estimated = float(result.size * np.sum(result.weights * above, axis=1).mean())
+  return Outliers(count, float(threshold), values, per_probe, estimated)

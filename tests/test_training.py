@@ -225,6 +225,30 @@ def test_divergence_guard_stops_with_status(tmp_path):
     assert np.isfinite(summary["last_finite"]["train/loss"])
 
 
+def test_divergence_guard_fires_on_a_planted_nan(tmp_path, monkeypatch):
+  from research.training import loop
+
+  real_load = loop._load_data
+  planted = 37  # this training example's pixels become NaN after normalization
+
+  def load_with_nan(config):
+    ds = real_load(config)
+    target = jnp.asarray(ds.train.images[planted])
+    clean = ds.preprocess
+    dirty = lambda x: jnp.where(jnp.all(x == target, axis=(1, 2, 3), keepdims=True), jnp.nan, clean(x))
+    object.__setattr__(ds, "preprocess", dirty)
+    return ds
+
+  monkeypatch.setattr(loop, "_load_data", load_with_nan)
+  summary = training.train_and_evaluate(tiny_config(), tmp_path)
+  first = next(s for s in range(20) if planted in data.batch_indices(96, 32, s, seed=0))
+  assert summary["status"] == "diverged" and summary["diverged_step"] == first + 1
+  if first > 0:
+    assert summary["last_finite"]["step"] == first and np.isfinite(summary["last_finite"]["train/loss"])
+  saved = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
+  assert max(saved, default=0) <= first  # the diverged state is never saved
+
+
 def test_config_errors_are_one_line():
   with pytest.raises(UserError, match=r"unknown config key 'training.batchsize'; valid keys here: "):
     with training.default_config().unlocked() as c:

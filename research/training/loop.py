@@ -368,22 +368,38 @@ def _run(config, workdir: Path, meta: dict, evaluators: Sequence[Evaluator]) -> 
       ckpt.save(done_step, state)
     return stop
 
+  def needs_state(s: int) -> bool:
+    """Whether the host work after step s reads the state (evaluation, checkpoint, evaluators)."""
+    return bool((eval_every and s % eval_every == 0) or s == total_steps or s % ckpt_every == 0
+                or any(ev.every_steps and s % ev.every_steps == 0 for ev in evaluators))
+
+  # Host work overlaps the next step: a plain step's metrics are checked while the next step runs (the
+  # state is donated, so steps that need it are finished before the next one is dispatched). A
+  # non-finite loss is thus caught one step late; the diverged state is never saved.
+  pending = None
   try:
-    while step < total_steps:
+    while step < total_steps and status == "done":
       batch = batch_at(step)
       state, metrics = train_step(state, batch)
       step += 1
-      # The step's metrics are checked right away (a non-finite loss must stop the run before the
-      # next update); the host work between steps is small next to a step.
-      outcome = finish_step(step, metrics, state)
+      finished = []
+      if pending is not None:
+        finished.append((*pending, None))
+        pending = None
+      if needs_state(step):
+        finished.append((step, metrics, state))
+      else:
+        pending = (step, metrics)
+      for done_step, done_metrics, done_state in finished:
+        outcome = finish_step(done_step, done_metrics, done_state)
+        if outcome == "diverged":
+          status, diverged_step = "diverged", done_step
+          break
+        if outcome == "early_stopped":
+          status = "early_stopped"
+          break
       if step == start + 1:
         t_first = time.time()  # after the first step, which includes compilation
-      if outcome == "diverged":
-        status, diverged_step = "diverged", step
-        break
-      if outcome == "early_stopped":
-        status = "early_stopped"
-        break
   finally:
     progress.close()
     writer.close()
@@ -393,7 +409,8 @@ def _run(config, workdir: Path, meta: dict, evaluators: Sequence[Evaluator]) -> 
   wall = time.time() - t_start
   steps_run = step - start
   all_records = rundir.read_metrics(workdir / "metrics.jsonl")
-  summary = _summary(all_records, status=status, step=step, total_steps=total_steps, spe=spe,
+  summary = _summary(all_records, status=status, step=diverged_step or step, total_steps=total_steps,
+                     spe=spe,
                      diverged_step=diverged_step, last_finite=last_finite, best_metric=metric,
                      mode=mode)
   steady = max(steps_run - 1, 0) / max(time.time() - t_first, 1e-9)  # steps/s after the first step

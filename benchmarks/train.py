@@ -5,8 +5,8 @@ transfer, the jitted step, metrics checks and logging, a final checkpoint) again
 step on a batch already on the device, in the same run, for `simple_cnn` on Fashion-MNIST (28x28x1) and
 `resnet20` on synthetic 32x32x3 data (CIFAR-10 cannot be downloaded here; the step costs the same).
 Batch 128, SGD with momentum, no evaluation. Prints steps/s, images/s and the loop's overhead.
-If PyTorch is installed (`pip install -r benchmarks/requirements.txt`) and `benchmarks/models.py`
-provides the twins, the PyTorch train step is timed in the same run too.
+If PyTorch is installed (`pip install -r benchmarks/requirements.txt`), the PyTorch twin's train step
+(benchmarks/models.py, channels-last, the faster layout here) is timed in the same run too.
 """
 
 import argparse
@@ -67,12 +67,21 @@ def bare_step_rate(config, steps: int) -> float:
 
 
 def torch_rate(name: str, steps: int) -> float | None:
+  """Steps/s of the PyTorch twin's train step (benchmarks/models.py), channels-last, on one batch."""
   try:
-    from benchmarks import models as model_bench  # the PyTorch twins
+    import torch  # noqa: F401
   except ImportError:
     return None
-  fn = getattr(model_bench, "torch_train_step_rate", None)
-  return None if fn is None else fn(name, CASES[name]["shape"], 128, steps)
+  from benchmarks import models as model_bench
+
+  images, labels = model_bench.synthetic_batch(name, 128)
+  runner = model_bench.TorchRunner(name, images, labels, channels_last=True)
+  for _ in range(2):
+    runner()
+  t = time.perf_counter()
+  for _ in range(steps):
+    runner()
+  return steps / (time.perf_counter() - t)
 
 
 def main(argv=None):

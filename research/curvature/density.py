@@ -9,10 +9,13 @@ Ghorbani, Krishnan & Xiao 2019, ICML, "An investigation into neural net optimiza
 eigenvalue density").
 
 `slq` returns the raw nodes and weights (DESIGN.md: smoothing is a separate step); `moments`, `smooth`,
-`log_density` and `outliers` read them. The Lanczos recursion here only needs the tridiagonal, so it is
-a small jitted `while_loop` (eigenvectors and restarts live in `lanczos.py`); the Krylov basis is kept
-in `basis_dtype` whatever the product dtype, with full reorthogonalization (classical Gram-Schmidt,
-twice) by default, and the tridiagonal is diagonalized in float64 by `scipy.linalg.eigh_tridiagonal`.
+`log_density` and `outliers` read them. The Lanczos recursion here only needs the tridiagonal
+(eigenvectors and restarts live in `lanczos.py`): a Python loop over the steps calls `op.matvec` on one
+vector (never traced into a jitted loop: on XLA:CPU a convolutional model's product inside a
+`while_loop` runs about 10x slower than as its own call), then one jitted step of fixed shapes updates
+alpha, beta and the basis. The Krylov basis is kept in `basis_dtype` whatever the product dtype, with
+full reorthogonalization (classical Gram-Schmidt, twice) by default, and the tridiagonal is
+diagonalized in float64 by `scipy.linalg.eigh_tridiagonal`. A non-finite product raises a `UserError`.
 """
 
 import dataclasses
@@ -24,7 +27,7 @@ import numpy as np
 import scipy.linalg
 
 from research.curvature.linear_operator import LinearOperator
-from research.curvature.trace import check_count, key_info, to_jsonable
+from research.curvature.trace import _Products, check_count, key_info, to_jsonable
 from research.errors import UserError, choices_message
 
 PROBES = ("gaussian", "rademacher")
@@ -73,43 +76,55 @@ def _start_vector(key, size: int, probe: str, dtype):
   return jax.random.rademacher(key, (size,), dtype) / jnp.sqrt(jnp.asarray(size, dtype))
 
 
-@functools.partial(jax.jit, static_argnames=("matvec", "size", "num_steps", "op_dtype", "basis_dtype",
-                                             "probe", "reorthogonalize"))
-def _lanczos_tridiagonal(key, tol, *, matvec, size, num_steps, op_dtype, basis_dtype, probe,
-                         reorthogonalize):
-  """alphas (num_steps,), betas (num_steps,), steps done: Lanczos from the probe drawn from `key`.
+@functools.partial(jax.jit, static_argnames=("size", "num_steps", "basis_dtype", "probe", "reorthogonalize"))
+def _lanczos_start(key, *, size, num_steps, basis_dtype, probe, reorthogonalize):
+  """The Lanczos state before step 0: (v_prev, v, basis, alphas, betas, beta_prev, anorm).
 
-  Stops early when beta_j <= tol * (running bound on ||T||): the Krylov space is (numerically) invariant.
+  basis: (num_steps + 1, size) with the start vector in row 0 when reorthogonalizing, else (1, size).
   """
   v0 = _start_vector(key, size, probe, basis_dtype)
   rows = num_steps + 1 if reorthogonalize else 1
   basis = jnp.zeros((rows, size), basis_dtype).at[0].set(v0)
   zeros = jnp.zeros((num_steps,), basis_dtype)
-
-  def cond(state):
-    j, *_, broken = state
-    return (j < num_steps) & ~broken
-
-  def body(state):
-    j, v_prev, v, basis, alphas, betas, beta_prev, anorm, _ = state
-    w = matvec(v.astype(op_dtype)).astype(basis_dtype)
-    alpha = jnp.vdot(v, w)
-    w = w - alpha * v - beta_prev * v_prev
-    if reorthogonalize:  # rows > j of the basis are still zero
-      w = w - basis.T @ (basis @ w)
-      w = w - basis.T @ (basis @ w)
-    beta = jnp.linalg.norm(w)
-    anorm = jnp.maximum(anorm, jnp.abs(alpha) + beta + beta_prev)
-    broken = beta <= tol * anorm
-    v_next = jnp.where(broken, 0.0, w / jnp.where(broken, 1.0, beta)).astype(basis_dtype)
-    if reorthogonalize:
-      basis = basis.at[j + 1].set(v_next)
-    return (j + 1, v, v_next, basis, alphas.at[j].set(alpha), betas.at[j].set(beta), beta, anorm, broken)
-
   zero = jnp.zeros((), basis_dtype)
-  state = (0, jnp.zeros_like(v0), v0, basis, zeros, zeros, zero, zero, jnp.array(False))
-  steps, *_, alphas, betas, _, _, _ = jax.lax.while_loop(cond, body, state)
-  return alphas, betas, steps
+  return jnp.zeros_like(v0), v0, basis, zeros, zeros, zero, zero
+
+
+@functools.partial(jax.jit, static_argnames=("reorthogonalize",), donate_argnames=("basis",))
+def _lanczos_step(j, w, tol, v_prev, v, basis, alphas, betas, beta_prev, anorm, *, reorthogonalize):
+  """Lanczos step j given the product w = A v: the next state and whether it broke down.
+
+  Breakdown when beta_j <= tol * (running bound on ||T||): the Krylov space is (numerically) invariant.
+  Fixed shapes (j is traced), so one compile per operator size and step count; the basis is donated.
+  """
+  w = w.astype(v.dtype)
+  alpha = jnp.vdot(v, w)
+  w = w - alpha * v - beta_prev * v_prev
+  if reorthogonalize:  # rows > j of the basis are still zero
+    w = w - basis.T @ (basis @ w)
+    w = w - basis.T @ (basis @ w)
+  beta = jnp.linalg.norm(w)
+  anorm = jnp.maximum(anorm, jnp.abs(alpha) + beta + beta_prev)
+  broken = beta <= tol * anorm
+  v_next = jnp.where(broken, 0.0, w / jnp.where(broken, 1.0, beta)).astype(v.dtype)
+  if reorthogonalize:
+    basis = basis.at[j + 1].set(v_next)
+  return (v, v_next, basis, alphas.at[j].set(alpha), betas.at[j].set(beta), beta, anorm), broken
+
+
+def _lanczos_tridiagonal(products, key, tol, *, size, num_steps, basis_dtype, probe, reorthogonalize):
+  """alphas (num_steps,), betas (num_steps,), steps done: Lanczos from the probe drawn from `key`, one
+  `products` call (op.matvec from Python) per step, stopping early at a breakdown."""
+  state = _lanczos_start(key, size=size, num_steps=num_steps, basis_dtype=basis_dtype, probe=probe,
+                         reorthogonalize=reorthogonalize)
+  steps = num_steps
+  for j in range(num_steps):
+    w = products(state[1])
+    state, broken = _lanczos_step(j, w, tol, *state, reorthogonalize=reorthogonalize)
+    if bool(broken):
+      steps = j + 1
+      break
+  return state[3], state[4], steps
 
 
 def slq(op: LinearOperator, key: jax.Array, *, num_probes: int, num_steps: int,
@@ -142,9 +157,9 @@ def slq(op: LinearOperator, key: jax.Array, *, num_probes: int, num_steps: int,
   op_dtype = np.dtype(op.dtype)
   if breakdown_tol is None:
     breakdown_tol = max(np.finfo(basis).eps, float(jnp.finfo(op_dtype).eps)) ** (2 / 3)
-  run = functools.partial(_lanczos_tridiagonal, matvec=op.matvec, size=d, num_steps=num_steps,
-                          op_dtype=op_dtype, basis_dtype=basis, probe=probe,
-                          reorthogonalize=bool(reorthogonalize))
+  products = _Products(op, "slq")
+  run = functools.partial(_lanczos_tridiagonal, products, size=d, num_steps=num_steps, basis_dtype=basis,
+                          probe=probe, reorthogonalize=bool(reorthogonalize))
   nodes = np.zeros((num_probes, num_steps))
   weights = np.zeros((num_probes, num_steps))
   steps_done = np.zeros(num_probes, dtype=np.int64)
@@ -163,7 +178,7 @@ def slq(op: LinearOperator, key: jax.Array, *, num_probes: int, num_steps: int,
                           "reorthogonalize": bool(reorthogonalize), "basis_dtype": basis.name,
                           "breakdown_tol": float(breakdown_tol),
                           "breakdowns": int(np.sum(steps_done < num_steps))} | key_info(key)
-  return QuadratureResult(nodes, weights, steps_done, d, int(steps_done.sum()), info)
+  return QuadratureResult(nodes, weights, steps_done, d, products.count, info)
 
 
 def moments(result: QuadratureResult, k: int) -> tuple[float, float]:

@@ -22,8 +22,9 @@ load from other processes hits all of them alike; every JAX step blocks on its r
   convolutions go back to XLA's Eigen path), passed per compilation through `compiler_options` as the
   equivalent explicit list (the same DebugOptions field XLA_FLAGS sets); `--check_xla_flags` re-runs the
   JAX steps in a subprocess with the flag in XLA_FLAGS to confirm;
-- `jax, ynn conv off, pool grad` (simple_cnn): also `max_pool_2x2_elementwise_grad` below in place of
-  `layers.max_pool_2x2` (same values and gradients, checked);
+- `jax, ynn conv off, pool grad` (simple_cnn): also `layers.max_pool_2x2` as the library has it (an
+  elementwise-gradient JVP rule); the two other JAX lines use `max_pool_2x2_plain` below, the pool as it
+  was before (same values and gradients, checked). This last line is how the library trains on CPU;
 - `torch` (NCHW, the default layout) and `torch channels_last`, `torch.get_num_threads()` threads (the
   default: one per core), glibc's default allocator unless GLIBC_TUNABLES is set (printed).
 
@@ -90,33 +91,13 @@ def jax_train_step(model: nnx.Module):
   return step, (params, rest)
 
 
-@jax.custom_jvp
-def max_pool_2x2_elementwise_grad(x: jax.Array) -> jax.Array:
-  """`layers.max_pool_2x2` with the same derivatives (split equally among tied maxima), but with a JVP
-  rule whose transpose is elementwise: autodiff of the reshape-and-max counts the ties with a reduction
-  over the window axes in the backward pass, which XLA:CPU runs slowly (YNNPACK takes it by default).
-  Here the ties are counted from four strided slices and the tangent's window sum transposes to a
-  broadcast. Works under grad, jvp and forward-over-reverse. A candidate for layers.py."""
-  return _pool(x)[0]
-
-
-def _pool(x):
+def max_pool_2x2_plain(x: jax.Array) -> jax.Array:
+  """The 2x2 max-pool as it was before `layers.max_pool_2x2` got its elementwise JVP rule: a reshape and
+  a max, differentiated by plain autodiff (which counts tied maxima with a reduction over the window
+  axes in the backward pass, slow on XLA:CPU). Same values and derivatives; the "before" baseline."""
   n, h, w, c = x.shape
   x = x[:, : h - h % 2, : w - w % 2]
-  window = x.reshape(n, h // 2, 2, w // 2, 2, c)
-  return window.max(axis=(2, 4)), window
-
-
-@max_pool_2x2_elementwise_grad.defjvp
-def _pool_jvp(primals, tangents):
-  (x,), (x_dot,) = primals, tangents
-  y, window = _pool(x)
-  n, h, w, c = x.shape
-  ties = sum((x[:, i : h - h % 2 : 2, j : w - w % 2 : 2] == y).astype(y.dtype)
-             for i in (0, 1) for j in (0, 1))
-  _, window_dot = _pool(x_dot)
-  is_max = window == y[:, :, None, :, None]
-  return y, jnp.where(is_max, window_dot, 0).sum(axis=(2, 4)) / ties
+  return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
 class JaxRunner:
@@ -124,8 +105,8 @@ class JaxRunner:
 
   def __init__(self, name: str, images: np.ndarray, labels: np.ndarray, compiler_options=None,
                elementwise_pool_grad: bool = False):
-    patch = (mock.patch.object(layers, "max_pool_2x2", max_pool_2x2_elementwise_grad)
-             if elementwise_pool_grad else contextlib.nullcontext())
+    patch = (contextlib.nullcontext() if elementwise_pool_grad
+             else mock.patch.object(layers, "max_pool_2x2", max_pool_2x2_plain))
     model = models.create(name, num_classes=NUM_CLASSES, input_shape=SHAPES[name], rngs=nnx.Rngs(0))
     step, self.state = jax_train_step(model)
     with patch:  # the model calls layers.max_pool_2x2 when traced, i.e. when lowered
@@ -310,12 +291,12 @@ def check_twin(name: str, images: np.ndarray) -> tuple[int, float]:
 
 def check_pool_gradient() -> float:
   """Max |difference| of the values, gradients and Hessian-vector products (forward-over-reverse) of
-  layers.max_pool_2x2 and its elementwise-gradient version, on ReLU outputs (many tied zeros) and odd
-  sizes."""
+  layers.max_pool_2x2 (elementwise-gradient JVP rule) and the plain reshape-and-max, on ReLU outputs
+  (many tied zeros) and odd sizes."""
   x = jax.nn.relu(jax.random.normal(jax.random.key(1), (4, 9, 7, 3)))
   v = jax.random.normal(jax.random.key(2), x.shape)
   out = []
-  for pool in (layers.max_pool_2x2, max_pool_2x2_elementwise_grad):
+  for pool in (max_pool_2x2_plain, layers.max_pool_2x2):
     loss = lambda x, pool=pool: jnp.sum(jnp.sin(pool(x)) * jnp.arange(3.0))
     out.append((pool(x), jax.grad(loss)(x), jax.jvp(jax.grad(loss), (x,), (v,))[1]))
   return max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(*out))
@@ -409,8 +390,8 @@ def main() -> None:
     if name == "simple_cnn":
       variants["jax, ynn conv off, pool grad"] = (YNN_CONV_OFF, True)
     report(name, bench_model(name, args, variants), args.batch)
-  print(f"\nynn conv off = {YNN_CONV_OFF_FLAGS}; pool grad = max_pool_2x2_elementwise_grad (same "
-        "values, elementwise gradient)")
+  print(f"\nynn conv off = {YNN_CONV_OFF_FLAGS}; pool grad = layers.max_pool_2x2 with its elementwise "
+        "JVP rule (the other lines: max_pool_2x2_plain; same values)")
   if args.check_xla_flags:
     cmd = [sys.executable, "-m", "benchmarks.models", "--jax_only", "--models", args.models,
            "--repeats", str(args.repeats), "--batch", str(args.batch)]

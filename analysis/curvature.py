@@ -6,8 +6,8 @@ Measures a trained checkpoint of run directory RUN and writes, under RUN/curvatu
 BatchNorm mode, split, number of examples, chunk size, seed, products), `.npz` (eigenvectors, SLQ nodes
 and weights) and, for `density`, a PNG of the smoothed spectral density (log scale for PSD operators).
 
-What: lambda_max (top eigenpair, and lambda_min), top_k (k largest and k smallest), trace (Hutchinson
-with standard error, and Hutch++), density (stochastic Lanczos quadrature), noise_scale (gradient noise
+What: lambda_max (the top eigenpair), top_k (the k largest and the k smallest, i.e. lambda_min),
+trace (Hutchinson with standard error, and Hutch++), density (stochastic Lanczos quadrature), noise_scale (gradient noise
 scale, exact from per-example gradients), gradient (g^T H g / |g|^2 and the gradient's fraction in the
 top-k eigenspace).
 """
@@ -73,11 +73,14 @@ def measure(workdir: Path, *, what: list[str], checkpoint: int | None = None, sp
     t = time.time()
     kk = k if ("top_k" in what or "gradient" in what) else 1
     top = curvature.eigenpairs(op, kk, "largest", key=jax.random.fold_in(key, 2), tol=tol)
-    bottom = curvature.eigenpairs(op, kk, "smallest", key=jax.random.fold_in(key, 3), tol=tol)
     record["results"]["top"] = top.to_dict()
-    record["results"]["bottom"] = bottom.to_dict()
+    arrays["top_vectors"] = top.vectors
+    bottom = None
+    if "top_k" in what:  # the most negative eigenvalues converge slowly: only when asked for
+      bottom = curvature.eigenpairs(op, kk, "smallest", key=jax.random.fold_in(key, 3), tol=tol)
+      record["results"]["bottom"] = bottom.to_dict()
+      arrays["bottom_vectors"] = bottom.vectors
     record["results"]["spectrum"] = quantities.spectrum_summary(top, bottom)
-    arrays["top_vectors"], arrays["bottom_vectors"] = top.vectors, bottom.vectors
     timings["eigenpairs"] = time.time() - t
   if "trace" in what:
     t = time.time()

@@ -7,8 +7,8 @@ BatchNorm mode, split, number of examples, chunk size, seed, products), `.npz` (
 and weights) and, for `density`, a PNG of the smoothed spectral density (log scale for PSD operators).
 
 What: lambda_max (the top eigenpair), top_k (the k largest and the k smallest, i.e. lambda_min),
-trace (Hutchinson with standard error, and Hutch++), density (stochastic Lanczos quadrature), noise_scale (gradient noise
-scale, exact from per-example gradients), gradient (g^T H g / |g|^2 and the gradient's fraction in the
+trace (Hutchinson with standard error, and Hutch++), density (stochastic Lanczos quadrature),
+noise_scale (gradient noise scale, exact from per-example gradients), gradient (g^T H g / |g|^2 and the gradient's fraction in the
 top-k eigenspace).
 """
 

@@ -8,8 +8,8 @@ and weights) and, for `density`, a PNG of the smoothed spectral density (log sca
 
 What: lambda_max (the top eigenpair), top_k (the k largest and the k smallest, i.e. lambda_min),
 trace (Hutchinson with standard error, and Hutch++), density (stochastic Lanczos quadrature),
-noise_scale (gradient noise scale, exact from per-example gradients), gradient (g^T H g / |g|^2 and the gradient's fraction in the
-top-k eigenspace).
+noise_scale (gradient noise scale, exact from per-example gradients), gradient (g^T H g / |g|^2 and
+the gradient's fraction in the top-k eigenspace).
 """
 
 import argparse

@@ -46,14 +46,12 @@ def _check_override_keys(argv: list[str]) -> None:
   """One line for an override naming a key that does not exist (absl's message is multi-line)."""
   from research.training import config as config_lib
 
-  reference = dict(config_lib._walk(config_lib.default_config()))
+  reference = config_lib.config_keys()
   for arg in argv:
     if arg.startswith("--config."):
       key = arg[len("--config."):].split("=", 1)[0]
       if key not in reference:
-        section = key.rsplit(".", 1)[0] + "." if "." in key else ""
-        valid = sorted(k for k in reference if k.startswith(section) and "." not in k[len(section):])
-        raise UserError(f"unknown config key {key!r}; valid keys here: {', '.join(valid) or 'none'}")
+        raise UserError(config_lib.unknown_key_message(key, reference))
 
 
 def _check_config_file(argv: list[str]) -> None:

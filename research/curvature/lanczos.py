@@ -17,7 +17,6 @@ is the residual too, so the two can be compared at equal accuracy.
 """
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -62,7 +61,7 @@ class _Counted:
     return out
 
 
-@functools.partial(jax.jit, static_argnames=())
+@jax.jit
 def _orthogonalize(basis, count, w):
   """w minus its projection on the first `count` rows of `basis` (twice), and the coefficients."""
   mask = (jnp.arange(basis.shape[0]) < count).astype(w.dtype)

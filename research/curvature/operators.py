@@ -37,7 +37,7 @@ from jax.flatten_util import ravel_pytree
 
 from research import xla
 from research.curvature.linear_operator import LinearOperator
-from research.data import transforms
+from research.data import batching, transforms
 from research.errors import UserError, choices_message
 from research.models.functional import BN_MODES, set_modes
 from research.training import losses
@@ -70,11 +70,7 @@ def make_chunks(images: np.ndarray, labels: np.ndarray, chunk_size: int | None =
   chunk = min(chunk_size or n, n)
   devices = jax.device_count()
   chunk = -(-chunk // devices) * devices if shard else chunk  # a multiple of the device count
-  pad = -n % chunk
-  idx = np.concatenate([np.arange(n), np.zeros(pad, np.int64)])
-  arrays = {"image": images[idx].reshape((-1, chunk) + images.shape[1:]),
-            "label": labels[idx].astype(np.int32).reshape(-1, chunk),
-            "mask": (np.arange(n + pad) < n).astype(np.float32).reshape(-1, chunk)}
+  arrays = batching.padded_chunks(images, labels, chunk)
   if shard:
     arrays = jax.device_put(arrays, mesh_lib.batch_sharding(mesh_lib.data_mesh(), axis=1))
   return Chunks(arrays, n, chunk)

@@ -8,6 +8,7 @@ from research.data.batching import (
                                     batch_indices,
                                     epoch_permutation,
                                     eval_batches,
+                                    padded_chunks,
                                     steps_per_epoch,
                                     train_batches,
 )
@@ -17,6 +18,7 @@ from research.data.transforms import augment, normalize
 
 __all__ = [
     "Dataset", "LeakageReport", "LoadOptions", "Split", "augment", "available", "batch_indices",
-    "epoch_permutation", "eval_batches", "find_duplicates", "load", "normalize", "parse_options",
+    "epoch_permutation", "eval_batches", "find_duplicates", "load", "normalize", "padded_chunks",
+    "parse_options",
     "steps_per_epoch", "train_batches",
 ]

@@ -63,3 +63,15 @@ def eval_batches(split: Split, batch_size: int) -> Iterator[dict]:
     real = idx < n
     idx = np.where(real, idx, 0)
     yield {"image": split.images[idx], "label": split.labels[idx], "mask": real.astype(np.float32)}
+
+
+def padded_chunks(images: np.ndarray, labels: np.ndarray, chunk: int) -> dict:
+  """All examples as arrays (num_chunks, chunk, ...): `image`, `label` int32, and `mask` (1 real, 0 for
+  the zero-index padding that fills the last chunk). The layout the train step and curvature operators
+  take for exact means over chunks."""
+  n = len(labels)
+  pad = -n % chunk
+  idx = np.concatenate([np.arange(n), np.zeros(pad, np.int64)])
+  return {"image": images[idx].reshape((-1, chunk) + images.shape[1:]),
+          "label": labels[idx].astype(np.int32).reshape(-1, chunk),
+          "mask": (np.arange(n + pad) < n).astype(np.float32).reshape(-1, chunk)}

@@ -77,14 +77,25 @@ def _walk(config, prefix=""):
       yield path, value
 
 
+def config_keys() -> dict:
+  """{dotted path: default} of every key of `default_config()` (free-form sections as one key)."""
+  return dict(_walk(default_config()))
+
+
+def unknown_key_message(path: str, reference: dict | None = None) -> str:
+  """`unknown config key 'a.b'; valid keys here: a.c, a.d` (the keys of the same section)."""
+  reference = config_keys() if reference is None else reference
+  section = path.rsplit(".", 1)[0] + "." if "." in path else ""
+  valid = sorted(k for k in reference if k.startswith(section) and "." not in k[len(section):])
+  return f"unknown config key {path!r}; valid keys here: {', '.join(valid) or 'none'}"
+
+
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Checks keys and types against `default_config()`; returns `config`. Raises UserError."""
-  reference = dict(_walk(default_config()))
+  reference = config_keys()
   for path, value in _walk(config):
     if path not in reference:
-      section = path.rsplit(".", 1)[0] + "." if "." in path else ""
-      valid = sorted(k for k in reference if k.startswith(section) and "." not in k[len(section):])
-      raise UserError(f"unknown config key {path!r}; valid keys here: {', '.join(valid)}")
+      raise UserError(unknown_key_message(path, reference))
     expected = reference[path]
     if path in FREE_FORM:
       if not isinstance(value, ml_collections.ConfigDict | dict):

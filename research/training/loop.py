@@ -85,10 +85,6 @@ def _load_data(config) -> data.Dataset:
   return data.load(config.data.name, **options)
 
 
-def _chunked(batch: dict, chunk: int) -> dict:
-  return {k: v.reshape((-1, chunk) + v.shape[1:]) for k, v in batch.items()}
-
-
 class _Progress:
   def __init__(self, mode: str, total: int, initial: int):
     if mode == "auto":
@@ -279,19 +275,15 @@ def _run(config, workdir: Path, meta: dict, evaluators: Sequence[Evaluator]) -> 
   eval_sharding = mesh_lib.batch_sharding(mesh, axis=0)
 
   if full_batch:  # the whole training set, padded to whole chunks, on the devices once
-    pad = -n_train % chunk
-    idx = np.concatenate([np.arange(n_train), np.zeros(pad, np.int64)])
-    fixed_batch = jax.device_put(_chunked({
-        "image": ds.train.images[idx], "label": ds.train.labels[idx].astype(np.int32),
-        "mask": (np.arange(len(idx)) < n_train).astype(np.float32)}, chunk), train_sharding)
+    fixed_batch = jax.device_put(data.padded_chunks(ds.train.images, ds.train.labels, chunk),
+                                 train_sharding)
 
   def batch_at(step: int):
     if full_batch:
       return fixed_batch
     idx = data.batch_indices(n_train, batch_size, step, seed=config.seed)
-    return jax.device_put(_chunked({"image": ds.train.images[idx],
-                                    "label": ds.train.labels[idx].astype(np.int32),
-                                    "mask": np.ones(len(idx), np.float32)}, chunk), train_sharding)
+    return jax.device_put(data.padded_chunks(ds.train.images[idx], ds.train.labels[idx], chunk),
+                          train_sharding)
 
   splits = {"eval_train": ds.eval_train, "valid": ds.valid, "test": ds.test}
 

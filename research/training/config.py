@@ -36,6 +36,7 @@ FREE_FORM = ("model.knobs", "data.options")
 
 def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
+  c.study = ""  # the study a run belongs to (experiments/configs/<study>.py); picks the report template
   c.seed = 0
   c.data = ml_collections.ConfigDict()
   c.data.name = "fashion_mnist"

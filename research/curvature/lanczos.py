@@ -6,7 +6,8 @@ whatever the dtype of the products). When the wanted Ritz pairs have not converg
 (Wu & Simon 2000, SIAM J. Matrix Anal. Appl. 22(2)): it keeps the best `k + extra` Ritz vectors and the
 last residual direction, so nothing learned is thrown away. Convergence of a Ritz pair (theta, x) is
 judged on its residual ||A x - theta x||, estimated from the projected matrix (|beta * last component|)
-and reported as `residual_norms`; a pair is converged when its residual <= tol * max |theta|.
+and reported as `residual_norms`; a pair is converged when its residual <= tol * max |theta|. The test
+runs after every product once the basis has 2k + 8 vectors, so a warm start stops as soon as it can.
 
 We write our own instead of using matfree's Lanczos because we need restarts, both ends of the
 spectrum, warm starts and residual-based stopping with a fixed-shape jitted orthogonalization; the
@@ -93,6 +94,13 @@ def _wanted(theta: np.ndarray, k: int, which: str) -> np.ndarray:
   return np.concatenate([hi, [i for i in lo if i not in hi]])
 
 
+def _converged(h: np.ndarray, n: int, k: int, which: str, tol: float) -> bool:
+  """Whether the wanted Ritz pairs of the n x n projected matrix have residuals <= tol max |theta|."""
+  theta, y = np.linalg.eigh(h[:n, :n])
+  resid = np.abs(h[n, n - 1] * y[n - 1, :])
+  return bool((resid[_wanted(theta, k, which)] <= tol * max(np.abs(theta).max(), 1e-30)).all())
+
+
 def eigenpairs(op: LinearOperator, k: int = 1, which: str = "largest", *, key: jax.Array | None = None,
                krylov_dim: int | None = None, max_restarts: int = 20, tol: float = 1e-5,
                basis_dtype=jnp.float32, warm_start: np.ndarray | None = None,
@@ -115,6 +123,7 @@ def eigenpairs(op: LinearOperator, k: int = 1, which: str = "largest", *, key: j
   if m < min(d, k + 2):
     raise UserError(f"krylov_dim {m} is too small for k = {k} (needs at least k + 2)")
   extra = max(0, min((m - k) // 2, k + 5))
+  min_early = min(m, 2 * k + 8)  # never stop on fewer basis vectors (guards a lucky early residual)
   dtype = jnp.dtype(basis_dtype)
   matvec = _Counted(op, dtype)
   start_key, sym_key = jax.random.split(key)
@@ -150,6 +159,8 @@ def eigenpairs(op: LinearOperator, k: int = 1, which: str = "largest", *, key: j
       basis = basis.at[count].set(w / beta)
       h[count, j] = h[j, count] = beta
       count += 1
+      if count - 1 >= min_early and count <= m and _converged(h, count - 1, k, which, tol):
+        break  # the wanted pairs converged before the basis filled up: no more products needed
     n = count if exact else count - 1
     theta, y = np.linalg.eigh(h[:n, :n])
     beta_last = 0.0 if exact else h[n, n - 1]

@@ -34,6 +34,16 @@ from research.training import optimizers, schedules
 FREE_FORM = ("model.knobs", "data.options")
 
 
+def curvature_config() -> ml_collections.ConfigDict:
+  """Curvature tracked during training (research/curvature/tracking.py); off unless every_steps > 0
+  or at_end. A fixed probe set: the first `num_examples` examples of `split` (0: all)."""
+  return ml_collections.ConfigDict(dict(
+      every_steps=0, at_end=False, split="train", num_examples=1000, chunk_size=1000, bn_mode="eval",
+      k=1, tol=1e-3, max_restarts=10, lambda_min=False, trace_probes=0, preconditioned=False,
+      gradient=False, noise_scale=False, save_every=0, density_every=0, density_probes=3,
+      density_steps=60, seed=0))
+
+
 def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.study = ""  # the study a run belongs to (experiments/configs/<study>.py); picks the report template
@@ -56,6 +66,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict(dict(every_steps=0, every_epochs=1, batch_size=1000,
                                           splits=("eval_train", "valid", "test"), early_stop_metric="",
                                           early_stop_mode="max", patience=0))
+  c.curvature = curvature_config()
   c.log_every = 50
   c.checkpoint_every = 0
   c.keep_checkpoints = 2

@@ -142,6 +142,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
   final and best metrics, generalization gaps, wall time.
   """
   config = validate(config)
+  from research.curvature import tracking  # imported here: research.curvature imports training modules
+
+  tracker = tracking.evaluator(config)
+  evaluators = (*evaluators, tracker) if tracker is not None else tuple(evaluators)
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   _check_same_run(workdir, config)

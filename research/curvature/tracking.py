@@ -1,0 +1,156 @@
+"""Curvature tracked during training: an `Evaluator` that measures on a fixed probe set every N steps.
+
+Settings: the `curvature` section of the training config (`research.training.config`; `every_steps = 0`
+and `at_end = False`: off).
+
+At each of its steps it builds the Hessian of the training loss (`config.loss.name`; label smoothing
+and weight decay are not part of it) on a fixed probe set (the first `num_examples` training examples,
+BatchNorm in `bn_mode`) and logs into `metrics.jsonl`:
+- `curv/lambda_max` (and `curv/lambda_2` ... for k > 1), with `curv/lambda_max_residual` and
+  `curv/lambda_max_converged`: Lanczos warm-started from the previous measurement's top eigenvectors,
+  which then usually converges in a few products (`curv/products`);
+- `curv/lambda_min` (`lambda_min=True`): the most negative curvature;
+- `curv/trace`, `curv/trace_se` (`trace_probes > 0`): Hutchinson with its standard error;
+- `curv/precond_lambda_max` (`preconditioned=True`, Adam-type optimizers): the top eigenvalue of
+  P^-1/2 H P^-1/2 with P = sqrt(v_hat) + eps from the optimizer state, the quantity Cohen et al. 2022
+  (arXiv:2207.14484) compare with 38 / eta for beta1 = 0.9 (2 (1 + beta1) / ((1 - beta1) eta));
+- `curv/grad_top_fraction`, `curv/grad_curvature` (`gradient=True`): the fraction of the probe-set
+  gradient in the top-k eigenspace (Gur-Ari et al. 2018) and g^T H g / |g|^2;
+- `curv/noise_scale` (`noise_scale=True`): B_simple from per-example gradients (McCandlish et al. 2018);
+- `curv/seconds`: the time the measurement took.
+Every `save_every` steps (and at the end) the eigenvalues, residuals and settings go to
+`curvature/track_step<S>.json` and the eigenvectors to `.npz`; `density_every` adds a stochastic Lanczos
+quadrature (`curvature/track_step<S>_density.npz`). After a resume the warm start comes from the
+latest saved eigenvectors.
+"""
+
+import json
+import time
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+
+from research.curvature import density, lanczos, operators, quantities, trace
+from research.errors import UserError, choices_message
+from research.models.functional import BN_MODES
+
+SPLITS = ("train", "eval_train")
+
+
+def _check(c) -> None:
+  if c.split not in SPLITS:
+    raise UserError(choices_message("curvature.split", c.split, SPLITS))
+  if c.bn_mode not in BN_MODES:
+    raise UserError(choices_message("curvature.bn_mode", c.bn_mode, BN_MODES))
+  for name in ("every_steps", "num_examples", "chunk_size", "trace_probes", "save_every", "density_every"):
+    if c[name] < 0:
+      raise UserError(f"curvature.{name} = {c[name]} must be >= 0")
+  if c.k < 1:
+    raise UserError(f"curvature.k = {c.k} must be >= 1")
+
+
+def _latest_vectors(directory: Path) -> np.ndarray | None:
+  files = sorted(directory.glob("track_step*.npz"), key=lambda p: int(p.stem[len("track_step"):]))
+  files = [p for p in files if p.stem[len("track_step"):].isdigit()]
+  if not files:
+    return None
+  try:
+    with np.load(files[-1]) as f:
+      return f["top_vectors"]
+  except (OSError, KeyError, ValueError):  # a half-written file: start cold
+    return None
+
+
+def evaluator(config: ml_collections.ConfigDict):
+  """The tracking `Evaluator` for a training config (`config.curvature`), or None when it is off."""
+  from research.training.loop import Evaluator  # the loop imports this module's users, not this module
+
+  c = config.curvature
+  if not c.every_steps and not c.at_end:
+    return None
+  _check(c)
+  memory = {"vectors": None, "loaded": False}
+
+  def measure(ctx) -> dict:
+    start = time.time()
+    out_dir = ctx.workdir / "curvature"
+    if not memory["loaded"]:
+      memory["vectors"], memory["loaded"] = _latest_vectors(out_dir), True
+    split = getattr(ctx.dataset, c.split)
+    n = len(split) if c.num_examples == 0 else min(c.num_examples, len(split))
+    chunks = operators.make_chunks(split.images[:n], split.labels[:n], c.chunk_size or n)
+    loss_fn, _ = operators.model_functions(ctx.graphdef, ctx.state.model_state, bn_mode=c.bn_mode,
+                                           preprocess=ctx.dataset.preprocess, loss_name=ctx.config.loss.name)
+    params = ctx.state.params
+    info = {"split": c.split, "bn_mode": c.bn_mode, "step": ctx.step, "seed": c.seed}
+    op = operators.hessian(loss_fn, params, chunks, info=info)
+    key = jax.random.fold_in(jax.random.key(c.seed), ctx.step)
+    warm = memory["vectors"]
+    if warm is not None and warm.shape[1] != op.size:
+      warm = None
+    top = lanczos.eigenpairs(op, c.k, "largest", key=jax.random.fold_in(key, 0), tol=c.tol,
+                             max_restarts=c.max_restarts, warm_start=warm)
+    memory["vectors"] = np.asarray(top.vectors)
+    metrics = {"curv/lambda_max": float(top.values[0]),
+               "curv/lambda_max_residual": float(top.residual_norms[0]),
+               "curv/lambda_max_converged": float(top.converged[0]), "curv/products": top.num_products}
+    metrics |= {f"curv/lambda_{i + 1}": float(v) for i, v in enumerate(top.values[1:], start=1)}
+    record = {"step": ctx.step, "operator": op.info, "top": top.to_dict()}
+    if c.lambda_min:
+      bottom = lanczos.eigenpairs(op, 1, "smallest", key=jax.random.fold_in(key, 1), tol=c.tol,
+                                  max_restarts=c.max_restarts)
+      metrics |= {"curv/lambda_min": float(bottom.values[0]),
+                  "curv/lambda_min_converged": float(bottom.converged[0])}
+      record["bottom"] = bottom.to_dict()
+    if c.trace_probes:
+      est = trace.hutchinson(op, jax.random.fold_in(key, 2), c.trace_probes)
+      metrics |= {"curv/trace": est.estimate, "curv/trace_se": est.std_error}
+      record["trace"] = est.to_dict()
+    if c.preconditioned:
+      o = ctx.config.optimizer
+      diag = operators.adam_preconditioner(ctx.state.opt_state, b2=o.b2, eps=o.eps)
+      pre = lanczos.eigenpairs(operators.preconditioned(op, diag), 1, key=jax.random.fold_in(key, 3),
+                               tol=c.tol, max_restarts=c.max_restarts)
+      metrics |= {"curv/precond_lambda_max": float(pre.values[0]),
+                  "curv/precond_lambda_max_converged": float(pre.converged[0])}
+      record["preconditioned_top"] = pre.to_dict()
+    if c.gradient:
+      g = operators.mean_gradient(loss_fn, params, chunks)
+      metrics |= {"curv/grad_top_fraction": quantities.top_subspace_fraction(g, top.vectors),
+                  "curv/grad_curvature": quantities.gradient_curvature(op, g)}
+    if c.noise_scale:
+      metrics["curv/noise_scale"] = quantities.gradient_noise_scale(loss_fn, params, chunks)[
+          "gradient_noise_scale"]
+    final = ctx.step == _total_steps(ctx)
+    if c.density_every and (ctx.step % c.density_every == 0 or final):
+      quad = density.slq(op, jax.random.fold_in(key, 4), num_probes=c.density_probes,
+                         num_steps=min(c.density_steps, op.size))
+      out_dir.mkdir(parents=True, exist_ok=True)
+      np.savez(out_dir / f"track_step{ctx.step}_density.npz", nodes=quad.nodes, weights=quad.weights,
+               num_steps_done=quad.num_steps_done)
+    if (c.save_every and ctx.step % c.save_every == 0) or final:
+      out_dir.mkdir(parents=True, exist_ok=True)
+      np.savez(out_dir / f"track_step{ctx.step}.npz", top_vectors=top.vectors)
+      tmp = out_dir / f".track_step{ctx.step}.json.tmp"
+      tmp.write_text(json.dumps(record | {"metrics": metrics}, default=_jsonable, indent=1))
+      tmp.replace(out_dir / f"track_step{ctx.step}.json")
+    metrics["curv/seconds"] = time.time() - start
+    return metrics
+
+  return Evaluator("curvature", measure, every_steps=c.every_steps, at_end=c.at_end)
+
+
+def _total_steps(ctx) -> int:
+  from research.training.loop import schedule_lengths
+
+  return schedule_lengths(ctx.config, ctx.dataset)[1]
+
+
+def _jsonable(value):
+  if isinstance(value, np.generic):
+    return value.item()
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  return str(value)

@@ -201,10 +201,10 @@ def test_killed_sweep_resumes_and_second_sweep_refuses(tmp_path):
 
   first.send_signal(signal.SIGKILL)
   first.wait()
-  deadline = time.time() + 30  # the trial dies with its sweep (PR_SET_PDEATHSIG)
-  while time.time() < deadline and alive(pid):
-    time.sleep(0.02)
-  assert not alive(pid)
+  deadline = time.time() + 30  # the trial dies with its sweep (PR_SET_PDEATHSIG), and its lock with it
+  while time.time() < deadline and (alive(pid) or index_lib.trial_busy(run)):
+    time.sleep(0.02)  # (the main thread is a zombie before all threads are gone and the files closed)
+  assert not alive(pid) and not index_lib.trial_busy(run)
   assert json.loads((run / "meta.json").read_text())["status"] == "running"
   killed_at = rundir.read_metrics(run / "metrics.jsonl")[-1]["step"]
   assert 100 <= killed_at < 600

@@ -27,7 +27,7 @@ from pathlib import Path
 from research.errors import UserError
 from research.sweeps import index as index_lib
 from research.training import DIVERGED_EXIT_CODE, rundir
-from research.training.config import FREE_FORM, config_keys
+from research.training.config import FREE_FORM, config_keys, unknown_key_message
 
 BAD_INPUT_EXIT_CODE = 2  # experiments.train: one `error:` line; retrying would fail the same way
 TRAIN_COMMAND = (sys.executable, "-m", "experiments.train")
@@ -72,8 +72,6 @@ def load_definition(config: str, common: dict | None = None) -> dict:
                       "drop one of them")
   for key in {k for o in overrides for k in o} | common.keys():
     if key not in reference and not any(key.startswith(p + ".") for p in FREE_FORM):
-      from research.training.config import unknown_key_message
-
       raise UserError(unknown_key_message(key, reference))
   return index_lib.new_index(config=config, config_path=str(file.resolve()), variant=variant,
                              study=str(base.get("study", "")), common=common,

@@ -3,8 +3,13 @@
 Launch (about 1 minute on 2 CPU cores):
   python -m experiments.train --config experiments/configs/default.py --workdir runs/default
 Variants: `:quick` (2,048 training examples, 100 steps, seconds), `:full` (30 epochs, cosine).
+
+Sweep (`get_sweep`): learning rate x seed, e.g. the 4 trials of `:quick` (2 learning rates x 2 seeds):
+  python -m experiments.sweep --config experiments/configs/default.py:quick --workdir runs/default-sweep \
+      --parallel 2
 """
 
+from research import sweeps
 from research.training import default_config
 
 
@@ -36,3 +41,10 @@ def get_config(arg: str | None = None):
   elif arg is not None:
     raise ValueError(f"unknown variant {arg!r}; valid choices: quick, full")
   return c
+
+
+def get_sweep(arg: str | None = None) -> list[dict]:
+  """Learning rates x seeds (the learning rate varies slowest)."""
+  get_config(arg)  # the same variant check
+  lrs = {"quick": [0.02, 0.05], "full": [0.01, 0.03, 0.1]}.get(arg, [0.02, 0.05, 0.1])
+  return sweeps.product(sweeps.grid({"schedule.lr": lrs}), sweeps.seeds(2 if arg == "quick" else 3))

@@ -9,6 +9,7 @@ loop construct run about 10x slower).
 """
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import jax
@@ -85,49 +86,94 @@ def batches_of(chunks: Chunks, m: int) -> list[Chunks]:
 
 
 @dataclasses.dataclass(frozen=True)
+class Layout:
+  """Where the selected leaves of a params pytree sit in the flat vector: hashable, so jitted functions
+  take it as a static argument and compile once per model, whatever closure the caller built."""
+  treedef: object
+  keep: tuple  # (num_leaves,) bool: selected by param_filter
+  shapes: tuple  # shapes of the selected leaves
+  dtypes: tuple  # their dtypes
+
+  def params_at(self, flat: jax.Array, rest: list):
+    """The params pytree with the selected leaves read from `flat` and the others from `rest`."""
+    selected, start = [], 0
+    for shape, dtype in zip(self.shapes, self.dtypes):
+      size = int(np.prod(shape))
+      selected.append(flat[start:start + size].reshape(shape).astype(dtype))
+      start += size
+    it_sel, it_rest = iter(selected), iter(rest)
+    return jax.tree_util.tree_unflatten(self.treedef, [next(it_sel) if k else next(it_rest)
+                                                       for k in self.keep])
+
+
+@dataclasses.dataclass(frozen=True)
 class FlatParams:
-  """The selected parameters as one vector `flat` (d,) and `params_at(flat) -> params pytree`."""
+  """The selected parameters as one vector `flat` (d,), the unselected leaves `rest`, and `layout`."""
   flat: jax.Array
-  params_at: Callable
+  rest: list
+  layout: Layout
   names: list
 
   @property
   def size(self) -> int:
     return int(self.flat.shape[0])
 
+  def params_at(self, flat: jax.Array):
+    return self.layout.params_at(flat, self.rest)
+
 
 def flatten(params, param_filter: Callable[[str], bool] | None = None) -> FlatParams:
   """`params` restricted by `param_filter` (a predicate on the path name, as in research.curvature)."""
-  chosen, merge, names = operators.select(params, param_filter)
-  flat, unravel = ravel_pytree(chosen)
-  return FlatParams(flat, lambda v: merge(unravel(v)), names)
+  chosen, _, names = operators.select(params, param_filter)
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+  keep = tuple(param_filter is None or param_filter(operators.path_name(p)) for p, _ in leaves)
+  rest = [leaf for (_, leaf), k in zip(leaves, keep) if not k]
+  flat = ravel_pytree(chosen)[0]
+  layout = Layout(treedef, keep, tuple(tuple(x.shape) for x in chosen),
+                  tuple(jnp.dtype(x.dtype) for x in chosen))
+  return FlatParams(flat, rest, layout, names)
 
 
-def mean_over(fn: Callable) -> Callable:
-  """`run(args, chunks) = sum_c (count_c / n) fn(args, chunk_c)` (a pytree): the exact mean over the real
-  examples when `fn` is a masked mean over one chunk (as `loss_fn` is).
-
-  One jitted call per chunk, looped over in Python (the curvature engine's CPU path, see
-  `operators._chunk_mean`); `n` is an argument, so every `Chunks` of the same chunk shape (e.g. the
-  batches of m-sharpness) reuses one compiled function.
-  """
+@functools.lru_cache(maxsize=128)
+def _compiled(fn: Callable, static: tuple):
   def weighted(args, chunk, n):
-    out = fn(args, chunk)
+    out = fn(*static, args, chunk)
     count = chunk["mask"].sum()
     return jax.tree.map(lambda o: (count.astype(o.dtype) / n.astype(o.dtype)) * o, out)
 
-  one = xla.jit(weighted)
-  add = xla.jit(lambda a, b: jax.tree.map(jnp.add, a, b))
+  return xla.jit(weighted)
+
+
+_add = xla.jit(lambda a, b: jax.tree.map(jnp.add, a, b))
+
+
+def mean_over(fn: Callable, *static) -> Callable:
+  """`run(args, chunks) = sum_c (count_c / n) fn(*static, args, chunk_c)` (a pytree): the exact mean
+  over the real examples when `fn` is a masked mean over one chunk (as `loss_fn` is).
+
+  `fn` is a module-level function and `static` its hashable leading arguments (a `loss_fn`, a
+  `Layout`, flags): the jitted function is cached on them, so repeated measurements of the same model
+  compile once. One jitted call per chunk, looped over in Python (the curvature engine's CPU path, see
+  `operators._chunk_mean`); `n` is an argument, so every `Chunks` of the same chunk shape (e.g. the
+  batches of m-sharpness) reuses one compiled function.
+  """
+  one = _compiled(fn, static)
 
   def run(args, chunks: Chunks):
     n = jnp.asarray(chunks.num_examples, jnp.float32)
     total = None
     for c in range(chunks.num_chunks):
       out = one(args, jax.tree.map(lambda x, c=c: x[c], chunks.arrays), n)
-      total = out if total is None else add(total, out)
+      total = out if total is None else _add(total, out)
     return total
 
   return run
+
+
+def chunk_loss(loss_fn: Callable, layout: Layout, args, chunk):
+  """loss_fn at the parameters args = (flat, rest) on one chunk (for `mean_over`)."""
+  flat, rest = args
+  return loss_fn(layout.params_at(flat, rest), chunk)
 
 
 def check_positive(name: str, value) -> float:

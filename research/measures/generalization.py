@@ -12,6 +12,7 @@ interval is too narrow: read it as an error bar, not an exact coverage statement
 """
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import jax
@@ -26,19 +27,21 @@ from research.measures.common import as_chunks, check_count
 from research.training import losses
 
 
+@functools.partial(xla.jit, static_argnums=(0, 1))
+def _chunk_values(logits_fn: Callable, loss_name: str, params, chunk):
+  z = logits_fn(params, chunk)
+  return (losses.per_example_loss(loss_name, z, chunk["label"]),
+          (jnp.argmax(z, -1) == chunk["label"]).astype(jnp.float32))
+
+
 def per_example(logits_fn: Callable, params, data, *, loss_name: str = "cross_entropy") -> dict:
   """{"loss", "correct", "label"}: (n,) host arrays over the real examples of `data`."""
   if loss_name not in losses.LOSSES:
     raise UserError(choices_message("loss", loss_name, losses.LOSSES))
   chunks = as_chunks(data)
 
-  @xla.jit
-  def one(p, chunk):
-    z = logits_fn(p, chunk)
-    return (losses.per_example_loss(loss_name, z, chunk["label"]),
-            (jnp.argmax(z, -1) == chunk["label"]).astype(jnp.float32))
-
-  outs = [one(params, jax.tree.map(lambda x, c=c: x[c], chunks.arrays)) for c in range(chunks.num_chunks)]
+  outs = [_chunk_values(logits_fn, loss_name, params, jax.tree.map(lambda x, c=c: x[c], chunks.arrays))
+          for c in range(chunks.num_chunks)]
   mask = np.asarray(chunks.arrays["mask"]).reshape(-1) > 0
   labels = np.asarray(chunks.arrays["label"]).reshape(-1)[mask]
   return {"loss": np.concatenate([np.asarray(o[0], np.float64) for o in outs])[mask],

@@ -28,12 +28,7 @@ def _basis_dtype(op):
   return np.promote_types(op.dtype, np.float32)
 
 
-def lambda_max(loss_fn: Callable, params, data, key: jax.Array, *, tol: float = 1e-5,
-               max_restarts: int = 20, param_filter=None, info: dict | None = None) -> Measurement:
-  """The top Hessian eigenvalue; std_error is the Ritz residual norm (a bound on the eigenvalue error
-  for a symmetric matrix); details: converged, number of products."""
-  tol = check_positive("tol", tol)
-  op = _operator(loss_fn, params, data, param_filter, info)
+def _lambda_max(op, key, tol, max_restarts) -> Measurement:
   top = lanczos.eigenpairs(op, 1, "largest", key=key, tol=tol, max_restarts=max_restarts,
                            basis_dtype=_basis_dtype(op))
   settings = dict(top.info) | trace_lib.key_info(key)
@@ -41,24 +36,39 @@ def lambda_max(loss_fn: Callable, params, data, key: jax.Array, *, tol: float = 
                      {"converged": bool(top.converged[0]), "num_products": top.num_products})
 
 
-def hessian_trace(loss_fn: Callable, params, data, key: jax.Array, *, num_probes: int = 100,
-                  param_filter=None, info: dict | None = None) -> Measurement:
-  """tr(H) by Hutchinson with `num_probes` Rademacher probes, with its standard error."""
-  num_probes = check_count("num_probes", num_probes)
-  op = _operator(loss_fn, params, data, param_filter, info)
+def _trace(op, key, num_probes) -> Measurement:
   est = trace_lib.hutchinson(op, key, num_probes)
   return Measurement("hessian_trace", est.estimate, est.std_error, dict(est.info),
                      {"num_products": est.num_products})
 
 
+def lambda_max(loss_fn: Callable, params, data, key: jax.Array, *, tol: float = 1e-5,
+               max_restarts: int = 20, param_filter=None, info: dict | None = None) -> Measurement:
+  """The top Hessian eigenvalue; std_error is the Ritz residual norm (a bound on the eigenvalue error
+  for a symmetric matrix); details: converged, number of products."""
+  tol = check_positive("tol", tol)
+  max_restarts = check_count("max_restarts", max_restarts, 0)
+  return _lambda_max(_operator(loss_fn, params, data, param_filter, info), key, tol, max_restarts)
+
+
+def hessian_trace(loss_fn: Callable, params, data, key: jax.Array, *, num_probes: int = 100,
+                  param_filter=None, info: dict | None = None) -> Measurement:
+  """tr(H) by Hutchinson with `num_probes` Rademacher probes, with its standard error."""
+  num_probes = check_count("num_probes", num_probes)
+  return _trace(_operator(loss_fn, params, data, param_filter, info), key, num_probes)
+
+
 def hessian_measures(loss_fn: Callable, params, data, key: jax.Array, *, num_probes: int = 100,
-                     tol: float = 1e-5, param_filter=None,
+                     tol: float = 1e-5, max_restarts: int = 20, param_filter=None,
                      info: dict | None = None) -> dict[str, Measurement]:
-  """{"lambda_max", "hessian_trace", "effective_rank"} (module docstring); keys fold_in(key, 0 / 1)."""
-  top = lambda_max(loss_fn, params, data, jax.random.fold_in(key, 0), tol=tol, param_filter=param_filter,
-                   info=info)
-  tr = hessian_trace(loss_fn, params, data, jax.random.fold_in(key, 1), num_probes=num_probes,
-                     param_filter=param_filter, info=info)
+  """{"lambda_max", "hessian_trace", "effective_rank"} (module docstring) from one Hessian operator;
+  Lanczos uses fold_in(key, 0), Hutchinson fold_in(key, 1)."""
+  tol = check_positive("tol", tol)
+  num_probes = check_count("num_probes", num_probes)
+  max_restarts = check_count("max_restarts", max_restarts, 0)
+  op = _operator(loss_fn, params, data, param_filter, info)
+  top = _lambda_max(op, jax.random.fold_in(key, 0), tol, max_restarts)
+  tr = _trace(op, jax.random.fold_in(key, 1), num_probes)
   rank = Measurement("effective_rank", tr.value / top.value, tr.std_error / abs(top.value),
                      {"definition": "trace / lambda_max"} | tr.settings,
                      {"lambda_max": top.value, "trace": tr.value})

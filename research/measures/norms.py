@@ -25,6 +25,7 @@ is that of this reshaped kernel (the paper's approximation), not of the convolut
   examples (Jiang et al. eq. 22 uses the 10th), and 1 / gamma^2.
 """
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -108,6 +109,16 @@ def path_norm(logits_fn: Callable, params, input_shape: tuple[int, ...], *,
   return float(jnp.sum(logits_fn(squared, batch)))
 
 
+def _fisher_rao_chunk(logits_fn: Callable, loss_name: str, layout, args, chunk):
+  """Mean over one chunk's real examples of <w, grad_w l_i>^2, by one jvp along w."""
+  flat, rest = args
+  per_example = lambda v: losses.per_example_loss(loss_name, logits_fn(layout.params_at(v, rest), chunk),
+                                                  chunk["label"])
+  _, directional = jax.jvp(per_example, (flat,), (flat,))  # (n,) <w, grad_w l_i>
+  mask = chunk["mask"].astype(directional.dtype)
+  return (directional**2 * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+
+
 def fisher_rao_norm(logits_fn: Callable, params, data, *, loss_name: str = "cross_entropy",
                     param_filter=None, info: dict | None = None) -> Measurement:
   """||w||_fr^2 = (1/n) sum_i <w, grad_w l_i>^2 (module docstring); value is the squared norm."""
@@ -116,30 +127,24 @@ def fisher_rao_norm(logits_fn: Callable, params, data, *, loss_name: str = "cros
   chunks = as_chunks(data)
   fp = flatten(params, param_filter)
 
-  def mean_square(flat, chunk):
-    per_example = lambda v: losses.per_example_loss(loss_name, logits_fn(fp.params_at(v), chunk),
-                                                    chunk["label"])
-    _, directional = jax.jvp(per_example, (flat,), (flat,))  # (n,) <w, grad_w l_i>
-    mask = chunk["mask"].astype(directional.dtype)
-    return (directional**2 * mask).sum() / jnp.maximum(mask.sum(), 1.0)
-
-  value = float(mean_over(mean_square)(fp.flat, chunks))
+  value = float(mean_over(_fisher_rao_chunk, logits_fn, loss_name, fp.layout)((fp.flat, fp.rest), chunks))
   settings = data_settings(chunks, loss=loss_name, num_params=fp.size) | (info or {})
   return Measurement("fisher_rao_norm_sq", value, float("nan"), settings)
+
+
+@functools.partial(xla.jit, static_argnums=(0,))
+def _chunk_margins(logits_fn: Callable, params, chunk):
+  z = logits_fn(params, chunk)
+  correct = jnp.take_along_axis(z, chunk["label"][:, None].astype(jnp.int32), -1)[:, 0]
+  others = jnp.where(jax.nn.one_hot(chunk["label"], z.shape[-1], dtype=bool), -jnp.inf, z)
+  return correct - others.max(-1)
 
 
 def margins(logits_fn: Callable, params, data) -> np.ndarray:
   """(n,) z_y - max_{j != y} z_j for every real example, on the host."""
   chunks = as_chunks(data)
 
-  @xla.jit
-  def chunk_margins(p, chunk):
-    z = logits_fn(p, chunk)
-    correct = jnp.take_along_axis(z, chunk["label"][:, None].astype(jnp.int32), -1)[:, 0]
-    others = jnp.where(jax.nn.one_hot(chunk["label"], z.shape[-1], dtype=bool), -jnp.inf, z)
-    return correct - others.max(-1)
-
-  out = [np.asarray(chunk_margins(params, jax.tree.map(lambda x, c=c: x[c], chunks.arrays)))
+  out = [np.asarray(_chunk_margins(logits_fn, params, jax.tree.map(lambda x, c=c: x[c], chunks.arrays)))
          for c in range(chunks.num_chunks)]
   mask = np.asarray(chunks.arrays["mask"]).reshape(-1) > 0
   return np.concatenate(out)[mask]

@@ -23,13 +23,13 @@ Unlike the paper we do not fold BatchNorm into the preceding layers first; pass 
 restrict the noise and the norms to the weights you mean.
 """
 
+import functools
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from research import xla
 from research.errors import UserError
 from research.measures.common import (
   Measurement,
@@ -43,15 +43,22 @@ from research.measures.common import (
 )
 
 
-def _accuracy_fn(logits_fn: Callable, fp):
-  """run(flat, chunks) -> the exact accuracy over the chunks' real examples."""
-  def accuracy(flat, chunk):
-    logits = logits_fn(fp.params_at(flat), chunk)
-    correct = (jnp.argmax(logits, -1) == chunk["label"]).astype(logits.dtype)
-    mask = chunk["mask"].astype(logits.dtype)
-    return (correct * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+def _accuracy(logits_fn: Callable, layout, args, chunk):
+  """Accuracy over one chunk's real examples at args = (flat, rest)."""
+  flat, rest = args
+  logits = logits_fn(layout.params_at(flat, rest), chunk)
+  correct = (jnp.argmax(logits, -1) == chunk["label"]).astype(logits.dtype)
+  mask = chunk["mask"].astype(logits.dtype)
+  return (correct * mask).sum() / jnp.maximum(mask.sum(), 1.0)
 
-  return mean_over(accuracy)
+
+@functools.partial(jax.jit, static_argnames=("magnitude_aware",))
+def _noisy(flat, key, sigma, eps, *, magnitude_aware: bool):
+  """w + sigma z, or w + z sqrt(sigma^2 w^2 + eps^2), z = normal(key)."""
+  z = jax.random.normal(key, flat.shape, flat.dtype)
+  if magnitude_aware:
+    return flat + z * jnp.sqrt(sigma**2 * flat**2 + eps**2)
+  return flat + sigma * z
 
 
 def pac_bayes_sigma(logits_fn: Callable, params, data, key: jax.Array, *, target: float = 0.1,
@@ -62,9 +69,10 @@ def pac_bayes_sigma(logits_fn: Callable, params, data, key: jax.Array, *, target
 
   logits_fn(params, batch) -> (n, C); data: the training examples (batch dict or Chunks); noise draw
   j is normal(fold_in(key, j)) for every sigma tried. value: sigma (sigma' if magnitude_aware);
-  std_error: that of sigma, propagated from the drop's standard error through the local slope of
-  drop(sigma) between the last bracket ends (NaN when the bracket never closed). details: the drop at
-  sigma, its standard error, and every (sigma, drop) evaluated.
+  std_error: that of sigma, the drop's standard error over the secant slope of drop(sigma) to the
+  nearest other sigma evaluated. details: the drop at sigma, its standard error, every (sigma, drop)
+  evaluated, why the search stopped ("tolerance" or "depth"), and `target_reached` (False when even
+  sigma_max does not drop the accuracy by the target: raise sigma_max).
   """
   target = check_positive("target", target)
   sigma_max = check_positive("sigma_max", sigma_max)
@@ -74,48 +82,43 @@ def pac_bayes_sigma(logits_fn: Callable, params, data, key: jax.Array, *, target
   depth = check_count("depth", depth)
   chunks = as_chunks(data)
   fp = flatten(params, param_filter)
-  accuracy = _accuracy_fn(logits_fn, fp)
-  base = float(accuracy(fp.flat, chunks))
-
-  @xla.jit
-  def perturbed(flat, k, sigma):
-    z = jax.random.normal(k, flat.shape, flat.dtype)
-    if magnitude_aware:
-      return flat + z * jnp.sqrt(sigma**2 * flat**2 + magnitude_eps**2)
-    return flat + sigma * z
+  accuracy = mean_over(_accuracy, logits_fn, fp.layout)
+  base = float(accuracy((fp.flat, fp.rest), chunks))
 
   def drops(sigma):
-    return np.array([base - float(accuracy(perturbed(fp.flat, jax.random.fold_in(key, j), sigma), chunks))
-                     for j in range(num_samples)])
+    noisy = lambda j: _noisy(fp.flat, jax.random.fold_in(key, j), sigma, magnitude_eps,
+                             magnitude_aware=magnitude_aware)
+    return np.array([base - float(accuracy((noisy(j), fp.rest), chunks)) for j in range(num_samples)])
 
   lo, hi = 0.0, sigma_max
-  history, sigma, samples = [], sigma_max, None
+  history, sigma, samples, stopped = [], sigma_max, None, "depth"
   for _ in range(depth):
     sigma = 0.5 * (lo + hi)
     samples = drops(sigma)
     drop = float(samples.mean())
     history.append((sigma, drop))
     if abs(drop - target) < tolerance:
+      stopped = "tolerance"
       break
     if drop > target:
       hi = sigma
     else:
       lo = sigma
   drop, drop_se = float(samples.mean()), std_error(samples)
-  # Slope of drop(sigma) from the evaluated points bracketing the target, for the error of sigma.
-  below = [(s, d) for s, d in history if d <= target]
-  above = [(s, d) for s, d in history if d > target]
+  # sigma's error: the drop's standard error over the secant slope to the nearest other evaluated sigma.
   sigma_se = float("nan")
-  if below and above:
-    (s0, d0), (s1, d1) = max(below), min(above)
-    if d1 > d0 and s1 > s0:
-      sigma_se = drop_se * (s1 - s0) / (d1 - d0)
+  others = [(abs(s - sigma), s, d) for s, d in history if s != sigma]
+  if others:
+    _, s1, d1 = min(others)
+    if d1 != drop:
+      sigma_se = drop_se * abs(s1 - sigma) / abs(d1 - drop)
   settings = data_settings(chunks, key, target=target, magnitude_aware=magnitude_aware,
                            magnitude_eps=magnitude_eps if magnitude_aware else None,
                            num_samples=num_samples, sigma_max=sigma_max, depth=depth, tolerance=tolerance,
                            num_params=fp.size, search="bisection") | (info or {})
   details = {"accuracy": base, "drop": drop, "drop_std_error": drop_se, "iterations": len(history),
-             "history": history, "bracketed": bool(below and above)}
+             "history": history, "stopped": stopped,
+             "target_reached": any(d >= target - tolerance for _, d in history)}
   name = "pac_bayes_sigma_magnitude" if magnitude_aware else "pac_bayes_sigma"
   return Measurement(name, sigma, sigma_se, settings, details)
 

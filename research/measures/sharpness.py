@@ -40,7 +40,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from research import xla
 from research.measures.common import (
   Measurement,
   as_chunks,
@@ -48,6 +47,7 @@ from research.measures.common import (
   check_choice,
   check_count,
   check_positive,
+  chunk_loss,
   data_settings,
   flatten,
   mean_over,
@@ -127,14 +127,16 @@ def maximize(value_and_grad: Callable, size: int, dtype, key: jax.Array, *, rho:
   return {"value": best_overall, "u": best_u, "restarts": restarts}
 
 
-def _losses(loss_fn: Callable, fp):
-  """(value_and_grad, loss): run((flat, scale, u), chunks) -> (L(w + scale * u), dL/du) and
-  run(flat, chunks) -> L(flat), both exact means over the chunks."""
-  def value_and_grad(args, chunk):
-    flat, scale, u = args
-    return jax.value_and_grad(lambda v: loss_fn(fp.params_at(flat + scale * v), chunk))(u)
+def _perturbed(loss_fn: Callable, layout, args, chunk):
+  """(L(w + scale * u), dL/du) on one chunk, args = (flat, rest, scale, u)."""
+  flat, rest, scale, u = args
+  return jax.value_and_grad(lambda v: loss_fn(layout.params_at(flat + scale * v, rest), chunk))(u)
 
-  return mean_over(value_and_grad), mean_over(lambda flat, chunk: loss_fn(fp.params_at(flat), chunk))
+
+def _perturbed_in_subspace(loss_fn: Callable, layout, args, chunk):
+  """(L(w + basis (box * u)), dL/du) on one chunk, args = (flat, rest, box, basis, u)."""
+  flat, rest, box, basis, u = args
+  return jax.value_and_grad(lambda v: loss_fn(layout.params_at(flat + basis @ (box * v), rest), chunk))(u)
 
 
 def worst_case_sharpness(loss_fn: Callable, params, data, key: jax.Array, *, rho: float, norm: str = "l2",
@@ -159,12 +161,13 @@ def worst_case_sharpness(loss_fn: Callable, params, data, key: jax.Array, *, rho
     m = check_count("m", m)
   fp = flatten(params, param_filter)
   scale = _scale(fp.flat, adaptive)
-  value_and_grad, loss = _losses(loss_fn, fp)
+  value_and_grad = mean_over(_perturbed, loss_fn, fp.layout)
+  loss = mean_over(chunk_loss, loss_fn, fp.layout)
   groups = [chunks] if m is None else batches_of(chunks, m)
   values, counts, per_batch = [], [], []
   for b, group in enumerate(groups):
-    base = float(loss(fp.flat, group))
-    out = maximize(lambda u, g=group: value_and_grad((fp.flat, scale, u), g), fp.size, fp.flat.dtype,
+    base = float(loss((fp.flat, fp.rest), group))
+    out = maximize(lambda u, g=group: value_and_grad((fp.flat, fp.rest, scale, u), g), fp.size, fp.flat.dtype,
                    jax.random.fold_in(key, b), rho=rho, norm=norm, steps=steps, num_restarts=num_restarts,
                    tol=tol, base=base)
     values.append(out["value"] - base)
@@ -176,6 +179,11 @@ def worst_case_sharpness(loss_fn: Callable, params, data, key: jax.Array, *, rho
   details = {"batches": per_batch} if m is not None else per_batch[0]
   name = f"worst_case_{'adaptive_' if adaptive else ''}{norm}"
   return Measurement(name, value, std_error(values) if m is not None else float("nan"), settings, details)
+
+
+@jax.jit
+def _gaussian(key: jax.Array, std: jax.Array) -> jax.Array:
+  return std * jax.random.normal(key, std.shape, std.dtype)
 
 
 def average_sharpness(loss_fn: Callable, params, data, key: jax.Array, *, rho: float, adaptive: bool = False,
@@ -191,13 +199,13 @@ def average_sharpness(loss_fn: Callable, params, data, key: jax.Array, *, rho: f
   chunks = as_chunks(data)
   fp = flatten(params, param_filter)
   scale = _scale(fp.flat, adaptive)
-  loss = mean_over(lambda flat, chunk: loss_fn(fp.params_at(flat), chunk))
-  delta = xla.jit(lambda k, scale: rho * scale * jax.random.normal(k, scale.shape, scale.dtype))
-  base = float(loss(fp.flat, chunks))
+  loss = mean_over(chunk_loss, loss_fn, fp.layout)
+  base = float(loss((fp.flat, fp.rest), chunks))
   samples = []
   for j in range(num_pairs):
-    d = delta(jax.random.fold_in(key, j), scale)
-    samples.append(0.5 * (float(loss(fp.flat + d, chunks)) + float(loss(fp.flat - d, chunks))) - base)
+    d = _gaussian(jax.random.fold_in(key, j), rho * scale)
+    plus, minus = loss((fp.flat + d, fp.rest), chunks), loss((fp.flat - d, fp.rest), chunks)
+    samples.append(0.5 * (float(plus) + float(minus)) - base)
   settings = data_settings(chunks, key, rho=rho, adaptive=adaptive, num_pairs=num_pairs,
                            sampling="antithetic", num_params=fp.size) | (info or {})
   name = f"average_{'adaptive' if adaptive else 'plain'}"
@@ -226,15 +234,15 @@ def epsilon_sharpness(loss_fn: Callable, params, data, key: jax.Array, *, epsilo
     basis = jax.random.normal(jax.random.fold_in(key, 2**31 - 1), (fp.size, p), fp.flat.dtype)
     box = jnp.abs(jnp.linalg.pinv(basis) @ fp.flat) + 1.0
 
-  def value_and_grad(args, chunk):
-    flat, box, basis, u = args
-    move = lambda v: box * v if basis is None else basis @ (box * v)
-    return jax.value_and_grad(lambda v: loss_fn(fp.params_at(flat + move(v)), chunk))(u)
-
-  run = mean_over(value_and_grad)
-  base = float(mean_over(lambda flat, chunk: loss_fn(fp.params_at(flat), chunk))(fp.flat, chunks))
+  base = float(mean_over(chunk_loss, loss_fn, fp.layout)((fp.flat, fp.rest), chunks))
+  if basis is None:
+    run = mean_over(_perturbed, loss_fn, fp.layout)
+    value_and_grad = lambda u: run((fp.flat, fp.rest, box, u), chunks)
+  else:
+    run = mean_over(_perturbed_in_subspace, loss_fn, fp.layout)
+    value_and_grad = lambda u: run((fp.flat, fp.rest, box, basis, u), chunks)
   size = fp.size if basis is None else basis.shape[1]
-  out = maximize(lambda u: run((fp.flat, box, basis, u), chunks), size, fp.flat.dtype, key, rho=epsilon,
+  out = maximize(value_and_grad, size, fp.flat.dtype, key, rho=epsilon,
                  norm="linf", steps=steps, num_restarts=num_restarts, tol=tol, base=base)
   value = 100.0 * (out["value"] - base) / (1.0 + base)
   settings = data_settings(chunks, key, epsilon=epsilon, subspace_dim=subspace_dim, steps=steps,

@@ -20,6 +20,7 @@ from jax.flatten_util import ravel_pytree
 from research import xla
 from research.curvature import operators
 from research.curvature.operators import Chunks
+from research.curvature.trace import check_count as check_count  # re-exported for the measures
 from research.curvature.trace import key_info, to_jsonable
 from research.errors import UserError, choices_message
 
@@ -181,12 +182,6 @@ def check_positive(name: str, value) -> float:
       or not np.isfinite(value) or value <= 0:
     raise UserError(f"{name} must be a positive number, got {value!r}")
   return float(value)
-
-
-def check_count(name: str, value, minimum: int = 1) -> int:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-    raise UserError(f"{name} must be an integer >= {minimum}, got {value!r}")
-  return int(value)
 
 
 def check_choice(what: str, value, valid) -> str:

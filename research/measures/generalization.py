@@ -72,6 +72,9 @@ class SplitSummary:
 def summarize(values: dict, num_classes: int) -> SplitSummary:
   """Means and standard errors of `per_example` output, overall and per class."""
   num_classes = check_count("num_classes", num_classes)
+  if len(values["label"]) and (values["label"].min() < 0 or values["label"].max() >= num_classes):
+    raise UserError(f"labels must lie in [0, {num_classes}), got {values['label'].min()}.."
+                    f"{values['label'].max()}")
   loss, loss_se = _mean_se(values["loss"])
   acc, acc_se = _mean_se(values["correct"])
   per = [_mean_se(values["correct"][values["label"] == c]) for c in range(num_classes)]

@@ -219,7 +219,7 @@ def epsilon_sharpness(loss_fn: Callable, params, data, key: jax.Array, *, epsilo
   """Keskar et al.'s phi = 100 (max_{y in C} L(w + A y) - L(w)) / (1 + L(w)) (module docstring).
 
   subspace_dim p: None for the full space (A = I), else A is a (d, p) standard Gaussian matrix drawn
-  from fold_in(key, -1) ((d, p) floats of memory). The ascent starts at a random point of the box.
+  from fold_in(key, 2**31 - 1) ((d, p) floats of memory). The ascent starts at a random point of the box.
   """
   epsilon = check_positive("epsilon", epsilon)
   steps = check_count("steps", steps)

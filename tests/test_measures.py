@@ -11,6 +11,7 @@
 """
 
 import itertools
+import json
 
 import jax
 import jax.numpy as jnp
@@ -82,7 +83,8 @@ def test_worst_case_l2_sharpness_is_rho_squared_lambda_max_over_two(quadratic):
   adaptive = worst_case_sharpness(q["loss_fn"], q["params"], q["batch"], jax.random.key(1), rho=rho,
                                   adaptive=True, steps=200)
   assert adaptive.value == pytest.approx(rho**2 * np.linalg.eigvalsh(s @ q["a"] @ s).max() / 2, rel=1e-6)
-  assert adaptive.to_dict()["settings"]["adaptive"] is True
+  record = json.loads(json.dumps(adaptive.to_dict()))  # JSON-able, settings kept
+  assert record["settings"]["adaptive"] is True and record["name"] == "worst_case_adaptive_l2"
 
 
 def test_average_sharpness_is_rho_squared_trace_over_two_within_three_standard_errors(quadratic):
@@ -292,6 +294,7 @@ def test_pac_bayes_sigma_hits_the_exact_expected_accuracy_drop():
                         magnitude_aware=True)
   assert abs(exact_drop(mag.value**2 * w**2 + 1e-6) - 0.1) <= 0.01 + 3 * mag.details["drop_std_error"]
   assert mag.settings["magnitude_aware"] and mag.settings["magnitude_eps"] == 1e-3
+  json.dumps(mag.to_dict())
   # A looser target needs more noise.
   loose = pac_bayes_sigma(logits_fn, {"w": jnp.asarray(w)}, data, jax.random.key(0), target=0.3,
                           num_samples=50)
@@ -380,6 +383,7 @@ def test_generalization_gap_per_class_and_intervals_against_numpy():
   assert metrics["gap/accuracy"] == pytest.approx(report.accuracy_gap)
   assert len(metrics["gap/class_accuracy"]) == 3 and len(metrics["gap/class_accuracy_ci"]) == 3
   assert metrics["eval_train/accuracy"] == pytest.approx(c_tr.mean())
+  assert json.loads(json.dumps(report.to_dict()))["train"]["num_examples"] == 60
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -98,3 +98,19 @@ def kendall_tau(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, i
     return float("nan"), float("nan"), n
   res = scipy.stats.kendalltau(x[ok], y[ok])
   return float(res.statistic), float(res.pvalue), n
+
+
+def difference_ci(a: Sequence[float], b: Sequence[float], *, level: float = 0.95, num_resamples: int = 10000,
+                  seed: int = 0) -> tuple[float, float, float]:
+  """(mean(a) - mean(b), lo, hi) with a percentile bootstrap interval, groups resampled independently.
+  Fewer than 2 values in either group: the interval is (nan, nan)."""
+  x, y = _finite(a), _finite(b)
+  diff = float(x.mean() - y.mean()) if len(x) and len(y) else float("nan")
+  if len(x) < 2 or len(y) < 2:
+    return diff, float("nan"), float("nan")
+  rng = np.random.default_rng(seed)
+  mx = x[rng.integers(0, len(x), size=(num_resamples, len(x)))].mean(axis=1)
+  my = y[rng.integers(0, len(y), size=(num_resamples, len(y)))].mean(axis=1)
+  alpha = (1 - level) / 2
+  lo, hi = np.quantile(mx - my, [alpha, 1 - alpha])
+  return diff, float(lo), float(hi)

@@ -221,27 +221,44 @@ def _load_config_file(path: Path, variant: str | None) -> dict | None:
     return None
 
 
+def _option_defaults() -> dict:
+  """{"data.options.<field>": default} of `research.data.LoadOptions`."""
+  from research.data.dataset import LoadOptions
+
+  return {f"data.options.{f.name}": f.default for f in dataclasses.fields(LoadOptions)}
+
+
 def base_command(run: runs.Run) -> str:
   """`python -m experiments.train --config FILE[:variant] --workdir RUN --config.k=v ...`: the config
-  file and variant closest to the run's resolved config, plus every key where they differ."""
+  file and variant closest to the run's resolved config, plus every key where they differ (a data
+  option the file sets but the run does not is reset to its default)."""
   candidates = []
   files = []
   if run.study and (ROOT / "experiments" / "configs" / f"{run.study}.py").exists():
     files.append(ROOT / "experiments" / "configs" / f"{run.study}.py")
   files.append(ROOT / "experiments" / "configs" / "default.py")
+  defaults = _option_defaults()
+  mine = {k: v for k, v in run.flat_config.items() if not isinstance(v, dict)}
   for f in files:
     for variant in (None, "quick", "full"):
       flat = _load_config_file(f, variant)
       if flat is None:
         continue
-      diff = [k for k, v in run.flat_config.items() if not isinstance(v, dict) and flat.get(k) != v]
-      candidates.append((len(diff), f, variant, diff))
+      flat = {k: v for k, v in flat.items() if not isinstance(v, dict)}
+      diff = {k: v for k, v in mine.items() if flat.get(k) != v}
+      extra = [k for k in flat if k not in mine]
+      unfixable = [k for k in extra if k not in defaults]
+      diff |= {k: defaults[k] for k in extra if k in defaults}
+      candidates.append((len(unfixable), len(diff), str(f), variant, diff, unfixable))
   if not candidates:
     return f"# no config file found to rebuild {run.name}"
-  _, f, variant, diff = min(candidates, key=lambda t: t[0])
-  spec = str(f.relative_to(ROOT)) + (f":{variant}" if variant else "")
-  args = " ".join(f"--config.{k}={_cli_value(run.flat_config[k])}" for k in diff)
-  return f"python -m experiments.train --config {spec} --workdir {shlex.quote(str(run.path))} {args}".rstrip()
+  _, _, f, variant, diff, unfixable = min(candidates, key=lambda t: t[:2])
+  spec = str(Path(f).relative_to(ROOT)) + (f":{variant}" if variant else "")
+  args = " ".join(f"--config.{k}={_cli_value(v)}" for k, v in diff.items())
+  cmd = f"python -m experiments.train --config {spec} --workdir {shlex.quote(str(run.path))} {args}".rstrip()
+  if unfixable:
+    cmd += f"  # approximate: {spec} also sets {', '.join(unfixable)}"
+  return cmd
 
 
 def _curvature_command(run: runs.Run, rec: dict) -> str | None:

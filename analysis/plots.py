@@ -123,7 +123,8 @@ def _log_if_wide(ax, which: str, ratio: float = 30.0) -> None:
 
 def lambda_max_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
                       thresholds: Mapping[str, float] | None = None, *, threshold_label: str = "2/η",
-                      ylabel: str = "top Hessian eigenvalue λ_max", path: str | Path | None = None):
+                      ylabel: str = "top Hessian eigenvalue $\\lambda_{\\max}$",
+                      path: str | Path | None = None):
   """lambda_max over training steps per curve (e.g. per learning rate), each with its stability
   threshold as a dashed horizontal line of the same colour (Cohen et al. 2021, edge of stability).
 
@@ -141,17 +142,24 @@ def lambda_max_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
     t = thresholds.get(label)
     if t is not None and np.isfinite(t):
       ax.axhline(t, color=style.color(i), linestyle="--", linewidth=1.1, alpha=0.9)
-      ax.annotate(f"{threshold_label} = {t:.3g}", xy=(1.0, t), xycoords=("axes fraction", "data"),
-                  xytext=(-2, 2), textcoords="offset points", ha="right", va="bottom", fontsize=7.5,
-                  color=style.color(i))
-  finite_t = [t for t in thresholds.values() if t is not None and np.isfinite(t)]
-  if finite_t:  # keep every threshold in view, but do not let a far one flatten the curves
-    shown = [t for t in finite_t if t <= 20 * max(top, 1e-12)] or [min(finite_t)]
-    ax.set_ylim(0, 1.08 * max(top, *shown))
+  finite_t = {k: t for k, t in thresholds.items() if t is not None and np.isfinite(t)}
+  # Thresholds within 5x of the curves are drawn in view; farther ones would flatten the curves, so
+  # they are named in a note at the top instead.
+  shown = {k: t for k, t in finite_t.items() if t <= 5 * max(top, 1e-12)}
+  ax.set_ylim(0, 1.1 * max([top, *shown.values()]) if top > 0 or shown else 1.0)
+  for i, label in enumerate(curves):
+    if label in shown:
+      ax.annotate(f"{threshold_label} = {shown[label]:.3g}", xy=(0.01, shown[label]),
+                  xycoords=("axes fraction", "data"), xytext=(0, 2), textcoords="offset points", ha="left",
+                  va="bottom", fontsize=7.5, color=style.color(i))
+  far = sorted({f"{t:.3g}" for k, t in finite_t.items() if k not in shown}, key=float)
+  if far:
+    ax.text(0.01, 0.98, f"{threshold_label} = {', '.join(far)}: above the plotted range", fontsize=7.5,
+            transform=ax.transAxes, ha="left", va="top", color="0.3")
   ax.set_xlabel("training step")
   ax.set_ylabel(ylabel)
   ax.plot([], [], color="0.3", linestyle="--", linewidth=1.1, label=f"threshold {threshold_label}")
-  ax.legend(loc="best")
+  ax.legend(loc="center right")
   return _finish(fig, path)
 
 
@@ -309,7 +317,8 @@ def measure_vs_gap(measure: np.ndarray, gap: np.ndarray, *, measure_name: str,
     ax.set_xscale("log")
   ax.set_xlabel(measure_name)
   ax.set_ylabel(gap_name)
-  ax.set_title(f"Kendall τ = {tau:.2f} (n = {n}, p = {p:.2g})" if np.isfinite(tau) else f"n = {n}")
+  ax.set_title(f"Kendall τ = {tau:.2f} (n = {n}, p = {p:.2g})" if np.isfinite(tau) else f"n = {n}",
+               fontsize=10, loc="left")
   return _finish(fig, path)
 
 

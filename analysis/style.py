@@ -39,7 +39,7 @@ _SPLITS = {"train": "train (batch)", "eval_train": "train", "valid": "validation
 _QUANTITIES = {
     "loss": "loss (nats)", "accuracy": "accuracy (%)", "lr": "learning rate", "grad_norm": "gradient norm",
     "param_norm": "parameter norm", "update_norm": "update norm",
-    "lambda_max": "top Hessian eigenvalue λ_max", "trace": "Hessian trace",
+    "lambda_max": "top Hessian eigenvalue $\\lambda_{\\max}$", "trace": "Hessian trace",
     "num_outliers": "outlier eigenvalues",
 }
 
@@ -98,6 +98,11 @@ def metric_label(metric: str) -> str:
     return _QUANTITIES.get(quantity, quantity.replace("_", " "))
   q = _QUANTITIES.get(quantity, quantity.replace("_", " "))
   return f"{_SPLITS.get(split, split)} {q}"
+
+
+def plain(label: str) -> str:
+  """A figure label as plain text (for captions): mathtext λ_max back to `λ_max`."""
+  return label.replace("$\\lambda_{\\max}$", "λ_max")
 
 
 def scale(metric: str) -> float:

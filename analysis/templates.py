@@ -179,7 +179,8 @@ def setup_section(ctx: Context) -> Section:
                f"(0: per epoch) on {splits}.")
   seeds = sorted({r.seed for r in rs if r.seed is not None})
   per = [len(v) for v in ctx.groups().values()]
-  items.append(f"**Seeds**: {', '.join(map(str, seeds)) or 'n/a'} ({len(ctx.study.runs)} runs; "
+  nruns = len(ctx.study.runs)
+  items.append(f"**Seeds**: {', '.join(map(str, seeds)) or 'n/a'} ({nruns} run{'s' if nruns > 1 else ''}; "
                f"{_show(per)} per condition).")
   if ctx.keys:
     conds = "; ".join(f"`{k}` in {{{', '.join(map(str, _distinct(ctx.table[k].tolist())))}}}"
@@ -202,10 +203,12 @@ def setup_section(ctx: Context) -> Section:
 
 
 def _cli_value(v) -> str:
+  """A config value as one shell word that absl/ml_collections parse back to it."""
   if isinstance(v, bool):
     return str(v)
   if isinstance(v, list | tuple):
-    return shlex.quote(repr(tuple(v)))
+    text = repr(tuple(v))
+    return f'"{text}"' if not any(c in text for c in '"$`\\') else shlex.quote(text)
   if isinstance(v, str):
     return shlex.quote(v)
   return repr(v)
@@ -254,10 +257,10 @@ def base_command(run: runs.Run) -> str:
     return f"# no config file found to rebuild {run.name}"
   _, _, f, variant, diff, unfixable = min(candidates, key=lambda t: t[:2])
   spec = str(Path(f).relative_to(ROOT)) + (f":{variant}" if variant else "")
-  args = " ".join(f"--config.{k}={_cli_value(v)}" for k, v in diff.items())
-  cmd = f"python -m experiments.train --config {spec} --workdir {shlex.quote(str(run.path))} {args}".rstrip()
+  args = "".join(f" \\\n    --config.{k}={_cli_value(v)}" for k, v in diff.items())
+  cmd = f"python -m experiments.train --config {spec} --workdir {shlex.quote(str(run.path))}{args}"
   if unfixable:
-    cmd += f"  # approximate: {spec} also sets {', '.join(unfixable)}"
+    cmd = f"# approximate: {spec} also sets {', '.join(unfixable)}, which this run does not\n" + cmd
   return cmd
 
 
@@ -471,8 +474,8 @@ def standard_results(ctx: Context, *, bar_metrics=("test/accuracy", "gap/accurac
       fig = ctx.figure(f"gap_vs_{m.replace('/', '_')}", lambda p, m=m, vals=vals: plots.measure_vs_gap(
           vals, ctx.table["gap/loss"].to_numpy(np.float64), measure_name=style.metric_label(m),
           groups=grp if len(set(grp)) > 1 else None, path=p),
-          f"{style.metric_label(m)} against the generalization gap (test minus train loss), one point per "
-          "run; Kendall's τ over the runs in the title.")
+          f"{style.plain(style.metric_label(m)).capitalize()} against the generalization gap (test minus "
+          "train loss), one point per run; Kendall's τ over the runs in the title.")
       if fig:
         blocks.append(fig)
   return blocks
@@ -743,6 +746,7 @@ EDGE_OF_STABILITY = Template(
 
 
 TEMPLATES = {t.name: t for t in (GENERIC, BN_ABLATION, EDGE_OF_STABILITY)}
+TITLES = {"bn_ablation": "BatchNorm ablation", "edge_of_stability": "Edge of stability"}
 
 
 def build(study: runs.Study, out: Path, template: str | None = None) -> Report:
@@ -780,7 +784,7 @@ def build(study: runs.Study, out: Path, template: str | None = None) -> Report:
   problems = list(dict.fromkeys(study.problems + [p for r in study.runs for p in r.problems
                                                   if p not in study.problems] + ctx.problems))
   sections.append(missing_section(problems))
-  title = (f"{chosen.name.replace('_', ' ').capitalize()} study: {study.root.resolve().name}"
+  title = (f"{TITLES.get(chosen.name, chosen.name)} study: {study.root.resolve().name}"
            if chosen is not GENERIC else f"Report: {study.root.resolve().name}")
   question = chosen.question + ("" if not notes else " " + " ".join(notes))
   return Report(title, question, chosen.name, sections, findings, problems)

@@ -222,7 +222,7 @@ def test_every_plot_writes_an_image_with_labelled_axes(studies, tmp_path):
                                                                     ("training step", "accuracy (%)")]),
       "lmax": (lambda p: plots.lambda_max_curves(
           {k: rs[0].curve("curv/lambda_max") for k, rs in groups.items()}, {"batch": 20.0}, path=p),
-               [("training step", "top Hessian eigenvalue λ_max")]),
+               [("training step", "top Hessian eigenvalue $\\lambda_{\\max}$")]),
       "density": (lambda p: plots.spectral_density({"hessian": (z["slq_nodes"], z["slq_weights"])}, path=p),
                   [("Hessian eigenvalue", "spectral density (log scale)")]),
       "line": (lambda p: plots.loss_curve_1d(grid, {"train": land[10], "test": land[10] + 0.1}, path=p),
@@ -237,7 +237,7 @@ def test_every_plot_writes_an_image_with_labelled_axes(studies, tmp_path):
                   [("λ_max", "generalization gap, loss (nats)")]),
       "bars": (lambda p: plots.ablation_bars(table, "model.knobs.norm", ["test/accuracy", "curv/lambda_max"],
                                              path=p),
-               [("norm", "test accuracy (%)"), ("norm", "top Hessian eigenvalue λ_max")]),
+               [("norm", "test accuracy (%)"), ("norm", "top Hessian eigenvalue $\\lambda_{\\max}$")]),
       "classes": (lambda p: plots.per_class_accuracy(
           ["a", "b", "c"], {"x": np.array([[0.5, 0.7, 0.9], [0.6, 0.8, 1.0]])}, path=p),
                   [("class", "accuracy (%)")]),
@@ -356,7 +356,7 @@ def test_reproduce_command_rebuilds_the_config(studies):
   spec = cmd.split("--config ")[1].split()[0]
   file, _, variant = spec.partition(":")
   rebuilt = templates._load_config_file(templates.ROOT / file, variant or None)
-  for arg in shlex.split(cmd):
+  for arg in shlex.split(cmd.replace("\\\n", " ")):
     if arg.startswith("--config."):
       key, value = arg[len("--config."):].split("=", 1)
       try:

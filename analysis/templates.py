@@ -596,8 +596,9 @@ def _bn_results(ctx: Context):
       if not (len(a) and len(b)):
         continue
       d, lo, hi = stats.difference_ci(a, b)
+      show = pct if metric == "test/accuracy" else (lambda x: f"{100 * x:.2f} points")
       findings.append(Finding(
-          f"{what} changed {name} by {100 * d:+.2f} points ({pct(a.mean())} vs {pct(b.mean())}; "
+          f"{what} changed {name} by {100 * d:+.2f} points ({show(a.mean())} vs {show(b.mean())}; "
           f"{seeds_text(len(a))} vs {seeds_text(len(b))}, "
           f"{ci_text(100 * lo, 100 * hi, lambda x: f'{x:+.2f}', ' points')}).",
           {"norm": norm, "metric": metric, "difference": d, "ci": (lo, hi), "mean": float(a.mean()),

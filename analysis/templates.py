@@ -18,6 +18,7 @@ import importlib.util
 import json
 import math
 import shlex
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -390,8 +391,9 @@ def _spectrum(rs: list[runs.Run]):
       try:
         with np.load(c["arrays"]) as z:
           return z["slq_nodes"], z["slq_weights"], r, c
-      except (OSError, KeyError, ValueError) as e:
-        r.problems.append(runs.Problem(r.name, Path(c["arrays"]).name, f"unreadable ({type(e).__name__})"))
+      except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        rel = f"curvature/{Path(c['arrays']).name}"
+        r.problems.append(runs.Problem(r.name, rel, f"unreadable ({type(e).__name__})"))
   return None
 
 

@@ -89,7 +89,8 @@ LAMBDA = training.Evaluator("lambda_max", dense_lambda_max, every_steps=4)
 def studies(tmp_path_factory):
   """Three directories: a bn_ablation folder of 6 runs (2 seeds x 3 norms, lambda_max tracked in
   training, post-hoc curvature on the seed-0 runs with and without BatchNorm), an edge_of_stability
-  folder (full-batch GD at two step sizes) and one damaged run."""
+  folder (full-batch GD at two step sizes) and a damaged copy of one run (no summary.json, a
+  half-written metrics line, unreadable meta.json, a truncated curvature .npz)."""
   from analysis import curvature as curvature_cli
 
   root = tmp_path_factory.mktemp("studies")
@@ -108,8 +109,10 @@ def studies(tmp_path_factory):
                        "training.full_batch": True, "training.num_steps": 16})
     training.train_and_evaluate(c, eos / f"lr={lr}", evaluators=[LAMBDA])
   broken = root / "broken"
-  shutil.copytree(bn / "norm=layer-seed=1", broken)
+  shutil.copytree(bn / "norm=none-seed=0", broken)
   (broken / "summary.json").unlink()
+  npz = next((broken / "curvature").glob("*.npz"))
+  npz.write_bytes(npz.read_bytes()[:200])  # a truncated spectrum file
   with open(broken / "metrics.jsonl", "a") as f:
     f.write('{"step": 13, "train/loss": 0.5, "train/acc')  # a write cut off mid-line
   (broken / "meta.json").write_text("{not json")
@@ -389,6 +392,10 @@ def test_edge_of_stability_report(studies, tmp_path):
     assert f.values["end ratio mean"] == pytest.approx(last * lr / 2, rel=1e-12)
 
 
+def npz_name(run_dir: Path) -> str:
+  return next((run_dir / "curvature").glob("*.npz")).name
+
+
 def test_damaged_run_still_gets_a_report_naming_what_is_missing(studies, tmp_path):
   written = report.write_report(studies["broken"], tmp_path / "out")
   assert written.report.template == "generic"
@@ -398,6 +405,8 @@ def test_damaged_run_still_gets_a_report_naming_what_is_missing(studies, tmp_pat
   lines = (studies["broken"] / "metrics.jsonl").read_text().splitlines()
   assert f"metrics.jsonl`: last line (line {len(lines)}) is half-written; skipped" in missing
   assert "meta.json`: unreadable" in missing
+  assert f"`curvature/{npz_name(studies['broken'])}`: unreadable" in missing
+  assert "spectral_density" not in {f.name for f in written.report.figures()}
   # the final metrics come from the last evaluation record instead
   recs = [json.loads(line) for line in (studies["broken"] / "metrics.jsonl").read_text().splitlines()[:-1]]
   acc = [r["test/accuracy"] for r in recs if "test/accuracy" in r][-1]

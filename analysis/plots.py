@@ -252,8 +252,11 @@ def loss_contour_2d(xs: np.ndarray, ys: np.ndarray, losses: np.ndarray, *,
   ax.contour(xs, ys, losses, levels=levels[::3], colors="white", linewidths=0.5, alpha=0.6, norm=norm)
   ax.plot([0], [0], marker="*", color=style.OKABE_ITO["vermillion"], markersize=10, linestyle="none",
           label="trained point")
-  cbar = fig.colorbar(filled, ax=ax)
-  cbar.set_label("loss (nats)")
+  cbar = fig.colorbar(filled, ax=ax, shrink=0.85, aspect=25)
+  ticks = levels[::6] if len(levels) > 6 else levels
+  cbar.set_ticks(ticks, labels=[f"{t:.3g}" for t in ticks])
+  cbar.ax.minorticks_off()
+  cbar.set_label("loss (nats)" + (", log scale" if logscale else ""))
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   ax.set_aspect("equal", adjustable="box")
@@ -276,6 +279,11 @@ def loss_surface_3d(xs: np.ndarray, ys: np.ndarray, losses: np.ndarray, *,
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   ax.set_zlabel("loss (nats)")
+  from matplotlib.ticker import MaxNLocator
+
+  for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
+    axis.set_major_locator(MaxNLocator(5))
+  ax.tick_params(labelsize=8)
   ax.view_init(elev=32, azim=-60)
   return _finish(fig, path)
 

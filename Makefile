@@ -35,6 +35,7 @@ study: data
 	$(PY) -m research.data info fashion_mnist
 	$(PY) -m research.data check fashion_mnist
 	$(PY) -m experiments.train --config experiments/configs/default.py:quick --workdir runs/default-quick
+	$(PY) -m analysis.report runs/default-quick
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

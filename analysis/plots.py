@@ -1,0 +1,416 @@
+"""The study figures, each a function of plain arrays (or runs) returning its matplotlib Figure.
+
+Every function takes `path=None`; with a path it also writes PNG + PDF there (`style.save`). Inputs
+are arrays, not file formats, so results that have no run-directory format yet (landscapes,
+interpolations, measures, compression) plug in as soon as they exist:
+- `training_curves(groups)`: loss and accuracy over steps, train (batch) vs test, mean over seeds with
+  the min-max band.
+- `lambda_max_curves(curves, thresholds)`: lambda_max over training with the stability thresholds
+  (`stability_threshold`: 2/eta for SGD, (2 + 2 beta)/eta with heavy-ball momentum, (2 + 2 b1) /
+  ((1 - b1) eta) = 38/eta for Adam's preconditioned sharpness with b1 = 0.9; Cohen et al. 2021, 2022).
+- `spectral_density(spectra)`: SLQ densities (log density axis) with the outliers above the bulk marked.
+- `loss_curve_1d`, `loss_contour_2d`, `loss_surface_3d`: loss landscapes on a grid of step sizes along
+  one or two directions (Li et al. 2018).
+- `interpolation_curves`: loss (or accuracy) along a path between two solutions.
+- `measure_vs_gap`: a measure against the generalization gap with Kendall's tau (Jiang et al. 2020).
+- `ablation_bars(table, by, metrics)`: mean over seeds per condition with error bars and the seeds.
+- `per_class_accuracy`, `compression_curves`.
+"""
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis import stats, style
+
+SPLIT_NAMES = {"train": "train (minibatch)", "eval_train": "train (full eval)", "valid": "validation",
+               "test": "test"}
+
+
+def _finish(fig, path):
+  if path is not None:
+    style.save(fig, path)
+  return fig
+
+
+def stability_threshold(optimizer: str, lr: float, *, momentum: float = 0.9, b1: float = 0.9) -> float | None:
+  """The sharpness above which gradient descent on a quadratic diverges, for learning rate `lr`.
+
+  sgd: 2/lr; momentum/nesterov (heavy ball, beta = momentum): (2 + 2 beta)/lr (3.8/lr at 0.9);
+  adam/adamw: (2 + 2 b1)/((1 - b1) lr) (38/lr at b1 = 0.9), for the preconditioned sharpness
+  (Cohen et al. 2022, "Adaptive gradient methods at the edge of stability"). Other optimizers: None.
+  """
+  if not lr or lr <= 0:
+    return None
+  if optimizer == "sgd":
+    return 2.0 / lr
+  if optimizer in ("momentum", "nesterov"):
+    return (2.0 + 2.0 * momentum) / lr
+  if optimizer in ("adam", "adamw"):
+    return (2.0 + 2.0 * b1) / ((1.0 - b1) * lr)
+  return None
+
+
+def threshold_name(optimizer: str, *, momentum: float = 0.9, b1: float = 0.9) -> str:
+  """`2/η`, `3.8/η`, `38/η` (the numerator of `stability_threshold`)."""
+  t = stability_threshold(optimizer, 1.0, momentum=momentum, b1=b1)
+  return f"{t:.3g}/η" if t is not None else ""
+
+
+def _mean_curve(runs, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """(steps, mean, min, max) over the runs of a metric, on the union of their steps."""
+  frames = []
+  for run in runs:
+    s, v = run.curve(metric)
+    if len(s):
+      frames.append(pd.Series(v, index=s))
+  if not frames:
+    return (np.zeros(0),) * 4
+  table = pd.concat(frames, axis=1)
+  return (table.index.to_numpy(np.float64), table.mean(axis=1).to_numpy(), table.min(axis=1).to_numpy(),
+          table.max(axis=1).to_numpy())
+
+
+def training_curves(groups: Mapping[str, Sequence], *, splits: Sequence[str] = ("train", "test"),
+                    quantities: Sequence[str] = ("loss", "accuracy"), path: str | Path | None = None):
+  """Loss and accuracy over training steps, one colour per group (e.g. a condition's seeds), one line
+  style per split (`train` is the running minibatch value, `eval_train`/`valid`/`test` full-split
+  evaluations). Lines are means over the group's runs; the band spans their min and max."""
+  fig, axes = style.figure(ncols=len(quantities), width=min(3.9 * len(quantities), 11.0), height=3.2)
+  axes = np.atleast_1d(axes)
+  split_styles = {"train": "-", "eval_train": (0, (1, 1)), "valid": "-.", "test": "--"}
+  for ax, q in zip(axes, quantities):
+    for i, (label, runs) in enumerate(groups.items()):
+      for split in splits:
+        metric = f"{split}/{q}"
+        steps, mean, lo, hi = _mean_curve(runs, metric)
+        if not len(steps):
+          continue
+        k = style.scale(metric)
+        marker = "o" if len(steps) <= 12 else None
+        name = SPLIT_NAMES.get(split, split)
+        ax.plot(steps, k * mean, color=style.color(i), linestyle=split_styles.get(split, "-"), marker=marker,
+                markersize=3, label=f"{label}, {name}" if len(groups) > 1 else name)
+        if len(runs) > 1:
+          ax.fill_between(steps, k * lo, k * hi, color=style.color(i), alpha=0.15, linewidth=0)
+    ax.set_xlabel("training step")
+    ax.set_ylabel({"loss": "loss (nats)", "accuracy": "accuracy (%)"}.get(q, q))
+    if q == "loss":
+      _log_if_wide(ax, "y")
+  handles, labels = axes[0].get_legend_handles_labels()
+  if handles:
+    if len(labels) > 4:
+      fig.legend(handles, labels, loc="outside right center")
+    else:
+      axes[-1].legend(handles, labels, loc="best")
+  return _finish(fig, path)
+
+
+def _log_if_wide(ax, which: str, ratio: float = 30.0) -> None:
+  """Log scale on an axis whose plotted positive data span more than `ratio`."""
+  values = []
+  for line in ax.get_lines():
+    values.append(np.asarray(line.get_ydata() if which == "y" else line.get_xdata(), np.float64))
+  if not values:
+    return
+  v = np.concatenate(values)
+  v = v[np.isfinite(v)]
+  if len(v) and v.min() > 0 and v.max() / v.min() > ratio:
+    (ax.set_yscale if which == "y" else ax.set_xscale)("log")
+
+
+def lambda_max_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                      thresholds: Mapping[str, float] | None = None, *, threshold_label: str = "2/η",
+                      ylabel: str = "top Hessian eigenvalue $\\lambda_{\\max}$",
+                      path: str | Path | None = None):
+  """lambda_max over training steps per curve (e.g. per learning rate), each with its stability
+  threshold as a dashed horizontal line of the same colour (Cohen et al. 2021, edge of stability).
+
+  curves: label -> (steps (n,), lambda_max (n,)); thresholds: label -> threshold (same units).
+  """
+  fig, ax = style.figure()
+  thresholds = thresholds or {}
+  top = 0.0
+  for i, (label, (steps, values)) in enumerate(curves.items()):
+    steps, values = np.asarray(steps, np.float64), np.asarray(values, np.float64)
+    ax.plot(steps, values, color=style.color(i), linestyle="-", marker="o" if len(steps) <= 25 else None,
+            markersize=3, label=label)
+    if len(values) and np.isfinite(values).any():
+      top = max(top, float(np.nanmax(values)))
+    t = thresholds.get(label)
+    if t is not None and np.isfinite(t):
+      ax.axhline(t, color=style.color(i), linestyle="--", linewidth=1.1, alpha=0.9)
+  finite_t = {k: t for k, t in thresholds.items() if t is not None and np.isfinite(t)}
+  # Thresholds within 5x of the curves are drawn in view; farther ones would flatten the curves, so
+  # they are named in a note at the top instead.
+  shown = {k: t for k, t in finite_t.items() if t <= 5 * max(top, 1e-12)}
+  ax.set_ylim(0, 1.1 * max([top, *shown.values()]) if top > 0 or shown else 1.0)
+  for i, label in enumerate(curves):
+    if label in shown:
+      ax.annotate(f"{threshold_label} = {shown[label]:.3g}", xy=(0.01, shown[label]),
+                  xycoords=("axes fraction", "data"), xytext=(0, 2), textcoords="offset points", ha="left",
+                  va="bottom", fontsize=7.5, color=style.color(i))
+  far = sorted({f"{t:.3g}" for k, t in finite_t.items() if k not in shown}, key=float)
+  if far:
+    ax.text(0.01, 0.98, f"{threshold_label} = {', '.join(far)}: above the plotted range", fontsize=7.5,
+            transform=ax.transAxes, ha="left", va="top", color="0.3")
+  ax.set_xlabel("training step")
+  ax.set_ylabel(ylabel)
+  ax.plot([], [], color="0.3", linestyle="--", linewidth=1.1, label=f"threshold {threshold_label}")
+  ax.legend(loc="center right")
+  return _finish(fig, path)
+
+
+def _quadrature(nodes, weights):
+  from research.curvature import density
+
+  nodes = np.atleast_2d(np.asarray(nodes, np.float64))
+  weights = np.atleast_2d(np.asarray(weights, np.float64))
+  steps = (weights > 0).sum(axis=1)
+  return density.QuadratureResult(nodes, weights, steps, size=0, num_products=int(steps.sum()), info={})
+
+
+def spectral_density(spectra: Mapping[str, tuple[np.ndarray, np.ndarray]], *, num_params: int | None = None,
+                     xlabel: str = "Hessian eigenvalue", path: str | Path | None = None):
+  """Smoothed SLQ spectral densities on a log density axis, outliers above the bulk marked.
+
+  spectra: label -> (nodes, weights), each (num_probes, num_steps) as `density.slq` returns them
+  (research.curvature.density: `smooth`, `outliers`). The kernel width is 1/200 of the node range;
+  the density axis is cut 7 decades below its peak. Outliers (`density.outliers`) are drawn as
+  triangles at their Ritz values along the bottom of the plot.
+  """
+  from research.curvature import density
+
+  quads = {k: _quadrature(*v) for k, v in spectra.items()}
+  live = np.concatenate([q.nodes[q.weights > 0] for q in quads.values()])
+  lo, hi = float(live.min()), float(live.max())
+  pad = 0.04 * (hi - lo + 1e-12)
+  grid = np.linspace(lo - pad, hi + pad, 1500)
+  sigma = max((hi - lo) / 200, 1e-12)
+  fig, ax = style.figure()
+  peak = 0.0
+  marks = []
+  for i, (label, q) in enumerate(quads.items()):
+    dens = density.smooth(q, grid, sigma)
+    peak = max(peak, float(dens.max()))
+    outl = density.outliers(q)
+    text = f"{label} ({outl.count} outliers)" if len(quads) > 1 else f"density ({outl.count} outliers)"
+    ax.plot(grid, np.maximum(dens, 1e-300), color=style.color(i), linestyle=style.linestyle(i), label=text)
+    marks.append((i, outl.values))
+  ax.set_yscale("log")
+  floor = peak * 1e-7
+  ax.set_ylim(floor, peak * 3)
+  for i, values in marks:  # a rug of triangles per spectrum along the bottom edge
+    y = floor * 2.2 * (2.6 ** i)
+    ax.plot(values, np.full(len(values), y), linestyle="none", marker="^", color=style.color(i),
+            markersize=4.5, markeredgecolor="white", markeredgewidth=0.4,
+            label="outliers (Ritz values)" if i == 0 else None)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel("spectral density (log scale)")
+  ax.legend(loc="upper right")
+  return _finish(fig, path)
+
+
+def loss_curve_1d(alphas: np.ndarray, losses: Mapping[str, np.ndarray], *,
+                  xlabel: str = "step along the direction α", ylabel: str = "loss (nats)",
+                  path: str | Path | None = None):
+  """1-D loss landscape: loss(θ + α d) against α, one line per label (e.g. train and test)."""
+  fig, ax = style.figure()
+  for i, (label, values) in enumerate(losses.items()):
+    ax.plot(alphas, values, color=style.color(i), linestyle=style.linestyle(i), label=label)
+  ax.axvline(0.0, color="0.5", linewidth=0.8, linestyle=":")
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  _log_if_wide(ax, "y", 100.0)
+  ax.legend(loc="best")
+  return _finish(fig, path)
+
+
+def _levels(losses: np.ndarray, num: int = 25) -> tuple[np.ndarray, bool]:
+  finite = losses[np.isfinite(losses)]
+  lo, hi = float(finite.min()), float(finite.max())
+  if lo > 0 and hi / lo > 20:
+    return np.geomspace(lo, hi, num), True
+  return np.linspace(lo, hi + 1e-12, num), False
+
+
+def loss_contour_2d(xs: np.ndarray, ys: np.ndarray, losses: np.ndarray, *,
+                    xlabel: str = "direction 1, α", ylabel: str = "direction 2, β",
+                    path: str | Path | None = None):
+  """2-D loss landscape as filled contours: losses (len(ys), len(xs)) at θ + α d1 + β d2; the trained
+  point (0, 0) is marked. Contour levels are log-spaced when the loss spans more than 20x."""
+  import matplotlib.colors
+
+  losses = np.asarray(losses, np.float64)
+  levels, logscale = _levels(losses)
+  fig, ax = style.figure(width=4.6, height=3.8)
+  norm = matplotlib.colors.LogNorm(levels[0], levels[-1]) if logscale else None
+  filled = ax.contourf(xs, ys, np.clip(losses, levels[0], levels[-1]), levels=levels, norm=norm,
+                       cmap="viridis")
+  ax.contour(xs, ys, losses, levels=levels[::3], colors="white", linewidths=0.5, alpha=0.6, norm=norm)
+  ax.plot([0], [0], marker="*", color=style.OKABE_ITO["vermillion"], markersize=10, linestyle="none",
+          label="trained point")
+  cbar = fig.colorbar(filled, ax=ax, shrink=0.85, aspect=25)
+  ticks = levels[::6] if len(levels) > 6 else levels
+  cbar.set_ticks(ticks, labels=[f"{t:.3g}" for t in ticks])
+  cbar.ax.minorticks_off()
+  cbar.set_label("loss (nats)" + (", log scale" if logscale else ""))
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_aspect("equal", adjustable="box")
+  ax.grid(False)
+  ax.legend(loc="upper right")
+  return _finish(fig, path)
+
+
+def loss_surface_3d(xs: np.ndarray, ys: np.ndarray, losses: np.ndarray, *,
+                    xlabel: str = "α", ylabel: str = "β", path: str | Path | None = None):
+  """2-D loss landscape as a 3-D surface (losses (len(ys), len(xs)))."""
+  import matplotlib.pyplot as plt
+
+  with style.context():
+    fig = plt.figure(figsize=(5.0, 4.0), layout="constrained")
+    ax = fig.add_subplot(projection="3d")
+  xx, yy = np.meshgrid(xs, ys)
+  ax.plot_surface(xx, yy, np.asarray(losses, np.float64), cmap="viridis", linewidth=0, antialiased=True,
+                  rcount=min(len(ys), 60), ccount=min(len(xs), 60))
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_zlabel("loss (nats)")
+  from matplotlib.ticker import MaxNLocator
+
+  for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
+    axis.set_major_locator(MaxNLocator(5))
+  ax.tick_params(labelsize=8)
+  ax.view_init(elev=32, azim=-60)
+  return _finish(fig, path)
+
+
+def interpolation_curves(alphas: np.ndarray, curves: Mapping[str, np.ndarray], *, metric: str = "loss",
+                         xlabel: str = "interpolation coefficient α (0: θ_A, 1: θ_B)",
+                         path: str | Path | None = None):
+  """A metric along the path θ(α) between two solutions (e.g. linear interpolation), one line per
+  label (train, test; or one per pair). Accuracy is shown in percent."""
+  fig, ax = style.figure()
+  k = 100.0 if metric == "accuracy" else 1.0
+  for i, (label, values) in enumerate(curves.items()):
+    ax.plot(alphas, k * np.asarray(values), color=style.color(i), linestyle=style.linestyle(i), label=label,
+            marker="o" if len(alphas) <= 25 else None, markersize=3)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel({"loss": "loss (nats)", "accuracy": "accuracy (%)"}.get(metric, metric))
+  ax.legend(loc="best")
+  return _finish(fig, path)
+
+
+def measure_vs_gap(measure: np.ndarray, gap: np.ndarray, *, measure_name: str,
+                   gap_name: str = "generalization gap, loss (nats)", groups: Sequence[str] | None = None,
+                   path: str | Path | None = None):
+  """Scatter of a measure (one point per run) against the generalization gap, Kendall's tau in the
+  title. The measure axis is logarithmic when positive and spanning more than 30x."""
+  measure, gap = np.asarray(measure, np.float64), np.asarray(gap, np.float64)
+  tau, p, n = stats.kendall_tau(measure, gap)
+  fig, ax = style.figure(width=4.6, height=3.5)
+  if groups is None:
+    ax.plot(measure, gap, linestyle="none", marker="o", color=style.color(0), alpha=0.85)
+  else:
+    for i, g in enumerate(dict.fromkeys(groups)):
+      sel = np.array([x == g for x in groups])
+      ax.plot(measure[sel], gap[sel], linestyle="none", marker="osD^v<>p"[i % 8], color=style.color(i),
+              label=str(g), alpha=0.85)
+    ax.legend(loc="best")
+  ok = np.isfinite(measure)
+  if ok.any() and measure[ok].min() > 0 and measure[ok].max() / measure[ok].min() > 30:
+    ax.set_xscale("log")
+  ax.set_xlabel(measure_name)
+  ax.set_ylabel(gap_name)
+  ax.set_title(f"Kendall τ = {tau:.2f} (n = {n}, p = {p:.2g})" if np.isfinite(tau) else f"n = {n}",
+               fontsize=10, loc="left")
+  return _finish(fig, path)
+
+
+def ablation_bars(table: pd.DataFrame, by: str, metrics: Sequence[str], *, order: Sequence | None = None,
+                  error: str = "std", path: str | Path | None = None):
+  """One panel per metric: the mean over seeds for each value of `by` (a bar), error bars (`std`: one
+  sample standard deviation; `ci`: the 95% bootstrap interval) and each seed as a dot."""
+  values = list(order) if order is not None else list(dict.fromkeys(table[by].tolist()))
+  fig, axes = style.figure(ncols=len(metrics), width=min(2.7 * len(metrics) + 0.6, 11.0), height=3.0)
+  axes = np.atleast_1d(axes)
+  rng = np.random.default_rng(0)
+  for ax, metric in zip(axes, metrics):
+    k = style.scale(metric)
+    for i, v in enumerate(values):
+      x = k * pd.to_numeric(table.loc[table[by] == v, metric], errors="coerce").dropna().to_numpy()
+      if not len(x):
+        continue
+      d = stats.describe(x)
+      if error == "ci":
+        err = np.array([[d["mean"] - d["ci_low"]], [d["ci_high"] - d["mean"]]])
+      else:
+        err = d["std"]
+      err = np.nan_to_num(err)
+      ax.bar(i, d["mean"], color=style.color(i), alpha=0.75, width=0.65)
+      ax.errorbar(i, d["mean"], yerr=err, color="black", capsize=4, linewidth=1.2, linestyle="none")
+      ax.plot(i + rng.uniform(-0.12, 0.12, len(x)), x, linestyle="none", marker="o", markersize=3.5,
+              color="black", alpha=0.7)
+    ax.set_xticks(range(len(values)), [str(v) for v in values])
+    ax.set_xlabel(by.rsplit(".", 1)[-1])
+    ax.set_ylabel(style.metric_label(metric))
+    ax.grid(axis="x", visible=False)
+    _log_if_wide_bars(ax)
+  return _finish(fig, path)
+
+
+def _log_if_wide_bars(ax, ratio: float = 50.0) -> None:
+  heights = [p.get_height() for p in ax.patches if p.get_height() > 0]
+  if heights and all(p.get_height() > 0 for p in ax.patches) and max(heights) / min(heights) > ratio:
+    ax.set_yscale("log")
+
+
+def per_class_accuracy(class_names: Sequence[str], accuracies: Mapping[str, np.ndarray], *,
+                       path: str | Path | None = None):
+  """Grouped bars of accuracy per class; accuracies: label -> (num_classes,) or (num_seeds, num_classes)
+  in [0, 1] (the mean is drawn, error bars span one std when there are several seeds)."""
+  n = len(class_names)
+  m = len(accuracies)
+  fig, ax = style.figure(width=max(5.5, min(0.55 * n * max(m, 1) + 1.5, 11.0)), height=3.3)
+  width = 0.8 / max(m, 1)
+  for i, (label, acc) in enumerate(accuracies.items()):
+    acc = 100.0 * np.atleast_2d(np.asarray(acc, np.float64))
+    mean = acc.mean(axis=0)
+    err = acc.std(axis=0, ddof=1) if acc.shape[0] > 1 else None
+    ax.bar(np.arange(n) + (i - (m - 1) / 2) * width, mean, width=width, color=style.color(i), label=label,
+           yerr=err, capsize=2, error_kw={"linewidth": 0.8})
+  ax.set_xticks(range(n), list(class_names), rotation=30 if max(map(len, class_names)) > 5 else 0,
+                ha="right" if max(map(len, class_names)) > 5 else "center")
+  ax.set_xlabel("class")
+  ax.set_ylabel("accuracy (%)")
+  ax.set_ylim(0, 105)
+  ax.grid(axis="x", visible=False)
+  if m > 1:
+    ax.legend(loc="lower right", ncols=min(m, 3))
+  return _finish(fig, path)
+
+
+def compression_curves(levels: np.ndarray, accuracies: Mapping[str, np.ndarray],
+                       baselines: Mapping[str, float], *,
+                       xlabel: str = "compression level (fraction of weights removed)",
+                       path: str | Path | None = None):
+  """Accuracy drop (baseline - compressed, in points) against the compression level; accuracies:
+  label -> (num_levels,) or (num_seeds, num_levels) in [0, 1], baselines: label -> uncompressed
+  accuracy in [0, 1]. Bands span one std over seeds."""
+  fig, ax = style.figure()
+  for i, (label, acc) in enumerate(accuracies.items()):
+    drop = 100.0 * (baselines[label] - np.atleast_2d(np.asarray(acc, np.float64)))
+    mean = drop.mean(axis=0)
+    ax.plot(levels, mean, color=style.color(i), linestyle=style.linestyle(i), marker="o", markersize=3,
+            label=label)
+    if drop.shape[0] > 1:
+      sd = drop.std(axis=0, ddof=1)
+      ax.fill_between(levels, mean - sd, mean + sd, color=style.color(i), alpha=0.15, linewidth=0)
+  ax.axhline(0.0, color="0.5", linewidth=0.8, linestyle=":")
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel("accuracy drop (points)")
+  ax.legend(loc="best")
+  return _finish(fig, path)

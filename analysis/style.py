@@ -1,0 +1,110 @@
+"""One figure style for every plot: Okabe-Ito colours, readable fonts, PNG + PDF output.
+
+The palette is Okabe & Ito's (2008, "Color universal design"), distinguishable with the common forms of
+colour blindness; yellow comes last because it is faint on white. Line styles cycle too, so lines stay
+apart in greyscale print. Axis labels name units: loss in nats (cross-entropy), accuracy in percent.
+"""
+
+import contextlib
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; analysis never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+from cycler import cycler  # noqa: E402
+
+OKABE_ITO = {
+    "blue": "#0072B2", "vermillion": "#D55E00", "bluish_green": "#009E73", "orange": "#E69F00",
+    "reddish_purple": "#CC79A7", "sky_blue": "#56B4E9", "black": "#000000", "yellow": "#F0E442",
+}
+PALETTE = list(OKABE_ITO.values())
+LINESTYLES = ["-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (1, 1)), (0, (8, 2))]
+WIDTH = 5.5  # inches: one column of a two-column figure at about 10 pt type
+HEIGHT = 3.4
+DPI = 160
+
+RC = {
+    "figure.figsize": (WIDTH, HEIGHT), "figure.dpi": 100, "savefig.dpi": DPI, "savefig.bbox": "tight",
+    "savefig.pad_inches": 0.05, "font.size": 9.5, "axes.titlesize": 10, "axes.labelsize": 9.5,
+    "xtick.labelsize": 8.5, "ytick.labelsize": 8.5, "legend.fontsize": 8, "legend.frameon": False,
+    "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
+    "grid.linewidth": 0.6, "lines.linewidth": 1.6, "lines.markersize": 4.5,
+    "axes.prop_cycle": cycler(color=PALETTE) + cycler(linestyle=LINESTYLES),
+    "pdf.fonttype": 42, "ps.fonttype": 42, "image.cmap": "viridis", "axes.titlelocation": "left",
+}
+
+# Human labels with units for metric names of the run directory.
+_SPLITS = {"train": "train (batch)", "eval_train": "train", "valid": "validation", "test": "test"}
+_QUANTITIES = {
+    "loss": "loss (nats)", "accuracy": "accuracy (%)", "lr": "learning rate", "grad_norm": "gradient norm",
+    "param_norm": "parameter norm", "update_norm": "update norm",
+    "lambda_max": "top Hessian eigenvalue $\\lambda_{\\max}$", "trace": "Hessian trace",
+    "num_outliers": "outlier eigenvalues",
+}
+
+
+def color(i: int) -> str:
+  return PALETTE[i % len(PALETTE)]
+
+
+def linestyle(i: int):
+  return LINESTYLES[i % len(LINESTYLES)]
+
+
+@contextlib.contextmanager
+def context():
+  """Matplotlib settings of this style for the duration of a `with` block."""
+  with plt.rc_context(RC):
+    yield
+
+
+def figure(ncols: int = 1, nrows: int = 1, *, width: float | None = None, height: float | None = None,
+           **kwargs):
+  """(fig, axes) in this style; the default size is one panel of WIDTH x HEIGHT per column/row."""
+  with context():
+    w = width or (WIDTH if ncols == 1 else min(3.6 * ncols, 11.0))
+    h = height or (HEIGHT if nrows == 1 else 2.8 * nrows)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(w, h), layout="constrained", **kwargs)
+  return fig, axes
+
+
+def save(fig, path: str | Path, formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
+  """Writes `path` with each suffix in `formats` (PNG for reports, PDF for papers); closes the figure.
+
+  Returns the written paths, PNG first.
+  """
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  out = []
+  with context():
+    for fmt in formats:
+      p = path.with_suffix(f".{fmt}")
+      fig.savefig(p)
+      out.append(p)
+  plt.close(fig)
+  return out
+
+
+def metric_label(metric: str) -> str:
+  """`test/accuracy` -> `test accuracy (%)`; unknown names are returned readable as they are."""
+  split, _, quantity = metric.partition("/")
+  if not quantity:
+    return _QUANTITIES.get(metric, metric.replace("_", " "))
+  if split == "gap":
+    return {"accuracy": "generalization gap, accuracy (points)",
+            "loss": "generalization gap, loss (nats)"}.get(quantity, f"gap {quantity}")
+  if split in ("curv", "sharp"):
+    return _QUANTITIES.get(quantity, quantity.replace("_", " "))
+  q = _QUANTITIES.get(quantity, quantity.replace("_", " "))
+  return f"{_SPLITS.get(split, split)} {q}"
+
+
+def plain(label: str) -> str:
+  """A figure label as plain text (for captions): mathtext λ_max back to `λ_max`."""
+  return label.replace("$\\lambda_{\\max}$", "λ_max")
+
+
+def scale(metric: str) -> float:
+  """Factor for display: accuracies (and accuracy gaps) in percent."""
+  return 100.0 if metric.endswith("accuracy") else 1.0

@@ -1,0 +1,429 @@
+"""analysis/: the loader, seed statistics, plots, tables and reports, on run directories made here by
+real training runs (a tiny MLP on synthetic data, a few steps) and curvature measured on them.
+
+Numbers are checked against independent computations: the summary.json files read with `json`,
+NumPy's mean and std, a dense Hessian eigendecomposition for lambda_max, the files written.
+"""
+
+import ast
+import json
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import jax
+import matplotlib
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from analysis import plots, report, runs, stats, tables
+from research import curvature, training
+
+SYNTH = dict(synthetic_train=96, synthetic_test=48, image_shape=(4, 4, 1), num_classes=3, valid_size=0,
+             eval_train_size=48)
+NORMS = ("batch", "none", "layer")
+SEEDS = (0, 1)
+
+
+def tiny_config(**changes):
+  c = training.default_config()
+  c.data.name = "synthetic"
+  c.data.options.update(SYNTH)
+  c.model.name = "mlp"
+  c.model.knobs.update(dict(depth=1, width=8))
+  c.training.batch_size = 32
+  c.training.num_epochs = 0
+  c.training.num_steps = 12
+  c.eval.every_epochs = 0
+  c.eval.every_steps = 6
+  c.eval.batch_size = 48
+  c.eval.splits = ("eval_train", "test")
+  c.log_every = 3
+  c.progress = "none"
+  c.schedule.lr = 0.1
+  for key, value in changes.items():
+    section = c
+    *path, last = key.split(".")
+    for p in path:
+      section = section[p]
+    with section.unlocked():
+      section[last] = value
+  return c
+
+
+_HESSIANS = {}
+
+
+def _dense_hessian(graphdef, preprocess, loss_name):
+  """Jitted (params, model_state, images, labels) -> dense Hessian of the mean loss (BatchNorm eval),
+  one compile per model and dataset."""
+  key = (graphdef, id(preprocess.__self__), loss_name)
+  if key in _HESSIANS:
+    return _HESSIANS[key]
+
+  @jax.jit
+  def h(params, model_state, images, labels):
+    loss_fn, _ = curvature.model_functions(graphdef, model_state, bn_mode="eval", preprocess=preprocess,
+                                           loss_name=loss_name)
+    flat, unravel = ravel_pytree(params)
+    return jax.hessian(lambda v: loss_fn(unravel(v), {"image": images, "label": labels}))(flat)
+
+  _HESSIANS[key] = h
+  return h
+
+
+def dense_lambda_max(ctx) -> dict:
+  """Evaluator: the exact top eigenvalue of the training-loss Hessian on the first 48 examples
+  (dense jax.hessian, BatchNorm in eval mode, eigvalsh in float64)."""
+  h = _dense_hessian(ctx.graphdef, ctx.dataset.preprocess, ctx.config.loss.name)(
+      ctx.state.params, ctx.state.model_state, ctx.dataset.train.images[:48], ctx.dataset.train.labels[:48])
+  return {"curv/lambda_max": float(np.linalg.eigvalsh(np.asarray(h, np.float64))[-1])}
+
+
+LAMBDA = training.Evaluator("lambda_max", dense_lambda_max, every_steps=4)
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory):
+  """Three directories: a bn_ablation folder of 6 runs (2 seeds x 3 norms, lambda_max tracked in
+  training, post-hoc curvature on the seed-0 runs with and without BatchNorm), an edge_of_stability
+  folder (full-batch GD at two step sizes) and a damaged copy of one run (no summary.json, a
+  half-written metrics line, unreadable meta.json, a truncated curvature .npz)."""
+  from analysis import curvature as curvature_cli
+
+  root = tmp_path_factory.mktemp("studies")
+  bn = root / "bn"
+  for norm in NORMS:
+    for seed in SEEDS:
+      c = tiny_config(**{"study": "bn_ablation", "seed": seed, "model.knobs.norm": norm})
+      run = bn / f"norm={norm}-seed={seed}"
+      training.train_and_evaluate(c, run, evaluators=[LAMBDA])
+      if seed == 0 and norm in ("batch", "none"):
+        curvature_cli.measure(run, what=["lambda_max", "trace", "density"], num_examples=48, chunk_size=48,
+                              num_probes=3, num_steps=12)
+  eos = root / "eos"
+  for lr in (0.5, 2.0):
+    c = tiny_config(**{"study": "edge_of_stability", "optimizer.name": "sgd", "schedule.lr": lr,
+                       "training.full_batch": True, "training.num_steps": 16})
+    training.train_and_evaluate(c, eos / f"lr={lr}", evaluators=[LAMBDA])
+  broken = root / "broken"
+  shutil.copytree(bn / "norm=none-seed=0", broken)
+  (broken / "summary.json").unlink()
+  npz = next((broken / "curvature").glob("*.npz"))
+  npz.write_bytes(npz.read_bytes()[:200])  # a truncated spectrum file
+  with open(broken / "metrics.jsonl", "a") as f:
+    f.write('{"step": 13, "train/loss": 0.5, "train/acc')  # a write cut off mid-line
+  (broken / "meta.json").write_text("{not json")
+  return {"bn": bn, "eos": eos, "broken": broken}
+
+
+def _summary(run_dir: Path) -> dict:
+  return json.loads((run_dir / "summary.json").read_text())
+
+
+def test_loader_table_matches_the_run_files(studies):
+  study = runs.load(studies["bn"])
+  assert len(study.runs) == 6 and study.study == "bn_ablation" and not study.problems
+  assert set(study.override_keys) == {"seed", "model.knobs.norm"} and study.group_keys == ["model.knobs.norm"]
+  table = runs.runs_table(study)
+  for _, row in table.iterrows():
+    run_dir = Path(row["path"])
+    final = _summary(run_dir)["final"]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert row["test/accuracy"] == final["test/accuracy"] and row["gap/loss"] == final["gap/loss"]
+    assert row["model.knobs.norm"] == config["model"]["knobs"]["norm"] and row["seed"] == config["seed"]
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert row["curv/lambda_max"] == [r for r in records if "curv/lambda_max" in r][-1]["curv/lambda_max"]
+    if (run_dir / "curvature").is_dir():  # post-hoc trace from the curvature file
+      rec = json.loads(next((run_dir / "curvature").glob("*.json")).read_text())
+      assert row["curv/trace"] == rec["results"]["trace_hutchinson"]["estimate"]
+  hist = runs.history(study)
+  one = hist[(hist.run == table.run[0]) & (hist.metric == "train/loss")]
+  assert one.step.tolist() == [3, 6, 9, 12]
+
+
+def test_lambda_max_tracked_in_training_is_the_dense_top_eigenvalue(studies):
+  """The Lanczos lambda_max of the post-hoc measurement agrees with the dense one logged at the end."""
+  for run in runs.load(studies["bn"]).runs:
+    if run.curvature:
+      lanczos = run.curvature[0]["results"]["spectrum"]["lambda_max"]
+      assert lanczos == pytest.approx(run.curve("curv/lambda_max")[1][-1], rel=2e-3)
+
+
+def test_sweep_index_gives_the_overrides(studies, tmp_path):
+  sweep = tmp_path / "sweep"
+  trials = []
+  for i, norm in enumerate(("batch", "none")):
+    name = f"{i:03d}-norm={norm}"
+    shutil.copytree(studies["bn"] / f"norm={norm}-seed=0", sweep / name)
+    trials.append({"index": i, "name": name, "overrides": {"model.knobs.norm": norm}, "status": "done"})
+  trials.append({"index": 2, "name": "002-norm=layer", "overrides": {"model.knobs.norm": "layer"},
+                 "status": "pending"})
+  (sweep / "sweep.json").write_text(json.dumps({"config": "experiments/configs/x.py", "study": "bn_ablation",
+                                                "common_overrides": {}, "trials": trials}))
+  study = runs.load(sweep)
+  assert [r.name for r in study.runs] == ["000-norm=batch", "001-norm=none"]
+  assert study.override_keys == ["model.knobs.norm"]
+  assert [p.run for p in study.problems] == ["002-norm=layer"]
+
+
+def test_seed_aggregation_matches_numpy(studies):
+  table = runs.runs_table(runs.load(studies["bn"]))
+  agg = stats.aggregate(table, ["model.knobs.norm"], ["test/accuracy", "curv/lambda_max"])
+  for norm in NORMS:
+    for metric in ("test/accuracy", "curv/lambda_max"):
+      x = table.loc[table["model.knobs.norm"] == norm, metric].to_numpy()
+      row = agg[(agg["model.knobs.norm"] == norm) & (agg.metric == metric)].iloc[0]
+      assert row["n"] == 2 and row["mean"] == pytest.approx(np.mean(x), rel=1e-12)
+      assert row["std"] == pytest.approx(np.std(x, ddof=1), rel=1e-12)
+      assert min(x) <= row["ci_low"] <= row["mean"] <= row["ci_high"] <= max(x)
+
+
+def test_bootstrap_intervals():
+  rng = np.random.default_rng(1)
+  x = rng.normal(3.0, 1.0, size=400)
+  lo, hi = stats.bootstrap_ci(x)
+  half = 1.96 * x.std(ddof=1) / np.sqrt(len(x))  # normal-theory interval of the mean
+  assert lo == pytest.approx(x.mean() - half, abs=0.02) and hi == pytest.approx(x.mean() + half, abs=0.02)
+  assert stats.bootstrap_ci([5.0, 5.0, 5.0]) == (5.0, 5.0)
+  assert all(np.isnan(stats.bootstrap_ci([1.0])))
+  y = rng.normal(6.0, 1.0, size=400)
+  r, lo, hi = stats.ratio_ci(y, x)
+  assert r == pytest.approx(y.mean() / x.mean()) and lo < r < hi and hi - lo < 0.2
+  d, lo, hi = stats.difference_ci(y, x)
+  assert d == pytest.approx(y.mean() - x.mean()) and lo < d < hi
+  tau, _, n = stats.kendall_tau([1, 2, 3, 4, np.nan], [2, 4, 6, 8, 1])
+  assert tau == pytest.approx(1.0) and n == 4
+
+
+def _labels(fig):
+  axes = fig.get_axes()
+  return [(a.get_xlabel(), a.get_ylabel()) for a in axes], axes
+
+
+def _png_ok(path: Path):
+  png = path.with_suffix(".png")
+  assert png.exists() and png.stat().st_size > 5000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert path.with_suffix(".pdf").stat().st_size > 1000
+
+
+def test_every_plot_writes_an_image_with_labelled_axes(studies, tmp_path):
+  study = runs.load(studies["bn"])
+  groups = {}
+  for r in study.runs:
+    groups.setdefault(r.flat_config["model.knobs.norm"], []).append(r)
+  table = runs.runs_table(study)
+  grid = np.linspace(-1, 1, 21)
+  xx, yy = np.meshgrid(grid, grid)
+  land = 0.3 + xx ** 2 + 3 * yy ** 2
+  rec = next(r for r in study.runs if r.curvature).curvature[0]
+  z = np.load(rec["arrays"])
+  cases = {
+      "curves": (lambda p: plots.training_curves(groups, path=p), [("training step", "loss (nats)"),
+                                                                    ("training step", "accuracy (%)")]),
+      "lmax": (lambda p: plots.lambda_max_curves(
+          {k: rs[0].curve("curv/lambda_max") for k, rs in groups.items()}, {"batch": 20.0}, path=p),
+               [("training step", "top Hessian eigenvalue $\\lambda_{\\max}$")]),
+      "density": (lambda p: plots.spectral_density({"hessian": (z["slq_nodes"], z["slq_weights"])}, path=p),
+                  [("Hessian eigenvalue", "spectral density (log scale)")]),
+      "line": (lambda p: plots.loss_curve_1d(grid, {"train": land[10], "test": land[10] + 0.1}, path=p),
+               [("step along the direction α", "loss (nats)")]),
+      "contour": (lambda p: plots.loss_contour_2d(grid, grid, land, path=p),
+                  [("direction 1, α", "direction 2, β"), ("", "loss (nats)")]),
+      "surface": (lambda p: plots.loss_surface_3d(grid, grid, land, path=p), [("α", "β")]),
+      "interp": (lambda p: plots.interpolation_curves(grid, {"train": land[10]}, path=p),
+                 [("interpolation coefficient α (0: θ_A, 1: θ_B)", "loss (nats)")]),
+      "scatter": (lambda p: plots.measure_vs_gap(table["curv/lambda_max"], table["gap/loss"],
+                                                 measure_name="λ_max", path=p),
+                  [("λ_max", "generalization gap, loss (nats)")]),
+      "bars": (lambda p: plots.ablation_bars(table, "model.knobs.norm", ["test/accuracy", "curv/lambda_max"],
+                                             path=p),
+               [("norm", "test accuracy (%)"), ("norm", "top Hessian eigenvalue $\\lambda_{\\max}$")]),
+      "classes": (lambda p: plots.per_class_accuracy(
+          ["a", "b", "c"], {"x": np.array([[0.5, 0.7, 0.9], [0.6, 0.8, 1.0]])}, path=p),
+                  [("class", "accuracy (%)")]),
+      "compression": (lambda p: plots.compression_curves(np.array([0.0, 0.5, 0.9]), {"x": [0.9, 0.85, 0.4]},
+                                                         {"x": 0.9}, path=p),
+                      [("compression level (fraction of weights removed)", "accuracy drop (points)")]),
+  }
+  for name, (draw, expected) in cases.items():
+    fig = draw(tmp_path / name)
+    assert isinstance(fig, matplotlib.figure.Figure), name
+    labels, axes = _labels(fig)
+    assert labels == expected, name
+    _png_ok(tmp_path / name)
+  assert cases["surface"][0](None).get_axes()[0].get_zlabel() == "loss (nats)"
+  tau, _, _ = stats.kendall_tau(table["curv/lambda_max"], table["gap/loss"])
+  scatter = plots.measure_vs_gap(table["curv/lambda_max"], table["gap/loss"], measure_name="λ_max")
+  assert scatter.get_axes()[0].get_title(loc="left").startswith(f"Kendall τ = {tau:.2f} (n = 6")
+
+
+def test_stability_thresholds():
+  assert plots.stability_threshold("sgd", 0.1) == pytest.approx(20.0)
+  assert plots.stability_threshold("momentum", 0.1, momentum=0.9) == pytest.approx(38.0)
+  assert plots.stability_threshold("adam", 0.1, b1=0.9) == pytest.approx(380.0)
+  assert plots.threshold_name("momentum") == "3.8/η" and plots.threshold_name("adam") == "38/η"
+
+
+def test_latex_tables_are_balanced_and_escaped(studies):
+  table = runs.runs_table(runs.load(studies["bn"]))
+  table["model.knobs.norm"] = table["model.knobs.norm"].map(lambda n: f"{n}_50% & #1")
+  t = tables.mean_std_table(table, ["model.knobs.norm"], ["test/accuracy", "gap/loss", "curv/lambda_max"],
+                            caption="Accuracy in % of $ & {braces}")
+  tex = tables.latex(t, label="tab:x")
+  body = re.sub(r"\\[{}%&$#_]", "", tex)  # escaped characters are not structure
+  assert body.count("{") == body.count("}")
+  assert tex.count(r"\begin{") == tex.count(r"\end{") == 2
+  assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
+  for raw in ("_50%", " & #1", "% of $"):
+    assert raw not in tex
+  assert r"batch\_50\% \& \#1" in tex and r"\{braces\}" in tex
+  rows = [line for line in tex.splitlines() if line.endswith(r"\\")]
+  assert len(rows) == 4 and all(line.count(" & ") == 4 for line in rows)  # header + 3 conditions, 5 columns
+  # the best test accuracy (highest mean) is bold, and is the highest
+  accs = {n: table.loc[table["model.knobs.norm"] == n, "test/accuracy"].mean()
+          for n in table["model.knobs.norm"].unique()}
+  best = max(accs, key=accs.get)
+  row = next(line for line in rows if line.startswith(tables.escape_latex(best)))
+  assert row.split(" & ")[2].startswith(r"\textbf{")
+  md = tables.markdown(t)
+  assert md.count("**") >= 2 and len(md.splitlines()[0].split("|")) == 7
+
+
+def _report_checks(written: report.Written):
+  md = written.markdown.read_text()
+  html = written.html.read_text()
+  figs = written.report.figures()
+  assert figs
+  for f in figs:
+    assert f.path.exists() and f.path.stat().st_size > 5000 and f.path.with_suffix(".pdf").exists()
+    rel = f.path.relative_to(written.markdown.parent).as_posix()
+    assert f"![Figure {f.number}]({rel})" in md and f"Figure {f.number}. {f.caption}" in md
+  linked = re.findall(r"!\[Figure \d+\]\(([^)]+)\)", md)
+  assert len(linked) == len(figs) and all((written.markdown.parent / p).exists() for p in linked)
+  assert html.count("data:image/png;base64,") == len(figs) and "<img" in html and 'src="figures/' not in html
+  for section in ("Setup", "Results", "Findings", "Comparison with the published result", "Limitations",
+                  "Reproduce", "Missing or unreadable"):
+    assert f"\n## {section}\n" in md
+  for f in written.report.findings:
+    assert f.text in md
+  return md
+
+
+def test_bn_ablation_report_states_the_numbers_of_the_runs(studies, tmp_path):
+  written = report.write_report(studies["bn"], tmp_path / "out")
+  assert written.report.template == "bn_ablation"
+  md = _report_checks(written)
+  names = {f.name for f in written.report.figures()}
+  assert {"training_curves", "lambda_max", "spectral_density", "ablation", "per_class_accuracy"} <= names
+  # Independent numbers: read every run's files directly.
+  by_norm = {}
+  for d in sorted(studies["bn"].iterdir()):
+    cfg = json.loads((d / "config.json").read_text())
+    recs = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+    by_norm.setdefault(cfg["model"]["knobs"]["norm"], []).append(
+        {"test/accuracy": _summary(d)["final"]["test/accuracy"],
+         "curv/lambda_max": [r["curv/lambda_max"] for r in recs if "curv/lambda_max" in r][-1]})
+  checked = 0
+  for f in written.report.findings:
+    v = f.values
+    if v.get("metric") == "curv/lambda_max":
+      a = np.mean([r["curv/lambda_max"] for r in by_norm[v["norm"]]])
+      b = np.mean([r["curv/lambda_max"] for r in by_norm["batch"]])
+      assert v["ratio"] == pytest.approx(a / b, rel=1e-12) and v["n"] == 2
+      assert f"{a / b:.2f}x" in f.text and "2 seeds vs 2 seeds" in f.text
+      checked += 1
+    if v.get("metric") == "test/accuracy":
+      a = np.mean([r["test/accuracy"] for r in by_norm[v["norm"]]])
+      b = np.mean([r["test/accuracy"] for r in by_norm["batch"]])
+      assert v["difference"] == pytest.approx(a - b, abs=1e-12)
+      assert f"{100 * (a - b):+.2f} points" in f.text and f"{100 * a:.2f}%" in f.text
+      checked += 1
+  assert checked == 4  # lambda_max ratio and accuracy difference, for none and layer
+  assert "Santurkar" in md and "Ghorbani" in md
+  assert "python -m experiments.train --config experiments/configs/default.py" in md
+  assert "python -m analysis.curvature --workdir" in md and "--num_examples 48" in md
+  tex = (tmp_path / "out" / "tables" / "summary.tex").read_text()
+  assert tex.startswith(r"\begin{table}")
+
+
+def test_reproduce_command_rebuilds_the_config(studies):
+  """The train command of a run, applied to its config file, gives the run's config (data options the
+  run does not set at their LoadOptions defaults)."""
+  from analysis import templates
+
+  run = runs.load(studies["bn"]).runs[0]
+  cmd = templates.base_command(run)
+  spec = cmd.split("--config ")[1].split()[0]
+  file, _, variant = spec.partition(":")
+  rebuilt = templates._load_config_file(templates.ROOT / file, variant or None)
+  for arg in shlex.split(cmd.replace("\\\n", " ")):
+    if arg.startswith("--config."):
+      key, value = arg[len("--config."):].split("=", 1)
+      try:
+        value = ast.literal_eval(value)
+      except (ValueError, SyntaxError):
+        pass
+      rebuilt[key] = value
+  expected = {k: v for k, v in run.flat_config.items() if not isinstance(v, dict)}
+  defaults = templates._option_defaults()
+  for k in rebuilt:
+    if k not in expected and k in defaults:
+      expected[k] = defaults[k]
+  assert {k: v for k, v in rebuilt.items() if not isinstance(v, dict)} == expected
+  assert "approximate" not in cmd
+
+
+def test_edge_of_stability_report(studies, tmp_path):
+  written = report.write_report(studies["eos"], tmp_path / "out")
+  assert written.report.template == "edge_of_stability"
+  md = _report_checks(written)
+  assert "Cohen et al." in md and "2/η" in md
+  for f in written.report.findings:
+    if "end ratio mean" not in f.values:
+      continue
+    lr = float(f.values["condition"].split("=")[1])
+    recs = [json.loads(line) for line in
+            (studies["eos"] / f"lr={lr}" / "metrics.jsonl").read_text().splitlines()]
+    last = [r["curv/lambda_max"] for r in recs if "curv/lambda_max" in r][-1]
+    assert f.values["threshold"] == pytest.approx(2 / lr)
+    assert f.values["end ratio mean"] == pytest.approx(last * lr / 2, rel=1e-12)
+
+
+def npz_name(run_dir: Path) -> str:
+  return next((run_dir / "curvature").glob("*.npz")).name
+
+
+def test_damaged_run_still_gets_a_report_naming_what_is_missing(studies, tmp_path):
+  written = report.write_report(studies["broken"], tmp_path / "out")
+  assert written.report.template == "generic"
+  md = _report_checks(written)
+  missing = md.split("## Missing or unreadable")[1]
+  assert "summary.json`: missing" in missing
+  lines = (studies["broken"] / "metrics.jsonl").read_text().splitlines()
+  assert f"metrics.jsonl`: last line (line {len(lines)}) is half-written; skipped" in missing
+  assert "meta.json`: unreadable" in missing
+  assert f"`curvature/{npz_name(studies['broken'])}`: unreadable" in missing
+  assert "spectral_density" not in {f.name for f in written.report.figures()}
+  # the final metrics come from the last evaluation record instead
+  recs = [json.loads(line) for line in (studies["broken"] / "metrics.jsonl").read_text().splitlines()[:-1]]
+  acc = [r["test/accuracy"] for r in recs if "test/accuracy" in r][-1]
+  assert f"test accuracy {100 * acc:.2f}%" in md
+
+
+def test_unknown_study_and_empty_dir(studies, tmp_path):
+  run = tmp_path / "r"
+  shutil.copytree(studies["bn"] / "norm=none-seed=0", run)
+  cfg = json.loads((run / "config.json").read_text())
+  cfg["study"] = "no_such_study"
+  (run / "config.json").write_text(json.dumps(cfg))
+  written = report.write_report(run, tmp_path / "out")
+  assert written.report.template == "generic" and "No report template for study `no_such_study`" in \
+      written.markdown.read_text()
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  written = report.write_report(empty, tmp_path / "out2")
+  assert "no run directory found" in written.markdown.read_text()
+  assert report.main([str(tmp_path / "nope")]) == 2

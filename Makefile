@@ -30,12 +30,14 @@ setup: $(STAMP) fashion-mnist-files
 data: setup
 	$(PY) -m research.data prepare fashion_mnist
 
-# The main job. For now: prepare and summarize the default dataset and check it for train/test leakage.
+# The main job: the default study (BatchNorm ablation, quick variant: 3 norms x 2 seeds on Fashion-MNIST,
+# curvature tracked during training) as a resumable sweep, then its report (runs/bn_ablation-quick/report/).
 study: data
 	$(PY) -m research.data info fashion_mnist
 	$(PY) -m research.data check fashion_mnist
-	$(PY) -m experiments.train --config experiments/configs/default.py:quick --workdir runs/default-quick
-	$(PY) -m analysis.report runs/default-quick
+	$(PY) -m experiments.sweep --config experiments/configs/bn_ablation.py:quick \
+	    --workdir runs/bn_ablation-quick --parallel 2
+	$(PY) -m analysis.report runs/bn_ablation-quick
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -220,7 +220,7 @@ def _pairs(name: str, ours: nnx.Module, twin):
 
 
 def copy_into_twin(name: str, ours: nnx.Module, twin) -> None:
-  """Copies our parameters into the twin (kernels to PyTorch's layouts)."""
+  """Copies our parameters and BatchNorm running statistics into the twin (kernels to PyTorch's layouts)."""
   import torch
 
   def put(dst, value):
@@ -231,6 +231,8 @@ def copy_into_twin(name: str, ours: nnx.Module, twin) -> None:
       if isinstance(module, nnx.BatchNorm):
         put(theirs.weight, module.scale[...])
         put(theirs.bias, module.bias[...])
+        put(theirs.running_mean, module.mean[...])  # for eval-mode comparisons (curvature benchmark)
+        put(theirs.running_var, module.var[...])
         continue
       kernel = np.asarray(module.kernel[...])
       if kernel.ndim == 4:  # (kh, kw, in, out) -> (out, in, kh, kw)

@@ -344,8 +344,12 @@ def test_curvature_tracking_matches_dense_hessian(tmp_path):
   records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   tracked = {r["step"]: r for r in records if "curv/lambda_max" in r}
   assert sorted(tracked) == [10, 20, 30]
-  assert sorted(p.name for p in (tmp_path / "curvature").glob("track_step*")) == [
-      "track_step20.json", "track_step20.npz", "track_step30.json", "track_step30.npz"]
+  assert sorted(p.name for p in (tmp_path / "curvature").glob("step*")) == [
+      "step20_hessian_train.json", "step20_hessian_train.npz", "step30_hessian_train.json",
+      "step30_hessian_train.npz"]
+  saved = json.loads((tmp_path / "curvature" / "step30_hessian_train.json").read_text())
+  assert saved["results"]["spectrum"]["lambda_max"] == tracked[30]["curv/lambda_max"]
+  assert saved["operator"]["num_examples"] == 64 and saved["operator"]["bn_mode"] == "eval"
 
   from jax.flatten_util import ravel_pytree
 

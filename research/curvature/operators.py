@@ -27,6 +27,7 @@ Definitions (n examples, logits z_i = f(w, x_i), J_i = dz_i/dw, per-example loss
 """
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import jax
@@ -128,6 +129,23 @@ def select(params, param_filter: Callable[[str], bool] | None):
   return chosen, merge, [n for n, k in zip(names, keep) if k]
 
 
+def _split(params, param_filter):
+  """(chosen, others, treedef, keep, names): selected and other leaves, and how to put them back."""
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+  names = [path_name(p) for p, _ in leaves]
+  keep = tuple(param_filter is None or bool(param_filter(n)) for n in names)
+  if not any(keep):
+    raise UserError(f"param_filter selects no parameter; parameter names look like {names[0]!r}")
+  chosen = [leaf for (_, leaf), k in zip(leaves, keep) if k]
+  others = [leaf for (_, leaf), k in zip(leaves, keep) if not k]
+  return chosen, others, treedef, keep, [n for n, k in zip(names, keep) if k]
+
+
+def _merge(treedef, keep, chosen, others):
+  it_c, it_o = iter(chosen), iter(others)
+  return jax.tree_util.tree_unflatten(treedef, [next(it_c) if k else next(it_o) for k in keep])
+
+
 def parameter_blocks(params, param_filter=None) -> list[tuple[str, int, int]]:
   """(name, start, stop) of each selected parameter in the flattened vector (for per-layer traces)."""
   chosen, _, names = select(params, param_filter)
@@ -149,49 +167,68 @@ def _chunk_mean(fn, chunks: Chunks):
   run about 10x slower than on their own (simple_cnn, 512 examples in 2 chunks: 11 s per Hessian-vector
   product in a scan, 1.0 s as one jitted call per chunk), so there the chunks are looped over in Python,
   one jitted call each, accumulated on the device: the same arithmetic, the same constant memory.
+  The jitted functions are cached per `fn`: the same `fn` on new arguments does not recompile.
   """
   n = chunks.num_examples
-
-  def weighted(args, chunk, index):
-    count = chunk["mask"].sum()  # exact: a small integer
-    return jax.tree.map(lambda o: (count.astype(o.dtype) / n) * o, fn(args, chunk, index))
-
+  one, add, scanned = _chunk_jits(fn)
   if xla.on_cpu() or chunks.num_chunks == 1:
-    one = xla.jit(weighted)
-    add = xla.jit(lambda a, b: jax.tree.map(jnp.add, a, b))
 
     def run(args, arrays):
       total = None
       for c in range(chunks.num_chunks):
-        out = one(args, jax.tree.map(lambda x, c=c: x[c], arrays), c)
+        out = one(args, jax.tree.map(lambda x, c=c: x[c], arrays), c, n)
         total = out if total is None else add(total, out)
       return total
 
     return run
+  return lambda args, arrays: scanned(args, arrays, n)
 
-  @xla.jit
-  def scanned(args, arrays):
+
+@functools.lru_cache(maxsize=64)
+def _chunk_jits(fn):
+  """(one chunk's weighted value, tree addition, the scan over all chunks), jitted, for `fn`."""
+
+  def weighted(args, chunk, index, n):
+    count = chunk["mask"].sum()  # exact: a small integer
+    return jax.tree.map(lambda o: (count.astype(o.dtype) / n) * o, fn(args, chunk, index))
+
+  def scanned(args, arrays, n):
     def body(total, indexed):
       index, chunk = indexed
-      return jax.tree.map(jnp.add, total, weighted(args, chunk, index)), None
+      return jax.tree.map(jnp.add, total, weighted(args, chunk, index, n)), None
 
     first = jax.tree.map(lambda x: x[0], arrays)
-    zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(weighted, args, first, 0))
-    return jax.lax.scan(body, zeros, (jnp.arange(chunks.num_chunks), arrays))[0]
+    zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(weighted, args, first, 0, n))
+    num_chunks = jax.tree.leaves(arrays)[0].shape[0]
+    return jax.lax.scan(body, zeros, (jnp.arange(num_chunks), arrays))[0]
 
-  return scanned
+  return xla.jit(weighted), xla.jit(lambda a, b: jax.tree.map(jnp.add, a, b)), xla.jit(scanned)
 
 
-def _operator(product, params, chunks: Chunks, param_filter, info: dict) -> LinearOperator:
-  """Wraps `product(merge, selected, v_tree, chunk, index)` (a chunk's mean) into a LinearOperator."""
-  chosen, merge, names = select(params, param_filter)
-  flat, unravel = ravel_pytree(chosen)
+@functools.lru_cache(maxsize=64)
+def _product_fn(kind, fn, static, treedef, keep):
+  """`f((chosen, others, v, aux), chunk, index)`: `kind`'s product on one chunk, cached so that the same
+  loss function and parameter structure compile once however many parameter sets are measured."""
+
+  def f(args, chunk, index):
+    chosen, others, v, aux = args
+    merge = lambda sel: _merge(treedef, keep, sel, others)
+    return kind(fn, static, merge, chosen, ravel_pytree(chosen)[1](v), chunk, index, aux)
+
+  return f
+
+
+def _operator(kind, fn, static, params, chunks: Chunks, param_filter, info: dict,
+              aux=None) -> LinearOperator:
+  """v -> the mean over chunks of `kind(fn, static, merge, chosen, v_tree, chunk, index, aux)`."""
+  chosen, others, treedef, keep, names = _split(params, param_filter)
+  flat, _ = ravel_pytree(chosen)
   size = flat.shape[0]
-  run = _chunk_mean(lambda args, chunk, i: product(merge, args[0], unravel(args[1]), chunk, i), chunks)
-  to_flat = xla.jit(lambda tree: ravel_pytree(tree)[0])
+  run = _chunk_mean(_product_fn(kind, fn, static, treedef, keep), chunks)
+  to_flat = _ravel
 
   def matvec(v):
-    out = run((chosen, jnp.asarray(v).astype(flat.dtype)), chunks.arrays)
+    out = run((chosen, others, jnp.asarray(v).astype(flat.dtype), aux), chunks.arrays)
     return to_flat(out).astype(jnp.asarray(v).dtype)
 
   info = dict(info) | chunks.info() | {"num_params": int(size)}
@@ -200,14 +237,21 @@ def _operator(product, params, chunks: Chunks, param_filter, info: dict) -> Line
   return LinearOperator(matvec, int(size), flat.dtype, info)
 
 
+@xla.jit
+def _ravel(tree):
+  return ravel_pytree(tree)[0]
+
+
+def _hessian_product(loss_fn, _, merge, chosen, v, chunk, index, aux):
+  grad = jax.grad(lambda sel: loss_fn(merge(sel), chunk))
+  return jax.jvp(grad, (chosen,), (v,))[1]
+
+
 def hessian(loss_fn, params, chunks: Chunks, *, param_filter=None, info: dict | None = None):
   """The Hessian of the dataset-mean loss; products by forward-over-reverse differentiation."""
 
-  def product(merge, chosen, v, chunk, index):
-    grad = jax.grad(lambda sel: loss_fn(merge(sel), chunk))
-    return jax.jvp(grad, (chosen,), (v,))[1]
-
-  return _operator(product, params, chunks, param_filter, {"operator": "hessian"} | (info or {}))
+  return _operator(_hessian_product, loss_fn, None, params, chunks, param_filter,
+                   {"operator": "hessian"} | (info or {}))
 
 
 def _output_hessian_product(loss_name, logits, u):
@@ -234,12 +278,13 @@ def ggn(logits_fn, loss_name: str, params, chunks: Chunks, *, param_filter=None,
   if loss_name not in OUTPUT_LOSSES:
     raise UserError(choices_message("loss", loss_name, OUTPUT_LOSSES))
 
-  def product(merge, chosen, v, chunk, index):
-    return _jtmj(logits_fn, merge, chosen, v, chunk,
-                 lambda logits, jv: _output_hessian_product(loss_name, logits, jv))
-
-  return _operator(product, params, chunks, param_filter,
+  return _operator(_ggn_product, logits_fn, loss_name, params, chunks, param_filter,
                    {"operator": "ggn", "loss": loss_name} | (info or {}))
+
+
+def _ggn_product(logits_fn, loss_name, merge, chosen, v, chunk, index, aux):
+  return _jtmj(logits_fn, merge, chosen, v, chunk,
+               lambda logits, jv: _output_hessian_product(loss_name, logits, jv))
 
 
 def _residuals(loss_name, logits, labels, key):
@@ -258,14 +303,15 @@ def fisher(logits_fn, loss_name: str, params, chunks: Chunks, key: jax.Array, *,
            info: dict | None = None):
   """The true Fisher with one sampled label per example (fixed by `key`, so the operator is fixed)."""
 
-  def product(merge, chosen, v, chunk, index):
-    chunk_key = jax.random.fold_in(key, index)  # the same labels at every product
-    return _jtmj(logits_fn, merge, chosen, v, chunk, lambda logits, jv: _rank_one(
-        _residuals(loss_name, logits, None, chunk_key), jv))
-
   seed = int(jax.random.key_data(key).ravel()[-1])
-  return _operator(product, params, chunks, param_filter,
-                   {"operator": "fisher", "loss": loss_name, "label_key": seed} | (info or {}))
+  return _operator(_fisher_product, logits_fn, loss_name, params, chunks, param_filter,
+                   {"operator": "fisher", "loss": loss_name, "label_key": seed} | (info or {}), aux=key)
+
+
+def _fisher_product(logits_fn, loss_name, merge, chosen, v, chunk, index, key):
+  chunk_key = jax.random.fold_in(key, index)  # the same labels at every product
+  return _jtmj(logits_fn, merge, chosen, v, chunk, lambda logits, jv: _rank_one(
+      _residuals(loss_name, logits, None, chunk_key), jv))
 
 
 def _rank_one(r, jv):
@@ -276,19 +322,24 @@ def empirical_fisher(logits_fn, loss_name: str, params, chunks: Chunks, *, param
                      info: dict | None = None):
   """(1/n) sum_i g_i g_i^T with g_i the per-example gradient at the true labels."""
 
-  def product(merge, chosen, v, chunk, index):
-    return _jtmj(logits_fn, merge, chosen, v, chunk, lambda logits, jv: _rank_one(
-        _residuals(loss_name, logits, chunk["label"], None), jv))
-
-  return _operator(product, params, chunks, param_filter,
+  return _operator(_empirical_fisher_product, logits_fn, loss_name, params, chunks, param_filter,
                    {"operator": "empirical_fisher", "loss": loss_name} | (info or {}))
+
+
+def _empirical_fisher_product(logits_fn, loss_name, merge, chosen, v, chunk, index, aux):
+  return _jtmj(logits_fn, merge, chosen, v, chunk, lambda logits, jv: _rank_one(
+      _residuals(loss_name, logits, chunk["label"], None), jv))
 
 
 def mean_gradient(loss_fn, params, chunks: Chunks, *, param_filter=None) -> jax.Array:
   """The flattened gradient of the dataset-mean loss."""
-  chosen, merge, _ = select(params, param_filter)
-  grad = lambda sel, chunk, i: jax.grad(lambda s: loss_fn(merge(s), chunk))(sel)
-  return ravel_pytree(_chunk_mean(grad, chunks)(chosen, chunks.arrays))[0]
+  chosen, others, treedef, keep, _ = _split(params, param_filter)
+  run = _chunk_mean(_product_fn(_gradient, loss_fn, None, treedef, keep), chunks)
+  return _ravel(run((chosen, others, ravel_pytree(chosen)[0], None), chunks.arrays))
+
+
+def _gradient(loss_fn, _, merge, chosen, v, chunk, index, aux):
+  return jax.grad(lambda sel: loss_fn(merge(sel), chunk))(chosen)
 
 
 def gradient_covariance(logits_fn, loss_fn, loss_name: str, params, chunks: Chunks, *,

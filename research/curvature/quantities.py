@@ -49,22 +49,25 @@ def top_subspace_fraction(gradient, vectors) -> float:
 
 def _per_example_sq_norms(loss_fn, params, chunks: operators.Chunks, param_filter=None):
   """(mean_i |g_i|^2, G) over the real examples, G the flattened mean gradient."""
-  chosen, merge, _ = operators.select(params, param_filter)
+  chosen, others, treedef, keep, _ = operators._split(params, param_filter)
+  fn = operators._product_fn(_chunk_gradient_sums, loss_fn, None, treedef, keep)
+  out = operators._chunk_mean(fn, chunks)((chosen, others, ravel_pytree(chosen)[0], None), chunks.arrays)
+  return out["sq"], ravel_pytree(out["grad"])[0]
+
+
+def _chunk_gradient_sums(loss_fn, _, merge, chosen, v, chunk, index, aux):
+  """{"sq": mean_i |g_i|^2, "grad": mean_i g_i} over the chunk's real examples (vmapped per example)."""
 
   def single(sel, image, label):
     return loss_fn(merge(sel), {"image": image[None], "label": label[None],
                                 "mask": jnp.ones((1,), jnp.float32)})
 
-  def chunk_sums(sel, chunk, _):
-    grads = jax.vmap(jax.grad(single), in_axes=(None, 0, 0))(sel, chunk["image"], chunk["label"])
-    sq = sum((g.reshape(g.shape[0], -1) ** 2).sum(1) for g in jax.tree.leaves(grads))
-    mask = chunk["mask"].astype(sq.dtype)
-    count = jnp.maximum(mask.sum(), 1.0)
-    mean_grad = jax.tree.map(lambda g: jnp.tensordot(mask, g, axes=1) / count, grads)
-    return {"sq": (sq * mask).sum() / count, "grad": mean_grad}
-
-  out = operators._chunk_mean(chunk_sums, chunks)(chosen, chunks.arrays)
-  return out["sq"], ravel_pytree(out["grad"])[0]
+  grads = jax.vmap(jax.grad(single), in_axes=(None, 0, 0))(chosen, chunk["image"], chunk["label"])
+  sq = sum((g.reshape(g.shape[0], -1) ** 2).sum(1) for g in jax.tree.leaves(grads))
+  mask = chunk["mask"].astype(sq.dtype)
+  count = jnp.maximum(mask.sum(), 1.0)
+  mean_grad = jax.tree.map(lambda g: jnp.tensordot(mask, g, axes=1) / count, grads)
+  return {"sq": (sq * mask).sum() / count, "grad": mean_grad}
 
 
 def gradient_noise_scale(loss_fn, params, chunks: operators.Chunks, *, param_filter=None) -> dict:

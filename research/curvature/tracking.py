@@ -19,13 +19,15 @@ BatchNorm in `bn_mode`) and logs into `metrics.jsonl`:
 - `curv/noise_scale` (`noise_scale=True`): B_simple from per-example gradients (McCandlish et al. 2018);
 - `curv/seconds`: the time the measurement took.
 Every `save_every` steps (and at the end) the eigenvalues, residuals and settings go to
-`curvature/track_step<S>.json` and the eigenvectors to `.npz`; `density_every` adds a stochastic Lanczos
-quadrature (`curvature/track_step<S>_density.npz`). After a resume the warm start comes from the
-latest saved eigenvectors.
+`curvature/step<S>_hessian_<split>.json` and the eigenvectors to its `.npz`, in the record format of
+`analysis.curvature` (so reports read both alike); `density_every` adds a stochastic Lanczos quadrature
+(`results.density` with its outliers, `slq_nodes` / `slq_weights` in the `.npz`). After a resume the
+warm start comes from the latest saved eigenvectors.
 """
 
 import json
 import time
+import zipfile
 from pathlib import Path
 
 import jax
@@ -35,6 +37,7 @@ import numpy as np
 from research.curvature import density, lanczos, operators, quantities, trace
 from research.errors import UserError, choices_message
 from research.models.functional import BN_MODES
+from research.training import rundir
 
 SPLITS = ("train", "eval_train")
 
@@ -51,16 +54,20 @@ def _check(c) -> None:
     raise UserError(f"curvature.k = {c.k} must be >= 1")
 
 
-def _latest_vectors(directory: Path) -> np.ndarray | None:
-  files = sorted(directory.glob("track_step*.npz"), key=lambda p: int(p.stem[len("track_step"):]))
-  files = [p for p in files if p.stem[len("track_step"):].isdigit()]
-  if not files:
-    return None
-  try:
-    with np.load(files[-1]) as f:
-      return f["top_vectors"]
-  except (OSError, KeyError, ValueError):  # a half-written file: start cold
-    return None
+def _latest_vectors(directory: Path, split: str) -> np.ndarray | None:
+  suffix = f"_hessian_{split}"
+  found = []
+  for p in directory.glob(f"step*{suffix}.npz"):
+    step = p.stem[len("step"):-len(suffix)]
+    if step.isdigit():
+      found.append((int(step), p))
+  for _, path in sorted(found, reverse=True):
+    try:
+      with np.load(path) as f:
+        return f["top_vectors"]
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):  # half-written: try older
+      continue
+  return None
 
 
 def evaluator(config: ml_collections.ConfigDict):
@@ -71,21 +78,34 @@ def evaluator(config: ml_collections.ConfigDict):
   if not c.every_steps and not c.at_end:
     return None
   _check(c)
-  memory = {"vectors": None, "loaded": False}
+  memory = {"vectors": None, "loaded": False, "loss_fn": None}
+
+  def stable_loss_fn(graphdef, preprocess, loss_name):
+    """loss_fn({"params": p, "model_state": s}, batch), built once per run: the BatchNorm statistics
+    are an argument, not a constant, so the operators' compiled products are reused at every step."""
+    if memory["loss_fn"] is None:
+
+      def loss_fn(tree, batch):
+        inner, _ = operators.model_functions(graphdef, tree["model_state"], bn_mode=c.bn_mode,
+                                             preprocess=preprocess, loss_name=loss_name)
+        return inner(tree["params"], batch)
+
+      memory["loss_fn"] = loss_fn
+    return memory["loss_fn"]
 
   def measure(ctx) -> dict:
     start = time.time()
     out_dir = ctx.workdir / "curvature"
     if not memory["loaded"]:
-      memory["vectors"], memory["loaded"] = _latest_vectors(out_dir), True
+      memory["vectors"], memory["loaded"] = _latest_vectors(out_dir, c.split), True
     split = getattr(ctx.dataset, c.split)
     n = len(split) if c.num_examples == 0 else min(c.num_examples, len(split))
     chunks = operators.make_chunks(split.images[:n], split.labels[:n], c.chunk_size or n)
-    loss_fn, _ = operators.model_functions(ctx.graphdef, ctx.state.model_state, bn_mode=c.bn_mode,
-                                           preprocess=ctx.dataset.preprocess, loss_name=ctx.config.loss.name)
-    params = ctx.state.params
+    loss_fn = stable_loss_fn(ctx.graphdef, ctx.dataset.preprocess, ctx.config.loss.name)
+    params = {"params": ctx.state.params, "model_state": ctx.state.model_state}
+    only = {"param_filter": _is_parameter}
     info = {"split": c.split, "bn_mode": c.bn_mode, "step": ctx.step, "seed": c.seed}
-    op = operators.hessian(loss_fn, params, chunks, info=info)
+    op = operators.hessian(loss_fn, params, chunks, info=info, **only)
     key = jax.random.fold_in(jax.random.key(c.seed), ctx.step)
     warm = memory["vectors"]
     if warm is not None and warm.shape[1] != op.size:
@@ -97,17 +117,20 @@ def evaluator(config: ml_collections.ConfigDict):
                "curv/lambda_max_residual": float(top.residual_norms[0]),
                "curv/lambda_max_converged": float(top.converged[0]), "curv/products": top.num_products}
     metrics |= {f"curv/lambda_{i + 1}": float(v) for i, v in enumerate(top.values[1:], start=1)}
-    record = {"step": ctx.step, "operator": op.info, "top": top.to_dict()}
+    operator_info = dict(op.info)
+    results, arrays = {"top": top.to_dict()}, {"top_vectors": np.asarray(top.vectors)}
+    bottom = None
     if c.lambda_min:
       bottom = lanczos.eigenpairs(op, 1, "smallest", key=jax.random.fold_in(key, 1), tol=c.tol,
                                   max_restarts=c.max_restarts)
       metrics |= {"curv/lambda_min": float(bottom.values[0]),
                   "curv/lambda_min_converged": float(bottom.converged[0])}
-      record["bottom"] = bottom.to_dict()
+      results["bottom"] = bottom.to_dict()
+    results["spectrum"] = quantities.spectrum_summary(top, bottom)
     if c.trace_probes:
-      est = trace.hutchinson(op, jax.random.fold_in(key, 2), c.trace_probes)
+      est = trace.hutchinson(op, jax.random.fold_in(key, 2), c.trace_probes, batch=1)
       metrics |= {"curv/trace": est.estimate, "curv/trace_se": est.std_error}
-      record["trace"] = est.to_dict()
+      results["trace_hutchinson"] = est.to_dict()
     if c.preconditioned:
       o = ctx.config.optimizer
       diag = operators.adam_preconditioner(ctx.state.opt_state, b2=o.b2, eps=o.eps)
@@ -115,31 +138,50 @@ def evaluator(config: ml_collections.ConfigDict):
                                tol=c.tol, max_restarts=c.max_restarts)
       metrics |= {"curv/precond_lambda_max": float(pre.values[0]),
                   "curv/precond_lambda_max_converged": float(pre.converged[0])}
-      record["preconditioned_top"] = pre.to_dict()
+      results["preconditioned_top"] = pre.to_dict()
     if c.gradient:
-      g = operators.mean_gradient(loss_fn, params, chunks)
+      g = operators.mean_gradient(loss_fn, params, chunks, **only)
       metrics |= {"curv/grad_top_fraction": quantities.top_subspace_fraction(g, top.vectors),
                   "curv/grad_curvature": quantities.gradient_curvature(op, g)}
+      results["gradient"] = {"grad_norm": float(np.linalg.norm(np.asarray(g, np.float64))),
+                             "gradient_curvature": metrics["curv/grad_curvature"],
+                             "top_subspace_fraction": metrics["curv/grad_top_fraction"], "k": c.k}
     if c.noise_scale:
-      metrics["curv/noise_scale"] = quantities.gradient_noise_scale(loss_fn, params, chunks)[
-          "gradient_noise_scale"]
+      results["noise_scale"] = quantities.gradient_noise_scale(loss_fn, params, chunks, **only)
+      metrics["curv/noise_scale"] = results["noise_scale"]["gradient_noise_scale"]
     final = ctx.step == _total_steps(ctx)
     if c.density_every and (ctx.step % c.density_every == 0 or final):
       quad = density.slq(op, jax.random.fold_in(key, 4), num_probes=c.density_probes,
                          num_steps=min(c.density_steps, op.size))
+      outl = density.outliers(quad)
+      results["density"] = {"num_products": quad.num_products, "outliers": outl.to_dict()}
+      arrays |= {"slq_nodes": quad.nodes, "slq_weights": quad.weights}
+      metrics["curv/num_outliers"] = outl.count
+    if (c.save_every and ctx.step % c.save_every == 0) or final or "density" in results:
       out_dir.mkdir(parents=True, exist_ok=True)
-      np.savez(out_dir / f"track_step{ctx.step}_density.npz", nodes=quad.nodes, weights=quad.weights,
-               num_steps_done=quad.num_steps_done)
-    if (c.save_every and ctx.step % c.save_every == 0) or final:
-      out_dir.mkdir(parents=True, exist_ok=True)
-      np.savez(out_dir / f"track_step{ctx.step}.npz", top_vectors=top.vectors)
-      tmp = out_dir / f".track_step{ctx.step}.json.tmp"
-      tmp.write_text(json.dumps(record | {"metrics": metrics}, default=_jsonable, indent=1))
-      tmp.replace(out_dir / f"track_step{ctx.step}.json")
+      stem = out_dir / f"step{ctx.step}_hessian_{c.split}"
+      np.savez(f"{stem}.npz", **arrays)
+      record = {"run": str(ctx.workdir), "source": "tracking", "operator": operator_info,
+                "results": results, "metrics": metrics}
+      record = _without_parameter_names(json.loads(json.dumps(record, default=_jsonable)))
+      rundir.write_json_atomic(Path(f"{stem}.json"), record)
     metrics["curv/seconds"] = time.time() - start
     return metrics
 
   return Evaluator("curvature", measure, every_steps=c.every_steps, at_end=c.at_end)
+
+
+def _without_parameter_names(value):
+  """The record without the operators' list of every parameter name (the whole model here)."""
+  if isinstance(value, dict):
+    return {k: _without_parameter_names(v) for k, v in value.items() if k != "parameters"}
+  if isinstance(value, list):
+    return [_without_parameter_names(v) for v in value]
+  return value
+
+
+def _is_parameter(name: str) -> bool:
+  return name.startswith("params.")
 
 
 def _total_steps(ctx) -> int:

@@ -1,0 +1,95 @@
+"""BatchNorm ablation: what does BatchNorm do to the curvature of what training finds?
+
+Question: a baseline CNN with BatchNorm, the same CNN without normalization and with LayerNorm, several
+seeds each: validation accuracy, generalization gap, and the Hessian at the end of training (lambda_max
+tracked during training, trace, spectral density).
+
+Published results it probes: Santurkar et al. 2018 ("How Does Batch Normalization Help Optimization?",
+NeurIPS, arXiv:1805.11604): BatchNorm makes the loss smoother (smaller gradient changes, a lower
+effective beta-smoothness along the trajectory); Ghorbani et al. 2019 ("An Investigation into Neural
+Net Optimization via Hessian Eigenvalue Density", ICML, arXiv:1901.10159): without BatchNorm the Hessian
+has large isolated outlier eigenvalues that BatchNorm suppresses.
+
+Commands (the sweep is norm x seed; `make study` runs the quick variant and writes the report):
+  python -m experiments.sweep --config experiments/configs/bn_ablation.py:quick \
+      --workdir runs/bn_ablation-quick --parallel 2
+  python -m analysis.report runs/bn_ablation-quick
+  python -m experiments.sweep --config experiments/configs/bn_ablation.py:paper --workdir runs/bn_ablation
+
+Variants:
+- `quick`: `simple_cnn` (2 conv blocks of 32 channels, dense 128) on 4,096 Fashion-MNIST training
+  images, 400 SGD-momentum steps of 128 (12.5 epochs), 3 norms x 2 seeds; the Hessian on a fixed probe
+  set of 512 training images in eval mode: lambda_max every 100 steps, trace (16 probes) and a spectral
+  density (40 Lanczos steps) at the end. Measured on 2 CPU cores: see experiments/README.md.
+- `paper`: VGG-11 on CIFAR-10 (Santurkar et al.'s setting), 100 epochs, cosine, weight decay 5e-4,
+  crop and flip; 3 seeds; the Hessian on 5,000 training images. For a GPU; CIFAR-10 needs TFDS's
+  download (and TensorFlow to prepare it).
+"""
+
+from research import sweeps
+from research.training import default_config
+
+NORMS = ("batch", "none", "layer")
+VARIANTS = ("quick", "paper")
+
+
+def get_config(arg: str | None = "quick"):
+  arg = arg or "quick"
+  if arg not in VARIANTS:
+    raise ValueError(f"unknown variant {arg!r}; valid choices: {', '.join(VARIANTS)}")
+  c = default_config()
+  c.study = "bn_ablation"
+  c.model.knobs.norm = "batch"
+  c.optimizer.name = "momentum"
+  c.schedule.name = "constant"
+  c.schedule.lr = 0.05
+  c.curvature.bn_mode = "eval"
+  c.curvature.at_end = True
+  if arg == "quick":
+    c.data.name = "fashion_mnist"
+    c.data.options.num_train = 4096
+    c.data.options.valid_size = 1000
+    c.data.options.eval_train_size = 1000
+    c.model.name = "simple_cnn"
+    c.training.batch_size = 128
+    c.training.num_epochs = 0
+    c.training.num_steps = 400
+    c.eval.every_epochs = 0
+    c.eval.every_steps = 100
+    c.log_every = 25
+    c.curvature.every_steps = 100
+    c.curvature.num_examples = 512
+    c.curvature.chunk_size = 512
+    c.curvature.trace_probes = 16
+    c.curvature.density_every = 400
+    c.curvature.density_probes = 1
+    c.curvature.density_steps = 40
+    c.curvature.save_every = 400
+    c.progress = "lines"
+  else:
+    c.data.name = "cifar10"
+    c.data.options.valid_size = 5000
+    c.data.augment.crop_padding = 4
+    c.data.augment.flip = True
+    c.model.name = "vgg11"
+    c.optimizer.weight_decay = 5e-4
+    c.schedule.name = "cosine"
+    c.training.batch_size = 128
+    c.training.num_epochs = 100
+    c.eval.every_epochs = 5
+    c.curvature.every_steps = 5 * 352  # every 5 epochs of 45,000 / 128
+    c.curvature.num_examples = 5000
+    c.curvature.chunk_size = 500
+    c.curvature.trace_probes = 50
+    c.curvature.density_every = 100 * 352
+    c.curvature.density_probes = 5
+    c.curvature.density_steps = 90
+    c.curvature.save_every = 20 * 352
+  return c
+
+
+def get_sweep(arg: str | None = "quick") -> list[dict]:
+  """norm (batch: the baseline, none, layer) x seed (2 for quick, 3 for paper)."""
+  get_config(arg)
+  return sweeps.product(sweeps.grid({"model.knobs.norm": list(NORMS)}),
+                        sweeps.seeds(2 if (arg or "quick") == "quick" else 3))

@@ -19,6 +19,7 @@ time (see benchmarks/README.md); on accelerators larger batches may pay.
 """
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -118,18 +119,20 @@ def _point(params, trees, coeffs):
   return jax.tree.map(one, params, *trees)
 
 
-def _make_functions(model: PointModel, loss_name: str):
-  """Jitted (stats_fn, sums_fn) over a batch of points (P, k)."""
+@functools.lru_cache(maxsize=8)
+def _make_functions(logits: Callable, statistics: Callable, loss_name: str):
+  """Jitted (stats_fn, sums_fn) over a batch of points (P, k); cached, so that repeated scans of one
+  PointModel (many directions, many pairs) compile once per shape."""
 
   def stats_fn(params, trees, coeffs):
-    return jax.vmap(lambda c: model.statistics(_point(params, trees, c)))(coeffs)
+    return jax.vmap(lambda c: statistics(_point(params, trees, c)))(coeffs)
 
   def sums_fn(params, trees, coeffs, stats, chunk):
     def one(c, s):
-      logits = model.logits(_point(params, trees, c), s, chunk)
-      per_example = losses.per_example_loss(loss_name, logits, chunk["label"])
+      out = logits(_point(params, trees, c), s, chunk)
+      per_example = losses.per_example_loss(loss_name, out, chunk["label"])
       mask = chunk["mask"].astype(per_example.dtype)
-      correct = (jnp.argmax(logits, axis=-1) == chunk["label"]).astype(per_example.dtype)
+      correct = (jnp.argmax(out, axis=-1) == chunk["label"]).astype(per_example.dtype)
       return jnp.stack([(per_example * mask).sum(), (correct * mask).sum()])
     return jax.vmap(one)(coeffs, stats)  # (P, 2)
 
@@ -178,10 +181,13 @@ def scan(model: PointModel | Callable, params, directions: Sequence, axes: Seque
   dtype = jax.tree.leaves(params)[0].dtype
   num_points = len(grid)
   padded = np.concatenate([grid, np.repeat(grid[-1:], -num_points % per_batch, 0)])
-  stats_fn, sums_fn = _make_functions(model, loss_name)
+  stats_fn, sums_fn = _make_functions(model.logits, model.statistics, loss_name)
   sums = {name: np.zeros((len(padded), 2)) for name in chunks}
   start = time.perf_counter()
+  first = None  # seconds of the first point batch (compilation included)
   for b in range(0, len(padded), per_batch):
+    if b == per_batch:
+      first = time.perf_counter() - start
     coeffs = jnp.asarray(padded[b:b + per_batch], dtype)
     if shard == "points":
       coeffs = jax.device_put(coeffs, mesh_lib.batch_sharding(mesh, 0))
@@ -203,7 +209,10 @@ def scan(model: PointModel | Callable, params, directions: Sequence, axes: Seque
       "num_points": num_points, "splits": {n: c.info() for n, c in chunks.items()}, **model.info,
       "loss": loss_name, "points_per_batch": per_batch, "shard": shard, "devices": devices,
       "dtype": str(dtype), "seconds": seconds, "seconds_per_point": seconds / num_points,
+      "seconds_first_batch": seconds if first is None else first,
   }
+  if first is not None:  # steady state: without the first batch and its compilation
+    record["seconds_per_point_after_first"] = (seconds - first) / (len(padded) - per_batch)
   return ScanResult(axes, values, record | (info or {}))
 
 

@@ -11,7 +11,9 @@ the examples stream in chunks, one jitted call per (point batch, chunk), looped 
 convolutions inside loop constructs are about 10x slower, see `curvature.operators._chunk_mean`).
 The last point batch is padded by repeating its last point, so one compiled shape serves the whole
 grid. `shard="examples"` splits each chunk's examples over the devices, `"points"` the point axis
-(points_per_batch rounded up to a multiple of the device count); `jit` + `NamedSharding`.
+(points_per_batch rounded up to a multiple of the device count); `jit` + `NamedSharding`. Timing is
+recorded: total seconds, the first point batch (with compilation) and the steady time per evaluated
+point after it.
 
 The default points_per_batch is 1, measured in benchmarks/landscape.py: on XLA:CPU a convolution
 whose kernel is vmapped becomes a grouped convolution, which was slower per point than one point at a
@@ -178,16 +180,14 @@ def scan(model: PointModel | Callable, params, directions: Sequence, axes: Seque
       c = dataclasses.replace(c, arrays=jax.device_put(c.arrays, mesh_lib.replicated(mesh)))
     chunks[name] = c
 
-  dtype = jax.tree.leaves(params)[0].dtype
+  dtype = jnp.result_type(jnp.float32, *jax.tree.leaves(params))  # of the coefficients
   num_points = len(grid)
   padded = np.concatenate([grid, np.repeat(grid[-1:], -num_points % per_batch, 0)])
   stats_fn, sums_fn = _make_functions(model.logits, model.statistics, loss_name)
-  sums = {name: np.zeros((len(padded), 2)) for name in chunks}
+  totals = {name: [] for name in chunks}  # per point batch, (P, 2) sums on the device
   start = time.perf_counter()
   first = None  # seconds of the first point batch (compilation included)
   for b in range(0, len(padded), per_batch):
-    if b == per_batch:
-      first = time.perf_counter() - start
     coeffs = jnp.asarray(padded[b:b + per_batch], dtype)
     if shard == "points":
       coeffs = jax.device_put(coeffs, mesh_lib.batch_sharding(mesh, 0))
@@ -197,7 +197,11 @@ def scan(model: PointModel | Callable, params, directions: Sequence, axes: Seque
       for i in range(c.num_chunks):
         out = sums_fn(params, trees, coeffs, stats, jax.tree.map(lambda x, i=i: x[i], c.arrays))
         total = out if total is None else total + out
-      sums[name][b:b + per_batch] = np.asarray(total, np.float64)
+      totals[name].append(total)
+    if b == 0:
+      jax.block_until_ready(totals)
+      first = time.perf_counter() - start
+  sums = {name: np.concatenate([np.asarray(t, np.float64) for t in ts]) for name, ts in totals.items()}
   seconds = time.perf_counter() - start
 
   values = {}
@@ -209,9 +213,9 @@ def scan(model: PointModel | Callable, params, directions: Sequence, axes: Seque
       "num_points": num_points, "splits": {n: c.info() for n, c in chunks.items()}, **model.info,
       "loss": loss_name, "points_per_batch": per_batch, "shard": shard, "devices": devices,
       "dtype": str(dtype), "seconds": seconds, "seconds_per_point": seconds / num_points,
-      "seconds_first_batch": seconds if first is None else first,
+      "seconds_first_batch": first,
   }
-  if first is not None:  # steady state: without the first batch and its compilation
+  if len(padded) > per_batch:  # steady state: without the first batch and its compilation
     record["seconds_per_point_after_first"] = (seconds - first) / (len(padded) - per_batch)
   return ScanResult(axes, values, record | (info or {}))
 

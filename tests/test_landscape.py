@@ -38,6 +38,21 @@ def ds():
                    valid_size=0, eval_train_size=10)
 
 
+@pytest.fixture(scope="module")
+def cnn(ds):
+  return _model(ds, "simple_cnn", channels=2, dense=6, blocks=1, norm="batch")
+
+
+@pytest.fixture(scope="module")
+def mlp(ds):
+  return _model(ds, "mlp", depth=1, width=8)
+
+
+@pytest.fixture(scope="module")
+def mlp_bn(ds):
+  return _model(ds, "mlp", depth=1, width=5, norm="batch")
+
+
 def _preprocess(ds):
   return lambda x: (x.astype(jnp.float64) / 255.0 - ds.mean.astype(np.float64)) / ds.std
 
@@ -61,34 +76,37 @@ def _moved(params, directions, coeffs):
                       *[d.tree for d in directions])
 
 
-def test_scan_equals_direct_evaluation(ds):
-  graphdef, params, rest = _model(ds, "simple_cnn", channels=2, dense=6, blocks=1, norm="batch")
+def test_scan_equals_direct_evaluation(ds, cnn):
+  graphdef, params, rest = cnn
   pre = _preprocess(ds)
   loss_fn, logits_fn = operators.model_functions(graphdef, rest, preprocess=pre)
   dirs = landscape.random_directions(params, 3, 2)
   xs, ys = np.array([-0.5, 0.0, 1.0]), np.array([-1.0, 0.25])
   # 6 points in batches of 4 (the last one padded), 40 examples in chunks of 16 (the last one ragged).
+  # A second split of 24 examples (chunks of 16 as well, so no new compilation), given as arrays.
+  other = (ds.train.images[8:32], ds.train.labels[8:32])
   result = landscape.scan_2d(landscape.point_model(graphdef, rest, preprocess=pre), params, dirs,
-                             {"train": ds.train, "test": (ds.test.images, ds.test.labels)}, xs=xs, ys=ys,
-                             points_per_batch=4, chunk_size=16)
+                             {"train": ds.train, "other": other}, xs=xs, ys=ys, points_per_batch=4,
+                             chunk_size=16)
   assert result.values["train"]["loss"].shape == (3, 2)
   assert result.info["bn_mode"] == "eval" and result.info["splits"]["train"]["num_examples"] == 40
   direct = jax.jit(lambda p, batch: (loss_fn(p, batch), logits_fn(p, batch)))
-  for name, split in [("train", ds.train), ("test", ds.test)]:
-    batch = {"image": split.images, "label": split.labels}
+  for name, (images, labels) in [("train", (ds.train.images, ds.train.labels)), ("other", other)]:
+    batch = {"image": images, "label": labels}
     for i, x in enumerate(xs):
       for j, y in enumerate(ys):
         loss, logits = direct(_moved(params, dirs, (x, y)), batch)
         np.testing.assert_allclose(result.values[name]["loss"][i, j], loss, rtol=1e-10)
-        accuracy = np.mean(np.argmax(np.asarray(logits), -1) == split.labels)
+        accuracy = np.mean(np.argmax(np.asarray(logits), -1) == labels)
         assert result.values[name]["accuracy"][i, j] == pytest.approx(accuracy, abs=1e-12)
   # One point at a time gives the same numbers; a plain logits_fn works as the model too.
-  one = landscape.scan(logits_fn, params, dirs, [xs, ys], {"train": ds.train}, points_per_batch=1)
+  one = landscape.scan(logits_fn, params, dirs, [xs, ys], {"train": ds.train}, points_per_batch=1,
+                       chunk_size=16)
   np.testing.assert_allclose(one.values["train"]["loss"], result.values["train"]["loss"], rtol=1e-10)
 
 
-def test_filter_and_layer_normalized_directions_have_the_weights_norms(ds):
-  _, params, _ = _model(ds, "simple_cnn", channels=2, dense=6, blocks=1, norm="batch")
+def test_filter_and_layer_normalized_directions_have_the_weights_norms(cnn):
+  _, params, _ = cnn
   w = {k: np.asarray(v) for k, v in _leaves(params).items()}
   assert w["convs.0.kernel.value"].shape == (3, 3, 1, 2)
   for bias_and_norm in ("zero", "keep"):
@@ -125,9 +143,9 @@ def _dinh_rescaled(params, alpha):
   return jax.tree_util.tree_map_with_path(scale, params)
 
 
-def test_filter_normalized_curve_is_invariant_under_dinh_rescaling(ds):
+def test_filter_normalized_curve_is_invariant_under_dinh_rescaling(ds, mlp):
   """Tolerance: rtol 1e-9 on the loss curve in float64 (rounding of alpha-scaled weights only)."""
-  graphdef, params, rest = _model(ds, "mlp", depth=1, width=8)
+  graphdef, params, rest = mlp
   pre = _preprocess(ds)
   loss_fn, logits_fn = operators.model_functions(graphdef, rest, preprocess=pre)
   pm = landscape.point_model(graphdef, rest, preprocess=pre)
@@ -158,9 +176,9 @@ def _scalar_model(fn):
   return lambda params, batch: jnp.broadcast_to(fn(params["w"])[None, :], (batch["label"].shape[0], 1))
 
 
-def test_interpolation_endpoints_and_barriers(ds):
+def test_interpolation_endpoints_and_barriers(ds, mlp):
   pre = _preprocess(ds)
-  graphdef, params_a, rest = _model(ds, "mlp", depth=1, width=8, seed=0)
+  graphdef, params_a, rest = mlp
   _, params_b, _ = _model(ds, "mlp", depth=1, width=8, seed=1)
   loss_fn, _ = operators.model_functions(graphdef, rest, preprocess=pre)
   result = landscape.interpolate(landscape.point_model(graphdef, rest, preprocess=pre), params_a, params_b,
@@ -195,8 +213,8 @@ def test_interpolation_endpoints_and_barriers(ds):
   assert skew["barrier"] != pytest.approx(skew["barrier_mean"])
 
 
-def test_batchnorm_recompute(ds):
-  graphdef, params, rest = _model(ds, "mlp", depth=1, width=5, norm="batch")
+def test_batchnorm_recompute(ds, mlp_bn):
+  graphdef, params, rest = mlp_bn
   pre = _preprocess(ds)
   images = ds.train.images
   leaves = _leaves(params)
@@ -236,8 +254,8 @@ def test_batchnorm_recompute(ds):
   assert fitted.values["train"]["loss"][1] == pytest.approx(rec.values["train"]["loss"][1], rel=1e-10)
 
 
-def test_eigen_directions_are_hessian_eigenvectors(ds):
-  graphdef, params, rest = _model(ds, "mlp", depth=1, width=3)
+def test_eigen_directions_are_hessian_eigenvectors(ds, mlp):
+  graphdef, params, rest = mlp
   pre = _preprocess(ds)
   loss_fn, _ = operators.model_functions(graphdef, rest, preprocess=pre)
   chunks = operators.make_chunks(ds.train.images, ds.train.labels, shard=False)
@@ -255,9 +273,9 @@ def test_eigen_directions_are_hessian_eigenvectors(ds):
     np.testing.assert_allclose(dense @ v, top[i] * v, atol=1e-6 * top[0])
 
 
-def test_difference_results_io_and_bad_input(ds, tmp_path):
-  graphdef, params, rest = _model(ds, "mlp", depth=1, width=4)
-  _, other, _ = _model(ds, "mlp", depth=1, width=5)
+def test_difference_results_io_and_bad_input(ds, mlp, mlp_bn, tmp_path):
+  graphdef, params, rest = mlp
+  narrower = jax.tree.map(lambda w: w[..., :1], params)  # same structure, other shapes
   diff = landscape.difference(params, jax.tree.map(lambda w: 3 * w, params))
   np.testing.assert_allclose(ravel_pytree(diff.tree)[0], 2 * ravel_pytree(params)[0])
   pm = landscape.point_model(graphdef, rest, preprocess=_preprocess(ds))
@@ -277,7 +295,8 @@ def test_difference_results_io_and_bad_input(ds, tmp_path):
       (lambda: landscape.scan_1d(pm, params, d, {"test": ds.test}, shard="devices"), "examples, points"),
       (lambda: landscape.scan_1d(pm, params, d, {"test": ds.test}, points_per_batch=0), "positive"),
       (lambda: landscape.interpolate(pm, params, params, {"test": ds.test}, ts=[0.0, 0.5]), "t = 1"),
-      (lambda: landscape.difference(params, other), "different shapes"),
+      (lambda: landscape.difference(params, narrower), "different shapes"),
+      (lambda: landscape.difference(params, mlp_bn[1]), "different structures"),
   ]
   for call, words in bad:
     with pytest.raises(UserError, match=words):
@@ -285,33 +304,32 @@ def test_difference_results_io_and_bad_input(ds, tmp_path):
 
 
 SHARDED = """
-import sys
 import jax, numpy as np
-from tests.test_landscape import sharded_scans
-np.save(sys.argv[1], sharded_scans())
-print(jax.device_count())
+from flax import nnx
+from research import data, landscape, models
+from research.curvature import operators
+ds = data.load("synthetic", synthetic_train=30, synthetic_test=10, image_shape=(4, 4, 1), num_classes=3)
+graphdef, params, rest = models.split(models.create("mlp", num_classes=3, input_shape=(4, 4, 1),
+                                                    rngs=nnx.Rngs(0), depth=1, width=6))
+pm = landscape.point_model(graphdef, rest, preprocess=ds.preprocess)
+dirs = landscape.random_directions(params, 0, 2)
+one_device = operators.make_chunks(ds.train.images, ds.train.labels, shard=False)  # host arrays
+out = [landscape.scan_2d(pm, params, dirs, {"train": split}, xs=np.linspace(-1, 1, 3), ys=np.zeros(1),
+                         points_per_batch=2, shard=shard).values["train"]["loss"]
+       for split, shard in [(one_device, "examples"), (ds.train, "examples"), (ds.train, "points")]]
+print(jax.device_count(), " ".join(map(str, np.ravel(out).tolist())))
 """
 
 
-def sharded_scans() -> np.ndarray:
-  """Losses of a small 3 x 1 grid scanned with the examples and with the points sharded (float32)."""
-  ds = data.load("synthetic", synthetic_train=30, synthetic_test=10, image_shape=(6, 6, 1), num_classes=3)
-  graphdef, params, rest = models.split(models.create("simple_cnn", num_classes=3, input_shape=(6, 6, 1),
-                                                      rngs=nnx.Rngs(0), channels=2, dense=6, blocks=1))
-  pm = landscape.point_model(graphdef, rest, preprocess=ds.preprocess)
-  dirs = landscape.random_directions(params, 0, 2)
-  return np.stack([landscape.scan_2d(pm, params, dirs, {"train": ds.train}, xs=np.linspace(-1, 1, 3),
-                                     ys=np.zeros(1), points_per_batch=2, shard=s).values["train"]["loss"]
-                   for s in ("examples", "points")])
-
-
-def test_sharded_scans_match_one_device(tmp_path):
+def test_sharded_scans_match_one_device():
+  """Two CPU devices (a subprocess): examples or points sharded give the one-device numbers."""
   env = os.environ | {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-  res = subprocess.run([sys.executable, "-c", SHARDED, str(tmp_path / "two.npy")], env=env, cwd=ROOT,
-                       capture_output=True, text=True, timeout=300)
+  res = subprocess.run([sys.executable, "-c", SHARDED], env=env, cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
   assert res.returncode == 0, res.stderr[-2000:]
-  assert res.stdout.split()[0] == "2"
-  two = np.load(tmp_path / "two.npy")
-  one = sharded_scans()  # here: one device (float32 parameters and data, whatever the x64 flag)
-  np.testing.assert_allclose(two, one, rtol=1e-5)
+  devices, *values = res.stdout.split()
+  assert devices == "2"
+  one, examples, points = np.asarray(values, np.float64).reshape(3, 3)
+  np.testing.assert_allclose(examples, one, rtol=1e-5)
+  np.testing.assert_allclose(points, one, rtol=1e-5)
   assert np.ptp(one) > 1e-3  # the points differ: the comparison is not of one number

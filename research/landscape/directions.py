@@ -45,32 +45,49 @@ class Direction:
     return float(jnp.sqrt(sum(jnp.vdot(x, x).real for x in jax.tree.leaves(self.tree))))
 
 
-def _scaled(d: jax.Array, w: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+def _scaled(d: np.ndarray, w: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
   """d scaled so that its norm over `axes` equals w's (0 where w's is 0)."""
-  w_norm = jnp.sqrt((w * w).sum(axis=axes, keepdims=True))
-  d_norm = jnp.sqrt((d * d).sum(axis=axes, keepdims=True))
-  return d * jnp.where(d_norm > 0, w_norm / jnp.where(d_norm > 0, d_norm, 1.0), 0.0)
+  w_norm = np.sqrt((w * w).sum(axis=axes, keepdims=True))
+  d_norm = np.sqrt((d * d).sum(axis=axes, keepdims=True))
+  return d * np.where(d_norm > 0, w_norm / np.where(d_norm > 0, d_norm, 1.0), 0.0)
 
 
 def normalize_direction(direction, params, normalization: str = "filter", bias_and_norm: str = "zero"):
-  """A direction pytree normalized against `params` as described in the module docstring."""
+  """A direction pytree normalized against `params` as described in the module docstring.
+
+  Computed on the host in float64 (a one-off per direction, no compilation), returned as arrays of
+  each parameter's dtype.
+  """
   if normalization not in NORMALIZATIONS:
     raise UserError(choices_message("direction normalization", normalization, NORMALIZATIONS))
   if bias_and_norm not in BIAS_AND_NORM:
     raise UserError(choices_message("bias_and_norm option", bias_and_norm, BIAS_AND_NORM))
 
   def one(d, w):
+    dtype = jnp.result_type(w)
+    d, w = np.asarray(d, np.float64), np.asarray(w, np.float64)
     if w.ndim <= 1:
       if bias_and_norm == "zero":
-        return jnp.zeros_like(d)
-      return d if normalization == "none" else _scaled(d, w, tuple(range(w.ndim)))
-    if normalization == "filter":
-      return _scaled(d, w, tuple(range(w.ndim - 1)))
-    if normalization == "layer":
-      return _scaled(d, w, tuple(range(w.ndim)))
-    return d
+        d = np.zeros_like(d)
+      elif normalization != "none":
+        d = _scaled(d, w, tuple(range(w.ndim)))
+    elif normalization == "filter":
+      d = _scaled(d, w, tuple(range(w.ndim - 1)))
+    elif normalization == "layer":
+      d = _scaled(d, w, tuple(range(w.ndim)))
+    return jnp.asarray(d.astype(dtype))
 
   return jax.tree.map(one, direction, params)
+
+
+def _random_normalized(params, key, normalization: str, bias_and_norm: str):
+  """One N(0, 1) draw of the total parameter count, cut into the leaves in order, then normalized."""
+  leaves, treedef = jax.tree.flatten(params)
+  sizes = [int(np.size(w)) for w in leaves]
+  flat = np.asarray(jax.random.normal(key, (sum(sizes),), jnp.result_type(*leaves)))
+  pieces = np.split(flat, np.cumsum(sizes)[:-1])
+  raw = jax.tree.unflatten(treedef, [p.reshape(np.shape(w)) for p, w in zip(pieces, leaves)])
+  return normalize_direction(raw, params, normalization, bias_and_norm)
 
 
 def _key(key: jax.Array | int) -> tuple[jax.Array, dict]:
@@ -81,17 +98,13 @@ def _key(key: jax.Array | int) -> tuple[jax.Array, dict]:
 
 def random_direction(params, key: jax.Array | int, *, normalization: str = "filter",
                      bias_and_norm: str = "zero") -> Direction:
-  """Gaussian direction N(0, 1) per entry (one key per leaf, split from `key`), then normalized.
+  """Gaussian direction N(0, 1) per entry (one draw over all parameters, in leaf order), normalized.
 
   `key`: a JAX key or an integer seed (recorded). The draw depends only on the key and the shapes, so
   two parameter sets of the same architecture get the same raw draw from the same key.
   """
   key, key_info = _key(key)
-  leaves, treedef = jax.tree.flatten(params)
-  keys = jax.random.split(key, len(leaves))
-  raw = jax.tree.unflatten(treedef, [jax.random.normal(k, jnp.shape(w), jnp.result_type(w))
-                                     for k, w in zip(keys, leaves)])
-  tree = normalize_direction(raw, params, normalization, bias_and_norm)
+  tree = _random_normalized(params, key, normalization, bias_and_norm)
   return Direction(tree, {"type": "random", "normalization": normalization,
                           "bias_and_norm": bias_and_norm, **key_info})
 

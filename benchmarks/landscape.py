@@ -9,8 +9,8 @@ What is timed, all in one process on the same 1,000 examples (Fashion-MNIST trai
 the same `simple_cnn` (default knobs, 10 classes, 421,642 parameters, initial weights: the speed does
 not depend on their values), BatchNorm mode eval (simple_cnn has no BatchNorm by default):
 
-1. `forward`: one jitted call of the mean cross-entropy over the 1,000 examples in one batch
-   (`curvature.model_functions`' loss_fn): the reference cost.
+1. `forward`: a jitted call of the mean cross-entropy over the 1,000 examples in one batch
+   (`curvature.model_functions`' loss_fn), per call over 2 back-to-back calls: the reference cost.
 2. For each points_per_batch value P: `landscape.scan` of 2P grid points (two filter-normalized random
    directions, the examples as one chunk), after a first call that compiles; wall time per point.
    The forward pass and the scans are timed round-robin, `--repeats` rounds, medians reported, so
@@ -67,10 +67,14 @@ def main(argv=None) -> None:
   split = {"train": operators.make_chunks(images, labels)}  # one chunk of all examples, like `forward`
   candidates = [int(x) for x in args.points_per_batch.split(",")]
 
-  def time_forward() -> float:
+  def time_forward(calls: int = 2) -> float:
+    """Seconds per call over `calls` back-to-back calls (a scan's points run back to back too: a lone
+    call after a large scan measured up to 2x slower than the same call amid others)."""
     t = time.perf_counter()
-    forward(params, batch).block_until_ready()
-    return time.perf_counter() - t
+    for _ in range(calls):
+      out = forward(params, batch)
+    out.block_until_ready()
+    return (time.perf_counter() - t) / calls
 
   def time_scan(ppb: int) -> float:
     """Seconds per point of a scan of 2 point batches (its functions compiled by an earlier call)."""

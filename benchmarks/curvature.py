@@ -176,8 +176,7 @@ class Torch:
       return original(grads, params, v)
 
     pyhessian_module.hessian_vector_product = counted  # PyHessian calls it by this module-level name
-    if not hasattr(torch, "eig"):  # PyHessian's density() calls torch.eig (removed in PyTorch 2)
-      torch.eig = _torch_eig_symmetric
+    torch.eig = _torch_eig_symmetric  # PyHessian's density() calls torch.eig, a stub raising in PyTorch 2
 
   def logits(self) -> np.ndarray:
     with self.torch.no_grad():

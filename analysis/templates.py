@@ -304,7 +304,8 @@ def reproduce_section(ctx: Context) -> Section:
       lines.append(base_command(r))
     if len(ctx.study.runs) > 12:
       lines.append(f"# ... and {len(ctx.study.runs) - 12} more runs the same way")
-  curv = [(r, c) for r in ctx.study.runs for c in r.curvature]
+  curv = [(r, c) for r in ctx.study.runs for c in r.curvature
+          if c.get("source") != "tracking"]  # tracked during training: the sweep command reproduces it
   cmds = [cmd for r, c in curv if (cmd := _curvature_command(r, c))]
   if cmds:
     lines.append("# curvature measured after training")
@@ -343,8 +344,11 @@ def common_limitations(ctx: Context) -> list[str]:
   if curv:
     n = _distinct([(c.get("operator") or {}).get("num_examples") for c in curv])
     modes = _distinct([(c.get("operator") or {}).get("bn_mode") for c in curv])
-    out.append(f"Post-hoc curvature was measured on {', '.join(map(str, n))} training examples "
-               f"(BatchNorm mode {', '.join(map(str, modes))}), a subset of the training set.")
+    when = ("during training" if all(c.get("source") == "tracking" for c in curv)
+            else "after training" if not any(c.get("source") == "tracking" for c in curv)
+            else "during and after training")
+    out.append(f"The Hessian was measured {when} on a fixed probe set of {', '.join(map(str, n))} "
+               f"training examples (BatchNorm mode {', '.join(map(str, modes))}).")
   return out
 
 

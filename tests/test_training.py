@@ -343,9 +343,10 @@ def test_curvature_tracking_matches_dense_hessian(tmp_path):
   training.train_and_evaluate(c, tmp_path)
   records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   tracked = {r["step"]: r for r in records if "curv/lambda_max" in r}
-  assert sorted(tracked) == [10, 20, 30]
+  assert sorted(tracked) == [0, 10, 20, 30]  # step 0: the initialization
   assert sorted(p.name for p in (tmp_path / "curvature").glob("step*")) == [
-      "step20_hessian_train.json", "step20_hessian_train.npz", "step30_hessian_train.json",
+      "step0_hessian_train.json", "step0_hessian_train.npz", "step20_hessian_train.json",
+      "step20_hessian_train.npz", "step30_hessian_train.json",
       "step30_hessian_train.npz"]
   saved = json.loads((tmp_path / "curvature" / "step30_hessian_train.json").read_text())
   assert saved["results"]["spectrum"]["lambda_max"] == tracked[30]["curv/lambda_max"]
@@ -368,4 +369,4 @@ def test_curvature_tracking_matches_dense_hessian(tmp_path):
   assert abs(last["curv/trace"] - np.trace(dense)) < 4 * last["curv/trace_se"]
   assert 0.0 <= last["curv/grad_top_fraction"] <= 1.0
   assert last["curv/lambda_max_converged"] == 1.0
-  assert tracked[20]["curv/products"] < tracked[10]["curv/products"]  # warm start from step 10
+  assert tracked[10]["curv/products"] < tracked[0]["curv/products"]  # warm start from step 0

@@ -369,6 +369,14 @@ def _run(config, workdir: Path, meta: dict, evaluators: Sequence[Evaluator]) -> 
     return bool((eval_every and s % eval_every == 0) or s == total_steps or s % ckpt_every == 0
                 or any(ev.every_steps and s % ev.every_steps == 0 for ev in evaluators))
 
+  if start == 0 and any(ev.every_steps for ev in evaluators):  # the initialization, once
+    initial = {}
+    for ev in evaluators:
+      if ev.every_steps:
+        initial |= ev.fn(Context(0, state, graphdef, ds, config, workdir))
+    if initial:
+      writer.write(0, initial | {"epoch": 0.0})
+
   # Host work overlaps the next step: a plain step's metrics are checked while the next step runs (the
   # state is donated, so steps that need it are finished before the next one is dispatched). A
   # non-finite loss is thus caught one step late; the diverged state is never saved.

@@ -12,6 +12,7 @@ import shlex
 import shutil
 from pathlib import Path
 
+import helpers
 import jax
 import matplotlib
 import numpy as np
@@ -28,29 +29,8 @@ SEEDS = (0, 1)
 
 
 def tiny_config(**changes):
-  c = training.default_config()
-  c.data.name = "synthetic"
-  c.data.options.update(SYNTH)
-  c.model.name = "mlp"
-  c.model.knobs.update(dict(depth=1, width=8))
-  c.training.batch_size = 32
-  c.training.num_epochs = 0
-  c.training.num_steps = 12
-  c.eval.every_epochs = 0
-  c.eval.every_steps = 6
-  c.eval.batch_size = 48
-  c.eval.splits = ("eval_train", "test")
-  c.log_every = 3
-  c.progress = "none"
-  c.schedule.lr = 0.1
-  for key, value in changes.items():
-    section = c
-    *path, last = key.split(".")
-    for p in path:
-      section = section[p]
-    with section.unlocked():
-      section[last] = value
-  return c
+  return helpers.tiny_config(SYNTH, width=8, num_steps=12, eval_every=6, log_every=3,
+                             **({"schedule.lr": 0.1} | changes))
 
 
 _HESSIANS = {}

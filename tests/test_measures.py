@@ -45,12 +45,7 @@ from research.measures import (
 )
 from research.measures.norms import distance_from_init
 
-
-@pytest.fixture(scope="module", autouse=True)
-def float64():
-  jax.config.update("jax_enable_x64", True)
-  yield
-  jax.config.update("jax_enable_x64", False)
+pytestmark = pytest.mark.usefixtures("float64")  # tests/conftest.py
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import helpers
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -33,28 +34,7 @@ SYNTH = dict(synthetic_train=96, synthetic_test=48, image_shape=(6, 6, 1), num_c
 
 
 def tiny_config(**changes):
-  c = training.default_config()
-  c.data.name = "synthetic"
-  c.data.options.update(SYNTH)
-  c.model.name = "mlp"
-  c.model.knobs.update(dict(depth=1, width=16))
-  c.training.batch_size = 32
-  c.training.num_epochs = 0
-  c.training.num_steps = 20
-  c.eval.every_epochs = 0
-  c.eval.every_steps = 10
-  c.eval.batch_size = 48
-  c.eval.splits = ("eval_train", "test")
-  c.log_every = 5
-  c.progress = "none"
-  for key, value in changes.items():
-    section = c
-    *path, last = key.split(".")
-    for p in path:
-      section = section[p]
-    with section.unlocked():
-      section[last] = value
-  return c
+  return helpers.tiny_config(SYNTH, **changes)
 
 
 def test_overfits_a_tiny_batch(tmp_path):

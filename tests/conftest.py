@@ -1,0 +1,12 @@
+"""Shared test fixtures: `float64` (opt in per module with
+`pytestmark = pytest.mark.usefixtures("float64")`) enables jax_enable_x64 for the module's tests."""
+
+import jax
+import pytest
+
+
+@pytest.fixture(scope="module")
+def float64():
+  jax.config.update("jax_enable_x64", True)
+  yield
+  jax.config.update("jax_enable_x64", False)

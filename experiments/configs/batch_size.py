@@ -31,9 +31,10 @@ Variants:
   Estimated, not measured: 7-14 minutes with `--parallel 2` on 2 CPU cores (the trials add up to about 14
   minutes at the rates of a 20-step smoke trial under a load average of 7-9; two at a time take half to
   all of that).
-- `paper`: Keskar et al.'s C1 setting: the AlexNet-like `alexnet` on CIFAR-10, Adam at lr 1e-3, batch
-  256 against 5,000 (10% of the 50,000 training images), 100 epochs, no augmentation, 3 seeds; the
-  Hessian on 5,000 training images. For a GPU; CIFAR-10 needs TFDS's download.
+- `paper`: close to Keskar et al.'s C1 network (a shallow AlexNet-like convolutional network): `alexnet`
+  on CIFAR-10, Adam at lr 1e-3, batch 256 against 5,000 (10% of the 50,000 training images, their
+  large-batch rule), 100 epochs, no augmentation, 3 seeds; the Hessian on 5,000 training images. For a
+  GPU; CIFAR-10 needs TFDS's download.
 """
 
 from research import sweeps

@@ -38,10 +38,10 @@ Variants:
   512 fixed training images. Estimated, not measured: 7-15 minutes with `--parallel 2` on 2 CPU cores (the
   trials add up to about 15 minutes at the rates of a 20-step smoke trial under a load average of 7-9; two
   at a time take half to all of that).
-- `paper`: Ghorbani et al.'s setting: ResNet-32 with and without BatchNorm on CIFAR-10, momentum 0.9, lr
-  0.05 with cosine decay, weight decay 5e-4, 100 epochs, crop and flip; class subsets of CIFAR-10 for
-  the outlier count; the Hessian on 5,000 training images (Ghorbani et al. use all 50,000), density with
-  5 probes of 90 Lanczos steps. For a GPU; CIFAR-10 needs TFDS's download.
+- `paper`: Ghorbani et al.'s network: ResNet-32 with and without BatchNorm on CIFAR-10; our recipe:
+  momentum 0.9, lr 0.05 with cosine decay, weight decay 5e-4, 100 epochs, crop and flip; class subsets of
+  CIFAR-10 for the outlier count; the Hessian on 5,000 training images (Ghorbani et al. use all 50,000),
+  density with 5 probes of 90 Lanczos steps. For a GPU; CIFAR-10 needs TFDS's download.
 """
 
 from research import sweeps

@@ -33,11 +33,11 @@ Variants:
   images. Estimated, not measured: 6-12 minutes with `--parallel 2` on 2 CPU cores (the trials add up to
   about 12 minutes at the rates of a 20-step smoke trial under a load average of 7-9; two at a time take
   half to all of that).
-- `paper`: Zhang et al.'s CIFAR-10 setting with partially corrupted labels: the AlexNet-like `alexnet`
-  without dropout, no weight decay and no augmentation, momentum 0.9 at lr 0.01, 200 epochs, noise 0,
-  0.2, 0.4, 0.6 and 0.8, 2 seeds; the Hessian on 5,000 training images. (Zhang et al. redraw a
-  corrupted label uniformly over all classes, so it stays correct with probability 1/10; here it always
-  changes.) For a GPU; CIFAR-10 needs TFDS's download.
+- `paper`: CIFAR-10 with partially corrupted labels as in Zhang et al., on an AlexNet-like network
+  (`alexnet`) without dropout, weight decay or augmentation (as their fitting experiments), momentum 0.9
+  at lr 0.01, 200 epochs, noise 0, 0.2, 0.4, 0.6 and 0.8, 2 seeds; the Hessian on 5,000 training images.
+  (Zhang et al. redraw a corrupted label uniformly over all classes, so it stays correct with probability
+  1/10; here it always changes.) For a GPU; CIFAR-10 needs TFDS's download.
 """
 
 from research import sweeps

@@ -27,9 +27,9 @@ Variants:
   9 trials; lambda_max on 512 fixed training images every 5 epochs. Estimated, not measured: 7-14 minutes
   with `--parallel 2` on 2 CPU cores (the trials add up to about 14 minutes at the rates of a 20-step
   smoke trial under a load average of 7-9; two at a time take half to all of that).
-- `paper`: Jastrzebski et al.'s CIFAR-10 setting: ResNet-32, plain SGD at a constant lr of 0.025, 0.05
-  or 0.1 and batch 64, 128 or 256, 200 epochs, no augmentation; the Hessian on 5,000 training images.
-  For a GPU; CIFAR-10 needs TFDS's download.
+- `paper`: CIFAR-10 with ResNet-32 (one of Jastrzebski et al.'s networks), plain SGD at a constant lr of
+  0.025, 0.05 or 0.1 and batch 64, 128 or 256, 200 epochs, no augmentation (our recipe, not a copy of
+  theirs); the Hessian on 5,000 training images. For a GPU; CIFAR-10 needs TFDS's download.
 """
 
 from research import sweeps

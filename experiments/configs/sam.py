@@ -28,9 +28,10 @@ Variants:
   lambda_max every 200 steps and trace (8 probes) on 256 fixed training images. Estimated, not measured:
   8-15 minutes with `--parallel 2` on 2 CPU cores (the trials add up to about 15 minutes at the rates of a
   20-step smoke trial under a load average of 7-9; two at a time take half to all of that).
-- `paper`: Foret et al.'s CIFAR-10 setting: WideResNet-28-10, momentum 0.9, lr 0.1 with cosine decay,
-  weight decay 5e-4, batch 128, 200 epochs, crop and flip; 3 seeds; the Hessian on 5,000 training
-  images. For a GPU; CIFAR-10 needs TFDS's download.
+- `paper`: WideResNet-28-10 on CIFAR-10 (Foret et al.'s CIFAR model) with SAM's rho = 0.05 and a standard
+  recipe: momentum 0.9, lr 0.1 with cosine decay, weight decay 5e-4, batch 128, 200 epochs, crop and flip,
+  the whole batch as one m-sharpness group; 3 seeds; the Hessian on 5,000 training images. For a GPU;
+  CIFAR-10 needs TFDS's download.
 """
 
 from research import sweeps

@@ -17,7 +17,7 @@ Commands (the sweep is norm x seed; `make study` runs the quick variant and writ
   python -m experiments.sweep --config experiments/configs/bn_ablation.py:paper --workdir runs/bn_ablation
 
 Variants:
-- `quick`: `simple_cnn` (2 conv blocks of 32 channels, dense 128) on 4,096 Fashion-MNIST training
+- `quick`: `simple_cnn` (conv blocks of 32 and 64 channels, dense 128) on 4,096 Fashion-MNIST training
   images, 400 SGD-momentum steps of 128 (12.5 epochs), 3 norms x 2 seeds; the Hessian on a fixed probe
   set of 512 training images in eval mode: lambda_max every 100 steps, trace (16 probes) and a spectral
   density (40 Lanczos steps) at the end. Measured on 2 CPU cores: see experiments/README.md.

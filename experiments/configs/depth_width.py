@@ -1,0 +1,155 @@
+"""Depth against width: at a fixed parameter count, is it better to be deep and narrow or shallow and
+wide, and which finds the flatter minimum?
+
+Question: networks of several depths whose widths are chosen so that all have about the same number of
+parameters (within 0.4% for the quick MLPs, 4% for the paper ResNets), trained alike: test accuracy,
+generalization gap and sharpness (lambda_max tracked during training, trace at the end).
+
+Published results it probes: Zagoruyko & Komodakis 2016 ("Wide Residual Networks", BMVC,
+arXiv:1605.07146): at a similar parameter count, wider and shallower residual networks match or beat
+thin very deep ones (and train faster). Li, Xu, Taylor, Studer & Goldstein 2018 ("Visualizing the Loss
+Landscape of Neural Nets", NeurIPS, arXiv:1712.09913): wider networks have flatter, more convex
+landscapes around their minima, while depth without skip connections makes them chaotic.
+
+Commands:
+  python -m experiments.sweep --config experiments/configs/depth_width.py:quick \
+      --workdir runs/depth_width-quick --parallel 2
+  python -m analysis.report runs/depth_width-quick
+  python -m experiments.sweep --config experiments/configs/depth_width.py:paper --workdir runs/depth_width
+
+Sweep (`get_sweep`): (depth, width) pairs at a matched parameter count x seed. The widths are computed
+here from closed-form parameter counts (`mlp_params`, `resnet_params`), checked against the built models
+in tests/test_studies.py:
+- `quick`: ReLU MLPs on 28x28x1 inputs at 200,000 parameters (within 0.4%): depth 1 x width 252 (200,350
+  parameters), depth 2 x 201 (200,407), depth 4 x 157 (199,243), depth 8 x 121 (199,539).
+- `paper`: CIFAR ResNets (BatchNorm, option-A shortcuts) at the 853,018 parameters of ResNet-56 (within
+  4%; widths are multiples of 1/16): ResNet-20 x width 1.8125 (882,451), ResNet-32 x 1.375 (875,808),
+  ResNet-56 x 1.0 (853,018), ResNet-110 x 0.6875 (818,707).
+
+Variants:
+- `quick`: the MLPs above on 4,096 Fashion-MNIST training images, heavy-ball momentum 0.9 at lr 0.02,
+  2,000 steps of 128 (62.5 epochs), 2 seeds: 8 trials; lambda_max every 500 steps and trace (8 probes)
+  on 512 fixed training images. Estimated, not measured: 3-7 minutes with `--parallel 2` on 2 CPU cores
+  (the trials add up to about 7 minutes at the rates of a 20-step smoke trial under a load average of
+  7-9; two at a time take half to all of that).
+- `paper`: the ResNets above on CIFAR-10 with Zagoruyko & Komodakis's recipe: Nesterov momentum 0.9,
+  lr 0.1 divided by 5 at 30%, 60% and 80% of 200 epochs, weight decay 5e-4, batch 128, crop and flip,
+  3 seeds; the Hessian on 5,000 training images. For a GPU; CIFAR-10 needs TFDS's download.
+"""
+
+import math
+
+from research import sweeps
+from research.training import default_config
+
+VARIANTS = ("quick", "paper")
+MLP_DEPTHS = (1, 2, 4, 8)
+MLP_TARGET = 200_000
+MLP_INPUT = 28 * 28 * 1
+RESNET_DEPTHS = (20, 32, 56, 110)
+RESNET_REFERENCE = (56, 1.0)  # the target count: ResNet-56 at width 1
+NUM_CLASSES = 10
+
+
+def mlp_params(depth: int, width: int, inputs: int = MLP_INPUT, classes: int = NUM_CLASSES) -> int:
+  """Parameters of `research.models` "mlp" without normalization: (inputs + 1) w + (depth - 1)(w + 1) w
+  + (w + 1) classes."""
+  return (inputs + 1) * width + (depth - 1) * (width + 1) * width + (width + 1) * classes
+
+
+def mlp_width(depth: int, target: int = MLP_TARGET) -> int:
+  """The integer width whose parameter count is closest to `target` (the root of the quadratic above,
+  then its integer neighbours)."""
+  a, b = depth - 1, MLP_INPUT + 1 + (depth - 1) + NUM_CLASSES
+  rest = target - NUM_CLASSES  # a w^2 + b w = rest
+  root = rest / b if a == 0 else (-b + math.sqrt(b * b + 4 * a * rest)) / (2 * a)
+  return min((max(1, math.floor(root) + d) for d in (0, 1)), key=lambda w: abs(mlp_params(depth, w) - target))
+
+
+def resnet_params(depth: int, width: float, in_channels: int = 3, classes: int = NUM_CLASSES) -> int:
+  """Parameters of `research.models` "resnet<depth>" (BatchNorm, option-A shortcuts, convolutions without
+  bias): a 3x3 stem to round(16 w) channels, three stages of (depth - 2) / 6 blocks of two 3x3
+  convolutions to round(16 w), round(32 w), round(64 w) channels, 2 BatchNorm parameters per channel after
+  every convolution, a linear head."""
+  n = (depth - 2) // 6
+  stem = round(16 * width)
+  total = 9 * in_channels * stem + 2 * stem
+  in_ch = stem
+  for base in (16, 32, 64):
+    out = round(base * width)
+    for _ in range(n):
+      total += 9 * in_ch * out + 9 * out * out + 4 * out
+      in_ch = out
+  return total + in_ch * classes + classes
+
+
+def resnet_width(depth: int, target: int, step: float = 1 / 16) -> float:
+  """The width multiple of `step` (whole channel counts) whose parameter count is closest to `target`."""
+  return min((k * step for k in range(1, 129)), key=lambda w: abs(resnet_params(depth, w) - target))
+
+
+def get_config(arg: str | None = "quick"):
+  arg = arg or "quick"
+  if arg not in VARIANTS:
+    raise ValueError(f"unknown variant {arg!r}; valid choices: {', '.join(VARIANTS)}")
+  c = default_config()
+  c.study = "depth_width"
+  c.curvature.at_end = True
+  c.curvature.bn_mode = "eval"
+  c.progress = "lines"
+  if arg == "quick":
+    c.data.name = "fashion_mnist"
+    c.data.options.num_train = 4096
+    c.data.options.valid_size = 1000
+    c.data.options.eval_train_size = 1000
+    c.model.name = "mlp"
+    c.model.knobs.depth = MLP_DEPTHS[1]
+    c.model.knobs.width = mlp_width(MLP_DEPTHS[1])
+    c.optimizer.name = "momentum"
+    c.schedule.name = "constant"
+    c.schedule.lr = 0.02
+    c.training.batch_size = 128
+    c.training.num_epochs = 0
+    c.training.num_steps = 2000
+    c.eval.every_epochs = 0
+    c.eval.every_steps = 500
+    c.log_every = 50
+    c.curvature.every_steps = 500
+    c.curvature.num_examples = 512
+    c.curvature.chunk_size = 512
+    c.curvature.trace_probes = 8
+  else:
+    c.data.name = "cifar10"
+    c.data.options.valid_size = 5000
+    c.data.augment.crop_padding = 4
+    c.data.augment.flip = True
+    c.model.name = f"resnet{RESNET_REFERENCE[0]}"
+    c.model.knobs.width = RESNET_REFERENCE[1]
+    c.optimizer.name = "nesterov"
+    c.optimizer.weight_decay = 5e-4
+    c.schedule.name = "step"
+    c.schedule.lr = 0.1
+    c.schedule.boundaries = (0.3, 0.6, 0.8)
+    c.schedule.decay_factor = 0.2
+    c.training.batch_size = 128
+    c.training.num_epochs = 200
+    c.eval.every_epochs = 10
+    c.log_every = 100
+    c.curvature.every_steps = 20 * 351  # every 20 epochs of 45,000 / 128
+    c.curvature.num_examples = 5000
+    c.curvature.chunk_size = 500
+    c.curvature.trace_probes = 50
+  return c
+
+
+def get_sweep(arg: str | None = "quick") -> list[dict]:
+  """(depth, width) at a matched parameter count x seed (2 for quick, 3 for paper)."""
+  get_config(arg)
+  if (arg or "quick") == "quick":
+    shapes = sweeps.zipped({"model.knobs.depth": list(MLP_DEPTHS),
+                            "model.knobs.width": [mlp_width(d) for d in MLP_DEPTHS]})
+    return sweeps.product(shapes, sweeps.seeds(2))
+  target = resnet_params(*RESNET_REFERENCE)
+  shapes = sweeps.zipped({"model.name": [f"resnet{d}" for d in RESNET_DEPTHS],
+                          "model.knobs.width": [resnet_width(d, target) for d in RESNET_DEPTHS]})
+  return sweeps.product(shapes, sweeps.seeds(3))

@@ -1,0 +1,95 @@
+"""Learning rate over batch size: does the ratio eta / B set how sharp the minimum SGD finds is?
+
+Question: plain SGD on a grid of learning rates eta x batch sizes B at a fixed epoch budget, so that
+the diagonals of the grid share the same ratio eta / B: the final lambda_max against eta / B (one curve,
+if the ratio is what matters) and against the stability bound 2 / eta (a step of size eta on a
+quadratic diverges along directions of curvature above 2 / eta), with test accuracy and the gap.
+
+Published result it probes: Jastrzebski, Kenton, Arpit, Ballas, Fischer, Bengio & Storkey 2017 ("Three
+Factors Influencing Minima in SGD", arXiv:1711.04623; ICANN 2018): SGD behaves like a stochastic
+differential equation whose noise scale is set by eta / B; a higher ratio leads to wider (flatter)
+minima with better generalization, and runs with the same ratio reach minima of similar sharpness.
+
+Commands:
+  python -m experiments.sweep --config experiments/configs/lr_batch_ratio.py:quick \
+      --workdir runs/lr_batch_ratio-quick --parallel 2
+  python -m analysis.report runs/lr_batch_ratio-quick
+  python -m experiments.sweep --config experiments/configs/lr_batch_ratio.py:paper \
+      --workdir runs/lr_batch_ratio
+
+Sweep (`get_sweep`): learning rate x batch size (each learning rate doubling with each batch doubling
+keeps eta / B, so the grid has 5 distinct ratios on its diagonals), one seed; the curvature schedule is
+zipped with the batch size so that lambda_max is measured at the same epochs for every batch size.
+
+Variants:
+- `quick`: `simple_cnn` (conv blocks of 32 and 64 channels, dense 128) on 4,096 Fashion-MNIST training
+  images, SGD without momentum at a constant lr of 0.025, 0.05 or 0.1 and batch 32, 64 or 128, 10 epochs:
+  9 trials; lambda_max on 512 fixed training images every 5 epochs. Estimated, not measured: 7-14 minutes
+  with `--parallel 2` on 2 CPU cores (the trials add up to about 14 minutes at the rates of a 20-step
+  smoke trial under a load average of 7-9; two at a time take half to all of that).
+- `paper`: CIFAR-10 with ResNet-32 (one of Jastrzebski et al.'s networks), plain SGD at a constant lr of
+  0.025, 0.05 or 0.1 and batch 64, 128 or 256, 200 epochs, no augmentation (our recipe, not a copy of
+  theirs); the Hessian on 5,000 training images. For a GPU; CIFAR-10 needs TFDS's download.
+"""
+
+from research import sweeps
+from research.training import default_config
+
+VARIANTS = ("quick", "paper")
+LRS = (0.025, 0.05, 0.1)
+BATCH_SIZES = {"quick": (32, 64, 128), "paper": (64, 128, 256)}
+NUM_TRAIN = {"quick": 4096, "paper": 45000}
+EPOCHS = {"quick": 10, "paper": 200}
+CURVATURE_EVERY_EPOCHS = {"quick": 5, "paper": 20}
+
+
+def _curvature_every(arg: str, batch_size: int) -> int:
+  return CURVATURE_EVERY_EPOCHS[arg] * (NUM_TRAIN[arg] // batch_size)  # steps per epoch: n // B
+
+
+def get_config(arg: str | None = "quick"):
+  arg = arg or "quick"
+  if arg not in VARIANTS:
+    raise ValueError(f"unknown variant {arg!r}; valid choices: {', '.join(VARIANTS)}")
+  c = default_config()
+  c.study = "lr_batch_ratio"
+  c.optimizer.name = "sgd"
+  c.schedule.name = "constant"
+  c.schedule.lr = LRS[1]
+  c.training.batch_size = BATCH_SIZES[arg][1]
+  c.training.num_steps = 0
+  c.training.num_epochs = EPOCHS[arg]
+  c.eval.every_steps = 0
+  c.eval.every_epochs = CURVATURE_EVERY_EPOCHS[arg]
+  c.curvature.every_steps = _curvature_every(arg, c.training.batch_size)
+  c.curvature.at_end = True
+  c.curvature.bn_mode = "eval"
+  c.progress = "lines"
+  if arg == "quick":
+    c.data.name = "fashion_mnist"
+    c.data.options.num_train = NUM_TRAIN[arg]
+    c.data.options.valid_size = 1000
+    c.data.options.eval_train_size = 1000
+    c.model.name = "simple_cnn"
+    c.log_every = 25
+    c.curvature.num_examples = 512
+    c.curvature.chunk_size = 512
+  else:
+    c.data.name = "cifar10"
+    c.data.options.valid_size = 5000
+    c.model.name = "resnet32"
+    c.log_every = 100
+    c.curvature.num_examples = 5000
+    c.curvature.chunk_size = 500
+    c.curvature.trace_probes = 50
+  return c
+
+
+def get_sweep(arg: str | None = "quick") -> list[dict]:
+  """learning rate x (batch size with its curvature schedule), one seed."""
+  get_config(arg)
+  arg = arg or "quick"
+  sizes = list(BATCH_SIZES[arg])
+  batches = sweeps.zipped({"training.batch_size": sizes,
+                           "curvature.every_steps": [_curvature_every(arg, b) for b in sizes]})
+  return sweeps.product(sweeps.grid({"schedule.lr": list(LRS)}), batches)

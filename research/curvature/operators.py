@@ -381,6 +381,8 @@ def adam_preconditioner(opt_state, *, b2: float = 0.999, eps: float = 1e-8, para
     raise UserError("the optimizer state has no Adam-type second moment (`nu`); use adam, adamw, "
                     "lamb or rmsprop-with-nu states")
   state = found[0]
+  if int(state.count) == 0:
+    raise UserError("the Adam-type state has taken no step yet: its second moment is undefined at step 0")
   nu = state.nu
   if param_filter is not None:
     nu = select(nu, param_filter)[0]

@@ -131,7 +131,7 @@ def evaluator(config: ml_collections.ConfigDict):
       est = trace.hutchinson(op, jax.random.fold_in(key, 2), c.trace_probes, batch=1)
       metrics |= {"curv/trace": est.estimate, "curv/trace_se": est.std_error}
       results["trace_hutchinson"] = est.to_dict()
-    if c.preconditioned:
+    if c.preconditioned and ctx.step > 0:  # at step 0 an Adam-type state has no second moment yet
       o = ctx.config.optimizer
       diag = operators.adam_preconditioner(ctx.state.opt_state, b2=o.b2, eps=o.eps)
       pre = lanczos.eigenpairs(operators.preconditioned(op, diag), 1, key=jax.random.fold_in(key, 3),

@@ -124,14 +124,19 @@ def _log_if_wide(ax, which: str, ratio: float = 30.0) -> None:
 def lambda_max_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
                       thresholds: Mapping[str, float] | None = None, *, threshold_label: str = "2/η",
                       ylabel: str = "top Hessian eigenvalue $\\lambda_{\\max}$",
-                      path: str | Path | None = None):
+                      normalized: bool = False, path: str | Path | None = None):
   """lambda_max over training steps per curve (e.g. per learning rate), each with its stability
   threshold as a dashed horizontal line of the same colour (Cohen et al. 2021, edge of stability).
 
   curves: label -> (steps (n,), lambda_max (n,)); thresholds: label -> threshold (same units).
+  normalized: plot lambda_max / threshold instead, with one line at 1 (for curves whose thresholds
+  differ by orders of magnitude, e.g. GD's 2/eta next to Adam's 38/eta); curves without a threshold
+  are left out.
   """
-  fig, ax = style.figure()
   thresholds = thresholds or {}
+  if normalized:
+    return _normalized_lambda_curves(curves, thresholds, threshold_label, path)
+  fig, ax = style.figure()
   top = 0.0
   for i, (label, (steps, values)) in enumerate(curves.items()):
     steps, values = np.asarray(steps, np.float64), np.asarray(values, np.float64)
@@ -159,7 +164,34 @@ def lambda_max_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
   ax.set_xlabel("training step")
   ax.set_ylabel(ylabel)
   ax.plot([], [], color="0.3", linestyle="--", linewidth=1.1, label=f"threshold {threshold_label}")
-  ax.legend(loc="center right")
+  _legend(fig, ax, curves)
+  return _finish(fig, path)
+
+
+def _legend(fig, ax, labels) -> None:
+  """Inside the axes for short labels; below them, one per line, for long ones."""
+  if max((len(str(k)) for k in labels), default=0) <= 28:
+    ax.legend(loc="best")
+    return
+  ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=7.5, frameon=False)
+  fig.set_size_inches(fig.get_size_inches()[0], fig.get_size_inches()[1] + 0.22 * (len(labels) + 1))
+
+
+def _normalized_lambda_curves(curves, thresholds, threshold_label, path):
+  fig, ax = style.figure()
+  for i, (label, (steps, values)) in enumerate(curves.items()):
+    t = thresholds.get(label)
+    if t is None or not np.isfinite(t) or t <= 0:
+      continue
+    steps, values = np.asarray(steps, np.float64), np.asarray(values, np.float64)
+    ax.plot(steps, values / t, color=style.color(i), linestyle=style.linestyle(i),
+            marker="o" if len(steps) <= 25 else None, markersize=3, label=f"{label} ({t:.3g})")
+  ax.axhline(1.0, color="0.3", linestyle="--", linewidth=1.1, label="threshold")
+  ax.set_ylim(0, None)
+  ax.set_xlabel("training step")
+  named = "" if threshold_label == "threshold" else f" ({threshold_label})"
+  ax.set_ylabel(f"$\\lambda_{{\\max}}$ / threshold{named}")
+  _legend(fig, ax, [*curves, "threshold"])
   return _finish(fig, path)
 
 

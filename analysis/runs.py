@@ -407,8 +407,10 @@ def history(study: Study, metrics: list[str] | None = None) -> pd.DataFrame:
 def condition_label(overrides: dict, keys: list[str]) -> str:
   """`norm=batch, lr=0.1`: short names (last dotted part) of the condition keys and their values."""
   parts = []
-  for k in keys:
+  short = [k.rsplit(".", 1)[-1] for k in keys]
+  for k, name in zip(keys, short):
     v = overrides.get(k)
     v = f"{v:.3g}" if isinstance(v, float) else v
-    parts.append(f"{k.rsplit('.', 1)[-1]}={v}")
+    name = ".".join(k.split(".")[-2:]) if short.count(name) > 1 else name  # loss.name vs optimizer.name
+    parts.append(f"{name}={v}")
   return ", ".join(parts) if parts else "all runs"

@@ -355,9 +355,17 @@ def common_limitations(ctx: Context) -> list[str]:
 # ---------------------------------------------------------------------------------------------------
 # Results shared by the templates.
 
+ADAPTIVE = ("adam", "adamw")
+
+
 def lambda_max_history(run: runs.Run) -> tuple[np.ndarray, np.ndarray]:
   """(steps, lambda_max): in-training `curv/lambda_max` records, plus post-hoc measurements under
-  curvature/ at steps training did not measure."""
+  curvature/ at steps training did not measure. Adam-type runs that tracked the preconditioned
+  sharpness give that instead (`curv/precond_lambda_max`, the quantity compared with 38/eta)."""
+  if run.flat_config.get("optimizer.name") in ADAPTIVE:
+    steps, values = run.curve("curv/precond_lambda_max")
+    if len(steps):
+      return steps, values
   steps, values = run.curve("curv/lambda_max")
   pts = dict(zip(steps.tolist(), values.tolist()))
   for rec in run.curvature:
@@ -427,10 +435,17 @@ def standard_results(ctx: Context, *, bar_metrics=("test/accuracy", "gap/accurac
     thr = {label: threshold_of(groups[label][0]) for label in curves}
     name = _distinct([n for _, n in thr.values()])
     label = name[0] if len(name) == 1 else "threshold"
+    values = [t for t, _ in thr.values() if t is not None and np.isfinite(t) and t > 0]
+    normalized = len(values) == len(thr) and max(values) > 10 * min(values)  # e.g. 2/eta next to 38/eta
+    caption = ("λ_max over training divided by each condition's stability threshold (mean over seeds; "
+               f"{', '.join(n for n in name if n)}; thresholds in the legend; Adam-type runs: the "
+               "preconditioned sharpness), the dashed line at 1." if normalized else
+               "Top Hessian eigenvalue λ_max over training (mean over seeds), with each condition's "
+               f"stability threshold ({', '.join(n for n in name if n) or 'none for this optimizer'}) "
+               "dashed in its colour.")
     fig = ctx.figure("lambda_max", lambda p: plots.lambda_max_curves(
-        curves, {k: t for k, (t, _) in thr.items()}, threshold_label=label, path=p),
-        "Top Hessian eigenvalue λ_max over training (mean over seeds), with each condition's stability "
-        f"threshold ({', '.join(n for n in name if n) or 'none for this optimizer'}) dashed in its colour.")
+        curves, {k: t for k, (t, _) in thr.items()}, threshold_label=label, normalized=normalized,
+        path=p), caption)
     if fig:
       blocks.append(fig)
   spectra = {}

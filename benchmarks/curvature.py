@@ -37,7 +37,6 @@ What is measured, in one process:
 import argparse
 import contextlib
 import os
-import statistics
 import time
 from collections.abc import Callable
 
@@ -213,18 +212,6 @@ def timed(fn: Callable):
   return out, time.perf_counter() - start
 
 
-def round_robin(runners: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
-  for run in runners.values():
-    run()
-  times = {k: [] for k in runners}
-  for _ in range(repeats):
-    for k, run in runners.items():
-      start = time.perf_counter()
-      run()
-      times[k].append(time.perf_counter() - start)
-  return {k: statistics.median(t) for k, t in times.items()}
-
-
 # ---------------------------------------------------------------------------------------------------
 # The benchmark
 
@@ -250,9 +237,9 @@ def bench(name: str, args) -> list[tuple]:
     grad_fn = xla.jit(lambda p: ravel_pytree(jax.grad(loss_fn)(p, batch))[0])
     grad = lambda: grad_fn(params).block_until_ready()
     hvp = lambda: op.matvec(v).block_until_ready()
-    t = round_robin({"jax grad": grad, "jax hvp": hvp, "torch grad": tw.gradient,
+    t = model_bench.round_robin({"jax grad": grad, "jax hvp": hvp, "torch grad": tw.gradient,
                      "pyhessian hvp": tw.hvp_runner(), "pyhessian setup": lambda: tw.hessian()},
-                    args.repeats)
+                    args.repeats, warmup=1)
     print(f"  one product (median of {args.repeats}, round-robin): JAX gradient {t['jax grad']:.3f} s, "
           f"HVP {t['jax hvp']:.3f} s -> HVP/gradient {t['jax hvp'] / t['jax grad']:.2f} (goal <= 3); "
           f"PyTorch gradient {t['torch grad']:.3f} s, PyHessian HVP {t['pyhessian hvp']:.3f} s "

@@ -114,19 +114,8 @@ def path_name(path) -> str:
 
 def select(params, param_filter: Callable[[str], bool] | None):
   """(selected, merge): the leaves whose path passes `param_filter`, and `merge(selected) -> params`."""
-  leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
-  names = [path_name(p) for p, _ in leaves]
-  keep = [param_filter is None or param_filter(n) for n in names]
-  if not any(keep):
-    raise UserError(f"param_filter selects no parameter; parameter names look like {names[0]!r}")
-  chosen = [leaf for (_, leaf), k in zip(leaves, keep) if k]
-
-  def merge(selected):
-    it = iter(selected)
-    return jax.tree_util.tree_unflatten(treedef, [next(it) if k else leaf
-                                                  for (_, leaf), k in zip(leaves, keep)])
-
-  return chosen, merge, [n for n, k in zip(names, keep) if k]
+  chosen, others, treedef, keep, names = _split(params, param_filter)
+  return chosen, lambda selected: _merge(treedef, keep, selected, others), names
 
 
 def _split(params, param_filter):

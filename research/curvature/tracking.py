@@ -25,7 +25,6 @@ Every `save_every` steps (and at the end) the eigenvalues, residuals and setting
 warm start comes from the latest saved eigenvectors.
 """
 
-import json
 import time
 import zipfile
 from pathlib import Path
@@ -163,7 +162,7 @@ def evaluator(config: ml_collections.ConfigDict):
       np.savez(f"{stem}.npz", **arrays)
       record = {"run": str(ctx.workdir), "source": "tracking", "operator": operator_info,
                 "results": results, "metrics": metrics}
-      record = _without_parameter_names(json.loads(json.dumps(record, default=_jsonable)))
+      record = _without_parameter_names(trace.to_jsonable(record))
       rundir.write_json_atomic(Path(f"{stem}.json"), record)
     metrics["curv/seconds"] = time.time() - start
     return metrics
@@ -188,11 +187,3 @@ def _total_steps(ctx) -> int:
   from research.training.loop import schedule_lengths
 
   return schedule_lengths(ctx.config, ctx.dataset)[1]
-
-
-def _jsonable(value):
-  if isinstance(value, np.generic):
-    return value.item()
-  if isinstance(value, np.ndarray):
-    return value.tolist()
-  return str(value)

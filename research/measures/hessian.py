@@ -16,10 +16,9 @@ forward-over-reverse differentiation, compiled once per model and parameter layo
 from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from research.curvature import lanczos
+from research.curvature import lanczos, operators
 from research.curvature import trace as trace_lib
 from research.curvature.linear_operator import LinearOperator
 from research.measures.common import (
@@ -27,32 +26,15 @@ from research.measures.common import (
   as_chunks,
   check_count,
   check_positive,
-  flatten,
-  mean_over,
 )
-
-
-def _hvp(loss_fn: Callable, layout, args, chunk):
-  """H v on one chunk by forward-over-reverse differentiation, args = (flat, rest, v)."""
-  flat, rest, v = args
-  grad = jax.grad(lambda w: loss_fn(layout.params_at(w, rest), chunk))
-  return jax.jvp(grad, (flat,), (v,))[1]
 
 
 def hessian_operator(loss_fn: Callable, params, data, *, param_filter=None,
                      info: dict | None = None) -> LinearOperator:
-  """The Hessian of the mean loss over `data` as a `curvature.LinearOperator` (the same operator as
-  `curvature.hessian`, in the same flattened order), built on `common.mean_over` so that its product
-  is compiled once per (loss_fn, parameter layout): measuring many parameter sets of one model
-  (checkpoints, rescalings) does not recompile."""
-  chunks = as_chunks(data)
-  fp = flatten(params, param_filter)
-  run = mean_over(_hvp, loss_fn, fp.layout)
-  info = {"operator": "hessian"} | chunks.info() | {"num_params": fp.size} | (info or {})
-  if param_filter is not None:
-    info["parameters"] = fp.names
-  return LinearOperator(lambda v: run((fp.flat, fp.rest, jnp.asarray(v, fp.flat.dtype)), chunks), fp.size,
-                        fp.flat.dtype, info)
+  """The Hessian of the mean loss over `data` as a `curvature.LinearOperator`: `curvature.hessian`, whose
+  product is compiled once per (loss_fn, parameter structure), so measuring many parameter sets of one
+  model (checkpoints, rescalings) does not recompile."""
+  return operators.hessian(loss_fn, params, as_chunks(data), param_filter=param_filter, info=info)
 
 
 def _operator(loss_fn, params, data, param_filter, info):

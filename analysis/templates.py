@@ -771,10 +771,20 @@ TEMPLATES = {t.name: t for t in (GENERIC, BN_ABLATION, EDGE_OF_STABILITY)}
 TITLES = {"bn_ablation": "BatchNorm ablation", "edge_of_stability": "Edge of stability"}
 
 
+def _register_study_templates() -> None:
+  """Adds the templates of `analysis/studies/` (one module per study, each with TEMPLATE and TITLE)."""
+  from analysis import studies
+
+  for module in studies.MODULES:
+    TEMPLATES[module.TEMPLATE.name] = module.TEMPLATE
+    TITLES[module.TEMPLATE.name] = module.TITLE
+
+
 def build(study: runs.Study, out: Path, template: str | None = None) -> Report:
   """The report of a loaded study (figures are drawn into out/figures)."""
   from research.errors import UserError, choices_message
 
+  _register_study_templates()
   if template is not None and template not in TEMPLATES:
     raise UserError(choices_message("template", template, sorted(TEMPLATES)))
   ctx = Context(study, runs.runs_table(study), Path(out), [])

@@ -142,10 +142,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
   final and best metrics, generalization gaps, wall time.
   """
   config = validate(config)
-  from research.curvature import tracking  # imported here: research.curvature imports training modules
-
-  tracker = tracking.evaluator(config)
-  evaluators = (*evaluators, tracker) if tracker is not None else tuple(evaluators)
+  evaluators = (*evaluators, *builtin_evaluators(config))
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   _check_same_run(workdir, config)
@@ -163,6 +160,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
   meta.update(status=summary["status"], ended=rundir.now())
   rundir.write_json_atomic(workdir / "meta.json", meta)
   return summary
+
+
+def builtin_evaluators(config: ml_collections.ConfigDict) -> tuple[Evaluator, ...]:
+  """The evaluators the config's own sections switch on (`curvature`, ...), in the order they run."""
+  # imported here: these modules import training modules
+  from research.curvature import tracking
+
+  builders = (tracking.evaluator,)
+  return tuple(e for e in (build(config) for build in builders) if e is not None)
 
 
 def schedule_lengths(config, ds: data.Dataset) -> tuple[int, int]:

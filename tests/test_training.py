@@ -319,11 +319,13 @@ def test_curvature_tracking_matches_dense_hessian(tmp_path):
   c = tiny_config(**{"training.num_steps": 30, "eval.every_steps": 15, "curvature.every_steps": 10,
                      "curvature.num_examples": 64, "curvature.chunk_size": 40, "curvature.tol": 1e-5,
                      "curvature.lambda_min": True, "curvature.trace_probes": 200,
-                     "curvature.gradient": True, "curvature.save_every": 20})
+                     "curvature.trace_every": 20, "curvature.gradient": True,
+                     "curvature.save_every": 20})
   training.train_and_evaluate(c, tmp_path)
   records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   tracked = {r["step"]: r for r in records if "curv/lambda_max" in r}
   assert sorted(tracked) == [0, 10, 20, 30]  # step 0: the initialization
+  assert sorted(s for s, r in tracked.items() if "curv/trace" in r) == [0, 20, 30]  # trace_every, end
   assert sorted(p.name for p in (tmp_path / "curvature").glob("step*")) == [
       "step0_hessian_train.json", "step0_hessian_train.npz", "step20_hessian_train.json",
       "step20_hessian_train.npz", "step30_hessian_train.json",

@@ -19,8 +19,9 @@ Commands (the sweep is norm x seed; `make study` runs the quick variant and writ
 Variants:
 - `quick`: `simple_cnn` (conv blocks of 32 and 64 channels, dense 128) on 4,096 Fashion-MNIST training
   images, 400 SGD-momentum steps of 128 (12.5 epochs), 3 norms x 2 seeds; the Hessian on a fixed probe
-  set of 512 training images in eval mode: lambda_max every 100 steps, trace (16 probes) and a spectral
-  density (40 Lanczos steps) at the end. Measured on 2 CPU cores: see experiments/README.md.
+  set of 512 training images in eval mode: lambda_max every 100 steps (and at initialization), trace
+  (16 probes) and a spectral density (40 Lanczos steps) at the end. Measured on 2 CPU cores: see
+  experiments/README.md.
 - `paper`: VGG-11 on CIFAR-10 (Santurkar et al.'s setting), 100 epochs, cosine, weight decay 5e-4,
   crop and flip; 3 seeds; the Hessian on 5,000 training images. For a GPU; CIFAR-10 needs TFDS's
   download (and TensorFlow to prepare it).
@@ -61,6 +62,7 @@ def get_config(arg: str | None = "quick"):
     c.curvature.num_examples = 512
     c.curvature.chunk_size = 512
     c.curvature.trace_probes = 16
+    c.curvature.trace_every = 400  # the trace at the end only: 16 products per measurement otherwise
     c.curvature.density_every = 400
     c.curvature.density_probes = 1
     c.curvature.density_steps = 40

@@ -10,7 +10,8 @@ BatchNorm in `bn_mode`) and logs into `metrics.jsonl`:
   `curv/lambda_max_converged`: Lanczos warm-started from the previous measurement's top eigenvectors,
   which then usually converges in a few products (`curv/products`);
 - `curv/lambda_min` (`lambda_min=True`): the most negative curvature;
-- `curv/trace`, `curv/trace_se` (`trace_probes > 0`): Hutchinson with its standard error;
+- `curv/trace`, `curv/trace_se` (`trace_probes > 0`): Hutchinson with its standard error, at every
+  measurement or, with `trace_every > 0`, at the steps that are multiples of it and at the end;
 - `curv/precond_lambda_max` (`preconditioned=True`, Adam-type optimizers): the top eigenvalue of
   P^-1/2 H P^-1/2 with P = sqrt(v_hat) + eps from the optimizer state, the quantity Cohen et al. 2022
   (arXiv:2207.14484) compare with 38 / eta for beta1 = 0.9 (2 (1 + beta1) / ((1 - beta1) eta));
@@ -46,7 +47,8 @@ def _check(c) -> None:
     raise UserError(choices_message("curvature.split", c.split, SPLITS))
   if c.bn_mode not in BN_MODES:
     raise UserError(choices_message("curvature.bn_mode", c.bn_mode, BN_MODES))
-  for name in ("every_steps", "num_examples", "chunk_size", "trace_probes", "save_every", "density_every"):
+  for name in ("every_steps", "num_examples", "chunk_size", "trace_probes", "trace_every", "save_every",
+               "density_every"):
     if c[name] < 0:
       raise UserError(f"curvature.{name} = {c[name]} must be >= 0")
   if c.k < 1:
@@ -126,7 +128,8 @@ def evaluator(config: ml_collections.ConfigDict):
                   "curv/lambda_min_converged": float(bottom.converged[0])}
       results["bottom"] = bottom.to_dict()
     results["spectrum"] = quantities.spectrum_summary(top, bottom)
-    if c.trace_probes:
+    final = ctx.step == _total_steps(ctx)
+    if c.trace_probes and (not c.trace_every or ctx.step % c.trace_every == 0 or final):
       est = trace.hutchinson(op, jax.random.fold_in(key, 2), c.trace_probes, batch=1)
       metrics |= {"curv/trace": est.estimate, "curv/trace_se": est.std_error}
       results["trace_hutchinson"] = est.to_dict()
@@ -148,7 +151,6 @@ def evaluator(config: ml_collections.ConfigDict):
     if c.noise_scale:
       results["noise_scale"] = quantities.gradient_noise_scale(loss_fn, params, chunks, **only)
       metrics["curv/noise_scale"] = results["noise_scale"]["gradient_noise_scale"]
-    final = ctx.step == _total_steps(ctx)
     if c.density_every and (ctx.step % c.density_every == 0 or final):
       quad = density.slq(op, jax.random.fold_in(key, 4), num_probes=c.density_probes,
                          num_steps=min(c.density_steps, op.size))

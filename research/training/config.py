@@ -39,7 +39,7 @@ def curvature_config() -> ml_collections.ConfigDict:
   or at_end. A fixed probe set: the first `num_examples` examples of `split` (0: all)."""
   return ml_collections.ConfigDict(dict(
       every_steps=0, at_end=False, split="train", num_examples=1000, chunk_size=1000, bn_mode="eval",
-      k=1, tol=1e-3, max_restarts=10, lambda_min=False, trace_probes=0, preconditioned=False,
+      k=1, tol=1e-3, max_restarts=10, lambda_min=False, trace_probes=0, trace_every=0, preconditioned=False,
       gradient=False, noise_scale=False, save_every=0, density_every=0, density_probes=3,
       density_steps=60, seed=0))
 

@@ -1,5 +1,6 @@
 """python -m analysis.curvature --workdir RUN [--checkpoint STEP] --what lambda_max,top_k,trace,density
 [--split train] [--num_examples N] [--operator hessian] [--bn_mode eval] [--k 5] [--seed 0]
+[--num_probes 20] [--density_probes P] [--num_steps 60] [--tol 1e-4]
 
 Measures a trained checkpoint of run directory RUN and writes, under RUN/curvature/:
 `step<S>_<operator>_<split>.json` (every number with its error estimate and settings: operator,
@@ -32,8 +33,12 @@ SPLITS = ("train", "eval_train", "valid", "test")
 def measure(workdir: Path, *, what: list[str], checkpoint: int | None = None, split: str = "train",
             num_examples: int | None = 1000, operator: str = "hessian", bn_mode: str = "eval", k: int = 5,
             seed: int = 0, chunk_size: int = 500, num_probes: int = 20, num_steps: int = 60,
-            tol: float = 1e-4) -> dict:
-  """Runs the measurements and writes them; returns the JSON record."""
+            tol: float = 1e-4, density_probes: int | None = None) -> dict:
+  """Runs the measurements and writes them; returns the JSON record.
+
+  num_probes: Hutchinson probes of the trace; density_probes (default min(num_probes, 10)) and
+  num_steps: stochastic Lanczos quadrature probes and Lanczos steps per probe; tol: eigenpairs'
+  relative residual tolerance."""
   from research import curvature
   from research.curvature import density, quantities, trace
   from research.training import load_run
@@ -92,10 +97,11 @@ def measure(workdir: Path, *, what: list[str], checkpoint: int | None = None, sp
     timings["trace"] = time.time() - t
   if "density" in what:
     t = time.time()
-    quad = density.slq(op, jax.random.fold_in(key, 6), num_probes=min(num_probes, 10),
-                       num_steps=min(num_steps, op.size))
-    record["results"]["density"] = {"num_products": quad.num_products,
-                                    "outliers": density.outliers(quad).to_dict()}
+    probes = min(num_probes, 10) if density_probes is None else density_probes
+    steps = min(num_steps, op.size)
+    quad = density.slq(op, jax.random.fold_in(key, 6), num_probes=probes, num_steps=steps)
+    record["results"]["density"] = {"num_products": quad.num_products, "num_probes": probes,
+                                    "num_steps": steps, "outliers": density.outliers(quad).to_dict()}
     arrays["slq_nodes"], arrays["slq_weights"] = quad.nodes, quad.weights
     timings["density"] = time.time() - t
   if "noise_scale" in what or "gradient" in what:
@@ -158,13 +164,18 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--k", type=int, default=5)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--chunk_size", type=int, default=500)
-  parser.add_argument("--num_probes", type=int, default=20)
+  parser.add_argument("--num_probes", type=int, default=20, help="Hutchinson probes of the trace")
+  parser.add_argument("--density_probes", type=int, default=None,
+                      help="SLQ probes of the density (default: min(num_probes, 10))")
+  parser.add_argument("--num_steps", type=int, default=60, help="Lanczos steps per SLQ probe")
+  parser.add_argument("--tol", type=float, default=1e-4, help="relative residual tolerance of eigenpairs")
   args = parser.parse_args(argv)
   try:
     record = measure(Path(args.workdir), what=[w for w in args.what.split(",") if w],
                      checkpoint=args.checkpoint, split=args.split, num_examples=args.num_examples,
                      operator=args.operator, bn_mode=args.bn_mode, k=args.k, seed=args.seed,
-                     chunk_size=args.chunk_size, num_probes=args.num_probes)
+                     chunk_size=args.chunk_size, num_probes=args.num_probes, num_steps=args.num_steps,
+                     tol=args.tol, density_probes=args.density_probes)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -286,6 +286,13 @@ def _curvature_command(run: runs.Run, rec: dict) -> str | None:
   k = (res.get("top") or {}).get("k")
   if k and k > 1:
     args.append(f"--k {k}")
+  tol = (res.get("top") or {}).get("tol")
+  if tol:
+    args.append(f"--tol {tol:g}")
+  dens = res.get("density") or {}
+  for flag, key in (("--density_probes", "num_probes"), ("--num_steps", "num_steps")):
+    if dens.get(key):
+      args.append(f"{flag} {dens[key]}")
   return "python -m analysis.curvature " + " ".join(args)
 
 

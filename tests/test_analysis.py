@@ -356,6 +356,34 @@ def test_reproduce_command_rebuilds_the_config(studies):
   assert "approximate" not in cmd
 
 
+def test_curvature_command_reproduces_the_record(studies, tmp_path):
+  """The report's `analysis.curvature` command for a post-hoc record, run on a copy of the run, gives
+  the same settings (SLQ probes and steps, tolerance, examples) and the same lambda_max, trace and
+  density nodes."""
+  from analysis import curvature as curvature_cli
+  from analysis import templates
+
+  source = studies["bn"] / "norm=batch-seed=0"
+  run_dir = tmp_path / "copy"
+  shutil.copytree(source, run_dir)
+  old = json.loads(next((source / "curvature").glob("*_hessian_train.json")).read_text())
+  cmd = templates._curvature_command(runs.load_run(run_dir), old)
+  argv = shlex.split(cmd)[3:]  # after "python -m analysis.curvature"
+  assert curvature_cli.main(argv) == 0
+  new = json.loads(next((run_dir / "curvature").glob("*_hessian_train.json")).read_text())
+  assert new["operator"] == old["operator"]
+  for key in ("num_probes", "num_steps", "num_products"):
+    assert new["results"]["density"][key] == old["results"]["density"][key]
+  assert new["results"]["top"]["tol"] == old["results"]["top"]["tol"]
+  np.testing.assert_allclose(new["results"]["spectrum"]["lambda_max"],
+                             old["results"]["spectrum"]["lambda_max"], rtol=1e-5)
+  np.testing.assert_allclose(new["results"]["trace_hutchinson"]["estimate"],
+                             old["results"]["trace_hutchinson"]["estimate"], rtol=1e-5)
+  stem = next((run_dir / "curvature").glob("*_hessian_train.npz"))
+  with np.load(stem) as f_new, np.load(next((source / "curvature").glob("*_hessian_train.npz"))) as f_old:
+    np.testing.assert_allclose(f_new["slq_nodes"], f_old["slq_nodes"], rtol=1e-4, atol=1e-6)
+
+
 def test_edge_of_stability_report(studies, tmp_path):
   written = report.write_report(studies["eos"], tmp_path / "out")
   assert written.report.template == "edge_of_stability"

@@ -155,7 +155,8 @@ def evaluator(config: ml_collections.ConfigDict):
       quad = density.slq(op, jax.random.fold_in(key, 4), num_probes=c.density_probes,
                          num_steps=min(c.density_steps, op.size))
       outl = density.outliers(quad)
-      results["density"] = {"num_products": quad.num_products, "outliers": outl.to_dict()}
+      results["density"] = {"num_products": quad.num_products, "num_probes": c.density_probes,
+                            "num_steps": min(c.density_steps, op.size), "outliers": outl.to_dict()}
       arrays |= {"slq_nodes": quad.nodes, "slq_weights": quad.weights}
       metrics["curv/num_outliers"] = outl.count
     if (c.save_every and ctx.step % c.save_every == 0) or final or "density" in results:

@@ -53,6 +53,7 @@ class Run:
   curvature: list[dict]  # records of curvature/*.json, each with "file" (its path) and "arrays" (.npz path)
   problems: list[Problem]
   overrides: dict = dataclasses.field(default_factory=dict)
+  posthoc: list[dict] = dataclasses.field(default_factory=list)  # posthoc.jsonl: checkpoints measured later
 
   @property
   def status(self) -> str:
@@ -161,10 +162,10 @@ def read_metrics(path: Path, run: str, problems: list[Problem]) -> list[dict]:
   try:
     text = path.read_text(errors="replace")
   except FileNotFoundError:
-    problems.append(Problem(run, "metrics.jsonl", "missing"))
+    problems.append(Problem(run, path.name, "missing"))
     return []
   except OSError as e:
-    problems.append(Problem(run, "metrics.jsonl", f"unreadable ({e})"))
+    problems.append(Problem(run, path.name, f"unreadable ({e})"))
     return []
   records, bad = [], []
   lines = text.splitlines(keepends=True)
@@ -177,14 +178,14 @@ def read_metrics(path: Path, run: str, problems: list[Problem]) -> list[dict]:
         raise ValueError("no integer 'step'")
     except ValueError:
       if i == len(lines) - 1:
-        problems.append(Problem(run, "metrics.jsonl", f"last line (line {i + 1}) is half-written; skipped"))
+        problems.append(Problem(run, path.name, f"last line (line {i + 1}) is half-written; skipped"))
       else:
         bad.append(i + 1)
       continue
     records.append(record)
   if bad:
     shown = ", ".join(map(str, bad[:5])) + (" ..." if len(bad) > 5 else "")
-    problems.append(Problem(run, "metrics.jsonl", f"{len(bad)} corrupt line(s) skipped (line {shown})"))
+    problems.append(Problem(run, path.name, f"{len(bad)} corrupt line(s) skipped (line {shown})"))
   return records
 
 
@@ -207,7 +208,9 @@ def load_run(path: str | Path, *, name: str | None = None, root: str | Path | No
         continue
       npz = f.with_suffix(".npz")
       curvature.append(record | {"file": str(f), "arrays": str(npz) if npz.exists() else None})
-  run = Run(path, name, config, flatten(config), meta, summary, metrics, curvature, problems)
+  posthoc = read_metrics(path / "posthoc.jsonl", name, problems) if (path / "posthoc.jsonl").exists() else []
+  run = Run(path, name, config, flatten(config), meta, summary, metrics, curvature, problems,
+            posthoc=posthoc)
   status = run.status
   if status not in ("done", "early_stopped", "unknown"):
     detail = (meta or {}).get("error") or ""
@@ -375,6 +378,12 @@ def run_row(run: Run, override_keys: list[str]) -> dict:
       if (k.startswith("curv/") or k.startswith("sharp/")) and _is_number(v):
         last[k] = _to_float(v)
   row |= last
+  final_step = max((r["step"] for r in run.metrics if _is_number(r.get("step"))), default=None)
+  for r in run.posthoc:  # measured afterwards on the final checkpoint: fills what training did not log
+    if r.get("step") == final_step:
+      for k, v in r.items():
+        if (k.startswith("curv/") or k.startswith("sharp/")) and _is_number(v):
+          row.setdefault(k, _to_float(v))
   for k, v in _curvature_columns(run).items():
     row.setdefault(k, v)
   if run.summary:

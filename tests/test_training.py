@@ -352,3 +352,32 @@ def test_curvature_tracking_matches_dense_hessian(tmp_path):
   assert 0.0 <= last["curv/grad_top_fraction"] <= 1.0
   assert last["curv/lambda_max_converged"] == 1.0
   assert tracked[10]["curv/products"] < tracked[0]["curv/products"]  # warm start from step 0
+
+
+def test_measure_checkpoint_afterwards_equals_tracking_during_training(tmp_path):
+  """`experiments.measure` on the final checkpoint of a run that tracked nothing gives the lambda_max
+  another run tracked at its end (same config, same seed), writes the same record file and logs into
+  posthoc.jsonl, leaving metrics.jsonl alone; bad sections and keys are one-line errors."""
+  from experiments import measure
+
+  settings = {"training.num_steps": 10, "eval.every_steps": 10, "curvature.num_examples": 48,
+              "curvature.chunk_size": 48, "curvature.tol": 1e-6}
+  tracked, plain = tmp_path / "tracked", tmp_path / "plain"
+  training.train_and_evaluate(tiny_config(**settings, **{"curvature.at_end": True}), tracked)
+  training.train_and_evaluate(tiny_config(**settings), plain)
+  before = (plain / "metrics.jsonl").read_text()
+  assert measure.main(["--workdir", str(plain), "--sections", "curvature",
+                       "--config.curvature.num_examples=48", "--config.curvature.tol=1e-6"]) == 0
+  assert (plain / "metrics.jsonl").read_text() == before
+  posthoc = [json.loads(line) for line in (plain / "posthoc.jsonl").read_text().splitlines()]
+  expected = [json.loads(line) for line in (tracked / "metrics.jsonl").read_text().splitlines()
+              if "curv/lambda_max" in line][-1]
+  assert posthoc[0]["step"] == expected["step"] == 10
+  np.testing.assert_allclose(posthoc[0]["curv/lambda_max"], expected["curv/lambda_max"], rtol=1e-4)
+  assert (plain / "curvature" / "step10_hessian_train.json").exists()
+  from analysis import runs
+
+  row = runs.run_row(runs.load_run(plain), [])
+  assert row["curv/lambda_max"] == posthoc[0]["curv/lambda_max"]
+  assert measure.main(["--workdir", str(plain), "--sections", "curvatur"]) == 2
+  assert measure.main(["--workdir", str(plain), "--sections", "curvature", "--config.curvature.kk=3"]) == 2

@@ -29,7 +29,7 @@ from research.training import checkpoints, optimizers, rundir, schedules
 from research.training import mesh as mesh_lib
 from research.training import state as state_lib
 from research.training import step as step_lib
-from research.training.config import validate
+from research.training.config import FREE_FORM, default_config, validate
 
 DIVERGED_EXIT_CODE = 3
 
@@ -211,7 +211,7 @@ def load_run(workdir: str | Path, step: int | None = None):
   raw = rundir.read_json(workdir / "config.json")
   if raw is None:
     raise UserError(f"{workdir} is not a run directory (no readable config.json)")
-  config = validate(ml_collections.ConfigDict(_tuples(raw)))
+  config = validate(ml_collections.ConfigDict(_tuples(_with_defaults(raw, default_config().to_dict()))))
   ckpt_dir = workdir / "checkpoints"
   steps = sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit()) if ckpt_dir.is_dir() else []
   if not steps:
@@ -226,6 +226,18 @@ def load_run(workdir: str | Path, step: int | None = None):
   state = ckpt.restore(state, step)
   ckpt.close()
   return config, ds, graphdef, state, step
+
+
+def _with_defaults(raw: dict, defaults: dict, prefix: str = "") -> dict:
+  """A saved config with the keys it lacks (added to the code after the run was made) at their defaults."""
+  out = dict(defaults)
+  for key, value in raw.items():
+    path = f"{prefix}{key}"
+    if isinstance(value, dict) and isinstance(defaults.get(key), dict) and path not in FREE_FORM:
+      out[key] = _with_defaults(value, defaults[key], path + ".")
+    else:
+      out[key] = value
+  return out
 
 
 def _tuples(value):

@@ -381,3 +381,18 @@ def test_measure_checkpoint_afterwards_equals_tracking_during_training(tmp_path)
   assert row["curv/lambda_max"] == posthoc[0]["curv/lambda_max"]
   assert measure.main(["--workdir", str(plain), "--sections", "curvatur"]) == 2
   assert measure.main(["--workdir", str(plain), "--sections", "curvature", "--config.curvature.kk=3"]) == 2
+
+
+def test_resume_accepts_a_run_made_before_newer_config_keys(tmp_path):
+  """A run directory whose config.json lacks keys added to the code later (at their defaults) resumes;
+  one that differs in a real setting is refused."""
+  c = tiny_config(**{"training.num_steps": 6, "eval.every_steps": 6, "checkpoint_every": 3})
+  training.train_and_evaluate(c, tmp_path)
+  saved = json.loads((tmp_path / "config.json").read_text())
+  del saved["curvature"]["trace_every"]
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  assert training.train_and_evaluate(c, tmp_path)["status"] == "done"
+  changed = tiny_config(**{"training.num_steps": 6, "eval.every_steps": 6, "checkpoint_every": 3,
+                           "schedule.lr": 0.5})
+  with pytest.raises(UserError, match="schedule.lr"):
+    training.train_and_evaluate(changed, tmp_path)

@@ -69,6 +69,7 @@ def _check_same_run(workdir: Path, config) -> None:
   if old is None or not trained:  # nothing to resume: the new config replaces the old one
     return
   new = _resolved(config)
+  old = _with_defaults(old, _resolved(default_config()))  # keys added to the code since: at defaults
   if old != new:
     flat = lambda d, p="": ({f"{p}{k}": v for k, v in d.items() if not isinstance(v, dict)}
                             | {k2: v2 for k, v in d.items() if isinstance(v, dict)

@@ -163,3 +163,69 @@ def test_bad_settings_are_one_line_user_errors(call, words):
 def test_record_is_json_serializable():
   _, rec = prune(_params(), 0.5)
   assert json.loads(json.dumps(rec.to_dict()))["layers"]["head.kernel"]["num_weights"] == 6
+
+
+# ---------------------------------------------------------------------------------------------------
+# The evaluator at the end of training
+
+
+SYNTH = dict(synthetic_train=96, synthetic_test=48, image_shape=(6, 6, 1), num_classes=3, valid_size=0,
+             eval_train_size=40)
+
+
+def test_compression_at_end_equals_a_direct_evaluation_of_the_final_checkpoint(tmp_path):
+  import helpers
+
+  from analysis import runs
+  from research import training
+
+  c = helpers.tiny_config(SYNTH, **{"training.num_steps": 20, "schedule.lr": 0.1, "compression.at_end": True,
+                                    "compression.bits": (8, 2), "compression.sparsities": (0.5, 0.9),
+                                    "compression.scope": "layer", "compression.chunk_size": 16})
+  training.train_and_evaluate(c, tmp_path)
+  records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  logged = {k: v for r in records for k, v in r.items() if k.startswith("compress/")}
+  saved = json.loads((tmp_path / "compression" / "step20.json").read_text())
+  assert saved["step"] == 20 and saved["splits"]["test"]["num_examples"] == 48
+
+  _, ds, graphdef, state, step = training.load_run(tmp_path)
+  assert step == 20
+
+  def direct(params, split):
+    model = nnx.merge(graphdef, params, state.model_state)
+    z = np.asarray(model(ds.preprocess(split.images)), np.float64)
+    return float((z.argmax(-1) == split.labels).mean())
+
+  for s, split in (("test", ds.test), ("eval_train", ds.eval_train)):
+    base = direct(state.params, split)
+    assert logged[f"compress/{s}_accuracy"] == pytest.approx(base, abs=1e-6)
+    for method, level, name in (("quantize", 8, "int8"), ("quantize", 2, "int2"), ("prune", 0.5, "prune0.5"),
+                                ("prune", 0.9, "prune0.9")):
+      p, rec = compression.compress(state.params, method, level, scope="layer")
+      acc = direct(p, split)
+      assert logged[f"compress/{s}_accuracy_{name}"] == pytest.approx(acc, abs=1e-6), (s, name)
+      assert logged[f"compress/{s}_drop_{name}"] == pytest.approx(base - acc, abs=1e-6)
+      assert logged[f"compress/sparsity_{name}"] == pytest.approx(rec.sparsity)
+  assert logged["compress/sparsity_prune0.9"] == pytest.approx(0.9, abs=0.01)
+  row = runs.runs_table(runs.load(tmp_path)).iloc[0]
+  assert row["compress/test_drop_int2"] == pytest.approx(logged["compress/test_drop_int2"])
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"compression.splits": ("test", "holdout")}, ["holdout", "eval_train"]),
+    ({"compression.bits": (8, 1)}, ["bits", "2..16"]),
+    ({"compression.sparsities": (1.2,)}, ["sparsity", "[0, 1]"]),
+    ({"compression.scope": "net"}, ["compression.scope", "global, layer"]),
+    ({"compression.bits": (), "compression.sparsities": ()}, ["at least one level"]),
+    ({"compression.every": 3}, ["unknown config key", "compression.at_end"]),
+])
+def test_bad_compression_config_is_a_one_line_user_error(tmp_path, changes, words):
+  import helpers
+
+  from research import training
+
+  c = helpers.tiny_config(SYNTH, **({"compression.at_end": True} | changes))
+  with pytest.raises(UserError) as e:
+    training.train_and_evaluate(c, tmp_path)
+  msg = str(e.value)
+  assert "\n" not in msg and all(w in msg for w in words), msg

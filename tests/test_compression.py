@@ -229,3 +229,40 @@ def test_bad_compression_config_is_a_one_line_user_error(tmp_path, changes, word
     training.train_and_evaluate(c, tmp_path)
   msg = str(e.value)
   assert "\n" not in msg and all(w in msg for w in words), msg
+
+
+def test_compression_report_states_the_rank_correlations_of_the_runs(tmp_path):
+  """The compression template on three tiny runs: its Kendall tau findings equal scipy's on the numbers
+  in metrics.jsonl, and it draws the drop curves and scatters."""
+  import helpers
+  import scipy.stats
+
+  from analysis import report
+  from research import training
+
+  root = tmp_path / "study"
+  for lr, seed in ((0.05, 0), (0.5, 0), (0.5, 1)):
+    c = helpers.tiny_config(SYNTH, **{"study": "compression", "seed": seed, "schedule.lr": lr,
+                                      "training.num_steps": 10, "compression.at_end": True,
+                                      "compression.bits": (8, 2), "compression.sparsities": (0.5, 0.9),
+                                      "curvature.at_end": True, "curvature.num_examples": 48,
+                                      "curvature.trace_probes": 4})
+    training.train_and_evaluate(c, root / f"lr={lr}-seed={seed}")
+  written = report.write_report(root, tmp_path / "out")
+  assert written.report.template == "compression"
+  md = written.markdown.read_text()
+  assert "Hochreiter & Schmidhuber" in md and "## Findings" in md
+  names = {f.name for f in written.report.figures()}
+  assert {"quantization_drop", "pruning_drop"} <= names
+  last = {}
+  for run in sorted(root.iterdir()):
+    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    last[run.name] = {k: v for r in recs for k, v in r.items()}
+  taus = [f.values for f in written.report.findings if "tau" in f.values and "measure" in f.values]
+  assert taus
+  for v in taus:
+    x = [last[r][v["measure"]] for r in sorted(last)]
+    y = [last[r][f"compress/test_drop_{v['level']}"] for r in sorted(last)]
+    expected = scipy.stats.kendalltau(x, y).statistic
+    assert v["tau"] == pytest.approx(expected, abs=1e-12) or (np.isnan(expected) and np.isnan(v["tau"]))
+    assert f"{v['tau']:.2f}" in md

@@ -10,8 +10,9 @@ Tables:
 - `runs_table(study)`: one row per run; `run`, `path`, `status`, `seed`, one column per override
   (dotted config keys such as `model.knobs.norm`), the final metrics (`test/accuracy`, `gap/loss`,
   ...; from `summary.json`, else from the last evaluation in `metrics.jsonl`), the last in-training
-  `curv/` and `sharp/` values, and the latest post-hoc curvature measurement under `curvature/`
-  (`curv/lambda_max`, `curv/trace`, `curv/trace_se`, `curv/num_outliers`) where training logged none.
+  `curv/`, `sharp/` and `compress/` values (`EVALUATOR_PREFIXES`), and the latest post-hoc curvature
+  measurement under `curvature/` (`curv/lambda_max`, `curv/trace`, `curv/trace_se`,
+  `curv/num_outliers`) where training logged none.
 - `history(study)`: the long table of every scalar metric ever logged: `run`, `step`, `epoch`,
   `metric`, `value`, plus the override columns.
 """
@@ -25,6 +26,8 @@ import numpy as np
 import pandas as pd
 
 INDEX_FILES = ("sweep.json", "index.jsonl")
+# Metric prefixes of the evaluators run inside training; their last values become runs-table columns.
+EVALUATOR_PREFIXES = ("curv/", "sharp/", "compress/")
 # Config keys that never describe the experiment (how it was displayed or stored).
 IGNORED_KEYS = ("progress", "tensorboard", "keep_checkpoints", "checkpoint_every")
 
@@ -375,14 +378,14 @@ def run_row(run: Run, override_keys: list[str]) -> dict:
   last = {}
   for r in run.metrics:
     for k, v in r.items():
-      if (k.startswith("curv/") or k.startswith("sharp/")) and _is_number(v):
+      if k.startswith(EVALUATOR_PREFIXES) and _is_number(v):
         last[k] = _to_float(v)
   row |= last
   final_step = max((r["step"] for r in run.metrics if _is_number(r.get("step"))), default=None)
   for r in run.posthoc:  # measured afterwards on the final checkpoint: fills what training did not log
     if r.get("step") == final_step:
       for k, v in r.items():
-        if (k.startswith("curv/") or k.startswith("sharp/")) and _is_number(v):
+        if k.startswith(EVALUATOR_PREFIXES) and _is_number(v):
           row.setdefault(k, _to_float(v))
   for k, v in _curvature_columns(run).items():
     row.setdefault(k, v)

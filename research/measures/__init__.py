@@ -8,11 +8,14 @@ keys, returning a record of its settings and its own error estimate:
 - `norms`: distance from init, Frobenius / spectral products, path norm, Fisher-Rao norm, margin;
 - `hessian`: lambda_max, trace, effective rank (from research.curvature);
 - `generalization`: train/test gaps, per class, with confidence intervals;
+- `compression`: post-training int-b fake quantization and magnitude pruning, and the accuracy
+  they cost (`compression_curve`);
 - `ranking`: Kendall's tau and the granulated Kendall coefficient over runs;
 - `reparameterize`: Dinh et al.'s function-preserving rescalings.
 """
 
 from research.measures.common import Measurement, as_chunks
+from research.measures.compression import CompressionRecord, compression_curve, prune, quantize
 from research.measures.generalization import GapReport, generalization_gap, per_example
 from research.measures.hessian import hessian_measures, hessian_operator, hessian_trace, lambda_max
 from research.measures.norms import (
@@ -29,8 +32,9 @@ from research.measures.ranking import granulated_kendall, kendall_tau
 from research.measures.reparameterize import rescale_before_batchnorm, rescale_relu_layers
 from research.measures.sharpness import average_sharpness, epsilon_sharpness, worst_case_sharpness
 
-__all__ = ["GapReport", "Measurement", "as_chunks", "average_sharpness", "distance_from_init",
-           "epsilon_sharpness", "fisher_rao_norm", "generalization_gap", "granulated_kendall",
-           "hessian_measures", "hessian_operator", "hessian_trace", "kendall_tau", "lambda_max", "margins",
-           "norm_measures", "num_params", "output_margin", "pac_bayes_bounds", "pac_bayes_sigma", "path_norm",
-           "per_example", "rescale_before_batchnorm", "rescale_relu_layers", "worst_case_sharpness"]
+__all__ = ["CompressionRecord", "GapReport", "Measurement", "as_chunks", "average_sharpness",
+           "compression_curve", "distance_from_init", "epsilon_sharpness", "fisher_rao_norm",
+           "generalization_gap", "granulated_kendall", "hessian_measures", "hessian_operator",
+           "hessian_trace", "kendall_tau", "lambda_max", "margins", "norm_measures", "num_params",
+           "output_margin", "pac_bayes_bounds", "pac_bayes_sigma", "path_norm", "per_example", "prune",
+           "quantize", "rescale_before_batchnorm", "rescale_relu_layers", "worst_case_sharpness"]

@@ -22,6 +22,9 @@ Sections:
   `num_epochs` (exactly one of them > 0).
 - `eval`: `every_steps` or `every_epochs`, `batch_size`, `splits`; early stopping on `early_stop_metric`
   (e.g. "valid/accuracy", "" = off) with `patience` evaluations and `early_stop_mode` (max | min).
+- `curvature`: the Hessian tracked during training (`curvature_config`, research/curvature/tracking.py).
+- `compression`: post-training quantization and pruning at the end (`compression_config`,
+  research/measures/compression_tracking.py).
 - `log_every` (steps), `checkpoint_every` (steps; 0 = at each evaluation), `keep_checkpoints`,
   `tensorboard`, `progress` (auto | bar | lines | none).
 """
@@ -42,6 +45,17 @@ def curvature_config() -> ml_collections.ConfigDict:
       k=1, tol=1e-3, max_restarts=10, lambda_min=False, trace_probes=0, trace_every=0, preconditioned=False,
       gradient=False, noise_scale=False, save_every=0, density_every=0, density_probes=3,
       density_steps=60, seed=0))
+
+
+def compression_config() -> ml_collections.ConfigDict:
+  """Accuracy after post-training compression of the final weights (research/measures/
+  compression_tracking.py); off unless at_end. Kernels only: `bits` int-b fake quantization (per output
+  `granularity`: channel | tensor), magnitude pruning to each of `sparsities` (`scope`: global | layer);
+  evaluated on `splits` (train, eval_train, valid, test), the first `num_examples` of each (0: all),
+  `chunk_size` examples per forward pass (0: all at once)."""
+  return ml_collections.ConfigDict(dict(
+      at_end=False, bits=(8, 4), sparsities=(0.5, 0.7, 0.9), scope="global", granularity="channel",
+      splits=("test", "eval_train"), num_examples=0, chunk_size=1000))
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -67,6 +81,7 @@ def default_config() -> ml_collections.ConfigDict:
                                           splits=("eval_train", "valid", "test"), early_stop_metric="",
                                           early_stop_mode="max", patience=0))
   c.curvature = curvature_config()
+  c.compression = compression_config()
   c.log_every = 50
   c.checkpoint_every = 0
   c.keep_checkpoints = 2

@@ -23,10 +23,9 @@ from research.training.loop import Context, builtin_evaluators, load_run
 
 
 def sections() -> tuple[str, ...]:
-  """Config sections that have an evaluator (`at_end` and `every_steps` keys)."""
+  """Config sections that have an evaluator (an `at_end` key)."""
   c = config_lib.default_config()
-  return tuple(k for k, v in c.items()
-               if isinstance(v, ml_collections.ConfigDict) and "at_end" in v and "every_steps" in v)
+  return tuple(k for k, v in c.items() if isinstance(v, ml_collections.ConfigDict) and "at_end" in v)
 
 
 def _set(config: ml_collections.ConfigDict, key: str, value) -> None:
@@ -60,7 +59,8 @@ def measure_checkpoint(workdir: str | Path, sections_to_run: Sequence[str], *,
   config = ml_collections.ConfigDict(config.to_dict())
   for name in valid:
     _set(config, f"{name}.at_end", name in sections_to_run)
-    _set(config, f"{name}.every_steps", 0)
+    if "every_steps" in config[name]:
+      _set(config, f"{name}.every_steps", 0)
   if "curvature" in sections_to_run:
     _set(config, "curvature.save_every", 1)  # a record at any step, not only the final one
   for key, value in overrides.items():

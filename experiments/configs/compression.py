@@ -1,0 +1,128 @@
+"""Compression and flatness: do flatter minima lose less accuracy under post-training quantization and
+pruning?
+
+Question: solutions of differing flatness (the step size, and SAM, change lambda_max and the Hessian
+trace at the end of training), several seeds each, all compressed after training: kernels fake-quantized
+to 8 ... 2 bits (symmetric, per output channel) and magnitude-pruned to 50 ... 95% sparsity (global).
+Is the accuracy drop smaller where lambda_max or the trace is smaller (Kendall's tau over runs)?
+
+Published results it probes:
+- Hochreiter & Schmidhuber 1997 ("Flat Minima", Neural Computation 9(1):1-42): a flat minimum is a large
+  connected region of low loss, so its weights can be given with low precision (few bits: a short
+  description, the minimum-description-length argument of Hinton & van Camp 1993, "Keeping neural
+  networks simple by minimizing the description length of the weights", COLT); they predict flat
+  minima generalize better. Quantization noise is exactly such a loss of precision.
+- LeCun, Denker & Solla 1990 ("Optimal Brain Damage", NIPS 2) and Hassibi & Stork 1993 ("Optimal Brain
+  Surgeon", NIPS 5): removing weights raises the loss by about 1/2 dw^T H dw at a minimum, so the cost
+  of pruning and of quantization noise grows with the curvature; Dong, Yao, Gholami, Mahoney & Keutzer
+  2019 ("HAWQ: Hessian AWare Quantization of Neural Networks with Mixed-Precision", ICCV,
+  arXiv:1905.03696) give fewer bits to layers with a smaller top Hessian eigenvalue for this reason.
+- Keskar, Mudigere, Nocedal, Smelyanskiy & Tang 2017 ("On Large-Batch Training for Deep Learning:
+  Generalization Gap and Sharp Minima", ICLR, arXiv:1609.04836): large-batch SGD converges to sharper
+  minima (their sharpness is the loss rise in a small box around the weights) that generalize worse;
+  Jastrzebski et al. 2017 (arXiv:1711.04623) relate the sharpness SGD reaches to the ratio of learning
+  rate to batch size. Foret, Kleiner, Mobahi & Neyshabur 2021 (SAM, ICLR, arXiv:2010.01412) lower the
+  worst-case loss in an l2 ball, and with it the top Hessian eigenvalue.
+Expected: smaller lambda_max / trace (larger step size, SAM) -> smaller accuracy drop at each level.
+
+Commands:
+  python -m experiments.sweep --config experiments/configs/compression.py:quick \
+      --workdir runs/compression-quick --parallel 2
+  python -m analysis.report runs/compression-quick
+  python -m experiments.sweep --config experiments/configs/compression.py:paper --workdir runs/compression
+
+Sweep (`get_sweep`): condition x seed. `quick`: plain SGD at lr 0.01, 0.03 and 0.1, and SAM (rho 0.05)
+at lr 0.1; `paper`: SGD at batch 128 and 2048 (Keskar et al.'s small against large batch) and SAM
+(rho 0.05) at batch 128.
+
+Variants:
+- `quick`: `mlp` (2 hidden layers of 256, ReLU) on 4,096 Fashion-MNIST training images, plain SGD
+  (no momentum, so 2/eta is the stability threshold), constant lr, 2,000 steps of 128 (62.5 epochs), 2
+  seeds: 8 trials. At the end: lambda_max and the trace (20 Hutchinson probes) of the training-loss
+  Hessian on 1,000 fixed training images; compression to 8, 6, 4, 3, 2 bits and to sparsity 0.5, 0.7,
+  0.8, 0.9, 0.95, evaluated on the 10,000 test images and the 1,000-image eval_train subset. Measured:
+  12 min 14 s with `--parallel 2` on 2 CPU cores under a load average of 17-22 from other jobs (trials
+  158-181 s for SGD, 220-225 s for SAM, each including about 50 s for the Hessian and 25 s for
+  compression at the end).
+- `paper`: ResNet-20 (BatchNorm) on CIFAR-10, SGD with momentum 0.9, lr 0.1 with cosine decay, weight
+  decay 5e-4, crop and flip, 200 epochs, 3 seeds; the Hessian on 5,000 training images (50 probes);
+  the same compression levels. For a GPU; CIFAR-10 needs TFDS's download.
+"""
+
+from research import sweeps
+from research.training import default_config
+
+VARIANTS = ("quick", "paper")
+BITS = (8, 6, 4, 3, 2)
+SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95)
+
+
+def get_config(arg: str | None = "quick"):
+  arg = arg or "quick"
+  if arg not in VARIANTS:
+    raise ValueError(f"unknown variant {arg!r}; valid choices: {', '.join(VARIANTS)}")
+  c = default_config()
+  c.study = "compression"
+  c.curvature.at_end = True
+  c.curvature.bn_mode = "eval"
+  c.compression.at_end = True
+  c.compression.bits = BITS
+  c.compression.sparsities = SPARSITIES
+  c.compression.scope = "global"
+  c.compression.granularity = "channel"
+  c.compression.splits = ("test", "eval_train")
+  c.compression.num_examples = 0
+  c.progress = "lines"
+  if arg == "quick":
+    c.data.name = "fashion_mnist"
+    c.data.options.num_train = 4096
+    c.data.options.valid_size = 1000
+    c.data.options.eval_train_size = 1000
+    c.model.name = "mlp"
+    c.model.knobs.depth = 2
+    c.model.knobs.width = 256
+    c.optimizer.name = "sgd"
+    c.schedule.name = "constant"
+    c.schedule.lr = 0.1
+    c.training.batch_size = 128
+    c.training.num_epochs = 0
+    c.training.num_steps = 2000
+    c.eval.every_epochs = 0
+    c.eval.every_steps = 500
+    c.log_every = 100
+    c.curvature.num_examples = 1000
+    c.curvature.chunk_size = 1000
+    c.curvature.trace_probes = 20
+    c.compression.chunk_size = 2500
+  else:
+    c.data.name = "cifar10"
+    c.data.options.valid_size = 5000
+    c.data.augment.crop_padding = 4
+    c.data.augment.flip = True
+    c.model.name = "resnet20"
+    c.optimizer.name = "momentum"
+    c.optimizer.momentum = 0.9
+    c.optimizer.weight_decay = 5e-4
+    c.schedule.name = "cosine"
+    c.schedule.lr = 0.1
+    c.training.batch_size = 128
+    c.training.num_epochs = 200
+    c.eval.every_epochs = 10
+    c.log_every = 100
+    c.curvature.num_examples = 5000
+    c.curvature.chunk_size = 500
+    c.curvature.trace_probes = 50
+    c.compression.chunk_size = 1000
+  return c
+
+
+def get_sweep(arg: str | None = "quick") -> list[dict]:
+  """condition x seed (2 seeds for quick, 3 for paper)."""
+  get_config(arg)
+  if (arg or "quick") == "quick":
+    conditions = [{"schedule.lr": lr, "optimizer.sam.rho": 0.0} for lr in (0.01, 0.03, 0.1)]
+    conditions.append({"schedule.lr": 0.1, "optimizer.sam.rho": 0.05})
+  else:
+    conditions = [{"training.batch_size": b, "optimizer.sam.rho": 0.0} for b in (128, 2048)]
+    conditions.append({"training.batch_size": 128, "optimizer.sam.rho": 0.05})
+  return sweeps.product(conditions, sweeps.seeds(2 if (arg or "quick") == "quick" else 3))

@@ -374,7 +374,8 @@ def test_measure_checkpoint_afterwards_equals_tracking_during_training(tmp_path)
               if "curv/lambda_max" in line][-1]
   assert posthoc[0]["step"] == expected["step"] == 10
   np.testing.assert_allclose(posthoc[0]["curv/lambda_max"], expected["curv/lambda_max"], rtol=1e-4)
-  assert (plain / "curvature" / "step10_hessian_train.json").exists()
+  assert (plain / "curvature" / f"step10_hessian_train{posthoc[0]['tag']}.json").exists()
+  assert posthoc[0]["tag"].startswith("_posthoc")
   from analysis import runs
 
   row = runs.run_row(runs.load_run(plain), [])

@@ -161,10 +161,10 @@ def evaluator(config: ml_collections.ConfigDict):
       metrics["curv/num_outliers"] = outl.count
     if (c.save_every and ctx.step % c.save_every == 0) or final or "density" in results:
       out_dir.mkdir(parents=True, exist_ok=True)
-      stem = out_dir / f"step{ctx.step}_hessian_{c.split}"
+      stem = out_dir / f"step{ctx.step}_hessian_{c.split}{ctx.tag}"
       np.savez(f"{stem}.npz", **arrays)
-      record = {"run": str(ctx.workdir), "source": "tracking", "operator": operator_info,
-                "results": results, "metrics": metrics}
+      record = {"run": str(ctx.workdir), "source": "posthoc" if ctx.tag else "tracking",
+                "operator": operator_info, "results": results, "metrics": metrics}
       record = _without_parameter_names(trace.to_jsonable(record))
       rundir.write_json_atomic(Path(f"{stem}.json"), record)
     metrics["curv/seconds"] = time.time() - start

@@ -101,7 +101,7 @@ def evaluator(config: ml_collections.ConfigDict):
               "splits": splits, "compressions": records, "metrics": metrics}
     out_dir = ctx.workdir / "compression"
     out_dir.mkdir(parents=True, exist_ok=True)
-    rundir.write_json_atomic(out_dir / f"step{ctx.step}.json", record)
+    rundir.write_json_atomic(out_dir / f"step{ctx.step}{ctx.tag}.json", record)
     return metrics
 
   return Evaluator("compression", measure, every_steps=0, at_end=True)

@@ -36,13 +36,17 @@ DIVERGED_EXIT_CODE = 3
 
 @dataclasses.dataclass
 class Context:
-  """What an evaluator sees at a step: the state, the pieces to build a pure loss, the data."""
+  """What an evaluator sees at a step: the state, the pieces to build a pure loss, the data.
+
+  `tag` goes at the end of the stem of every record file an evaluator writes (`step<S>...<tag>.json`):
+  empty in training; post-hoc measurements tag theirs so that they never overwrite training's."""
   step: int
   state: state_lib.TrainState
   graphdef: object
   dataset: data.Dataset
   config: ml_collections.ConfigDict
   workdir: Path
+  tag: str = ""
 
 
 @dataclasses.dataclass

@@ -4,9 +4,10 @@
 run's checkpoint (`load_run`: the latest one by default), switches on the config sections named in
 `sections` (their `at_end`; every other section's evaluator off), applies `overrides` (dotted config
 keys, checked like training's) and calls those evaluators once. They write their records where training
-writes them (`curvature/`, ...), so reports read both alike; their metrics are appended to
-`<workdir>/posthoc.jsonl` as `{"step", "sections", "overrides", "time", <metrics>...}`. Training's own
-`metrics.jsonl`, `summary.json` and checkpoints are never touched.
+writes them (`curvature/`, ...), so reports read both alike, with the tag `_posthoc<UTC time>` at the
+end of their file stems so that nothing training wrote is overwritten; their metrics are appended to
+`<workdir>/posthoc.jsonl` as `{"step", "sections", "overrides", "tag", "time", <metrics>...}`.
+Training's own `metrics.jsonl`, `summary.json`, records and checkpoints are never touched.
 """
 
 import json
@@ -67,11 +68,13 @@ def measure_checkpoint(workdir: str | Path, sections_to_run: Sequence[str], *,
     _set(config, key, value)
   config_lib.validate(config)
   start = time.time()
-  ctx = Context(step, state, graphdef, ds, config, workdir)
+  tag = "_posthoc" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+  ctx = Context(step, state, graphdef, ds, config, workdir, tag=tag)
   metrics = {}
   for evaluator in builtin_evaluators(config):
     metrics |= evaluator.fn(ctx)
-  record = {"step": step, "sections": list(sections_to_run), "overrides": overrides, "time": rundir.now(),
+  record = {"step": step, "sections": list(sections_to_run), "overrides": overrides, "tag": tag,
+            "time": rundir.now(),
             "seconds": time.time() - start, **metrics}
   with open(workdir / "posthoc.jsonl", "a") as f:
     f.write(json.dumps(record, default=str) + "\n")

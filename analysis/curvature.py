@@ -3,7 +3,8 @@
 [--num_probes 20] [--density_probes P] [--num_steps 60] [--tol 1e-4]
 
 Measures a trained checkpoint of run directory RUN and writes, under RUN/curvature/:
-`step<S>_<operator>_<split>.json` (every number with its error estimate and settings: operator,
+`step<S>_<operator>_<split>.json` (`..._posthoc<UTC time>.json` when that file exists already: records
+are never overwritten) (every number with its error estimate and settings: operator,
 BatchNorm mode, split, number of examples, chunk size, seed, products), `.npz` (eigenvectors, SLQ nodes
 and weights) and, for `density`, a PNG of the smoothed spectral density (log scale for PSD operators).
 
@@ -117,6 +118,8 @@ def measure(workdir: Path, *, what: list[str], checkpoint: int | None = None, sp
   out_dir = Path(workdir) / "curvature"
   out_dir.mkdir(exist_ok=True)
   stem = f"step{step}_{operator}_{split}"
+  if (out_dir / f"{stem}.json").exists():  # never overwrite a record (e.g. training's own tracking)
+    stem += "_posthoc" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
   from research.training import rundir
 
   rundir.write_json_atomic(out_dir / f"{stem}.json", record)

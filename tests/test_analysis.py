@@ -369,8 +369,12 @@ def test_curvature_command_reproduces_the_record(studies, tmp_path):
   old = json.loads(next((source / "curvature").glob("*_hessian_train.json")).read_text())
   cmd = templates._curvature_command(runs.load_run(run_dir), old)
   argv = shlex.split(cmd)[3:]  # after "python -m analysis.curvature"
+  before = {p.name: p.read_bytes() for p in (run_dir / "curvature").iterdir()}
   assert curvature_cli.main(argv) == 0
-  new = json.loads(next((run_dir / "curvature").glob("*_hessian_train.json")).read_text())
+  written = sorted(set(p.name for p in (run_dir / "curvature").iterdir()) - set(before))
+  assert [Path(n).suffix for n in written] == [".json", ".npz", ".png"]  # beside the old, not over it
+  assert all((run_dir / "curvature" / n).read_bytes() == b for n, b in before.items())
+  new = json.loads((run_dir / "curvature" / written[0]).read_text())
   assert new["operator"] == old["operator"]
   for key in ("num_probes", "num_steps", "num_products"):
     assert new["results"]["density"][key] == old["results"]["density"][key]
@@ -379,8 +383,8 @@ def test_curvature_command_reproduces_the_record(studies, tmp_path):
                              old["results"]["spectrum"]["lambda_max"], rtol=1e-5)
   np.testing.assert_allclose(new["results"]["trace_hutchinson"]["estimate"],
                              old["results"]["trace_hutchinson"]["estimate"], rtol=1e-5)
-  stem = next((run_dir / "curvature").glob("*_hessian_train.npz"))
-  with np.load(stem) as f_new, np.load(next((source / "curvature").glob("*_hessian_train.npz"))) as f_old:
+  old_npz = next((source / "curvature").glob("*_hessian_train.npz"))
+  with np.load(run_dir / "curvature" / written[1]) as f_new, np.load(old_npz) as f_old:
     np.testing.assert_allclose(f_new["slq_nodes"], f_old["slq_nodes"], rtol=1e-4, atol=1e-6)
 
 

@@ -8,6 +8,7 @@ gap): 1/sigma^2 for the PAC-Bayes sigmas, 1/gamma^2 for the output margin; sharp
 and trace as they are. Inputs: the `sharp/` and `gap/` columns of the runs table.
 """
 
+import dataclasses
 import math
 
 import numpy as np
@@ -98,7 +99,9 @@ def ranking(ctx: Context, gap: str = GAP) -> pd.DataFrame:
 
 
 def _results(ctx: Context):
-  blocks = standard_results(ctx, bar_metrics=())
+  plain = dataclasses.replace(ctx, table=ctx.table.drop(columns=[c for c in ctx.table.columns
+                                                                 if str(c).startswith("sharp/")]))
+  blocks = standard_results(plain, bar_metrics=())  # the measure-vs-gap plots are drawn below
   findings = []
   rank = ranking(ctx)
   if not len(rank):

@@ -8,6 +8,7 @@ evaluator, research/measures/tracking.py) and the records `measures/step<S>.json
 accuracy per alpha, from the worst-case and PAC-Bayes records).
 """
 
+import dataclasses
 import json
 import math
 import re
@@ -66,17 +67,29 @@ def _conditions(ctx: Context) -> dict[str, list]:
   return out
 
 
-def _ratios(ctx: Context, rs: list, metric: str, grid: list[float]) -> np.ndarray:
-  """(seeds, alphas) value at alpha / value at alpha = 1 (NaN where missing)."""
+def _values(ctx: Context, rs: list, metric: str, grid: list[float], suffix: str = "") -> np.ndarray:
+  """(seeds, alphas) values of `sharp/<metric><suffix>` at each alpha (NaN where missing)."""
   rows = []
   for r in rs:
     row = ctx.table.loc[ctx.table["run"] == r.name]
     if row.empty or f"sharp/{metric}" not in row:
       continue
-    base = float(row[f"sharp/{metric}"].iloc[0])
-    vals = [float(row[_col(metric, a)].iloc[0]) if _col(metric, a) in row else math.nan for a in grid]
-    rows.append([v / base if base != 0 and math.isfinite(base) else math.nan for v in vals])
+    cols = [_col(metric + suffix, a) for a in grid]
+    rows.append([float(row[c].iloc[0]) if c in row else math.nan for c in cols])
   return np.asarray(rows, np.float64).reshape(-1, len(grid))
+
+
+def _ratios(ctx: Context, rs: list, metric: str, grid: list[float]) -> tuple[np.ndarray, np.ndarray]:
+  """((seeds, alphas) value at alpha / value at alpha = 1, (seeds, alphas) bool: the change is within
+  the noise: |v - v1| <= max(INVARIANT |v1|, 2 sqrt(se^2 + se1^2)) with the measure's standard errors)."""
+  v = _values(ctx, rs, metric, grid)
+  se = np.nan_to_num(_values(ctx, rs, metric, grid, "_se"))
+  i1 = grid.index(1.0)
+  base, base_se = v[:, i1:i1 + 1], se[:, i1:i1 + 1]
+  with np.errstate(divide="ignore", invalid="ignore"):
+    ratio = np.where(base != 0, v / base, math.nan)
+  same = np.abs(v - base) <= np.maximum(INVARIANT * np.abs(base), 2 * np.sqrt(se**2 + base_se**2))
+  return ratio, same
 
 
 def _record(run) -> dict | None:
@@ -121,24 +134,40 @@ def _function_check(rs: list) -> dict:
 
 
 def ratio_figure(curves: dict[str, dict[str, np.ndarray]], grid: list[float], path):
-  """One panel per condition: mean ratio to alpha = 1 against alpha, log-log; invariant measures dashed."""
-  fig, axes = style.figure(ncols=len(curves), width=min(4.8 * len(curves) + 2.6, 11.0), height=3.8,
-                           sharey=True)
-  axes = np.atleast_1d(axes)
+  """One column per condition. Top: measures a rescaling changes (Dinh et al.), mean ratio to alpha = 1,
+  log-log. Bottom: scale-invariant measures, |ratio - 1| on a log axis (rounding level when invariant)."""
+  fig, axes = style.figure(ncols=len(curves), nrows=2, width=min(4.0 * len(curves) + 2.8, 11.0),
+                           height=6.2, squeeze=False)
   xs = np.asarray(grid)
-  for ax, (cond, by_metric) in zip(axes, curves.items()):
-    for i, (metric, label, expected) in enumerate(m for m in MEASURES if m[0] in by_metric):
-      y = np.abs(by_metric[metric])
-      ax.plot(xs, y, marker="o", markersize=3, color=style.color(i),
-              linestyle="--" if expected == "invariant" else "-", label=label)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xlabel("rescaling α")
-    ax.set_title(f"norm = {cond}", fontsize=10, loc="left")
-  axes[0].set_ylabel("value / value at α = 1")
-  handles, labels = axes[0].get_legend_handles_labels()
-  fig.legend(handles, labels, loc="outside right center", fontsize=7)
+  markers = "osD^v<>p"
+  for col, (cond, by_metric) in enumerate(curves.items()):
+    top, bottom = axes[0, col], axes[1, col]
+    for ax, kind in ((top, "changes"), (bottom, "invariant")):
+      chosen = [m for m in MEASURES if m[2] == kind]
+      for i, (metric, label, _) in enumerate(chosen):
+        if metric not in by_metric:
+          continue
+        y = np.abs(by_metric[metric]) if kind == "changes" else np.abs(by_metric[metric] - 1)
+        if kind == "invariant":
+          y = np.where(xs == 1, np.nan, np.maximum(y, 1e-9))
+        ax.plot(xs, y, marker=markers[i % len(markers)], markersize=4, color=style.color(i),
+                linestyle=style.linestyle(i), label=label)
+      ax.set_xscale("log")
+      ax.set_yscale("log")
+      if kind == "changes":
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_title(f"norm = {cond}", fontsize=10, loc="left")
+      else:
+        ax.axhline(INVARIANT, color="black", linewidth=0.8, linestyle=":")
+        ax.set_xlabel("rescaling α")
+      if col == 0:
+        ax.set_ylabel("value / value at α = 1" if kind == "changes" else "|value / value at α = 1 − 1|")
+    for ax in (top, bottom):
+      ax.set_xticks(xs[xs != 1].tolist() + [1.0], [f"{a:g}" for a in xs[xs != 1]] + ["1"])
+  for row in range(2):
+    handles, labels = axes[row, -1].get_legend_handles_labels()
+    axes[row, -1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7,
+                         frameon=False)
   style.save(fig, path)
   return fig
 
@@ -147,32 +176,46 @@ def _results(ctx: Context):
   grid = [a for a in alphas(ctx.table)]
   full = sorted(set(grid) | {1.0})
   conds = _conditions(ctx)
-  blocks = standard_results(ctx, bar_metrics=("test/accuracy", "gap/accuracy"), bar_key=NORM_KEY)
+  plain = dataclasses.replace(ctx, table=ctx.table.drop(columns=[c for c in ctx.table.columns
+                                                                 if str(c).startswith("sharp/")]))
+  blocks = standard_results(plain, bar_metrics=("test/accuracy", "gap/accuracy"), bar_key=NORM_KEY)
   findings, curves = [], {}
   for cond, rs in conds.items():
     rows, by_metric = [], {}
     for metric, label, expected in MEASURES:
-      ratio = _ratios(ctx, rs, metric, full)
+      if metric == "path_norm" and cond != "none":
+        expected = "n/a (BatchNorm)"  # the path norm ignores normalization layers
+      ratio, same = _ratios(ctx, rs, metric, full)
       if not len(ratio) or np.isnan(ratio).all():
         continue
       mean = np.nanmean(ratio, axis=0)
       by_metric[metric] = mean
-      spread = float(np.nanmax(np.abs(np.log(np.abs(ratio)))))
-      observed = "invariant" if spread <= math.log1p(INVARIANT) else "changes"
+      observed = "invariant" if same.all() else "changes"
+      deviation = float(np.nanmax(np.abs(ratio - 1)))
       rows.append({"measure": label} | {f"α = {a:g}": float(m) for a, m in zip(full, mean)}
-                  | {"expected": expected, "observed": observed})
+                  | {"max |ratio − 1|": deviation, "expected": expected, "observed": observed})
       if observed != expected or metric in ("lambda_max", "worst_case_l2", "worst_case_adaptive_l2",
-                                            "epsilon_sharpness", "path_norm"):
+                                            "epsilon_sharpness", "path_norm", "pac_bayes_sigma_magnitude"):
         lo, hi = float(np.nanmin(mean)), float(np.nanmax(mean))
         i_lo, i_hi = int(np.nanargmin(mean)), int(np.nanargmax(mean))
-        text = (f"norm={cond}: {label} ranged from {num(lo)}x (α = {full[i_lo]:g}) to {num(hi)}x "
-                f"(α = {full[i_hi]:g}) of its value at α = 1 (mean over {seeds_text(len(ratio))}); "
-                f"{'within' if observed == 'invariant' else 'beyond'} ±{100 * INVARIANT:.0f}%, "
-                + ("as expected." if observed == expected else
-                   f"although Dinh et al.'s argument {'predicts' if expected == 'changes' else 'does not'} "
-                   f"change{'s' if expected == 'changes' else ''} it" + "."))
+        if observed == "invariant":
+          text = (f"norm={cond}: {label} stayed within {100 * deviation:.2g}% of its value at α = 1 for "
+                  f"every α and seed ({seeds_text(len(ratio))}; within ±{100 * INVARIANT:.0f}% or two "
+                  "standard errors)")
+        else:
+          text = (f"norm={cond}: {label} ranged from {num(lo)}x (α = {full[i_lo]:g}) to {num(hi)}x "
+                  f"(α = {full[i_hi]:g}) of its value at α = 1 (mean over {seeds_text(len(ratio))})")
+        if expected.startswith("n/a"):
+          text += "; the path norm is not defined for networks with BatchNorm (it ignores the normalization)."
+        elif observed == expected:
+          text += ", as expected."
+        elif expected == "invariant":
+          text += ", although a scale-invariant measure should not change."
+        else:
+          text += ", although Dinh et al.'s argument says it can change."
         findings.append(Finding(text, {"condition": cond, "metric": metric, "min ratio": lo, "max ratio": hi,
-                                       "expected": expected, "observed": observed, "n": len(ratio)}))
+                                       "max deviation": deviation, "expected": expected,
+                                       "observed": observed, "n": len(ratio)}))
     if not rows:
       continue
     curves[cond] = by_metric
@@ -180,8 +223,9 @@ def _results(ctx: Context):
     blocks.append(TableBlock(f"ratios_{cond}", tables.frame_table(frame, scale_accuracy=False, caption=(
         f"norm={cond}: each measure on the rescaled network divided by its value at α = 1 (the network as "
         f"trained), mean over {seeds_text(len(rs))}. 'expected': Dinh et al.'s argument (plain measures "
-        "change, scale-invariant ones do not); 'observed': 'invariant' when every ratio of every seed is "
-        f"within ±{100 * INVARIANT:.0f}%."))))
+        "change, scale-invariant ones do not); 'observed': 'invariant' when for every α and seed the change "
+        f"is within ±{100 * INVARIANT:.0f}% or two standard errors of the measure (Monte-Carlo "
+        "estimates)."))))
     check = _function_check(rs)
     if check:
       worst = max(check.values(), key=lambda v: v["change"])
@@ -198,9 +242,9 @@ def _results(ctx: Context):
            "max loss difference": loss_diff, "max accuracy difference": acc_diff}))
   if curves:
     fig = ctx.figure("ratios", lambda p: ratio_figure(curves, full, p), (
-        "Each measure on the rescaled network divided by its value as trained (|ratio|, mean over seeds; "
-        "log-log). Solid: measures Dinh et al.'s argument says a rescaling changes; dashed: scale-invariant "
-        "measures, expected on the horizontal line at 1."))
+        "Top: measures that Dinh et al.'s argument says a rescaling can change, divided by their value as "
+        "trained (|ratio|, mean over seeds; log-log). Bottom: scale-invariant measures, |ratio − 1| (their "
+        "relative change; floored at 1e-9 for the log axis), the dotted line at the 5% tolerance."))
     if fig:
       blocks.insert(1, fig)
   return [Section("Results", blocks)], findings
@@ -219,10 +263,17 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
     v = f.values
     if "expected" not in v:
       continue
+    if v["expected"].startswith("n/a"):
+      continue
     agree = v["expected"] == v["observed"]
-    items.append(f"norm={v['condition']}, `{v['metric']}`: {v['observed']} "
-                 f"(ratios {num(v['min ratio'])}–{num(v['max ratio'])}x): "
+    size = (f"ratios {num(v['min ratio'])}–{num(v['max ratio'])}x" if v["observed"] == "changes" else
+            f"at most {100 * v['max deviation']:.2g}% off")
+    items.append(f"norm={v['condition']}, `{v['metric']}`: {v['observed']} ({size}): "
                  + ("agrees with Dinh et al." if agree else "differs from the expectation."))
+    if v["metric"] == "lambda_max" and v["min ratio"] < 1:
+      items.append(f"norm={v['condition']}: the trained network is not the flattest member of its rescaling "
+                   f"family: λ_max fell to {num(v['min ratio'])}x at one α, so a rescaling can make the same "
+                   "function look flatter as well as sharper.")
   if not items:
     items.append("No measure on rescaled parameters was found: the comparison cannot be made.")
   return out + [items]

@@ -77,8 +77,9 @@ def ranking(ctx: Context, gap: str = GAP) -> pd.DataFrame:
     col = f"sharp/{metric}"
     if col not in done.columns:
       continue
-    sub = done[axes + [col, gap]].apply(pd.to_numeric, errors="ignore")
-    sub = sub[np.isfinite(pd.to_numeric(sub[col], errors="coerce")) & np.isfinite(sub[gap])]
+    sub = done[axes + [col, gap]].copy()
+    sub[col], sub[gap] = (pd.to_numeric(sub[c], errors="coerce").astype(float) for c in (col, gap))
+    sub = sub[np.isfinite(sub[col]) & np.isfinite(sub[gap])]
     if len(sub) < 3:
       continue
     row = {"measure": label, "family": family, "τ": kendall_tau(sub[col], sub[gap])}

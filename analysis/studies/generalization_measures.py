@@ -100,9 +100,19 @@ def ranking(ctx: Context, gap: str = GAP) -> pd.DataFrame:
 
 
 def _results(ctx: Context):
-  plain = dataclasses.replace(ctx, table=ctx.table.drop(columns=[c for c in ctx.table.columns
-                                                                 if str(c).startswith("sharp/")]))
-  blocks = standard_results(plain, bar_metrics=())  # the measure-vs-gap plots are drawn below
+  # The standard results by batch size only (its runs share the step count; 16 conditions would not fit
+  # one legend), the band over the other axes; the measure-vs-gap plots are drawn below.
+  pooled = dataclasses.replace(ctx.study, override_keys=[k for k in ctx.keys if k == "training.batch_size"])
+  plain = dataclasses.replace(ctx, study=pooled, table=ctx.table.drop(columns=[
+      c for c in ctx.table.columns if str(c).startswith("sharp/")]))
+  blocks = standard_results(plain, bar_metrics=())
+  cols = [k for k in ctx.keys if k in ctx.table.columns] + [
+      m for m in ("eval_train/accuracy", "eval_train/loss", "test/accuracy", "gap/accuracy", "gap/loss")
+      if m in ctx.table.columns]
+  per_run = ctx.table[cols].rename(columns={k: k.rsplit(".", 1)[-1] for k in ctx.keys})
+  blocks.append(TableBlock("runs", tables.frame_table(per_run, caption=(
+      "Every run: train (the fixed eval_train subset) and test accuracy in percent, losses in nats, gaps: "
+      "train minus test accuracy (points), test minus train loss."))))
   findings = []
   rank = ranking(ctx)
   if not len(rank):

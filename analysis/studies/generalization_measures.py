@@ -191,11 +191,11 @@ def _results(ctx: Context):
 def _comparison(ctx: Context, findings: list[Finding]) -> list:
   out = ["Jiang et al. (2020, ICLR, \"Fantastic generalization measures and where to find them\") trained "
          "over 10,000 CNNs on CIFAR-10 and SVHN and found PAC-Bayes flatness and sharpness measures (the "
-         "magnitude-aware ones best, Ψ about 0.15-0.2 on CIFAR-10 for sharpness-based bounds) the most "
-         "predictive, and norm-based measures (products of spectral and Frobenius norms) poor or negatively "
-         "correlated. Andriushchenko et al. (2023, ICML, \"A modern look at the relationship between "
-         "sharpness and generalization\") found that adaptive worst-case sharpness is not consistently "
-         "correlated with generalization across modern settings."]
+         "magnitude-aware ones among the best) the most predictive by the granulated coefficient, and "
+         "norm-based measures (products of spectral and Frobenius norms) poor or negatively correlated. "
+         "Andriushchenko et al. (2023, ICML, \"A modern look at the relationship between sharpness and "
+         "generalization\") found that adaptive worst-case sharpness is not consistently correlated with "
+         "generalization across modern settings."]
   items = []
   fam = {f.values["family"]: f.values for f in findings if "family" in f.values}
   if "sharpness" in fam and "norm" in fam:
@@ -207,11 +207,18 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
     v = f.values
     if v.get("metric") == "pacbayes_mag_flatness" and "place" in v:
       items.append(f"Magnitude-aware PAC-Bayes flatness: Ψ = {v['Psi']:.2f} (rank {v['place']}); "
-                   "Jiang et al. found it among the best.")
+                   "Jiang et al. found it among the best"
+                   + ("; here it is not." if v["Psi"] < 0.2 else "; here too."))
     if v.get("metric") == "worst_case_adaptive_l2" and "place" in v:
-      items.append(f"Adaptive worst-case sharpness: Ψ = {v['Psi']:.2f}, τ = {v['tau']:.2f}: "
-                   + ("a weak or inconsistent relation, in line with Andriushchenko et al."
-                      if abs(v["Psi"]) < 0.3 else "a clear relation in this small setting."))
+      if v["Psi"] >= 0.3 and v["tau"] > 0:
+        verdict = "a positive relation in this small setting, unlike Andriushchenko et al.'s modern settings."
+      elif v["Psi"] <= -0.3:
+        verdict = ("within single-axis groups sharper networks had the smaller gap (the opposite sign), and "
+                   f"over all runs τ = {v['tau']:.2f}: no consistent positive relation, in line with "
+                   "Andriushchenko et al.")
+      else:
+        verdict = "a weak or inconsistent relation, in line with Andriushchenko et al."
+      items.append(f"Adaptive worst-case sharpness: Ψ = {v['Psi']:.2f}, τ = {v['tau']:.2f}: {verdict}")
   if not items:
     items.append("Too few measures to compare.")
   return out + [items]

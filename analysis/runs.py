@@ -233,7 +233,8 @@ def find_run_dirs(root: Path, max_depth: int = 3) -> list[Path]:
     if depth == max_depth:
       return
     try:
-      children = sorted(p for p in d.iterdir() if p.is_dir() and p.name not in ("checkpoints", "curvature"))
+      children = sorted(p for p in d.iterdir()
+                        if p.is_dir() and p.name not in ("checkpoints", "curvature", "measures"))
     except OSError:
       return
     for c in children:

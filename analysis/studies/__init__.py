@@ -5,6 +5,6 @@ Each module defines `TEMPLATE` (an `analysis.templates.Template` named after the
 studies (`bn_ablation`, `edge_of_stability`) and the generic one live in `analysis.templates` itself.
 """
 
-from analysis.studies import compression
+from analysis.studies import compression, generalization_measures, reparameterization, sam
 
-MODULES: list = [compression]
+MODULES: list = [compression, reparameterization, generalization_measures, sam]

@@ -16,8 +16,10 @@ Commands:
       --parallel 2
   python -m analysis.report runs/sam-quick
   python -m experiments.sweep --config experiments/configs/sam.py:paper --workdir runs/sam
-Worst-case sharpness is not part of the sweep: compute it on the final checkpoints
-(`research.training.load_run`, then `research.measures.worst_case_sharpness`, plain and adaptive).
+Worst-case sharpness of the final networks is measured at the end of each trial by the measures
+evaluator (`measures` section, research/measures/tracking.py): plain l2 with SAM's rho = 0.05 and
+adaptive l2 with ASAM's rho = 0.5 (`sharp/worst_case_l2`, `sharp/worst_case_adaptive_l2`), the same
+probe set and BatchNorm mode as the curvature tracker, 20 ascent steps from one random start.
 
 Sweep (`get_sweep`): method (SGD: rho = 0; SAM: rho = 0.05; ASAM: adaptive, rho = 0.5, eta = 0.01, the
 defaults of Kwon et al.'s code) x seed. SAM and ASAM cost two gradients per step.
@@ -56,6 +58,12 @@ def get_config(arg: str | None = "quick"):
   c.optimizer.sam.eta = 0.01
   c.curvature.bn_mode = "eval"
   c.curvature.at_end = True
+  c.measures.at_end = True
+  c.measures.names = "worst_case,worst_case_adaptive"
+  c.measures.rho = METHODS["sam"]["optimizer.sam.rho"]
+  c.measures.adaptive_rho = METHODS["asam"]["optimizer.sam.rho"]
+  c.measures.bn_mode = "eval"
+  c.measures.steps = 20
   c.progress = "lines"
   if arg == "quick":
     c.data.name = "fashion_mnist"
@@ -75,6 +83,8 @@ def get_config(arg: str | None = "quick"):
     c.curvature.num_examples = 256
     c.curvature.chunk_size = 256
     c.curvature.trace_probes = 8
+    c.measures.num_examples = 256
+    c.measures.chunk_size = 256
   else:
     c.data.name = "cifar10"
     c.data.options.valid_size = 5000
@@ -93,6 +103,8 @@ def get_config(arg: str | None = "quick"):
     c.curvature.num_examples = 5000
     c.curvature.chunk_size = 500
     c.curvature.trace_probes = 50
+    c.measures.num_examples = 5000
+    c.measures.chunk_size = 500
   return c
 
 

@@ -11,7 +11,9 @@ keys, returning a record of its settings and its own error estimate:
 - `compression`: post-training int-b fake quantization and magnitude pruning, and the accuracy
   they cost (`compression_curve`);
 - `ranking`: Kendall's tau and the granulated Kendall coefficient over runs;
-- `reparameterize`: Dinh et al.'s function-preserving rescalings.
+- `reparameterize`: Dinh et al.'s function-preserving rescalings;
+- `tracking` (imported on its own): the training evaluator that computes any of these at the end of
+  training (the `measures` config section), into `sharp/` metrics and `measures/step<S>.json`.
 """
 
 from research.measures.common import Measurement, as_chunks

@@ -23,6 +23,7 @@ Sections:
 - `eval`: `every_steps` or `every_epochs`, `batch_size`, `splits`; early stopping on `early_stop_metric`
   (e.g. "valid/accuracy", "" = off) with `patience` evaluations and `early_stop_mode` (max | min).
 - `curvature`: the Hessian tracked during training (`curvature_config`, research/curvature/tracking.py).
+- `measures`: sharpness and generalization measures (`measures_config`, research/measures/tracking.py).
 - `compression`: post-training quantization and pruning at the end (`compression_config`,
   research/measures/compression_tracking.py).
 - `log_every` (steps), `checkpoint_every` (steps; 0 = at each evaluation), `keep_checkpoints`,
@@ -58,6 +59,23 @@ def compression_config() -> ml_collections.ConfigDict:
       splits=("test", "eval_train"), num_examples=0, chunk_size=1000))
 
 
+def measures_config() -> ml_collections.ConfigDict:
+  """Sharpness and generalization measures of the trained network (research/measures/tracking.py); off
+  unless every_steps > 0 or at_end. `names`: comma-separated (research.measures.tracking.MEASURES);
+  `rescale_alphas`: comma-separated alphas of Dinh et al.'s function-preserving rescaling of the layers
+  `rescale_layers` ("first,second" for `rescale_kind` relu, "layer,norm" for batchnorm)."""
+  return ml_collections.ConfigDict(dict(
+      every_steps=0, at_end=False, names="worst_case,worst_case_adaptive", split="train",
+      num_examples=1000, chunk_size=1000, bn_mode="eval", seed=0,
+      rho=0.05, adaptive_rho=0.5, norm="l2", steps=20, restarts=1, m=0,
+      average_rho=0.01, average_adaptive_rho=0.1, average_pairs=16,
+      epsilon=1e-3, epsilon_subspace=0,
+      pac_bayes_target=0.1, pac_bayes_samples=10, pac_bayes_sigma_max=2.0, pac_bayes_depth=15,
+      pac_bayes_tolerance=1e-2, pac_bayes_magnitude_eps=1e-3,
+      margin_percentile=10.0, lambda_max_tol=1e-3, trace_probes=20,
+      rescale_alphas="", rescale_kind="relu", rescale_layers=""))
+
+
 def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.study = ""  # the study a run belongs to (experiments/configs/<study>.py); picks the report template
@@ -82,6 +100,7 @@ def default_config() -> ml_collections.ConfigDict:
                                           early_stop_mode="max", patience=0))
   c.curvature = curvature_config()
   c.compression = compression_config()
+  c.measures = measures_config()
   c.log_every = 50
   c.checkpoint_every = 0
   c.keep_checkpoints = 2

@@ -1,0 +1,119 @@
+"""Reparameterization: which sharpness measures change when a trained network is rescaled without changing
+the function it computes?
+
+Question: a ReLU network is trained once per seed; at the end its first two layers are rescaled,
+(W1, b1, W2) -> (alpha W1, alpha b1, W2 / alpha), for several alpha (the function, hence the loss and
+accuracy, is the same), and every measure is computed on each rescaled copy: lambda_max, Hessian trace,
+plain worst-case and average sharpness, Keskar's epsilon-sharpness, PAC-Bayes sigma, Frobenius /
+spectral norms, against the adaptive (scale-invariant) sharpness, the magnitude-aware PAC-Bayes sigma,
+the path norm, the Fisher-Rao norm and the output margin. A second condition puts BatchNorm after the
+first layer and rescales that layer alone (BatchNorm divides the scale out; its running statistics are
+rescaled with it).
+
+Published result it probes: Dinh, Pascanu, Bengio & Bengio 2017 ("Sharp minima can generalize for deep
+nets", ICML, arXiv:1703.04933), Section 4-5: for ReLU networks the function-preserving rescaling
+T_alpha makes the top Hessian eigenvalue, the epsilon-sharpness of Keskar et al. and plain
+perturbation-based flatness arbitrarily large (or small) at the same minimum, so these measures cannot
+by themselves explain generalization; measures must be invariant to such reparameterizations. Kwon et al.
+2021 (ASAM, arXiv:2102.11600) and Andriushchenko et al. 2023 (arXiv:2302.07011) use adaptive sharpness
+(perturbations scaled by |w|) for that reason; the path norm (Neyshabur et al. 2015) is invariant by
+construction.
+
+Commands:
+  python -m experiments.sweep --config experiments/configs/reparameterization.py:quick \
+      --workdir runs/reparameterization-quick --parallel 2
+  python -m analysis.report runs/reparameterization-quick
+  python -m experiments.sweep --config experiments/configs/reparameterization.py:paper \
+      --workdir runs/reparameterization
+
+Sweep (`get_sweep`): normalization (none: rescale hidden.0 / hidden.1 across the ReLU; batch: rescale
+hidden.0 before BatchNorm norms.0) x seed. Every trial measures everything on its final parameters and
+on the rescaled copies (`measures.rescale_alphas`); the measures evaluator records the largest logit
+change of each copy (`sharp/max_output_change@alpha=...`) as the proof that the function is unchanged.
+
+Variants:
+- `quick`: `mlp` (2 hidden ReLU layers of 256) on 4,096 Fashion-MNIST training images, heavy-ball
+  momentum 0.9 at lr 0.02, 1,500 steps of 128 (47 epochs, the training subset is fit), 2 seeds: 4 trials;
+  alphas 0.1, 0.5, 2, 10; measures on 1,000 fixed training images. Measured: 12 min 27 s with
+  `--parallel 2` at a load average of 16-21 from other jobs (5-7 min per trial, of which 3.5-5 min are the
+  measures on the network and its 4 rescaled copies, about 100 s of that compilation).
+- `paper`: the same design at a larger scale (our recipe; Dinh et al.'s argument is analytic and has no
+  training recipe): `mlp` with 2 hidden layers of 1,024 on all 60,000 Fashion-MNIST images, 30 epochs,
+  alphas 0.01 to 100, measures on 10,000 training images, 3 seeds.
+"""
+
+from research import sweeps
+from research.training import default_config
+
+VARIANTS = ("quick", "paper")
+MEASURES = ("worst_case,worst_case_adaptive,average,average_adaptive,epsilon,pac_bayes,pac_bayes_magnitude,"
+            "margin,norms,path_norm,fisher_rao,lambda_max,hessian_trace")
+CONDITIONS = {  # normalization: (rescale kind, the two layers)
+    "none": ("relu", "hidden.0,hidden.1"),
+    "batch": ("batchnorm", "hidden.0,norms.0"),
+}
+
+
+def get_config(arg: str | None = "quick"):
+  arg = arg or "quick"
+  if arg not in VARIANTS:
+    raise ValueError(f"unknown variant {arg!r}; valid choices: {', '.join(VARIANTS)}")
+  c = default_config()
+  c.study = "reparameterization"
+  c.data.name = "fashion_mnist"
+  c.model.name = "mlp"
+  c.model.knobs.depth = 2
+  c.model.knobs.norm = "none"
+  c.optimizer.name = "momentum"
+  c.optimizer.momentum = 0.9
+  c.schedule.name = "constant"
+  c.schedule.lr = 0.02
+  c.training.batch_size = 128
+  c.progress = "lines"
+  m = c.measures
+  m.at_end = True
+  m.names = MEASURES
+  m.split = "train"
+  m.bn_mode = "eval"
+  m.rescale_kind, m.rescale_layers = CONDITIONS["none"]
+  m.steps = 20
+  m.pac_bayes_samples = 5
+  m.trace_probes = 10
+  if arg == "quick":
+    c.data.options.num_train = 4096
+    c.data.options.valid_size = 1000
+    c.data.options.eval_train_size = 1000
+    c.model.knobs.width = 256
+    c.training.num_epochs = 0
+    c.training.num_steps = 1500
+    c.eval.every_epochs = 0
+    c.eval.every_steps = 500
+    c.log_every = 50
+    m.num_examples = 1000
+    m.chunk_size = 1000
+    m.rescale_alphas = "0.1,0.5,2,10"
+  else:
+    c.data.options.valid_size = 5000
+    c.model.knobs.width = 1024
+    c.training.num_epochs = 30
+    c.eval.every_epochs = 5
+    c.log_every = 100
+    m.num_examples = 10000
+    m.chunk_size = 1000
+    m.steps = 50
+    m.restarts = 3
+    m.pac_bayes_samples = 10
+    m.trace_probes = 50
+    m.rescale_alphas = "0.01,0.1,0.5,2,10,100"
+  return c
+
+
+def get_sweep(arg: str | None = "quick") -> list[dict]:
+  """normalization (none, batch) with its rescaling x seed (2 for quick, 3 for paper)."""
+  arg = arg or "quick"
+  get_config(arg)
+  norms = list(CONDITIONS)
+  conditions = sweeps.zipped({"model.knobs.norm": norms,
+                              "measures.rescale_kind": [CONDITIONS[n][0] for n in norms],
+                              "measures.rescale_layers": [CONDITIONS[n][1] for n in norms]})
+  return sweeps.product(conditions, sweeps.seeds(2 if arg == "quick" else 3))

@@ -81,8 +81,9 @@ def training_curves(groups: Mapping[str, Sequence], *, splits: Sequence[str] = (
   fig, axes = style.figure(ncols=len(quantities), width=min(3.9 * len(quantities), 11.0), height=3.2)
   axes = np.atleast_1d(axes)
   split_styles = {"train": "-", "eval_train": (0, (1, 1)), "valid": "-.", "test": "--"}
+  drawn = {}
   for ax, q in zip(axes, quantities):
-    for i, (label, runs) in enumerate(groups.items()):
+    for i, runs in enumerate(groups.values()):
       for split in splits:
         metric = f"{split}/{q}"
         steps, mean, lo, hi = _mean_curve(runs, metric)
@@ -92,18 +93,24 @@ def training_curves(groups: Mapping[str, Sequence], *, splits: Sequence[str] = (
         marker = "o" if len(steps) <= 12 else None
         name = SPLIT_NAMES.get(split, split)
         ax.plot(steps, k * mean, color=style.color(i), linestyle=split_styles.get(split, "-"), marker=marker,
-                markersize=3, label=f"{label}, {name}" if len(groups) > 1 else name)
+                markersize=3, label=name)
+        drawn.setdefault(split, name)
         if len(runs) > 1:
           ax.fill_between(steps, k * lo, k * hi, color=style.color(i), alpha=0.15, linewidth=0)
     ax.set_xlabel("training step")
     ax.set_ylabel({"loss": "loss (nats)", "accuracy": "accuracy (%)"}.get(q, q))
     if q == "loss":
       _log_if_wide(ax, "y")
-  handles, labels = axes[0].get_legend_handles_labels()
-  if handles:
-    if len(labels) > 4:
-      fig.legend(handles, labels, loc="outside right center")
-    else:
+  if len(groups) > 1:  # one entry per condition (colour) and one per split (line style)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=style.color(i), label=str(label)) for i, label in enumerate(groups)]
+    handles += [Line2D([], [], color="0.35", linestyle=split_styles.get(split, "-"), label=name)
+                for split, name in drawn.items()]
+    fig.legend(handles=handles, loc="outside right center")
+  else:
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
       axes[-1].legend(handles, labels, loc="best")
   return _finish(fig, path)
 

@@ -46,6 +46,7 @@ class Context:
   table: pd.DataFrame
   out: Path
   problems: list
+  label_keys: list[str] | None = None  # a template's own condition keys (default: study.label_keys)
 
   def figure(self, name: str, draw: Callable[[Path], object], caption: str) -> Figure | None:
     """Draws `draw(path)` into figures/<name>.png/.pdf; a failure is recorded, not raised."""
@@ -60,7 +61,8 @@ class Context:
 
   @property
   def keys(self) -> list[str]:
-    return self.study.group_keys
+    """The keys that name a condition (labels, table rows); `study.group_keys` lists all of them."""
+    return self.study.label_keys if self.label_keys is None else self.label_keys
 
   def groups(self, keys: list[str] | None = None) -> dict[str, list[runs.Run]]:
     """Condition label -> its runs (seeds), in order of first appearance."""
@@ -183,9 +185,9 @@ def setup_section(ctx: Context) -> Section:
   nruns = len(ctx.study.runs)
   items.append(f"**Seeds**: {', '.join(map(str, seeds)) or 'n/a'} ({nruns} run{'s' if nruns > 1 else ''}; "
                f"{_show(per)} per condition).")
-  if ctx.keys:
+  if ctx.study.group_keys:
     conds = "; ".join(f"`{k}` in {{{', '.join(map(str, _distinct(ctx.table[k].tolist())))}}}"
-                      for k in ctx.keys if k in ctx.table.columns)
+                      for k in ctx.study.group_keys if k in ctx.table.columns)
     items.append(f"**Conditions**: {conds}.")
   hw = [f"{m.get('backend', '?')} ({m.get('device_kind', '?')}, {len(m.get('devices') or [])} device(s)) on "
         f"{m.get('host', '?')}" for m in (r.meta for r in rs) if m]

@@ -170,15 +170,22 @@ def lambda_max_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
             transform=ax.transAxes, ha="left", va="top", color="0.3")
   ax.set_xlabel("training step")
   ax.set_ylabel(ylabel)
-  ax.plot([], [], color="0.3", linestyle="--", linewidth=1.1, label=f"threshold {threshold_label}")
+  if finite_t:
+    ax.plot([], [], color="0.3", linestyle="--", linewidth=1.1, label=f"threshold {threshold_label}")
   _legend(fig, ax, curves)
   return _finish(fig, path)
 
 
 def _legend(fig, ax, labels) -> None:
-  """Inside the axes for short labels; below them, one per line, for long ones."""
+  """Inside the axes for up to 3 short labels; right of them for more; below them, one per line, for
+  long ones."""
   if max((len(str(k)) for k in labels), default=0) <= 28:
-    ax.legend(loc="best")
+    if len(labels) <= 3:
+      ax.legend(loc="best")
+    else:
+      ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+      w, h = fig.get_size_inches()
+      fig.set_size_inches(w + 0.075 * max(len(str(k)) for k in labels), h)
     return
   ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=7.5, frameon=False)
   fig.set_size_inches(fig.get_size_inches()[0], fig.get_size_inches()[1] + 0.22 * (len(labels) + 1))
@@ -452,4 +459,61 @@ def compression_curves(levels: np.ndarray, accuracies: Mapping[str, np.ndarray],
   ax.set_xlabel(xlabel)
   ax.set_ylabel("accuracy drop (points)")
   ax.legend(loc="best")
+  return _finish(fig, path)
+
+
+def scatter_panels(panels: Sequence[Mapping], *, groups: Sequence[str] | None = None,
+                   path: str | Path | None = None):
+  """Side-by-side scatter plots of the same points (e.g. one per run) against different x quantities.
+
+  panels: each {"x": (n,), "y": (n,), "xlabel", "ylabel", optional "logx"/"logy" (bool) and
+  "reference": (xs, ys, label), a dashed line such as y = x or a stability bound}. groups: (n,) labels
+  giving each point its colour and marker, with one legend for all panels.
+  """
+  fig, axes = style.figure(ncols=len(panels), width=min(3.5 * len(panels) + 0.4, 11.0), height=3.2)
+  axes = np.atleast_1d(axes)
+  names = list(dict.fromkeys(groups)) if groups is not None else [None]
+  for ax, panel in zip(axes, panels):
+    x, y = np.asarray(panel["x"], np.float64), np.asarray(panel["y"], np.float64)
+    for i, g in enumerate(names):
+      sel = np.ones(len(x), bool) if g is None else np.array([str(v) == str(g) for v in groups])
+      ax.plot(x[sel], y[sel], linestyle="none", marker="osD^v<>p"[i % 8], color=style.color(i), alpha=0.85,
+              label=None if g is None else str(g))
+    ref = panel.get("reference")
+    if ref is not None:
+      ax.plot(ref[0], ref[1], color="0.3", linestyle="--", linewidth=1.1, label=ref[2])
+    if panel.get("logx"):
+      ax.set_xscale("log")
+    if panel.get("logy"):
+      ax.set_yscale("log")
+    ax.set_xlabel(panel["xlabel"])
+    ax.set_ylabel(panel["ylabel"])
+  handles, labels = [], []
+  for ax in axes:  # the groups once, then each panel's reference line
+    for h, lab in zip(*ax.get_legend_handles_labels()):
+      if lab not in labels:
+        handles.append(h)
+        labels.append(lab)
+  if handles:
+    fig.legend(handles, labels, loc="outside right center")
+  return _finish(fig, path)
+
+
+def ranked_values(values: Mapping[str, np.ndarray], *, ylabel: str = "Hessian eigenvalue",
+                  xlabel: str = "rank (1 = largest)", path: str | Path | None = None):
+  """Values in decreasing order against their rank, one line per label (e.g. the top-k Hessian
+  eigenvalues of each run, to see where they fall into the bulk); log y when all are positive and span
+  more than 30x."""
+  fig, ax = style.figure()
+  for i, (label, v) in enumerate(values.items()):
+    v = np.sort(np.asarray(v, np.float64))[::-1]
+    ax.plot(np.arange(1, len(v) + 1), v, color=style.color(i), linestyle=style.linestyle(i), marker="o",
+            markersize=3.5, label=label)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  _log_if_wide(ax, "y")
+  from matplotlib.ticker import MaxNLocator
+
+  ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+  _legend(fig, ax, list(values))
   return _finish(fig, path)

@@ -355,6 +355,54 @@ def common_limitations(ctx: Context) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------
+# Pieces of study templates (analysis/studies/).
+
+def mean_ci_text(values, fmt: Callable[[float], str] = num) -> str:
+  """`12.3 (2 seeds, 95% CI 11.0–13.6)` of the finite values; `n/a` when there is none."""
+  d = stats.describe(values)
+  if not d["n"]:
+    return "n/a"
+  return f"{fmt(d['mean'])} ({seeds_text(d['n'])}, {ci_text(d['ci_low'], d['ci_high'], fmt)})"
+
+
+def verdict(lo: float, hi: float, *, expected: str, null: float = 0.0) -> str:
+  """Whether an interval (lo, hi) of a difference (null 0) or ratio (null 1) agrees with an expected
+  direction (`above` or `below` the null): a phrase to follow "this ...". Not an interval: cannot be
+  judged."""
+  if not (math.isfinite(lo) and math.isfinite(hi)):
+    return "cannot be judged (fewer than 2 seeds per condition)"
+  above, below = lo > null, hi < null
+  if (above and expected == "above") or (below and expected == "below"):
+    return "is consistent with it"
+  if above or below:
+    return "contradicts it (the interval excludes the published direction)"
+  return f"is inconclusive (the interval contains {null:g})"
+
+
+def group_runs(ctx: Context, label_of: Callable[[runs.Run], str]) -> dict[str, list[runs.Run]]:
+  """label -> runs, labels from `label_of(run)` in order of first appearance."""
+  out: dict[str, list[runs.Run]] = {}
+  for r in ctx.study.runs:
+    out.setdefault(label_of(r), []).append(r)
+  return out
+
+
+def add_condition_key(ctx: Context, key: str, label_of: Callable[[runs.Run], str]) -> None:
+  """Names each run's condition by `label_of(run)` under a new key (first in the runs table and the
+  labels), for studies whose conditions are combinations of config keys (e.g. optimizer = GD when
+  `training.full_batch`)."""
+  for r in ctx.study.runs:
+    r.overrides[key] = label_of(r)
+  ctx.table.insert(1, key, [label_of(r) for r in ctx.study.runs])
+  ctx.label_keys = [key]
+
+
+def missing_text(what: str, need: str) -> str:
+  """A Results paragraph naming a missing input: `Not available: <what> (needs <need>).`"""
+  return f"Not available: {what} (needs {need})."
+
+
+# ---------------------------------------------------------------------------------------------------
 # Results shared by the templates.
 
 ADAPTIVE = ("adam", "adamw")
@@ -412,9 +460,10 @@ def _spectrum(rs: list[runs.Run]):
 
 
 def standard_results(ctx: Context, *, bar_metrics=("test/accuracy", "gap/accuracy", "curv/lambda_max"),
-                     bar_key: str | None = None) -> list:
+                     bar_key: str | None = None, thresholds: bool = True) -> list:
   """Summary table, training curves, lambda_max over training, spectra, ablation bars, per-class
-  accuracy and measure-vs-gap scatter, each when its data exist."""
+  accuracy and measure-vs-gap scatter, each when its data exist. thresholds=False: lambda_max curves
+  without stability thresholds (studies that do not compare with them)."""
   blocks = []
   groups = ctx.groups()
   metrics = [m for m in SUMMARY_METRICS if m in ctx.table.columns and ctx.table[m].notna().any()]
@@ -433,7 +482,13 @@ def standard_results(ctx: Context, *, bar_metrics=("test/accuracy", "gap/accurac
     blocks.append(fig)
   curves = {label: _mean_history(rs) for label, rs in groups.items()}
   curves = {k: v for k, v in curves.items() if len(v[0]) > 1}
-  if curves:
+  if curves and not thresholds:
+    fig = ctx.figure("lambda_max", lambda p: plots.lambda_max_curves(curves, path=p),
+                     "Top Hessian eigenvalue λ_max over training (mean over seeds; Adam-type runs that "
+                     "tracked it: the preconditioned sharpness).")
+    if fig:
+      blocks.append(fig)
+  elif curves:
     thr = {label: threshold_of(groups[label][0]) for label in curves}
     name = _distinct([n for _, n in thr.values()])
     label = name[0] if len(name) == 1 else "threshold"

@@ -59,11 +59,21 @@ def threshold_name(optimizer: str, *, momentum: float = 0.9, b1: float = 0.9) ->
   return f"{t:.3g}/η" if t is not None else ""
 
 
-def _mean_curve(runs, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-  """(steps, mean, min, max) over the runs of a metric, on the union of their steps."""
+def _epoch_curve(run, metric: str) -> tuple[np.ndarray, np.ndarray]:
+  """(epochs, values) of a metric from the records that carry an `epoch`."""
+  pts = sorted((float(r["epoch"]), float(r[metric])) for r in run.metrics
+               if isinstance(r.get(metric), int | float) and isinstance(r.get("epoch"), int | float))
+  if not pts:
+    return np.zeros(0), np.zeros(0)
+  e, v = zip(*pts)
+  return np.asarray(e, np.float64), np.asarray(v, np.float64)
+
+
+def _mean_curve(runs, metric: str, x: str = "step") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """(steps or epochs, mean, min, max) over the runs of a metric, on the union of their x values."""
   frames = []
   for run in runs:
-    s, v = run.curve(metric)
+    s, v = run.curve(metric) if x == "step" else _epoch_curve(run, metric)
     if len(s):
       frames.append(pd.Series(v, index=s))
   if not frames:
@@ -74,10 +84,12 @@ def _mean_curve(runs, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
 
 
 def training_curves(groups: Mapping[str, Sequence], *, splits: Sequence[str] = ("train", "test"),
-                    quantities: Sequence[str] = ("loss", "accuracy"), path: str | Path | None = None):
+                    quantities: Sequence[str] = ("loss", "accuracy"), x: str = "step",
+                    path: str | Path | None = None):
   """Loss and accuracy over training steps, one colour per group (e.g. a condition's seeds), one line
   style per split (`train` is the running minibatch value, `eval_train`/`valid`/`test` full-split
-  evaluations). Lines are means over the group's runs; the band spans their min and max."""
+  evaluations). Lines are means over the group's runs; the band spans their min and max. x: `step`
+  or `epoch` (for runs of different batch sizes)."""
   fig, axes = style.figure(ncols=len(quantities), width=min(3.9 * len(quantities), 11.0), height=3.2)
   axes = np.atleast_1d(axes)
   split_styles = {"train": "-", "eval_train": (0, (1, 1)), "valid": "-.", "test": "--"}
@@ -86,7 +98,7 @@ def training_curves(groups: Mapping[str, Sequence], *, splits: Sequence[str] = (
     for i, runs in enumerate(groups.values()):
       for split in splits:
         metric = f"{split}/{q}"
-        steps, mean, lo, hi = _mean_curve(runs, metric)
+        steps, mean, lo, hi = _mean_curve(runs, metric, x)
         if not len(steps):
           continue
         k = style.scale(metric)
@@ -97,7 +109,7 @@ def training_curves(groups: Mapping[str, Sequence], *, splits: Sequence[str] = (
         drawn.setdefault(split, name)
         if len(runs) > 1:
           ax.fill_between(steps, k * lo, k * hi, color=style.color(i), alpha=0.15, linewidth=0)
-    ax.set_xlabel("training step")
+    ax.set_xlabel("training step" if x == "step" else "epoch")
     ax.set_ylabel({"loss": "loss (nats)", "accuracy": "accuracy (%)"}.get(q, q))
     if q == "loss":
       _log_if_wide(ax, "y")
@@ -434,8 +446,8 @@ def per_class_accuracy(class_names: Sequence[str], accuracies: Mapping[str, np.n
   ax.set_ylabel("accuracy (%)")
   ax.set_ylim(0, 105)
   ax.grid(axis="x", visible=False)
-  if m > 1:
-    ax.legend(loc="lower right", ncols=min(m, 3))
+  if m > 1:  # above the axes: inside, it would cover the bars
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.01), ncols=min(m, 4))
   return _finish(fig, path)
 
 
@@ -484,8 +496,10 @@ def scatter_panels(panels: Sequence[Mapping], *, groups: Sequence[str] | None = 
       ax.plot(ref[0], ref[1], color="0.3", linestyle="--", linewidth=1.1, label=ref[2])
     if panel.get("logx"):
       ax.set_xscale("log")
+      _value_ticks(ax.xaxis, x)
     if panel.get("logy"):
       ax.set_yscale("log")
+      _value_ticks(ax.yaxis, y)
     ax.set_xlabel(panel["xlabel"])
     ax.set_ylabel(panel["ylabel"])
   handles, labels = [], []
@@ -497,6 +511,23 @@ def scatter_panels(panels: Sequence[Mapping], *, groups: Sequence[str] | None = 
   if handles:
     fig.legend(handles, labels, loc="outside right center")
   return _finish(fig, path)
+
+
+def _value_ticks(axis, values, most: int = 8) -> None:
+  """A log axis labelled in plain numbers: an x axis at the data's own values when there are few
+  distinct ones (a grid of step sizes), otherwise at 1, 2 and 5 times powers of 10."""
+  from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+  v = np.unique(np.asarray(values, np.float64)[np.isfinite(values)])
+  axis.set_minor_formatter(NullFormatter())
+  if 1 < len(v) <= most and axis.axis_name == "x":
+    axis.set_ticks(v, labels=[f"{t:.3g}" for t in v])
+    axis.set_ticks([], minor=True)
+    if len(v) > 4 and axis.axis_name == "x":
+      axis.set_tick_params(rotation=30)
+  else:
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda t, _: f"{t:.3g}"))
 
 
 def ranked_values(values: Mapping[str, np.ndarray], *, ylabel: str = "Hessian eigenvalue",

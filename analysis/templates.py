@@ -460,7 +460,8 @@ def _spectrum(rs: list[runs.Run]):
 
 
 def standard_results(ctx: Context, *, bar_metrics=("test/accuracy", "gap/accuracy", "curv/lambda_max"),
-                     bar_key: str | None = None, thresholds: bool = True) -> list:
+                     bar_key: str | None = None, thresholds: bool = True, curves_x: str = "step",
+                     curve_splits: tuple = ("train", "test")) -> list:
   """Summary table, training curves, lambda_max over training, spectra, ablation bars, per-class
   accuracy and measure-vs-gap scatter, each when its data exist. thresholds=False: lambda_max curves
   without stability thresholds (studies that do not compare with them)."""
@@ -475,9 +476,13 @@ def standard_results(ctx: Context, *, bar_metrics=("test/accuracy", "gap/accurac
         "of each accuracy, loss and gap column in bold. λ_max and trace: the training-loss Hessian at the "
         "end."))
     blocks.append(TableBlock("summary", t))
-  fig = ctx.figure("training_curves", lambda p: plots.training_curves(groups, path=p),
-                   "Training curves: minibatch training loss/accuracy (solid) and test (dashed), mean over "
-                   "seeds with the min–max band over seeds. Loss in nats, accuracy in percent.")
+  names = {"train": "minibatch training (solid)", "eval_train": "training subset (dotted)",
+           "valid": "validation (dash-dotted)", "test": "test (dashed)"}
+  shown = " and ".join(names.get(sp, sp) for sp in curve_splits)
+  fig = ctx.figure("training_curves", lambda p: plots.training_curves(
+      groups, splits=curve_splits, x=curves_x, path=p),
+      f"Training curves: {shown} loss and accuracy against the {curves_x}, mean over seeds with the min–max "
+      "band over seeds. Loss in nats, accuracy in percent.")
   if fig:
     blocks.append(fig)
   curves = {label: _mean_history(rs) for label, rs in groups.items()}

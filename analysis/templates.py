@@ -69,11 +69,17 @@ class Context:
     keys = self.keys if keys is None else keys
     out: dict[str, list[runs.Run]] = {}
     for r in self.study.runs:
-      label = runs.condition_label({k: r.overrides.get(k, r.flat_config.get(k)) for k in keys}, keys)
-      out.setdefault(label, []).append(r)
+      out.setdefault(self.label(r, keys), []).append(r)
     if len(out) == 1 and not keys:
       return {_run_label(self.study): next(iter(out.values()))}
     return out
+
+  def label(self, run: runs.Run, keys: list[str] | None = None) -> str:
+    """`norm=batch, lr=0.1`; a template's own single condition key (`label_keys`) by its value alone."""
+    keys = self.keys if keys is None else keys
+    if self.label_keys is not None and keys == self.label_keys and len(keys) == 1:
+      return str(run.overrides.get(keys[0]))
+    return runs.condition_label({k: run.overrides.get(k, run.flat_config.get(k)) for k in keys}, keys)
 
   def values(self, label_runs: list[runs.Run], metric: str) -> np.ndarray:
     names = {r.name for r in label_runs}
@@ -551,7 +557,7 @@ def standard_results(ctx: Context, *, bar_metrics=("test/accuracy", "gap/accurac
               if (m.startswith("sharp/") or m in ("curv/lambda_max", "curv/trace"))
               and ctx.table[m].notna().sum() >= 3]
   if "gap/loss" in ctx.table.columns and measures and len(ctx.study.runs) >= 3:
-    grp = [runs.condition_label(r.overrides, ctx.keys) for r in ctx.study.runs]
+    grp = [ctx.label(r) for r in ctx.study.runs]
     for m in measures[:4]:
       vals = ctx.table[m].to_numpy(np.float64)
       fig = ctx.figure(f"gap_vs_{m.replace('/', '_')}", lambda p, m=m, vals=vals: plots.measure_vs_gap(

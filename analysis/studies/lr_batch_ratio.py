@@ -188,6 +188,12 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
       items.append(f"Better test accuracy at higher η/B: τ = {v['tau']:.2f} (p = {v['p']:.2g}): "
                    + ("as published." if v["tau"] > 0 and v["p"] < 0.05 else
                       "the published direction, not significant." if v["tau"] > 0 else "not as published."))
+    if v.get("with") == "eta/B" and v.get("metric") == "gap/accuracy" and np.isfinite(v["tau"]):
+      items.append(f"The accuracy gap against η/B: τ = {v['tau']:.2f} (p = {v['p']:.2g})"
+                   + (": the gap **grew** with η/B, so the flatter runs did not have the smaller gap (in a "
+                      "fixed number of epochs the high-ratio runs also fit the training set further; see the "
+                      "train accuracy column)." if v["tau"] > 0
+                      else ": the gap shrank with η/B, as published."))
     if "fit" in v:
       fit = v["fit"]
       same = abs(fit["sum"]) <= 2 * fit["se sum"]
@@ -198,7 +204,7 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
                       "and B do not act only through their ratio here")
                    + f"; the exponent of η, {fit['b']:.2f} ± {fit['se b']:.2f}, is "
                    + ("within" if abs(fit["b"] + 1) <= 2 * fit["se b"] else "more than")
-                   + " two standard errors from the −1 of a λ_max that follows 2/η.")
+                   + " two standard errors of the −1 of a λ_max that follows 2/η.")
   if not items:
     items.append("No λ_max measurement: the comparison cannot be made.")
   return out + [items]

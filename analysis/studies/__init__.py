@@ -5,6 +5,6 @@ Each module defines `TEMPLATE` (an `analysis.templates.Template` named after the
 studies (`bn_ablation`, `edge_of_stability`) and the generic one live in `analysis.templates` itself.
 """
 
-from analysis.studies import depth_width, label_noise, lr_batch_ratio, optimizers
+from analysis.studies import depth_width, hessian_spectrum, label_noise, lr_batch_ratio, optimizers
 
-MODULES: list = [depth_width, lr_batch_ratio, optimizers, label_noise]
+MODULES: list = [depth_width, lr_batch_ratio, optimizers, label_noise, hessian_spectrum]

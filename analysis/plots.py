@@ -377,7 +377,12 @@ def measure_vs_gap(measure: np.ndarray, gap: np.ndarray, *, measure_name: str,
       sel = np.array([x == g for x in groups])
       ax.plot(measure[sel], gap[sel], linestyle="none", marker="osD^v<>p"[i % 8], color=style.color(i),
               label=str(g), alpha=0.85)
-    ax.legend(loc="best")
+    if len(set(groups)) <= 3:
+      ax.legend(loc="best")
+    else:  # outside: a legend of many groups inside the axes covers points
+      ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+      w, h = fig.get_size_inches()
+      fig.set_size_inches(w + 0.075 * max(len(str(g)) for g in groups), h)
   ok = np.isfinite(measure)
   if ok.any() and measure[ok].min() > 0 and measure[ok].max() / measure[ok].min() > 30:
     ax.set_xscale("log")

@@ -487,7 +487,9 @@ def scatter_panels(panels: Sequence[Mapping], *, groups: Sequence[str] | None = 
   "reference": (xs, ys, label), a dashed line such as y = x or a stability bound}. groups: (n,) labels
   giving each point its colour and marker, with one legend for all panels.
   """
-  fig, axes = style.figure(ncols=len(panels), width=min(3.5 * len(panels) + 0.4, 11.0), height=3.2)
+  legend = groups is not None or any(p.get("reference") is not None for p in panels)
+  fig, axes = style.figure(ncols=len(panels), width=min(3.5 * len(panels) + (2.0 if legend else 0.4), 11.0),
+                           height=3.2)
   axes = np.atleast_1d(axes)
   names = list(dict.fromkeys(groups)) if groups is not None else [None]
   for ax, panel in zip(axes, panels):

@@ -132,8 +132,8 @@ def _results(ctx: Context):
   setting = (f"{op.get('num_examples')} training examples, BatchNorm mode {op.get('bn_mode')}, one seed; "
              "Gaussian kernel of 1/200 of the range, log density; triangles: outlier Ritz values")
 
-  def spectra_figure(name, chosen, what):
-    chosen = {k: (meas[k][1]["nodes"], meas[k][1]["weights"]) for k in chosen if k in meas}
+  def spectra_figure(name, chosen, what, show=lambda k: k):
+    chosen = {show(k): (meas[k][1]["nodes"], meas[k][1]["weights"]) for k in chosen if k in meas}
     if len(chosen) >= 1:
       fig = ctx.figure(name, lambda p: plots.spectral_density(chosen, path=p),
                        f"Hessian spectral density {what} ({setting}).")
@@ -154,7 +154,8 @@ def _results(ctx: Context):
                 and r.flat_config.get("model.knobs.norm", "none") == "none"}
   if len({classes_of(r) for r, _ in by_classes.values()}) > 1:
     ordered = sorted(by_classes, key=lambda k: classes_of(by_classes[k][0]) or 0)
-    spectra_figure("spectrum_classes", ordered, "after training without normalization on C classes")
+    spectra_figure("spectrum_classes", ordered, "after training without normalization on C classes",
+                   show=lambda k: f"C = {classes_of(by_classes[k][0])}")
   tops = {k: m["top"] for k, (_, m) in meas.items() if len(m["top"]) > 1}
   if tops:
     fig = ctx.figure("top_eigenvalues", lambda p: plots.ranked_values(

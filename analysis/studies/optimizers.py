@@ -138,8 +138,9 @@ def _results(ctx: Context):
       x, y = _final(ctx, groups[a], metric), _final(ctx, groups[b], metric)
       if len(x) and len(y):
         d, lo, hi = stats.difference_ci(x, y)
+        show = pct if metric == "test/accuracy" else (lambda v: f"{100 * v:.2f} points")
         findings.append(Finding(
-            f"{a} minus {b}, {name}: {100 * d:+.2f} points ({pct(x.mean())} vs {pct(y.mean())}; "
+            f"{a} minus {b}, {name}: {100 * d:+.2f} points ({show(x.mean())} vs {show(y.mean())}; "
             f"{seeds_text(len(x))} vs {seeds_text(len(y))}, "
             f"{ci_text(100 * lo, 100 * hi, lambda v: f'{v:+.2f}', ' points')}).",
             {"a": a, "b": b, "metric": metric, "difference": d, "ci": (lo, hi)}))

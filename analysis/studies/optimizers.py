@@ -23,6 +23,7 @@ from analysis.templates import (
   ci_text,
   generic_findings,
   group_runs,
+  lambda_max_history,
   mean_ci_text,
   missing_text,
   num,
@@ -97,6 +98,11 @@ def _results(ctx: Context):
       text += (f"; its {what} ended at {compared.mean() / thr:.2f} of the threshold {tname} = {num(thr)}"
                + (f" (preconditioned λ_max {num(pre.mean())})" if adaptive else ""))
       values |= {"threshold": thr, "ratio to threshold": float(compared.mean() / thr), "adaptive": adaptive}
+      first = [v[0] / thr for s_, v in map(lambda_max_history, rs) if len(s_) > 1]
+      if first:
+        start = float(np.mean(first))
+        text += f", starting from {start:.2f} of it at step {int(lambda_max_history(rs[0])[0][0])}"
+        values["start ratio"] = start
     findings.append(Finding(text + ".", values))
   if rows:
     frame = pd.DataFrame(rows)
@@ -181,11 +187,15 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
       ratio = v["ratio to threshold"]
       near = 0.8 <= ratio <= 1.3
       what = "preconditioned λ_max" if v.get("adaptive") else "λ_max"
+      start = v.get("start ratio")
+      came = ("" if start is None else " It started above the threshold and fell to it, rather than "
+              "sharpening up to it as in Cohen et al." if start > 1.3 else " It sharpened up to it from "
+              f"{start:.2f} of it." if start < 0.8 else "")
       items.append(f"{v['optimizer']} at the edge of stability (Cohen et al.): final {what} / threshold = "
-                   f"{ratio:.2f}: " + ("**at the threshold, as published**." if near else
+                   f"{ratio:.2f}: " + ("**at the threshold**." if near else
                                        "**not at the threshold** at the end of this run" +
                                        (" (below it: still sharpening, or the budget is too short)."
-                                        if ratio < 0.8 else " (above it).")))
+                                        if ratio < 0.8 else " (above it).")) + (came if near else ""))
   if not items:
     items.append("Neither sharpness nor accuracy could be compared between the optimizers: the comparison "
                  "cannot be made.")

@@ -119,7 +119,12 @@ def training_curves(groups: Mapping[str, Sequence], *, splits: Sequence[str] = (
     handles = [Line2D([], [], color=style.color(i), label=str(label)) for i, label in enumerate(groups)]
     handles += [Line2D([], [], color="0.35", linestyle=split_styles.get(split, "-"), label=name)
                 for split, name in drawn.items()]
-    fig.legend(handles=handles, loc="outside right center")
+    if max(len(str(label)) for label in groups) <= 28:
+      fig.legend(handles=handles, loc="outside right center")
+    else:  # long labels beside the panels would squeeze them: below, in two columns
+      fig.legend(handles=handles, loc="outside lower center", ncols=2)
+      w, h = fig.get_size_inches()
+      fig.set_size_inches(w, h + 0.2 * (len(handles) + 1) / 2)
   else:
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:
@@ -451,8 +456,10 @@ def per_class_accuracy(class_names: Sequence[str], accuracies: Mapping[str, np.n
   ax.set_ylabel("accuracy (%)")
   ax.set_ylim(0, 105)
   ax.grid(axis="x", visible=False)
-  if m > 1:  # above the axes: inside, it would cover the bars
-    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.01), ncols=min(m, 4))
+  if m > 1:  # above the axes: inside, it would cover the bars; as many columns as fit the width
+    per_column = 0.075 * max(len(str(k)) for k in accuracies) + 0.5  # inches per legend entry
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.01),
+              ncols=max(1, min(m, 4, int(fig.get_size_inches()[0] / per_column))))
   return _finish(fig, path)
 
 

@@ -195,7 +195,9 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
                    f"{ratio:.2f}: " + ("**at the threshold**." if near else
                                        "**not at the threshold** at the end of this run" +
                                        (" (below it: still sharpening, or the budget is too short)."
-                                        if ratio < 0.8 else " (above it).")) + (came if near else ""))
+                                        if ratio < 0.8 else " (above it).")) + (came if near else "")
+                   + (" Cohen et al. (2022) study full-batch Adam; with minibatches, gradient noise usually "
+                      "keeps the sharpness below the threshold." if v["optimizer"] == "Adam" else ""))
   if not items:
     items.append("Neither sharpness nor accuracy could be compared between the optimizers: the comparison "
                  "cannot be made.")

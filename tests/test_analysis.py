@@ -466,3 +466,11 @@ def test_lr_batch_ratio_report_fits_the_exponents_of_the_runs(tmp_path):
   md = written.markdown.read_text()
   assert "every_steps=" not in md.split("## Results")[1].split("## Findings")[0]  # labels without it
   assert "lambda_vs_ratio" in {f.name for f in written.report.figures()}
+
+
+def test_top_k_gap_counts_the_eigenvalues_above_the_largest_ratio():
+  from analysis.studies import hessian_spectrum
+
+  assert hessian_spectrum.largest_gap([0.9, 10.0, 8.0, 9.0, 1.0, 0.8]) == 3  # 8 / 1 is the largest ratio
+  assert hessian_spectrum.largest_gap([5.0, 4.0, -1.0, 0.5]) == 2  # non-positive values are left out
+  assert hessian_spectrum.largest_gap([3.0, 2.0]) is None

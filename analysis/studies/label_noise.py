@@ -128,10 +128,11 @@ def _results(ctx: Context):
           f"below its peak (mean over {seeds_text(len(pd_))}).",
           {"noise": p, "metric": "peak drop", "peak": float(peak), "drop": float(drop),
            "steps": [x[1] for x in pd_]}))
-  xs = [noise_of(r) for r in ctx.study.runs]
+  done = [r.status in ("done", "early_stopped") for r in ctx.study.runs]
+  xs = [noise_of(r) for r, ok in zip(ctx.study.runs, done) if ok]
   for metric, name in (("test/accuracy", "test accuracy"), ("curv/lambda_max", "λ_max")):
     if metric in ctx.table.columns:
-      tau, pv, n = stats.kendall_tau(xs, ctx.table[metric])
+      tau, pv, n = stats.kendall_tau(xs, ctx.table[metric][done])
       if n >= 3:
         findings.append(Finding(f"Across {n} runs, Kendall's τ between the noise level and {name} is "
                                 f"{tau:.2f} (p = {pv:.2g}).", {"metric": metric, "with": "noise", "tau": tau,

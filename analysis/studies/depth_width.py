@@ -122,7 +122,8 @@ def _results(ctx: Context):
         f"{seeds_text(len(a))} vs {seeds_text(len(b))}).",
         {"metric": metric, "shallow depth": depths[0], "deep depth": depths[-1], "ratio": r, "ci": (lo, hi),
          "deep mean": float(a.mean()), "shallow mean": float(b.mean())}))
-  depth_col = np.array([depth_of(r) or np.nan for r in ctx.study.runs], np.float64)
+  depth_col = np.array([depth_of(r) or np.nan if r.status in ("done", "early_stopped") else np.nan
+                        for r in ctx.study.runs], np.float64)  # unfinished runs left out
   for metric, name in (("test/accuracy", "test accuracy"), ("curv/lambda_max", "λ_max")):
     if metric in ctx.table.columns:
       tau, p, n = stats.kendall_tau(depth_col, ctx.table[metric])

@@ -162,9 +162,10 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
       lo, hi = v["ci"]
       items.append(f"Test accuracy, noise {v['noise']:g} minus clean: {100 * v['difference']:+.2f} points; "
                    f"this {verdict(lo, hi, expected='below')} (Zhang et al.: lower).")
-    if v.get("metric") == "curv/lambda_max" and "ratio" in v:
+    if v.get("metric") in ("curv/lambda_max", "curv/trace") and "ratio" in v:
       lo, hi = v["ci"]
-      items.append(f"λ_max, noise {v['noise']:g} / clean: {v['ratio']:.2f}x; this "
+      name = "λ_max" if v["metric"] == "curv/lambda_max" else "Hessian trace"
+      items.append(f"{name}, noise {v['noise']:g} / clean: {v['ratio']:.2f}x; this "
                    f"{verdict(lo, hi, expected='above', null=1.0)} (Neyshabur et al.: sharper with noise).")
     if v.get("metric") == "peak drop" and v["noise"] > 0:
       base = clean_drop if clean_drop is not None else 0.0

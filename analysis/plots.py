@@ -175,7 +175,12 @@ def lambda_max_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
   # Thresholds within 5x of the curves are drawn in view; farther ones would flatten the curves, so
   # they are named in a note at the top instead.
   shown = {k: t for k, t in finite_t.items() if t <= 5 * max(top, 1e-12)}
-  ax.set_ylim(0, 1.1 * max([top, *shown.values()]) if top > 0 or shown else 1.0)
+  values = np.concatenate([np.asarray(v, np.float64) for _, v in curves.values()] or [np.zeros(0)])
+  values = values[np.isfinite(values)]
+  if not finite_t and len(values) and values.min() > 0 and values.max() / values.min() > 30:
+    ax.set_yscale("log")  # no thresholds to show, values over decades (e.g. sharp at init, flat at the end)
+  else:
+    ax.set_ylim(0, 1.1 * max([top, *shown.values()]) if top > 0 or shown else 1.0)
   for i, label in enumerate(curves):
     if label in shown:
       ax.annotate(f"{threshold_label} = {shown[label]:.3g}", xy=(0.01, shown[label]),

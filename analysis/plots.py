@@ -59,11 +59,21 @@ def threshold_name(optimizer: str, *, momentum: float = 0.9, b1: float = 0.9) ->
   return f"{t:.3g}/η" if t is not None else ""
 
 
-def _mean_curve(runs, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-  """(steps, mean, min, max) over the runs of a metric, on the union of their steps."""
+def _epoch_curve(run, metric: str) -> tuple[np.ndarray, np.ndarray]:
+  """(epochs, values) of a metric from the records that carry an `epoch`."""
+  pts = sorted((float(r["epoch"]), float(r[metric])) for r in run.metrics
+               if isinstance(r.get(metric), int | float) and isinstance(r.get("epoch"), int | float))
+  if not pts:
+    return np.zeros(0), np.zeros(0)
+  e, v = zip(*pts)
+  return np.asarray(e, np.float64), np.asarray(v, np.float64)
+
+
+def _mean_curve(runs, metric: str, x: str = "step") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """(steps or epochs, mean, min, max) over the runs of a metric, on the union of their x values."""
   frames = []
   for run in runs:
-    s, v = run.curve(metric)
+    s, v = run.curve(metric) if x == "step" else _epoch_curve(run, metric)
     if len(s):
       frames.append(pd.Series(v, index=s))
   if not frames:
@@ -74,36 +84,50 @@ def _mean_curve(runs, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
 
 
 def training_curves(groups: Mapping[str, Sequence], *, splits: Sequence[str] = ("train", "test"),
-                    quantities: Sequence[str] = ("loss", "accuracy"), path: str | Path | None = None):
+                    quantities: Sequence[str] = ("loss", "accuracy"), x: str = "step",
+                    path: str | Path | None = None):
   """Loss and accuracy over training steps, one colour per group (e.g. a condition's seeds), one line
   style per split (`train` is the running minibatch value, `eval_train`/`valid`/`test` full-split
-  evaluations). Lines are means over the group's runs; the band spans their min and max."""
+  evaluations). Lines are means over the group's runs; the band spans their min and max. x: `step`
+  or `epoch` (for runs of different batch sizes)."""
   fig, axes = style.figure(ncols=len(quantities), width=min(3.9 * len(quantities), 11.0), height=3.2)
   axes = np.atleast_1d(axes)
   split_styles = {"train": "-", "eval_train": (0, (1, 1)), "valid": "-.", "test": "--"}
+  drawn = {}
   for ax, q in zip(axes, quantities):
-    for i, (label, runs) in enumerate(groups.items()):
+    for i, runs in enumerate(groups.values()):
       for split in splits:
         metric = f"{split}/{q}"
-        steps, mean, lo, hi = _mean_curve(runs, metric)
+        steps, mean, lo, hi = _mean_curve(runs, metric, x)
         if not len(steps):
           continue
         k = style.scale(metric)
         marker = "o" if len(steps) <= 12 else None
         name = SPLIT_NAMES.get(split, split)
         ax.plot(steps, k * mean, color=style.color(i), linestyle=split_styles.get(split, "-"), marker=marker,
-                markersize=3, label=f"{label}, {name}" if len(groups) > 1 else name)
+                markersize=3, label=name)
+        drawn.setdefault(split, name)
         if len(runs) > 1:
           ax.fill_between(steps, k * lo, k * hi, color=style.color(i), alpha=0.15, linewidth=0)
-    ax.set_xlabel("training step")
+    ax.set_xlabel("training step" if x == "step" else "epoch")
     ax.set_ylabel({"loss": "loss (nats)", "accuracy": "accuracy (%)"}.get(q, q))
     if q == "loss":
       _log_if_wide(ax, "y")
-  handles, labels = axes[0].get_legend_handles_labels()
-  if handles:
-    if len(labels) > 4:
-      fig.legend(handles, labels, loc="outside right center")
-    else:
+  if len(groups) > 1:  # one entry per condition (colour) and one per split (line style)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=style.color(i), label=str(label)) for i, label in enumerate(groups)]
+    handles += [Line2D([], [], color="0.35", linestyle=split_styles.get(split, "-"), label=name)
+                for split, name in drawn.items()]
+    if max(len(str(label)) for label in groups) <= 28:
+      fig.legend(handles=handles, loc="outside right center")
+    else:  # long labels beside the panels would squeeze them: below, in two columns
+      fig.legend(handles=handles, loc="outside lower center", ncols=2)
+      w, h = fig.get_size_inches()
+      fig.set_size_inches(w, h + 0.2 * (len(handles) + 1) / 2)
+  else:
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
       axes[-1].legend(handles, labels, loc="best")
   return _finish(fig, path)
 
@@ -151,7 +175,12 @@ def lambda_max_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
   # Thresholds within 5x of the curves are drawn in view; farther ones would flatten the curves, so
   # they are named in a note at the top instead.
   shown = {k: t for k, t in finite_t.items() if t <= 5 * max(top, 1e-12)}
-  ax.set_ylim(0, 1.1 * max([top, *shown.values()]) if top > 0 or shown else 1.0)
+  values = np.concatenate([np.asarray(v, np.float64) for _, v in curves.values()] or [np.zeros(0)])
+  values = values[np.isfinite(values)]
+  if not finite_t and len(values) and values.min() > 0 and values.max() / values.min() > 30:
+    ax.set_yscale("log")  # no thresholds to show, values over decades (e.g. sharp at init, flat at the end)
+  else:
+    ax.set_ylim(0, 1.1 * max([top, *shown.values()]) if top > 0 or shown else 1.0)
   for i, label in enumerate(curves):
     if label in shown:
       ax.annotate(f"{threshold_label} = {shown[label]:.3g}", xy=(0.01, shown[label]),
@@ -163,15 +192,22 @@ def lambda_max_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
             transform=ax.transAxes, ha="left", va="top", color="0.3")
   ax.set_xlabel("training step")
   ax.set_ylabel(ylabel)
-  ax.plot([], [], color="0.3", linestyle="--", linewidth=1.1, label=f"threshold {threshold_label}")
+  if finite_t:
+    ax.plot([], [], color="0.3", linestyle="--", linewidth=1.1, label=f"threshold {threshold_label}")
   _legend(fig, ax, curves)
   return _finish(fig, path)
 
 
 def _legend(fig, ax, labels) -> None:
-  """Inside the axes for short labels; below them, one per line, for long ones."""
+  """Inside the axes for up to 3 short labels; right of them for more; below them, one per line, for
+  long ones."""
   if max((len(str(k)) for k in labels), default=0) <= 28:
-    ax.legend(loc="best")
+    if len(labels) <= 3:
+      ax.legend(loc="best")
+    else:
+      ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+      w, h = fig.get_size_inches()
+      fig.set_size_inches(w + 0.075 * max(len(str(k)) for k in labels), h)
     return
   ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=7.5, frameon=False)
   fig.set_size_inches(fig.get_size_inches()[0], fig.get_size_inches()[1] + 0.22 * (len(labels) + 1))
@@ -351,7 +387,12 @@ def measure_vs_gap(measure: np.ndarray, gap: np.ndarray, *, measure_name: str,
       sel = np.array([x == g for x in groups])
       ax.plot(measure[sel], gap[sel], linestyle="none", marker="osD^v<>p"[i % 8], color=style.color(i),
               label=str(g), alpha=0.85)
-    ax.legend(loc="best")
+    if len(set(groups)) <= 3:
+      ax.legend(loc="best")
+    else:  # outside: a legend of many groups inside the axes covers points
+      ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+      w, h = fig.get_size_inches()
+      fig.set_size_inches(w + 0.075 * max(len(str(g)) for g in groups), h)
   ok = np.isfinite(measure)
   if ok.any() and measure[ok].min() > 0 and measure[ok].max() / measure[ok].min() > 30:
     ax.set_xscale("log")
@@ -420,8 +461,10 @@ def per_class_accuracy(class_names: Sequence[str], accuracies: Mapping[str, np.n
   ax.set_ylabel("accuracy (%)")
   ax.set_ylim(0, 105)
   ax.grid(axis="x", visible=False)
-  if m > 1:
-    ax.legend(loc="lower right", ncols=min(m, 3))
+  if m > 1:  # above the axes: inside, it would cover the bars; as many columns as fit the width
+    per_column = 0.075 * max(len(str(k)) for k in accuracies) + 0.5  # inches per legend entry
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.01),
+              ncols=max(1, min(m, 4, int(fig.get_size_inches()[0] / per_column))))
   return _finish(fig, path)
 
 
@@ -445,4 +488,82 @@ def compression_curves(levels: np.ndarray, accuracies: Mapping[str, np.ndarray],
   ax.set_xlabel(xlabel)
   ax.set_ylabel("accuracy drop (points)")
   ax.legend(loc="best")
+  return _finish(fig, path)
+
+
+def scatter_panels(panels: Sequence[Mapping], *, groups: Sequence[str] | None = None,
+                   path: str | Path | None = None):
+  """Side-by-side scatter plots of the same points (e.g. one per run) against different x quantities.
+
+  panels: each {"x": (n,), "y": (n,), "xlabel", "ylabel", optional "logx"/"logy" (bool) and
+  "reference": (xs, ys, label), a dashed line such as y = x or a stability bound}. groups: (n,) labels
+  giving each point its colour and marker, with one legend for all panels.
+  """
+  legend = groups is not None or any(p.get("reference") is not None for p in panels)
+  fig, axes = style.figure(ncols=len(panels), width=min(3.5 * len(panels) + (2.0 if legend else 0.4), 11.0),
+                           height=3.2)
+  axes = np.atleast_1d(axes)
+  names = list(dict.fromkeys(groups)) if groups is not None else [None]
+  for ax, panel in zip(axes, panels):
+    x, y = np.asarray(panel["x"], np.float64), np.asarray(panel["y"], np.float64)
+    for i, g in enumerate(names):
+      sel = np.ones(len(x), bool) if g is None else np.array([str(v) == str(g) for v in groups])
+      ax.plot(x[sel], y[sel], linestyle="none", marker="osD^v<>p"[i % 8], color=style.color(i), alpha=0.85,
+              label=None if g is None else str(g))
+    ref = panel.get("reference")
+    if ref is not None:
+      ax.plot(ref[0], ref[1], color="0.3", linestyle="--", linewidth=1.1, label=ref[2])
+    if panel.get("logx"):
+      ax.set_xscale("log")
+      _value_ticks(ax.xaxis, x)
+    if panel.get("logy"):
+      ax.set_yscale("log")
+      _value_ticks(ax.yaxis, y)
+    ax.set_xlabel(panel["xlabel"])
+    ax.set_ylabel(panel["ylabel"])
+  handles, labels = [], []
+  for ax in axes:  # the groups once, then each panel's reference line
+    for h, lab in zip(*ax.get_legend_handles_labels()):
+      if lab not in labels:
+        handles.append(h)
+        labels.append(lab)
+  if handles:
+    fig.legend(handles, labels, loc="outside right center")
+  return _finish(fig, path)
+
+
+def _value_ticks(axis, values, most: int = 8) -> None:
+  """A log axis labelled in plain numbers: an x axis at the data's own values when there are few
+  distinct ones (a grid of step sizes), otherwise at 1, 2 and 5 times powers of 10."""
+  from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+  v = np.unique(np.asarray(values, np.float64)[np.isfinite(values)])
+  axis.set_minor_formatter(NullFormatter())
+  if 1 < len(v) <= most and axis.axis_name == "x":
+    axis.set_ticks(v, labels=[f"{t:.3g}" for t in v])
+    axis.set_ticks([], minor=True)
+    if len(v) > 4 and axis.axis_name == "x":
+      axis.set_tick_params(rotation=30)
+  else:
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda t, _: f"{t:.3g}"))
+
+
+def ranked_values(values: Mapping[str, np.ndarray], *, ylabel: str = "Hessian eigenvalue",
+                  xlabel: str = "rank (1 = largest)", path: str | Path | None = None):
+  """Values in decreasing order against their rank, one line per label (e.g. the top-k Hessian
+  eigenvalues of each run, to see where they fall into the bulk); log y when all are positive and span
+  more than 30x."""
+  fig, ax = style.figure()
+  for i, (label, v) in enumerate(values.items()):
+    v = np.sort(np.asarray(v, np.float64))[::-1]
+    ax.plot(np.arange(1, len(v) + 1), v, color=style.color(i), linestyle=style.linestyle(i), marker="o",
+            markersize=3.5, label=label)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  _log_if_wide(ax, "y")
+  from matplotlib.ticker import MaxNLocator
+
+  ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+  _legend(fig, ax, list(values))
   return _finish(fig, path)

@@ -30,6 +30,8 @@ INDEX_FILES = ("sweep.json", "index.jsonl")
 EVALUATOR_PREFIXES = ("curv/", "sharp/", "compress/")
 # Config keys that never describe the experiment (how it was displayed or stored).
 IGNORED_KEYS = ("progress", "tensorboard", "keep_checkpoints", "checkpoint_every")
+# Config sections that say how a run was measured or logged, not what was trained.
+MEASUREMENT_SECTIONS = ("curvature.", "eval.", "log_every")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +118,23 @@ class Study:
   def group_keys(self) -> list[str]:
     """The override keys that define a condition (every override except the seed)."""
     return [k for k in self.override_keys if k not in ("seed", "data.options.seed")]
+
+  @property
+  def label_keys(self) -> list[str]:
+    """The group keys that name a condition in labels and tables: without keys that take one value
+    over all runs, and without measurement settings (`MEASUREMENT_SECTIONS`, e.g. a curvature schedule
+    zipped with the batch size) whose value follows from the other keys. Groups are the same."""
+    rows = [{k: json.dumps(r.overrides.get(k, r.flat_config.get(k)), sort_keys=True, default=str)
+             for k in self.group_keys} for r in self.runs]
+    keys = list(self.group_keys)
+    if len(rows) > 1:
+      keys = [k for k in keys if len({row[k] for row in rows}) > 1]
+    for k in [k for k in keys if k.startswith(MEASUREMENT_SECTIONS)]:
+      rest = [j for j in keys if j != k]
+      mapping = {}
+      if rest and all(mapping.setdefault(tuple(row[j] for j in rest), row[k]) == row[k] for row in rows):
+        keys = rest
+    return keys
 
 
 def _is_number(v) -> bool:

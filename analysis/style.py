@@ -18,7 +18,8 @@ OKABE_ITO = {
     "blue": "#0072B2", "vermillion": "#D55E00", "bluish_green": "#009E73", "orange": "#E69F00",
     "reddish_purple": "#CC79A7", "sky_blue": "#56B4E9", "black": "#000000", "yellow": "#F0E442",
 }
-PALETTE = list(OKABE_ITO.values())
+# Beyond Okabe & Ito's eight: two colours of Paul Tol's "muted" scheme, for sweeps of 9-10 conditions.
+PALETTE = list(OKABE_ITO.values()) + ["#882255", "#44AA99"]
 LINESTYLES = ["-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (1, 1)), (0, (8, 2))]
 WIDTH = 5.5  # inches: one column of a two-column figure at about 10 pt type
 HEIGHT = 3.4
@@ -30,7 +31,7 @@ RC = {
     "xtick.labelsize": 8.5, "ytick.labelsize": 8.5, "legend.fontsize": 8, "legend.frameon": False,
     "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
     "grid.linewidth": 0.6, "lines.linewidth": 1.6, "lines.markersize": 4.5,
-    "axes.prop_cycle": cycler(color=PALETTE) + cycler(linestyle=LINESTYLES),
+    "axes.prop_cycle": cycler(color=PALETTE[:len(LINESTYLES)]) + cycler(linestyle=LINESTYLES),
     "pdf.fonttype": 42, "ps.fonttype": 42, "image.cmap": "viridis", "axes.titlelocation": "left",
 }
 

@@ -46,6 +46,7 @@ class Context:
   table: pd.DataFrame
   out: Path
   problems: list
+  label_keys: list[str] | None = None  # a template's own condition keys (default: study.label_keys)
 
   def figure(self, name: str, draw: Callable[[Path], object], caption: str) -> Figure | None:
     """Draws `draw(path)` into figures/<name>.png/.pdf; a failure is recorded, not raised."""
@@ -60,18 +61,25 @@ class Context:
 
   @property
   def keys(self) -> list[str]:
-    return self.study.group_keys
+    """The keys that name a condition (labels, table rows); `study.group_keys` lists all of them."""
+    return self.study.label_keys if self.label_keys is None else self.label_keys
 
   def groups(self, keys: list[str] | None = None) -> dict[str, list[runs.Run]]:
     """Condition label -> its runs (seeds), in order of first appearance."""
     keys = self.keys if keys is None else keys
     out: dict[str, list[runs.Run]] = {}
     for r in self.study.runs:
-      label = runs.condition_label({k: r.overrides.get(k, r.flat_config.get(k)) for k in keys}, keys)
-      out.setdefault(label, []).append(r)
+      out.setdefault(self.label(r, keys), []).append(r)
     if len(out) == 1 and not keys:
       return {_run_label(self.study): next(iter(out.values()))}
     return out
+
+  def label(self, run: runs.Run, keys: list[str] | None = None) -> str:
+    """`norm=batch, lr=0.1`; a template's own single condition key (`label_keys`) by its value alone."""
+    keys = self.keys if keys is None else keys
+    if self.label_keys is not None and keys == self.label_keys and len(keys) == 1:
+      return str(run.overrides.get(keys[0]))
+    return runs.condition_label({k: run.overrides.get(k, run.flat_config.get(k)) for k in keys}, keys)
 
   def values(self, label_runs: list[runs.Run], metric: str) -> np.ndarray:
     names = {r.name for r in label_runs}
@@ -183,9 +191,9 @@ def setup_section(ctx: Context) -> Section:
   nruns = len(ctx.study.runs)
   items.append(f"**Seeds**: {', '.join(map(str, seeds)) or 'n/a'} ({nruns} run{'s' if nruns > 1 else ''}; "
                f"{_show(per)} per condition).")
-  if ctx.keys:
+  if ctx.study.group_keys:
     conds = "; ".join(f"`{k}` in {{{', '.join(map(str, _distinct(ctx.table[k].tolist())))}}}"
-                      for k in ctx.keys if k in ctx.table.columns)
+                      for k in ctx.study.group_keys if k in ctx.table.columns)
     items.append(f"**Conditions**: {conds}.")
   hw = [f"{m.get('backend', '?')} ({m.get('device_kind', '?')}, {len(m.get('devices') or [])} device(s)) on "
         f"{m.get('host', '?')}" for m in (r.meta for r in rs) if m]
@@ -360,6 +368,54 @@ def common_limitations(ctx: Context) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------
+# Pieces of study templates (analysis/studies/).
+
+def mean_ci_text(values, fmt: Callable[[float], str] = num) -> str:
+  """`12.3 (2 seeds, 95% CI 11.0–13.6)` of the finite values; `n/a` when there is none."""
+  d = stats.describe(values)
+  if not d["n"]:
+    return "n/a"
+  return f"{fmt(d['mean'])} ({seeds_text(d['n'])}, {ci_text(d['ci_low'], d['ci_high'], fmt)})"
+
+
+def verdict(lo: float, hi: float, *, expected: str, null: float = 0.0) -> str:
+  """Whether an interval (lo, hi) of a difference (null 0) or ratio (null 1) agrees with an expected
+  direction (`above` or `below` the null): a phrase to follow "this ...". Not an interval: cannot be
+  judged."""
+  if not (math.isfinite(lo) and math.isfinite(hi)):
+    return "cannot be judged (fewer than 2 seeds per condition)"
+  above, below = lo > null, hi < null
+  if (above and expected == "above") or (below and expected == "below"):
+    return "is consistent with it"
+  if above or below:
+    return "contradicts it (the interval excludes the published direction)"
+  return f"is inconclusive (the interval contains {null:g})"
+
+
+def group_runs(ctx: Context, label_of: Callable[[runs.Run], str]) -> dict[str, list[runs.Run]]:
+  """label -> runs, labels from `label_of(run)` in order of first appearance."""
+  out: dict[str, list[runs.Run]] = {}
+  for r in ctx.study.runs:
+    out.setdefault(label_of(r), []).append(r)
+  return out
+
+
+def add_condition_key(ctx: Context, key: str, label_of: Callable[[runs.Run], str]) -> None:
+  """Names each run's condition by `label_of(run)` under a new key (first in the runs table and the
+  labels), for studies whose conditions are combinations of config keys (e.g. optimizer = GD when
+  `training.full_batch`)."""
+  for r in ctx.study.runs:
+    r.overrides[key] = label_of(r)
+  ctx.table.insert(1, key, [label_of(r) for r in ctx.study.runs])
+  ctx.label_keys = [key]
+
+
+def missing_text(what: str, need: str) -> str:
+  """A Results paragraph naming a missing input: `Not available: <what> (needs <need>).`"""
+  return f"Not available: {what} (needs {need})."
+
+
+# ---------------------------------------------------------------------------------------------------
 # Results shared by the templates.
 
 ADAPTIVE = ("adam", "adamw")
@@ -417,9 +473,11 @@ def _spectrum(rs: list[runs.Run]):
 
 
 def standard_results(ctx: Context, *, bar_metrics=("test/accuracy", "gap/accuracy", "curv/lambda_max"),
-                     bar_key: str | None = None) -> list:
+                     bar_key: str | None = None, thresholds: bool = True, curves_x: str = "step",
+                     curve_splits: tuple = ("train", "test")) -> list:
   """Summary table, training curves, lambda_max over training, spectra, ablation bars, per-class
-  accuracy and measure-vs-gap scatter, each when its data exist."""
+  accuracy and measure-vs-gap scatter, each when its data exist. thresholds=False: lambda_max curves
+  without stability thresholds (studies that do not compare with them)."""
   blocks = []
   groups = ctx.groups()
   metrics = [m for m in SUMMARY_METRICS if m in ctx.table.columns and ctx.table[m].notna().any()]
@@ -431,14 +489,24 @@ def standard_results(ctx: Context, *, bar_metrics=("test/accuracy", "gap/accurac
         "of each accuracy, loss and gap column in bold. λ_max and trace: the training-loss Hessian at the "
         "end."))
     blocks.append(TableBlock("summary", t))
-  fig = ctx.figure("training_curves", lambda p: plots.training_curves(groups, path=p),
-                   "Training curves: minibatch training loss/accuracy (solid) and test (dashed), mean over "
-                   "seeds with the min–max band over seeds. Loss in nats, accuracy in percent.")
+  names = {"train": "minibatch training (solid)", "eval_train": "training subset (dotted)",
+           "valid": "validation (dash-dotted)", "test": "test (dashed)"}
+  shown = " and ".join(names.get(sp, sp) for sp in curve_splits)
+  fig = ctx.figure("training_curves", lambda p: plots.training_curves(
+      groups, splits=curve_splits, x=curves_x, path=p),
+      f"Training curves: {shown} loss and accuracy against the {curves_x}, mean over seeds with the min–max "
+      "band over seeds. Loss in nats, accuracy in percent.")
   if fig:
     blocks.append(fig)
   curves = {label: _mean_history(rs) for label, rs in groups.items()}
   curves = {k: v for k, v in curves.items() if len(v[0]) > 1}
-  if curves:
+  if curves and not thresholds:
+    fig = ctx.figure("lambda_max", lambda p: plots.lambda_max_curves(curves, path=p),
+                     "Top Hessian eigenvalue λ_max over training (mean over seeds; Adam-type runs that "
+                     "tracked it: the preconditioned sharpness).")
+    if fig:
+      blocks.append(fig)
+  elif curves:
     thr = {label: threshold_of(groups[label][0]) for label in curves}
     name = _distinct([n for _, n in thr.values()])
     label = name[0] if len(name) == 1 else "threshold"
@@ -496,7 +564,7 @@ def standard_results(ctx: Context, *, bar_metrics=("test/accuracy", "gap/accurac
               if (m.startswith("sharp/") or m in ("curv/lambda_max", "curv/trace"))
               and ctx.table[m].notna().sum() >= 3]
   if "gap/loss" in ctx.table.columns and measures and len(ctx.study.runs) >= 3:
-    grp = [runs.condition_label(r.overrides, ctx.keys) for r in ctx.study.runs]
+    grp = [ctx.label(r) for r in ctx.study.runs]
     for m in measures[:4]:
       vals = ctx.table[m].to_numpy(np.float64)
       fig = ctx.figure(f"gap_vs_{m.replace('/', '_')}", lambda p, m=m, vals=vals: plots.measure_vs_gap(

@@ -439,3 +439,70 @@ def test_unknown_study_and_empty_dir(studies, tmp_path):
   written = report.write_report(empty, tmp_path / "out2")
   assert "no run directory found" in written.markdown.read_text()
   assert report.main([str(tmp_path / "nope")]) == 2
+
+
+def _write_run(d: Path, config: dict, summary: dict, metrics: list[dict]) -> None:
+  """A run directory in the format of research/training/rundir (config, meta, summary, metrics)."""
+  d.mkdir(parents=True)
+  (d / "config.json").write_text(json.dumps(config))
+  (d / "meta.json").write_text(json.dumps({"status": summary["status"], "seed": config["seed"]}))
+  if summary["status"] == "done":
+    (d / "summary.json").write_text(json.dumps(summary))
+  (d / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+
+
+def test_lr_batch_ratio_report_fits_the_exponents_of_the_runs(tmp_path):
+  """A code-written lr x batch sweep whose final lambda_max is exactly 3 eta^-1 B^0.5 (the curvature
+  schedule zipped with the batch size, one run still running): the template's fit recovers the exponents,
+  its Kendall tau is scipy's over the finished runs, the labels leave out the curvature schedule."""
+  import scipy.stats
+
+  root = tmp_path / "sweep"
+  trials, rows = [], []
+  for i, (lr, b) in enumerate([(lr, b) for lr in (0.025, 0.05, 0.1) for b in (32, 64, 128)] + [(0.2, 32)]):
+    lam = 3.0 / lr * b ** 0.5 if i < 9 else 1e4
+    acc = 0.8 + 10 * lr / b
+    name = f"{i:03d}-lr={lr}-batch_size={b}"
+    over = {"schedule.lr": lr, "training.batch_size": b, "curvature.every_steps": 20480 // b}
+    cfg = {"study": "lr_batch_ratio", "seed": 0, "schedule": {"lr": lr}, "training": {"batch_size": b},
+           "curvature": {"every_steps": 20480 // b}, "optimizer": {"name": "sgd"}}
+    final = {"test/accuracy": acc, "gap/accuracy": 0.05, "gap/loss": 0.1}
+    status = "done" if i < 9 else "running"
+    _write_run(root / name, cfg, {"status": status, "final": final, "batch_size": b, "total_steps": 640},
+               [{"step": 0, "curv/lambda_max": 2 * lam}, {"step": 640, "curv/lambda_max": lam} | final])
+    trials.append({"index": i, "name": name, "overrides": over, "status": status})
+    if i < 9:
+      rows.append((lr / b, lam, acc))
+  (root / "sweep.json").write_text(json.dumps({"study": "lr_batch_ratio", "common_overrides": {},
+                                               "trials": trials}))
+  study = runs.load(root)
+  assert study.label_keys == ["schedule.lr", "training.batch_size"]
+  assert "curvature.every_steps" in study.group_keys
+  written = report.write_report(root, tmp_path / "out")
+  assert written.report.template == "lr_batch_ratio"
+  found = {}
+  for f in written.report.findings:
+    found.setdefault(f.values.get("metric") or ("fit" if "fit" in f.values else f.text[:12]), f)
+  ratio, lam, acc = map(np.asarray, zip(*rows))
+  tau = scipy.stats.kendalltau(ratio, lam).statistic
+  v = found["curv/lambda_max"].values
+  assert v["n"] == 9 and v["tau"] == pytest.approx(tau, abs=1e-12)
+  assert f"{tau:.2f}" in found["curv/lambda_max"].text
+  assert v["max"] == pytest.approx(lam.max(), rel=1e-12)  # the running run's 1e4 is left out
+  fit = found["fit"].values["fit"]
+  assert fit["b"] == pytest.approx(-1.0, abs=1e-9) and fit["c"] == pytest.approx(0.5, abs=1e-9)
+  assert fit["se sum"] < 1e-6 and "η^-1.00 B^0.50" in found["fit"].text
+  frac = lam * np.repeat([0.025, 0.05, 0.1], 3) / 2  # lambda_max / (2 / eta)
+  bound = next(f for f in written.report.findings if "frac min" in f.values).values
+  assert bound["frac min"] == pytest.approx(frac.min()) and bound["frac max"] == pytest.approx(frac.max())
+  md = written.markdown.read_text()
+  assert "every_steps=" not in md.split("## Results")[1].split("## Findings")[0]  # labels without it
+  assert "lambda_vs_ratio" in {f.name for f in written.report.figures()}
+
+
+def test_top_k_gap_counts_the_eigenvalues_above_the_largest_ratio():
+  from analysis.studies import hessian_spectrum
+
+  assert hessian_spectrum.largest_gap([0.9, 10.0, 8.0, 9.0, 1.0, 0.8]) == 3  # 8 / 1 is the largest ratio
+  assert hessian_spectrum.largest_gap([5.0, 4.0, -1.0, 0.5]) == 2  # non-positive values are left out
+  assert hessian_spectrum.largest_gap([3.0, 2.0]) is None

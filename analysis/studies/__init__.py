@@ -5,6 +5,17 @@ Each module defines `TEMPLATE` (an `analysis.templates.Template` named after the
 studies (`bn_ablation`, `edge_of_stability`) and the generic one live in `analysis.templates` itself.
 """
 
-from analysis.studies import compression, generalization_measures, reparameterization, sam
+from analysis.studies import (
+  compression,
+  depth_width,
+  generalization_measures,
+  hessian_spectrum,
+  label_noise,
+  lr_batch_ratio,
+  optimizers,
+  reparameterization,
+  sam,
+)
 
-MODULES: list = [compression, reparameterization, generalization_measures, sam]
+MODULES: list = [depth_width, lr_batch_ratio, optimizers, label_noise, hessian_spectrum, compression,
+                 reparameterization, generalization_measures, sam]

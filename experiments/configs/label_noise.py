@@ -30,9 +30,8 @@ Variants:
 - `quick`: `simple_cnn` at half width (conv blocks of 16 and 32 channels, dense 128) on 2,048
   Fashion-MNIST training images, heavy-ball momentum 0.9 at lr 0.05, 800 steps of 128 (50 epochs), noise
   0, 0.2 and 0.4, 2 seeds: 6 trials; lambda_max every 400 steps and trace (8 probes) on 512 fixed training
-  images. Estimated, not measured: 6-12 minutes with `--parallel 2` on 2 CPU cores (the trials add up to
-  about 12 minutes at the rates of a 20-step smoke trial under a load average of 7-9; two at a time take
-  half to all of that).
+  images. Measured: 17 min 4 s with `--parallel 2` on 2 CPU cores under a load average of 13-17 from
+  other jobs (2026-11-22; 333-339 s per trial).
 - `paper`: CIFAR-10 with partially corrupted labels as in Zhang et al., on an AlexNet-like network
   (`alexnet`) without dropout, weight decay or augmentation (as their fitting experiments), momentum 0.9
   at lr 0.01, 200 epochs, noise 0, 0.2, 0.4, 0.6 and 0.8, 2 seeds; the Hessian on 5,000 training images.

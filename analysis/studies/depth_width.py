@@ -1,0 +1,184 @@
+"""Report template of the depth-width study (experiments/configs/depth_width.py).
+
+Networks of several depths at a matched parameter count: test accuracy, generalization gap and the
+final lambda_max and trace, shallowest-and-widest against deepest-and-narrowest with bootstrap
+intervals over seeds, and Kendall's tau of depth with each. Compared with Zagoruyko & Komodakis 2016
+(wide shallow residual networks match or beat thin deep ones) and Li et al. 2018 (wider networks have
+flatter minima).
+"""
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from analysis import runs, stats, tables
+from analysis.report import Finding, Section, TableBlock
+from analysis.templates import (
+  Context,
+  Template,
+  ci_text,
+  generic_findings,
+  missing_text,
+  num,
+  pct,
+  seeds_text,
+  standard_results,
+  verdict,
+)
+
+TITLE = "Depth against width"
+WIDTH_KEY = "model.knobs.width"
+
+
+def depth_of(run: runs.Run) -> int | None:
+  """Layers of the run's network: `model.knobs.depth` of an MLP, N of a `resnetN`; None if unknown."""
+  name = str(run.flat_config.get("model.name", ""))
+  m = re.fullmatch(r"[a-z_]*?(\d+)", name)
+  if m and name != "mlp":
+    return int(m.group(1))
+  depth = run.flat_config.get("model.knobs.depth")
+  return int(depth) if isinstance(depth, int) else None
+
+
+def _depth_key(ctx: Context) -> str:
+  return "model.knobs.depth" if "model.knobs.depth" in ctx.study.group_keys else "model.name"
+
+
+def _applies(ctx: Context) -> str | None:
+  depths = {depth_of(r) for r in ctx.study.runs} - {None}
+  if len(depths) < 2:
+    return f"fewer than two network depths among the runs ({', '.join(map(str, sorted(depths))) or 'none'})"
+  return None
+
+
+def _by_depth(ctx: Context) -> dict[int, list[runs.Run]]:
+  out: dict[int, list[runs.Run]] = {}
+  for r in sorted(ctx.study.runs, key=lambda r: depth_of(r) or 0):
+    if depth_of(r) is not None:
+      out.setdefault(depth_of(r), []).append(r)
+  return out
+
+
+def _shape(rs: list[runs.Run]) -> str:
+  width = rs[0].flat_config.get(WIDTH_KEY)
+  return f"depth {depth_of(rs[0])} (width {num(width) if isinstance(width, float) else width})"
+
+
+def _shapes_table(ctx: Context, groups: dict[int, list[runs.Run]]) -> TableBlock | None:
+  rows = []
+  for depth, rs in groups.items():
+    params = [r.summary["num_params"] for r in rs
+              if r.summary and runs._is_number(r.summary.get("num_params"))]
+    rows.append({"depth": depth, "width": rs[0].flat_config.get(WIDTH_KEY),
+                 "parameters": int(params[0]) if params else None, "seeds": len(rs)})
+  counts = [row["parameters"] for row in rows if row["parameters"] is not None]
+  if not counts:
+    return None
+  mean = float(np.mean(counts))
+  for row in rows:
+    p = row["parameters"]
+    row["vs. mean (%)"] = f"{100 * (p / mean - 1):+.2f}" if p is not None else "–"
+    row["parameters"] = f"{p:,}" if p is not None else "–"
+  frame = pd.DataFrame(rows)
+  table = tables.frame_table(frame, caption=(
+      "The shapes compared: parameter counts from each run's summary.json and their deviation from the mean "
+      "count."))
+  table.align = "r" * len(table.header)
+  return TableBlock("shapes", table)
+
+
+def _results(ctx: Context):
+  groups = _by_depth(ctx)
+  bars = ("test/accuracy", "gap/accuracy", "curv/lambda_max", "curv/trace")
+  blocks = standard_results(ctx, bar_metrics=bars, bar_key=_depth_key(ctx), thresholds=False)
+  shapes = _shapes_table(ctx, groups)
+  if shapes:
+    blocks.insert(0, shapes)
+  if "curv/lambda_max" not in ctx.table.columns:
+    blocks.append(missing_text("the sharpness comparison", "`curv/lambda_max` in metrics.jsonl or a "
+                               "curvature/ record per run (config `curvature.at_end`)"))
+  findings = generic_findings(ctx)
+  depths = list(groups)
+  shallow, deep = groups[depths[0]], groups[depths[-1]]
+  a, b = ctx.values(shallow, "test/accuracy"), ctx.values(deep, "test/accuracy")
+  if len(a) and len(b):
+    d, lo, hi = stats.difference_ci(a, b)
+    findings.append(Finding(
+        f"The shallowest, widest network, {_shape(shallow)}, reached {pct(a.mean())} test accuracy against "
+        f"{pct(b.mean())} for the deepest, narrowest, {_shape(deep)}: a difference of {100 * d:+.2f} points "
+        f"({seeds_text(len(a))} vs {seeds_text(len(b))}, "
+        f"{ci_text(100 * lo, 100 * hi, lambda x: f'{x:+.2f}', ' points')}).",
+        {"metric": "test/accuracy", "shallow depth": depths[0], "deep depth": depths[-1],
+         "shallow mean": float(a.mean()), "deep mean": float(b.mean()), "difference": d, "ci": (lo, hi)}))
+  for metric, name in (("curv/lambda_max", "λ_max"), ("curv/trace", "the Hessian trace")):
+    a, b = ctx.values(deep, metric), ctx.values(shallow, metric)
+    if not (len(a) and len(b)):
+      continue
+    r, lo, hi = stats.ratio_ci(a, b)
+    findings.append(Finding(
+        f"At the end of training {name} of the deepest network was {r:.2f}x that of the shallowest "
+        f"({ci_text(lo, hi, lambda x: f'{x:.2f}', 'x')}; means {num(a.mean())} vs {num(b.mean())}, "
+        f"{seeds_text(len(a))} vs {seeds_text(len(b))}).",
+        {"metric": metric, "shallow depth": depths[0], "deep depth": depths[-1], "ratio": r, "ci": (lo, hi),
+         "deep mean": float(a.mean()), "shallow mean": float(b.mean())}))
+  depth_col = np.array([depth_of(r) or np.nan if r.status in ("done", "early_stopped") else np.nan
+                        for r in ctx.study.runs], np.float64)  # unfinished runs left out
+  for metric, name in (("test/accuracy", "test accuracy"), ("curv/lambda_max", "λ_max")):
+    if metric in ctx.table.columns:
+      tau, p, n = stats.kendall_tau(depth_col, ctx.table[metric])
+      if n >= 3:
+        findings.append(Finding(f"Across {n} runs, Kendall's τ between depth and {name} is {tau:.2f} "
+                                f"(p = {p:.2g}).", {"metric": metric, "tau": tau, "p": p, "n": n}))
+  return [Section("Results", blocks)], findings
+
+
+def _comparison(ctx: Context, findings: list[Finding]) -> list:
+  out = ["Zagoruyko & Komodakis (2016, BMVC, \"Wide Residual Networks\") find that at a similar parameter "
+         "count wider, shallower residual networks match or beat thin very deep ones. Li et al. (2018, "
+         "NeurIPS, \"Visualizing the Loss Landscape of Neural Nets\") find that wider networks have flatter "
+         "minima, and that depth without skip connections makes the landscape chaotic. Both predict: the "
+         "shallow wide network at least as accurate and flatter (lower λ_max) than the deep narrow one."]
+  items = []
+  for f in findings:
+    v = f.values
+    if v.get("metric") == "test/accuracy" and "difference" in v:
+      lo, hi = v["ci"]
+      if hi < 0 and np.isfinite(lo):
+        text = ("contradicts it: the deep narrow network was more accurate (the interval excludes 0)")
+      elif lo > 0:
+        text = "is consistent with it: the shallow wide network was more accurate"
+      elif np.isfinite(lo):
+        text = "is consistent with \"match\": the interval contains 0"
+      else:
+        text = "cannot be judged (fewer than 2 seeds per condition)"
+      items.append(f"Test accuracy, depth {v['shallow depth']} minus depth {v['deep depth']}: "
+                   f"{100 * v['difference']:+.2f} points; this {text}.")
+    if v.get("metric") == "curv/lambda_max" and "ratio" in v:
+      lo, hi = v["ci"]
+      items.append(f"λ_max, depth {v['deep depth']} / depth {v['shallow depth']}: {v['ratio']:.2f}x "
+                   f"({ci_text(lo, hi, lambda x: f'{x:.2f}', 'x')}); this "
+                   f"{verdict(lo, hi, expected='above', null=1.0)} (deeper and narrower: sharper).")
+  if not items:
+    items.append("Neither test accuracy nor λ_max could be compared between the shallowest and deepest "
+                 "networks: the comparison cannot be made.")
+  models = {str(r.flat_config.get("model.name")) for r in ctx.study.runs}
+  scale = ("Caveat: these are plain MLPs without skip connections on a small training set, not the residual "
+           "networks of either paper" if models == {"mlp"} else "")
+  return out + [items] + ([scale + "."] if scale else [])
+
+
+def _limitations(ctx: Context) -> list[str]:
+  out = ["λ_max is not invariant to reparametrization (Dinh et al. 2017): networks of different depth "
+         "scale their weights differently, so equal λ_max is not equal flatness across shapes."]
+  if all(r.flat_config.get("model.name") == "mlp" for r in ctx.study.runs):
+    out.append("The MLPs have no skip connections or normalization, so depth also changes how well they "
+               "train at one shared learning rate; the shapes were not tuned separately.")
+  return out
+
+
+TEMPLATE = Template(
+    "depth_width", "At a fixed parameter count, is it better to be deep and narrow or shallow and wide, and "
+    "which finds the flatter minimum? Test accuracy, generalization gap and the training-loss Hessian's "
+    "λ_max and trace of networks of several depths with widths matched to the same number of parameters.",
+    _applies, _results, _comparison, _limitations)

@@ -1,0 +1,195 @@
+"""Report template of the label-noise study (experiments/configs/label_noise.py).
+
+The same network trained on clean labels and with a fraction p of the training labels flipped: how much
+of the flipped labels it fits (memorization: accuracy on the noisy training labels above 1 - p), test
+accuracy and gap against the clean run, whether test accuracy peaks and then falls (Arpit et al. 2017),
+and lambda_max and the trace against the clean run, with bootstrap intervals over seeds. Compared with
+Zhang et al. 2017, Arpit et al. 2017 and Neyshabur et al. 2017.
+"""
+
+import math
+
+import numpy as np
+
+from analysis import runs, stats
+from analysis.report import Finding, Section
+from analysis.templates import (
+  Context,
+  Template,
+  ci_text,
+  mean_ci_text,
+  missing_text,
+  num,
+  pct,
+  seeds_text,
+  standard_results,
+  verdict,
+)
+
+TITLE = "Label noise"
+KEY = "data.options.label_noise"
+
+
+def noise_of(run: runs.Run) -> float:
+  v = run.flat_config.get(KEY, 0.0)
+  return float(v) if runs._is_number(v) else math.nan
+
+
+def _applies(ctx: Context) -> str | None:
+  levels = {noise_of(r) for r in ctx.study.runs}
+  if len(levels) < 2:
+    return f"`{KEY}` takes one value ({', '.join(map(str, levels))}) across the runs"
+  if 0.0 not in levels:
+    return "no run with clean labels (`data.options.label_noise = 0`), the reference"
+  return None
+
+
+def _by_noise(ctx: Context) -> dict[float, list[runs.Run]]:
+  out: dict[float, list[runs.Run]] = {}
+  for r in sorted(ctx.study.runs, key=noise_of):
+    if r.status in ("done", "early_stopped"):
+      out.setdefault(noise_of(r), []).append(r)
+  return out
+
+
+def peak_drop(run: runs.Run, metric: str = "test/accuracy") -> tuple[float, float, float] | None:
+  """(peak value, step of the peak, peak minus final) of an evaluated metric over training."""
+  steps, values = run.curve(metric)
+  if not len(values) or not np.isfinite(values).any():
+    return None
+  i = int(np.nanargmax(values))
+  return float(values[i]), float(steps[i]), float(values[i] - values[-1])
+
+
+def _results(ctx: Context):
+  if KEY not in ctx.study.override_keys:  # a folder of runs without a sweep index: name the key
+    ctx.study.override_keys.insert(0, KEY)
+    for r in ctx.study.runs:
+      r.overrides.setdefault(KEY, noise_of(r))
+    ctx.table[KEY] = [noise_of(r) for r in ctx.study.runs]
+  bars = ("test/accuracy", "eval_train/accuracy", "gap/accuracy", "curv/lambda_max", "curv/trace")
+  blocks = standard_results(ctx, bar_metrics=bars, bar_key=KEY, thresholds=False,
+                            curve_splits=("eval_train", "test"))
+  groups = _by_noise(ctx)
+  findings = []
+  clean = groups.get(0.0, [])
+  if not clean:
+    blocks.append(missing_text("the clean reference", "a finished run with `data.options.label_noise = 0`"))
+  for p, rs in groups.items():
+    fit = ctx.values(rs, "eval_train/accuracy")
+    test = ctx.values(rs, "test/accuracy")
+    if not len(fit):
+      continue
+    text = f"Noise {p:g}: accuracy on the (noisy) training labels {mean_ci_text(fit, pct)}"
+    values = {"noise": p, "eval_train/accuracy": float(fit.mean()), "n": len(fit)}
+    if p > 0:
+      memorized = (fit.mean() - (1 - p)) / p
+      text += (f", so at least {pct(max(memorized, 0.0))} of the flipped labels were fitted ((accuracy − "
+               f"(1 − {p:g})) / {p:g}, exact if every clean label is fitted)")
+      values["memorized lower bound"] = float(memorized)
+    if len(test):
+      text += f"; test accuracy {mean_ci_text(test, pct)}"
+      values["test/accuracy"] = float(test.mean())
+    findings.append(Finding(text + ".", values))
+  for p, rs in groups.items():
+    if p == 0 or not clean:
+      continue
+    for metric, name in (("test/accuracy", "test accuracy"), ("gap/accuracy", "the accuracy gap")):
+      a, b = ctx.values(rs, metric), ctx.values(clean, metric)
+      if len(a) and len(b):
+        d, lo, hi = stats.difference_ci(a, b)
+        show = pct if metric == "test/accuracy" else (lambda x: f"{100 * x:.2f} points")
+        findings.append(Finding(
+            f"Noise {p:g} changed {name} by {100 * d:+.2f} points against clean labels ({show(a.mean())} vs "
+            f"{show(b.mean())}; {seeds_text(len(a))} vs {seeds_text(len(b))}, "
+            f"{ci_text(100 * lo, 100 * hi, lambda x: f'{x:+.2f}', ' points')}).",
+            {"noise": p, "metric": metric, "difference": d, "ci": (lo, hi)}))
+    for metric, name in (("curv/lambda_max", "λ_max"), ("curv/trace", "Hessian trace")):
+      a, b = ctx.values(rs, metric), ctx.values(clean, metric)
+      if len(a) and len(b):
+        r, lo, hi = stats.ratio_ci(a, b)
+        findings.append(Finding(
+            f"Noise {p:g} multiplied the final {name} by {r:.2f} ({num(a.mean())} vs {num(b.mean())}; "
+            f"{ci_text(lo, hi, lambda x: f'{x:.2f}', 'x')}).",
+            {"noise": p, "metric": metric, "ratio": r, "ci": (lo, hi)}))
+  if not any(f.values.get("metric") == "curv/lambda_max" for f in findings):
+    blocks.append(missing_text("the sharpness comparison", "`curv/lambda_max` of a clean and a noisy run"))
+  drops = {}
+  for p, rs in groups.items():
+    pd_ = [x for x in (peak_drop(r) for r in rs) if x is not None]
+    if pd_:
+      drops[p] = pd_
+      peak = np.mean([x[0] for x in pd_])
+      drop = np.mean([x[2] for x in pd_])
+      at = ", ".join(f"{int(x[1])}" for x in pd_)
+      findings.append(Finding(
+          f"Noise {p:g}: test accuracy peaked at {pct(peak)} (at step {at}, per seed) and ended "
+          f"{100 * drop:.2f} points "
+          f"below its peak (mean over {seeds_text(len(pd_))}).",
+          {"noise": p, "metric": "peak drop", "peak": float(peak), "drop": float(drop),
+           "steps": [x[1] for x in pd_]}))
+  done = [r.status in ("done", "early_stopped") for r in ctx.study.runs]
+  xs = [noise_of(r) for r, ok in zip(ctx.study.runs, done) if ok]
+  for metric, name in (("test/accuracy", "test accuracy"), ("curv/lambda_max", "λ_max")):
+    if metric in ctx.table.columns:
+      tau, pv, n = stats.kendall_tau(xs, ctx.table[metric][done])
+      if n >= 3:
+        findings.append(Finding(f"Across {n} runs, Kendall's τ between the noise level and {name} is "
+                                f"{tau:.2f} (p = {pv:.2g}).", {"metric": metric, "with": "noise", "tau": tau,
+                                                               "p": pv, "n": n}))
+  return [Section("Results", blocks)], findings
+
+
+def _comparison(ctx: Context, findings: list[Finding]) -> list:
+  out = ["Zhang et al. (2017, ICLR, \"Understanding deep learning requires rethinking generalization\") find "
+         "that networks fit partially and fully random labels, and that test error grows steadily with the "
+         "noise level. Arpit et al. (2017, ICML) find that clean patterns are learned first and noisy labels "
+         "memorized later, so test accuracy peaks and then falls. Neyshabur et al. (2017, NeurIPS) find that "
+         "sharpness-based measures grow with the fraction of random labels."]
+  items = []
+  clean_drop = next((f.values["drop"] for f in findings
+                     if f.values.get("metric") == "peak drop" and f.values["noise"] == 0), None)
+  for f in findings:
+    v = f.values
+    if "memorized lower bound" in v:
+      m = v["memorized lower bound"]
+      items.append(f"Fitting noisy labels (noise {v['noise']:g}): at least {pct(max(m, 0.0))} of the flipped "
+                   "labels fitted: " + ("**memorization showed**, as Zhang et al. report." if m > 0.5 else
+                                        "partial memorization within this budget." if m > 0.05 else
+                                        "**no memorization** within this budget (the network predicts the "
+                                        "true classes of the flipped examples)."))
+    if v.get("metric") == "test/accuracy" and "difference" in v:
+      lo, hi = v["ci"]
+      items.append(f"Test accuracy, noise {v['noise']:g} minus clean: {100 * v['difference']:+.2f} points; "
+                   f"this {verdict(lo, hi, expected='below')} (Zhang et al.: lower).")
+    if v.get("metric") in ("curv/lambda_max", "curv/trace") and "ratio" in v:
+      lo, hi = v["ci"]
+      name = "λ_max" if v["metric"] == "curv/lambda_max" else "Hessian trace"
+      items.append(f"{name}, noise {v['noise']:g} / clean: {v['ratio']:.2f}x; this "
+                   f"{verdict(lo, hi, expected='above', null=1.0)} (Neyshabur et al.: sharper with noise).")
+    if v.get("metric") == "peak drop" and v["noise"] > 0:
+      base = clean_drop if clean_drop is not None else 0.0
+      shown = v["drop"] > 0.01 and v["drop"] > base + 0.005
+      items.append(f"Peak then fall (Arpit et al.), noise {v['noise']:g}: test accuracy ended "
+                   f"{100 * v['drop']:.2f} points below its peak"
+                   + (f" (clean labels: {100 * clean_drop:.2f})" if clean_drop is not None else "") + ": "
+                   + ("**showed**." if shown else "**did not show** (less than 1 point, or no more than with "
+                      "clean labels)."))
+  if not items:
+    items.append("No noisy run could be compared with a clean one: the comparison cannot be made.")
+  return out + [items]
+
+
+def _limitations(ctx: Context) -> list[str]:
+  return ["Accuracy on the flipped examples alone is not logged; the memorized fraction is a lower bound "
+          "from the accuracy on all (noisy) training labels, exact only if every clean label is fitted.",
+          "The Hessian is that of the noisy training loss on the probe set, so it includes the flipped "
+          "examples the network is memorizing.",
+          "Test accuracy is evaluated every few hundred steps: a peak between evaluations is not seen."]
+
+
+TEMPLATE = Template(
+    "label_noise", "What does fitting wrong labels do to generalization and to the sharpness of the "
+    "solution? The same network trained on clean labels and with a fraction of its training labels "
+    "flipped: how many flipped labels it fits, test accuracy and gap, whether test accuracy peaks and then "
+    "falls, and λ_max and the trace.", _applies, _results, _comparison, _limitations)

@@ -1,0 +1,228 @@
+"""Report template of the learning-rate / batch-size study (experiments/configs/lr_batch_ratio.py).
+
+Plain SGD on a grid of learning rates eta x batch sizes B: the final lambda_max against eta / B and
+against the stability bound 2 / eta, Kendall's tau of eta / B with lambda_max, test accuracy and gap,
+and a least-squares fit log lambda_max = a + b log eta + c log B (the ratio alone matters if c = -b).
+Compared with Jastrzebski et al. 2017 ("Three Factors Influencing Minima in SGD").
+"""
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from analysis import plots, runs, stats, tables
+from analysis.report import Finding, Section, TableBlock
+from analysis.templates import Context, Template, lambda_max_history, missing_text, num, pct, standard_results
+
+TITLE = "Learning rate over batch size"
+LR, BATCH = "schedule.lr", "training.batch_size"
+
+
+def _lr(r: runs.Run) -> float:
+  return float(r.flat_config.get(LR, math.nan))
+
+
+def _batch(r: runs.Run) -> float:
+  b = (r.summary or {}).get("batch_size", r.flat_config.get(BATCH))
+  return float(b) if runs._is_number(b) else math.nan
+
+
+def _applies(ctx: Context) -> str | None:
+  lrs = {_lr(r) for r in ctx.study.runs}
+  sizes = {_batch(r) for r in ctx.study.runs}
+  if len(lrs) < 2 or len(sizes) < 2:
+    return (f"the runs need at least two learning rates and two batch sizes (found {len(lrs)} and "
+            f"{len(sizes)})")
+  return None
+
+
+def _rows(ctx: Context) -> pd.DataFrame:
+  """One row per finished run (a running or failed run's last λ_max is not a final one)."""
+  rows = []
+  for r, (_, t) in zip(ctx.study.runs, ctx.table.iterrows()):
+    if r.status not in ("done", "early_stopped"):
+      continue
+    eta, b = _lr(r), _batch(r)
+    lam = float(t.get("curv/lambda_max", math.nan))
+    rows.append({"run": r.name, "η": eta, "B": b, "η/B": eta / b, "2/η": 2 / eta, "λ_max": lam,
+                 "λ_max·η/2": lam * eta / 2, "test/accuracy": float(t.get("test/accuracy", math.nan)),
+                 "gap/accuracy": float(t.get("gap/accuracy", math.nan)), "seed": r.seed})
+  return pd.DataFrame(rows)
+
+
+def log_fit(eta: np.ndarray, batch: np.ndarray, lam: np.ndarray) -> dict | None:
+  """Least squares log lam = a + b log eta + c log batch over the finite positive points, with the
+  standard errors of b, c and b + c from sigma^2 (X^T X)^-1 (sigma^2: residual variance, n - 3 degrees
+  of freedom). None with fewer than 4 points."""
+  ok = np.isfinite(lam) & (lam > 0) & np.isfinite(eta) & np.isfinite(batch)
+  n = int(ok.sum())
+  if n < 4:
+    return None
+  x = np.column_stack([np.ones(n), np.log(eta[ok]), np.log(batch[ok])])
+  y = np.log(lam[ok])
+  coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+  resid = y - x @ coef
+  sigma2 = float(resid @ resid) / (n - 3)
+  cov = sigma2 * np.linalg.inv(x.T @ x)
+  return {"b": float(coef[1]), "c": float(coef[2]), "se b": float(np.sqrt(cov[1, 1])),
+          "se c": float(np.sqrt(cov[2, 2])), "sum": float(coef[1] + coef[2]),
+          "se sum": float(np.sqrt(cov[1, 1] + cov[2, 2] + 2 * cov[1, 2])), "n": n,
+          "r2": float(1 - resid @ resid / ((y - y.mean()) @ (y - y.mean()))) if n > 1 else math.nan}
+
+
+def _results(ctx: Context):
+  blocks = standard_results(ctx, thresholds=False, curves_x="epoch")
+  d = _rows(ctx)
+  findings: list[Finding] = []
+  has = d["λ_max"].notna()
+  if not has.any():
+    blocks.append(missing_text("the final λ_max of every run", "`curv/lambda_max` in metrics.jsonl or a "
+                               "curvature/ record (config `curvature.at_end`)"))
+    return [Section("Results", blocks)], findings
+  show = d[["η", "B", "η/B", "2/η", "λ_max", "λ_max·η/2", "test/accuracy", "gap/accuracy"]].copy()
+  show = show.rename(columns={"test/accuracy": "test acc. (%)", "gap/accuracy": "gap acc. (points)"})
+  show["test acc. (%)"] *= 100
+  show["gap acc. (points)"] *= 100
+  blocks.insert(1, TableBlock("runs", tables.frame_table(show, scale_accuracy=False, caption=(
+      "One row per run (seed "
+      f"{', '.join(map(str, sorted({s for s in d['seed'] if s is not None})))}): learning rate η, batch size "
+      "B, the final λ_max (training-loss Hessian on the probe set) and λ_max relative to the stability bound "
+      "2/η of plain SGD."))))
+  groups = [f"B = {int(b)}" for b in d["B"]]
+  panels = [{"x": d["η/B"], "y": d["λ_max"], "xlabel": "η / B", "ylabel": "final $\\lambda_{\\max}$",
+             "logx": True, "logy": True},
+            {"x": d["2/η"], "y": d["λ_max"], "xlabel": "stability bound 2 / η",
+             "ylabel": "final $\\lambda_{\\max}$", "logx": True, "logy": True,
+             "reference": (np.sort(d["2/η"].unique()), np.sort(d["2/η"].unique()),
+                           "$\\lambda_{\\max}$ = 2/η")}]
+  fig = ctx.figure("lambda_vs_ratio", lambda p: plots.scatter_panels(panels, groups=groups, path=p),
+                   "Final λ_max of each run against the ratio η/B (left) and against the stability bound "
+                   "2/η (right; dashed: λ_max = 2/η), log-log, colour and marker by batch size. If η/B alone "
+                   "sets the sharpness, the points of the left panel lie on one decreasing curve.")
+  if fig:
+    blocks.insert(2, fig)
+  curves, thr = {}, {}
+  for label, rs in ctx.groups().items():
+    s, v = lambda_max_history(rs[0])
+    if len(s) > 1:
+      curves[label], thr[label] = (s, v), 2 / _lr(rs[0])
+  if curves:
+    fig = ctx.figure("lambda_over_threshold", lambda p: plots.lambda_max_curves(
+        curves, thr, threshold_label="2/η", normalized=True, path=p),
+        "λ_max over training divided by each run's 2/η (its value in the legend); dashed: the bound.")
+    if fig:
+      blocks.append(fig)
+
+  ok = d[has]
+  tau, p, n = stats.kendall_tau(ok["η/B"], ok["λ_max"])
+  findings.append(Finding(
+      f"Across {n} runs, Kendall's τ between η/B and the final λ_max is {tau:.2f} (p = {p:.2g}); λ_max "
+      f"ranged from {num(ok['λ_max'].min())} to {num(ok['λ_max'].max())}.",
+      {"metric": "curv/lambda_max", "with": "eta/B", "tau": tau, "p": p, "n": n,
+       "min": float(ok["λ_max"].min()), "max": float(ok["λ_max"].max())}))
+  for metric, name in (("test/accuracy", "test accuracy"), ("gap/accuracy", "the accuracy gap")):
+    t2, p2, n2 = stats.kendall_tau(d["η/B"], d[metric])
+    if n2 >= 3:
+      findings.append(Finding(f"Across {n2} runs, Kendall's τ between η/B and {name} is {t2:.2f} "
+                              f"(p = {p2:.2g}).",
+                              {"metric": metric, "with": "eta/B", "tau": t2, "p": p2, "n": n2}))
+  fit = log_fit(ok["η"].to_numpy(), ok["B"].to_numpy(), ok["λ_max"].to_numpy())
+  if fit:
+    findings.append(Finding(
+        f"A least-squares fit over {fit['n']} runs gives λ_max ∝ η^{fit['b']:.2f} B^{fit['c']:.2f} (standard "
+        f"errors {fit['se b']:.2f} and {fit['se c']:.2f}; R² = {fit['r2']:.2f}); the exponents sum to "
+        f"{fit['sum']:.2f} ± {fit['se sum']:.2f}, where a dependence on η/B alone gives 0 and a λ_max "
+        "that follows the bound 2/η gives η^-1 B^0.", {"fit": fit}))
+  spreads = []
+  for ratio, g in ok.groupby(ok["η/B"].round(12)):
+    if len(g) >= 2:
+      spreads.append((ratio, float(g["λ_max"].max() / g["λ_max"].min()), len(g)))
+  if spreads:
+    within = float(np.median([s for _, s, _ in spreads]))
+    overall = float(ok["λ_max"].max() / ok["λ_max"].min())
+    worst = max(spreads, key=lambda t: t[1])
+    findings.append(Finding(
+        f"Runs that share a ratio η/B ({len(spreads)} ratios with 2 or more runs) differ in λ_max by a "
+        f"median factor of {within:.2f} (at most {worst[1]:.2f}, at η/B = {worst[0]:.3g}), against "
+        f"{overall:.2f} between the flattest and sharpest run overall.",
+        {"within median": within, "within max": worst[1], "overall": overall, "ratios": len(spreads)}))
+  frac = ok["λ_max·η/2"]
+  below = int((frac < 1).sum())
+  findings.append(Finding(
+      f"λ_max ended at {frac.min():.2f}–{frac.max():.2f} of the bound 2/η ({below} of {len(frac)} runs below "
+      f"it; at the largest step size η = {ok['η'].max():g}: {frac[ok['η'] == ok['η'].max()].mean():.2f} on "
+      "average).", {"frac min": float(frac.min()), "frac max": float(frac.max()), "below": below,
+                    "n": len(frac), "frac at max lr": float(frac[ok["η"] == ok["η"].max()].mean())}))
+  best = d.loc[d["test/accuracy"].idxmax()] if d["test/accuracy"].notna().any() else None
+  if best is not None:
+    findings.append(Finding(
+        f"The best test accuracy, {pct(best['test/accuracy'])}, came from η = {best['η']:g}, "
+        f"B = {int(best['B'])} (η/B = {best['η/B']:.3g}); the worst, {pct(d['test/accuracy'].min())}.",
+        {"best": float(best["test/accuracy"]), "worst": float(d["test/accuracy"].min())}))
+  return [Section("Results", blocks)], findings
+
+
+def _comparison(ctx: Context, findings: list[Finding]) -> list:
+  out = ["Jastrzebski et al. (2017, \"Three Factors Influencing Minima in SGD\", arXiv:1711.04623) model SGD "
+         "as a stochastic differential equation whose noise scale is set by η/B: a higher ratio leads to "
+         "flatter minima that generalize better, and runs with the same ratio reach minima of similar "
+         "sharpness. Predictions: λ_max falls as η/B grows (negative τ), λ_max depends on η and B only "
+         "through η/B (exponents of η and B that sum to 0), and test accuracy rises with η/B."]
+  items = []
+  for f in findings:
+    v = f.values
+    if v.get("with") == "eta/B" and v.get("metric") == "curv/lambda_max":
+      if not np.isfinite(v["tau"]):
+        items.append("Too few runs with λ_max to rank them against η/B.")
+      elif v["tau"] < 0 and v["p"] < 0.05:
+        items.append(f"Flatter at higher η/B: τ = {v['tau']:.2f} (p = {v['p']:.2g}): **the published effect "
+                     "showed**.")
+      elif v["tau"] < 0:
+        items.append(f"Flatter at higher η/B: τ = {v['tau']:.2f} (p = {v['p']:.2g}): the published "
+                     "direction, but not significant over these runs.")
+      else:
+        items.append(f"Flatter at higher η/B: τ = {v['tau']:.2f} (p = {v['p']:.2g}): **the published effect "
+                     "did not show**.")
+    if v.get("with") == "eta/B" and v.get("metric") == "test/accuracy" and np.isfinite(v["tau"]):
+      items.append(f"Better test accuracy at higher η/B: τ = {v['tau']:.2f} (p = {v['p']:.2g}): "
+                   + ("as published." if v["tau"] > 0 and v["p"] < 0.05 else
+                      "the published direction, not significant." if v["tau"] > 0 else "not as published."))
+    if v.get("with") == "eta/B" and v.get("metric") == "gap/accuracy" and np.isfinite(v["tau"]):
+      items.append(f"The accuracy gap against η/B: τ = {v['tau']:.2f} (p = {v['p']:.2g})"
+                   + (": the gap **grew** with η/B, so the flatter runs did not have the smaller gap (in a "
+                      "fixed number of epochs the high-ratio runs also fit the training set further; see the "
+                      "train accuracy column)." if v["tau"] > 0
+                      else ": the gap shrank with η/B, as published."))
+    if "fit" in v:
+      fit = v["fit"]
+      same = abs(fit["sum"]) <= 2 * fit["se sum"]
+      items.append(f"Dependence through η/B only: the exponents of η and B sum to {fit['sum']:.2f} ± "
+                   f"{fit['se sum']:.2f}: "
+                   + ("within two standard errors of 0: consistent with the ratio hypothesis (a weak test "
+                      f"over {fit['n']} runs)" if same else "more than two standard errors from 0, so η "
+                      "and B do not act only through their ratio here")
+                   + f"; the exponent of η, {fit['b']:.2f} ± {fit['se b']:.2f}, is "
+                   + ("within" if abs(fit["b"] + 1) <= 2 * fit["se b"] else "more than")
+                   + " two standard errors of the −1 of a λ_max that follows 2/η.")
+  if not items:
+    items.append("No λ_max measurement: the comparison cannot be made.")
+  return out + [items]
+
+
+def _limitations(ctx: Context) -> list[str]:
+  seeds = {r.seed for r in ctx.study.runs}
+  out = []
+  if len(seeds) == 1:
+    out.append("One seed per (η, B): no intervals; a single run's λ_max varies between seeds (see the "
+               "depth_width and bn_ablation studies for its seed-to-seed spread).")
+  out.append("The epoch budget is fixed, so small batches take more steps; a run may not have reached the "
+             "stationary regime the SDE argument assumes.")
+  return out
+
+
+TEMPLATE = Template(
+    "lr_batch_ratio", "Does the ratio of learning rate to batch size, η/B, set how sharp the minimum SGD "
+    "finds is? The final λ_max of plain SGD on a grid of η × B against η/B and against the stability "
+    "bound 2/η, with test accuracy and the generalization gap.", _applies, _results, _comparison,
+    _limitations)

@@ -17,6 +17,7 @@ import dataclasses
 import importlib.util
 import json
 import math
+import re
 import shlex
 import zipfile
 from collections.abc import Callable
@@ -49,7 +50,10 @@ class Context:
   label_keys: list[str] | None = None  # a template's own condition keys (default: study.label_keys)
 
   def figure(self, name: str, draw: Callable[[Path], object], caption: str) -> Figure | None:
-    """Draws `draw(path)` into figures/<name>.png/.pdf; a failure is recorded, not raised."""
+    """Draws `draw(path)` into figures/<name>.png/.pdf; a failure is recorded, not raised. Characters
+    other than letters, digits, `-` and `_` in `name` become `_` (a metric such as
+    `sharp/x@alpha=0.1` must not lose its tail to the file suffix)."""
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", name)
     path = self.out / "figures" / name
     try:
       draw(path)

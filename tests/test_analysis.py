@@ -506,3 +506,18 @@ def test_top_k_gap_counts_the_eigenvalues_above_the_largest_ratio():
   assert hessian_spectrum.largest_gap([0.9, 10.0, 8.0, 9.0, 1.0, 0.8]) == 3  # 8 / 1 is the largest ratio
   assert hessian_spectrum.largest_gap([5.0, 4.0, -1.0, 0.5]) == 2  # non-positive values are left out
   assert hessian_spectrum.largest_gap([3.0, 2.0]) is None
+
+
+def test_figure_names_keep_their_tails(tmp_path):
+  """Metric names with dots (sharp/x@alpha=0.1 and @alpha=0.5) give distinct figure files."""
+  from analysis import templates
+
+  ctx = templates.Context(runs.Study(tmp_path, [], None, [], []), None, tmp_path, [])
+
+  def draw(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".png").write_bytes(b"png")
+
+  a = ctx.figure("gap_vs_sharp/x@alpha=0.1", draw, "a")
+  b = ctx.figure("gap_vs_sharp/x@alpha=0.5", draw, "b")
+  assert a.path != b.path and a.path.exists() and b.path.exists()

@@ -10,8 +10,9 @@ Tables:
 - `runs_table(study)`: one row per run; `run`, `path`, `status`, `seed`, one column per override
   (dotted config keys such as `model.knobs.norm`), the final metrics (`test/accuracy`, `gap/loss`,
   ...; from `summary.json`, else from the last evaluation in `metrics.jsonl`), the last in-training
-  `curv/` and `sharp/` values, and the latest post-hoc curvature measurement under `curvature/`
-  (`curv/lambda_max`, `curv/trace`, `curv/trace_se`, `curv/num_outliers`) where training logged none.
+  `curv/`, `sharp/` and `land/` values (`TRACKED_PREFIXES`), and the latest post-hoc curvature
+  measurement under `curvature/` (`curv/lambda_max`, `curv/trace`, `curv/trace_se`,
+  `curv/num_outliers`) where training logged none.
 - `history(study)`: the long table of every scalar metric ever logged: `run`, `step`, `epoch`,
   `metric`, `value`, plus the override columns.
 """
@@ -26,6 +27,10 @@ import pandas as pd
 
 INDEX_FILES = ("sweep.json", "index.jsonl")
 # Config keys that never describe the experiment (how it was displayed or stored).
+# Metric prefixes of measurements made inside training (evaluators): their last value is a column.
+TRACKED_PREFIXES = ("curv/", "sharp/", "land/")
+# Folders of a run or sweep directory that hold no run directories.
+SKIPPED_DIRS = ("checkpoints", "curvature", "landscape", "interpolation", "report")
 IGNORED_KEYS = ("progress", "tensorboard", "keep_checkpoints", "checkpoint_every")
 
 
@@ -227,7 +232,7 @@ def find_run_dirs(root: Path, max_depth: int = 3) -> list[Path]:
     if depth == max_depth:
       return
     try:
-      children = sorted(p for p in d.iterdir() if p.is_dir() and p.name not in ("checkpoints", "curvature"))
+      children = sorted(p for p in d.iterdir() if p.is_dir() and p.name not in SKIPPED_DIRS)
     except OSError:
       return
     for c in children:
@@ -372,7 +377,7 @@ def run_row(run: Run, override_keys: list[str]) -> dict:
   last = {}
   for r in run.metrics:
     for k, v in r.items():
-      if (k.startswith("curv/") or k.startswith("sharp/")) and _is_number(v):
+      if k.startswith(TRACKED_PREFIXES) and _is_number(v):
         last[k] = _to_float(v)
   row |= last
   for k, v in _curvature_columns(run).items():

@@ -22,6 +22,9 @@ Sections:
   `num_epochs` (exactly one of them > 0).
 - `eval`: `every_steps` or `every_epochs`, `batch_size`, `splits`; early stopping on `early_stop_metric`
   (e.g. "valid/accuracy", "" = off) with `patience` evaluations and `early_stop_mode` (max | min).
+- `curvature`: curvature tracked during training (`curvature_config`, research/curvature/tracking.py).
+- `landscape`: a loss-landscape scan at the end of training (`landscape_config`,
+  research/landscape/tracking.py).
 - `log_every` (steps), `checkpoint_every` (steps; 0 = at each evaluation), `keep_checkpoints`,
   `tensorboard`, `progress` (auto | bar | lines | none).
 """
@@ -42,6 +45,19 @@ def curvature_config() -> ml_collections.ConfigDict:
       k=1, tol=1e-3, max_restarts=10, lambda_min=False, trace_probes=0, preconditioned=False,
       gradient=False, noise_scale=False, save_every=0, density_every=0, density_probes=3,
       density_steps=60, seed=0))
+
+
+def landscape_config() -> ml_collections.ConfigDict:
+  """A loss-landscape scan of the trained parameters (research/landscape/tracking.py); off unless
+  at_end or every_steps > 0. `kind` 1d | 2d, `num_points` per axis (odd: the centre is on the grid),
+  coefficients in [-span, span] along `directions` (random: Gaussian, `normalization` filter | layer |
+  none, Li et al. 2018; eigen: the top Hessian eigenvectors, unit norm), on the first `num_examples`
+  examples of each of `splits` (0: all), BatchNorm in `bn_mode` (eval | batch | recompute; recompute
+  uses the first `stats_examples` training images in batches of `stats_batch_size`)."""
+  return ml_collections.ConfigDict(dict(
+      at_end=False, every_steps=0, kind="2d", num_points=11, span=1.0, directions="random",
+      normalization="filter", splits=("eval_train", "test"), num_examples=512, chunk_size=512,
+      bn_mode="eval", stats_examples=1024, stats_batch_size=256, seed=0))
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -67,6 +83,7 @@ def default_config() -> ml_collections.ConfigDict:
                                           splits=("eval_train", "valid", "test"), early_stop_metric="",
                                           early_stop_mode="max", patience=0))
   c.curvature = curvature_config()
+  c.landscape = landscape_config()
   c.log_every = 50
   c.checkpoint_every = 0
   c.keep_checkpoints = 2

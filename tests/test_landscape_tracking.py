@@ -1,0 +1,94 @@
+"""The end-of-training landscape evaluator and the batch-size study's post-sweep interpolation, against
+direct evaluations of the final checkpoints (research.training.load_run) and closed forms."""
+
+import json
+
+import helpers
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from research import curvature, landscape, training
+from research.errors import UserError
+from research.landscape import tracking
+
+SYNTH = dict(synthetic_train=96, synthetic_test=48, image_shape=(4, 4, 1), num_classes=3, valid_size=0,
+             eval_train_size=48)
+
+
+def tiny_config(**changes):
+  return helpers.tiny_config(SYNTH, num_steps=20, eval_every=10, **({"schedule.lr": 0.1} | changes))
+
+
+def _direct_loss(loss_fn, params, split, n):
+  batch = {"image": jnp.asarray(split.images[:n]), "label": jnp.asarray(split.labels[:n])}
+  return float(loss_fn(params, batch))
+
+
+def test_end_of_training_scan_matches_the_final_checkpoint(tmp_path):
+  """The grid's centre is the checkpoint's loss on the subset, an off-centre point is the loss at
+  params + a d1 + b d2 with the directions redrawn from the recorded seed, and the land/ metrics are
+  those of the saved grid."""
+  c = tiny_config(**{"landscape.at_end": True, "landscape.kind": "2d", "landscape.num_points": 5,
+                     "landscape.span": 0.5, "landscape.num_examples": 40, "landscape.chunk_size": 16,
+                     "landscape.seed": 3})
+  training.train_and_evaluate(c, tmp_path)
+  saved = landscape.ScanResult.load(tmp_path / "landscape" / "step20_2d")
+  assert (tmp_path / "landscape" / "step20_2d.json").exists()
+  assert [a.tolist() for a in saved.axes] == [[-0.5, -0.25, 0.0, 0.25, 0.5]] * 2
+  assert sorted(saved.values) == ["eval_train", "test"]
+  assert saved.values["test"]["loss"].shape == (5, 5) and saved.values["test"]["accuracy"].shape == (5, 5)
+  assert saved.info["step"] == 20 and saved.info["bn_mode"] == "eval"
+
+  _, ds, graphdef, state, step = training.load_run(tmp_path)
+  assert step == 20
+  loss_fn, _ = curvature.model_functions(graphdef, state.model_state, preprocess=ds.preprocess)
+  dirs = landscape.random_directions(state.params, 3, 2, normalization="filter")
+  moved = jax.tree.map(lambda w, d1, d2: w - 0.5 * d1 + 0.25 * d2, state.params, dirs[0].tree, dirs[1].tree)
+  for name in ("eval_train", "test"):
+    split = getattr(ds, name)
+    centre = _direct_loss(loss_fn, state.params, split, 40)
+    np.testing.assert_allclose(saved.values[name]["loss"][2, 2], centre, rtol=1e-5)
+    np.testing.assert_allclose(saved.values[name]["loss"][0, 3], _direct_loss(loss_fn, moved, split, 40),
+                               rtol=1e-5)
+
+  record = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()][-1]
+  loss = saved.values["test"]["loss"]
+  assert record["land/loss_test"] == pytest.approx(loss[2, 2])
+  ends = (loss[0, 2] + loss[4, 2] + loss[2, 0] + loss[2, 4]) / 4
+  assert record["land/rise_test"] == pytest.approx(ends - loss[2, 2])
+  assert 0.0 <= record["land/nonconvex_test"] <= 1.0
+  from analysis import runs
+
+  row = runs.runs_table(runs.load(tmp_path)).iloc[0]
+  assert row["land/rise_test"] == pytest.approx(record["land/rise_test"])
+
+
+def test_nonconvex_fraction_closed_forms():
+  """0 for a convex bowl (also tilted and stretched), 1 for a saddle, the share of the concave part of
+  a 1-D quartic double well."""
+  a = np.linspace(-1.0, 1.0, 21)
+  x, y = np.meshgrid(a, a, indexing="ij")
+  assert tracking.nonconvex_fraction(3 * x ** 2 + 0.5 * y ** 2 + x * y + x, (a, a)) == 0.0
+  assert tracking.nonconvex_fraction(x ** 2 - 2 * y ** 2, (a, a)) == 1.0
+  # f = t^4 - t^2: f'' = 12 t^2 - 2 < 0 for |t| < 1/sqrt(6); the second difference adds h^2 (exactly).
+  t = np.linspace(-1.0, 1.0, 201)
+  h = t[1] - t[0]
+  inner = t[1:-1]
+  second = 12 * inner ** 2 - 2 + h ** 2
+  expected = np.mean(second < -0.01 * np.abs(second).max())
+  assert tracking.nonconvex_fraction(t ** 4 - t ** 2, (t,)) == pytest.approx(expected)
+  assert 0.3 < expected < 0.45
+
+
+def test_bad_landscape_settings_are_named():
+  c = tiny_config(**{"landscape.at_end": True, "landscape.kind": "3d"})
+  with pytest.raises(UserError, match="landscape.kind") as e:
+    tracking.evaluator(c)
+  assert "1d, 2d" in str(e.value) and "\n" not in str(e.value)
+  with pytest.raises(UserError, match="odd"):
+    tracking.evaluator(tiny_config(**{"landscape.at_end": True, "landscape.num_points": 4}))
+  with pytest.raises(UserError, match="landscape.splits"):
+    tracking.evaluator(tiny_config(**{"landscape.at_end": True, "landscape.splits": ("tests",)}))
+  assert tracking.evaluator(tiny_config()) is None  # off by default

@@ -92,3 +92,37 @@ def test_bad_landscape_settings_are_named():
   with pytest.raises(UserError, match="landscape.splits"):
     tracking.evaluator(tiny_config(**{"landscape.at_end": True, "landscape.splits": ("tests",)}))
   assert tracking.evaluator(tiny_config()) is None  # off by default
+
+
+def test_batch_size_post_sweep_interpolates_small_to_large_batch(tmp_path):
+  """The batch_size study's post step pairs the smallest- and largest-batch runs of a seed; the curve's
+  endpoints are each run's own loss and accuracy on the same examples (load_run + direct evaluation)."""
+  from experiments.configs import batch_size
+  from research.sweeps import index as index_lib
+
+  overrides = [{"training.batch_size": 16, "seed": 0}, {"training.batch_size": 48, "seed": 0}]
+  index = index_lib.new_index(config="tiny.py", config_path="tiny.py", variant="quick", study="batch_size",
+                              common={}, overrides=overrides)
+  for trial, o in zip(index["trials"], overrides):
+    training.train_and_evaluate(tiny_config(**o), tmp_path / trial["name"])
+  index_lib.write(tmp_path, index)
+  small, large = (t["name"] for t in index["trials"])
+  assert batch_size.interpolation_pairs(tmp_path) == [(small, large)]
+  (npz,) = batch_size.post_sweep(tmp_path, "quick")
+  assert npz == tmp_path / "interpolation" / f"{small}__{large}.npz"
+  curve = landscape.ScanResult.load(npz)
+  ts = curve.axes[0]
+  assert ts[0] == -1.0 and ts[-1] == 2.0 and len(ts) == 31
+  assert curve.info["bn_mode"] == "eval" and curve.info["batch_size_b"] == 48
+  for t, run in ((0.0, small), (1.0, large)):
+    _, ds, graphdef, state, _ = training.load_run(tmp_path / run)
+    loss_fn, logits_fn = curvature.model_functions(graphdef, state.model_state, preprocess=ds.preprocess)
+    i = int(np.flatnonzero(np.isclose(ts, t))[0])
+    for name in ("eval_train", "test"):
+      split = getattr(ds, name)
+      direct = _direct_loss(loss_fn, state.params, split, 48)
+      np.testing.assert_allclose(curve.values[name]["loss"][i], direct, rtol=1e-5)
+      logits = logits_fn(state.params, {"image": jnp.asarray(split.images[:48])})
+      accuracy = float(np.mean(np.argmax(np.asarray(logits), -1) == split.labels[:48]))
+      assert curve.values[name]["accuracy"][i] == pytest.approx(accuracy)
+  assert curve.info["barriers"]["test"]["loss"]["start"] == pytest.approx(curve.values["test"]["loss"][10])

@@ -94,6 +94,14 @@ def metric_label(metric: str) -> str:
   if split == "gap":
     return {"accuracy": "generalization gap, accuracy (points)",
             "loss": "generalization gap, loss (nats)"}.get(quantity, f"gap {quantity}")
+  if split == "land":  # research/landscape/tracking.py: land/<what>_<split>
+    what, _, where = quantity.partition("_")
+    where = _SPLITS.get(where, where)
+    return {"loss": f"landscape centre loss, {where} (nats)",
+            "accuracy": f"landscape centre accuracy, {where}",
+            "rise": f"landscape loss rise, {where} (nats)",
+            "nonconvex": f"non-convex share of the landscape, {where}",
+            "seconds": "landscape scan time (s)"}.get(what, quantity.replace("_", " "))
   if split in ("curv", "sharp"):
     return _QUANTITIES.get(quantity, quantity.replace("_", " "))
   q = _QUANTITIES.get(quantity, quantity.replace("_", " "))

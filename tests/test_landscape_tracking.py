@@ -101,10 +101,12 @@ def test_batch_size_post_sweep_interpolates_small_to_large_batch(tmp_path):
   from research.sweeps import index as index_lib
 
   overrides = [{"training.batch_size": 16, "seed": 0}, {"training.batch_size": 48, "seed": 0}]
+  common = {"study": "batch_size", "landscape.at_end": True, "landscape.kind": "1d",
+            "landscape.num_points": 7}
   index = index_lib.new_index(config="tiny.py", config_path="tiny.py", variant="quick", study="batch_size",
                               common={}, overrides=overrides)
   for trial, o in zip(index["trials"], overrides):
-    training.train_and_evaluate(tiny_config(**o), tmp_path / trial["name"])
+    training.train_and_evaluate(tiny_config(**(common | o)), tmp_path / trial["name"])
   index_lib.write(tmp_path, index)
   small, large = (t["name"] for t in index["trials"])
   assert batch_size.interpolation_pairs(tmp_path) == [(small, large)]
@@ -126,3 +128,16 @@ def test_batch_size_post_sweep_interpolates_small_to_large_batch(tmp_path):
       accuracy = float(np.mean(np.argmax(np.asarray(logits), -1) == split.labels[:48]))
       assert curve.values[name]["accuracy"][i] == pytest.approx(accuracy)
   assert curve.info["barriers"]["test"]["loss"]["start"] == pytest.approx(curve.values["test"]["loss"][10])
+
+  # The study's report: its template, the interpolation figures and the rises beyond each end.
+  from analysis import report
+
+  written = report.write_report(tmp_path, tmp_path / "report")
+  assert written.report.template == "batch_size"
+  names = {f.name for f in written.report.figures()}
+  assert {"interpolation_loss", "interpolation_accuracy", "landscape_1d"} <= names
+  loss = curve.values["eval_train"]["loss"]
+  (rises,) = [f.values for f in written.report.findings if f.values.get("split") == "eval_train"]
+  assert rises["rise small side"] == pytest.approx(loss[0] - loss[10])
+  assert rises["rise large side"] == pytest.approx(loss[-1] - loss[20])
+  assert "Keskar" in written.markdown.read_text()

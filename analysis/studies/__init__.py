@@ -5,4 +5,6 @@ Each module defines `TEMPLATE` (an `analysis.templates.Template` named after the
 studies (`bn_ablation`, `edge_of_stability`) and the generic one live in `analysis.templates` itself.
 """
 
-MODULES: list = []
+from analysis.studies import batch_size, skip_connections
+
+MODULES: list = [batch_size, skip_connections]

@@ -40,7 +40,8 @@ _QUANTITIES = {
     "loss": "loss (nats)", "accuracy": "accuracy (%)", "lr": "learning rate", "grad_norm": "gradient norm",
     "param_norm": "parameter norm", "update_norm": "update norm",
     "lambda_max": "top Hessian eigenvalue $\\lambda_{\\max}$", "trace": "Hessian trace",
-    "num_outliers": "outlier eigenvalues",
+    "num_outliers": "outlier eigenvalues", "lambda_min": "lowest Hessian eigenvalue $\\lambda_{\\min}$",
+    "lambda_ratio": "$|\\lambda_{\\min} / \\lambda_{\\max}|$",
 }
 
 

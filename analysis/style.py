@@ -100,8 +100,8 @@ def metric_label(metric: str) -> str:
     where = _SPLITS.get(where, where)
     return {"loss": f"landscape centre loss, {where} (nats)",
             "accuracy": f"landscape centre accuracy, {where}",
-            "rise": f"landscape loss rise, {where} (nats)",
-            "nonconvex": f"non-convex share of the landscape, {where}",
+            "rise": f"loss rise at ±span, {where} (nats)",
+            "nonconvex": f"non-convex share, {where}",
             "seconds": "landscape scan time (s)"}.get(what, quantity.replace("_", " "))
   if split in ("curv", "sharp"):
     return _QUANTITIES.get(quantity, quantity.replace("_", " "))

@@ -220,8 +220,8 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
                    + ("sharper with the large batch, as Keskar et al. report." if v["ratio"] > 1 else
                       "not sharper with the large batch, unlike Keskar et al."))
   if not _sharp_columns(ctx):
-    items.append("Keskar et al.'s ε-sharpness was not measured in these runs (no `sharp/` metrics); λ_max and "
-                 "the trace stand in for it.")
+    items.append("Keskar et al.'s ε-sharpness was not measured in these runs (no `sharp/` metrics); λ_max "
+                 "and the trace stand in for it.")
   v = _find(findings, split="eval_train")
   if v:
     steeper = v["rise large side"] > v["rise small side"]

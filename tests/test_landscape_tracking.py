@@ -141,3 +141,21 @@ def test_batch_size_post_sweep_interpolates_small_to_large_batch(tmp_path):
   assert rises["rise small side"] == pytest.approx(loss[0] - loss[10])
   assert rises["rise large side"] == pytest.approx(loss[-1] - loss[20])
   assert "Keskar" in written.markdown.read_text()
+
+
+def test_loss_contours_share_one_colour_scale(tmp_path):
+  """Two panels, one colour bar spanning both panels' losses, axis labels on the outer axes."""
+  from analysis import plots
+
+  grid = np.linspace(-1.0, 1.0, 11)
+  xx, yy = np.meshgrid(grid, grid)
+  panels = {"flat": (grid, grid, 0.5 + xx ** 2 + yy ** 2),
+            "sharp": (grid, grid, 0.5 + 40 * xx ** 2 + yy ** 2)}
+  fig = plots.loss_contours(panels, path=tmp_path / "contours")
+  a, b, bar = fig.get_axes()
+  assert (a.get_xlabel(), a.get_ylabel(), b.get_xlabel(), b.get_ylabel()) == ("α", "β", "α", "")
+  assert (a.get_title(), b.get_title()) == ("flat", "sharp")
+  assert bar.get_ylabel() == "loss (nats), log scale"  # 0.5 .. 41.5 spans more than 20x
+  low, high = bar.get_ylim()
+  assert low == pytest.approx(0.5) and high == pytest.approx(41.5)
+  assert (tmp_path / "contours.png").stat().st_size > 0 and (tmp_path / "contours.pdf").exists()

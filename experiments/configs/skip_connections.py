@@ -30,9 +30,10 @@ Variants:
   shortcuts) on 4,096 Fashion-MNIST training images, heavy-ball momentum 0.9 at lr 0.05, 400 steps of 64
   (6.25 epochs): 4 trials; lambda_max and lambda_min on 128 fixed training images every 200 steps; at
   the end an 11 x 11 landscape on [-1, 1]^2 on 512 training (eval_train) and 512 test images.
-  Estimated, not measured: 7-15 minutes with `--parallel 2` on 2 CPU cores (the trials add up to about 15
-  minutes at the rates of a 20-step smoke trial under a load average of 7-9; two at a time take half to
-  all of that).
+  Measured: 66 min 18 s with `--parallel 2` under a load average of 8-19 from other jobs (32-34 min
+  per trial, of which the 11 x 11 landscape took 8-13 min, 4-6 s per grid point on 2 x 512 images: a
+  quarter to a third of each trial; shrink `landscape.num_points` or `num_examples` for a faster
+  sweep). Over the 15-minute goal on this loaded machine.
 - `paper`: Li et al.'s CIFAR-10 setting: ResNet-20, -56 and -110 with and without skips, momentum 0.9,
   lr 0.1 divided by 10 at 50%, 75% and 92% of 300 epochs, weight decay 5e-4, batch 128, crop and flip,
   2 seeds; the Hessian on 5,000 training images; a 51 x 51 landscape on [-1, 1]^2 on 10,000 training

@@ -135,8 +135,8 @@ def _findings(ctx: Context) -> list[Finding]:
                   f"({pct(x.mean())} vs {pct(y.mean())}; {n}, "
                   f"{ci_text(100 * lo, 100 * hi, lambda v: f'{v:+.2f}', ' points')}).")
         else:
-          text = (f"{model}: {name} is {x.mean():.2f} without and {y.mean():.2f} with skip connections "
-                  f"({n}, difference {ci_text(lo, hi, lambda v: f'{v:+.2f}')}).")
+          text = (f"{model}: {name} is {x.mean():.3g} without and {y.mean():.3g} with skip connections "
+                  f"({n}, difference {d:+.3g}, {ci_text(lo, hi, lambda v: f'{v:+.3g}')}).")
         values = {"model": model, "metric": metric, "difference": d, "ci": (lo, hi)}
       else:
         r, lo, hi = stats.ratio_ci(x, y)

@@ -10,7 +10,8 @@ interpolations, measures, compression) plug in as soon as they exist:
   ((1 - b1) eta) = 38/eta for Adam's preconditioned sharpness with b1 = 0.9; Cohen et al. 2021, 2022).
 - `spectral_density(spectra)`: SLQ densities (log density axis) with the outliers above the bulk marked.
 - `loss_curve_1d`, `loss_contour_2d`, `loss_surface_3d`: loss landscapes on a grid of step sizes along
-  one or two directions (Li et al. 2018).
+  one or two directions (Li et al. 2018); `loss_contours` several 2-D landscapes side by side on one
+  colour scale.
 - `interpolation_curves`: loss (or accuracy) along a path between two solutions.
 - `measure_vs_gap`: a measure against the generalization gap with Kendall's tau (Jiang et al. 2020).
 - `ablation_bars(table, by, metrics)`: mean over seeds per condition with error bars and the seeds.
@@ -330,6 +331,45 @@ def loss_contour_2d(xs: np.ndarray, ys: np.ndarray, losses: np.ndarray, *,
   ax.set_aspect("equal", adjustable="box")
   ax.grid(False)
   ax.legend(loc="upper right")
+  return _finish(fig, path)
+
+
+def loss_contours(panels: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]], *, ncols: int = 2,
+                  xlabel: str = "α", ylabel: str = "β", path: str | Path | None = None):
+  """Several 2-D landscapes, one panel per label, all with the same contour levels and colour bar:
+  panels[label] = (xs, ys, losses of shape (len(ys), len(xs))); the trained point (0, 0) is marked.
+  Levels are log-spaced when the losses span more than 20x (Li et al. 2018 draw fixed levels too)."""
+  import matplotlib.colors
+
+  labels = list(panels)
+  ncols = max(1, min(ncols, len(labels)))
+  nrows = -(-len(labels) // ncols)
+  levels, logscale = _levels(np.concatenate([np.asarray(v[2], np.float64).ravel() for v in panels.values()]))
+  norm = matplotlib.colors.LogNorm(levels[0], levels[-1]) if logscale else None
+  fig, axes = style.figure(ncols, nrows, width=3.2 * ncols + 0.9, height=3.0 * nrows + 0.2, squeeze=False)
+  filled = None
+  for k, ax in enumerate(axes.ravel()):
+    if k >= len(labels):
+      ax.set_visible(False)
+      continue
+    xs, ys, losses = panels[labels[k]]
+    losses = np.asarray(losses, np.float64)
+    filled = ax.contourf(xs, ys, np.clip(losses, levels[0], levels[-1]), levels=levels, norm=norm,
+                         cmap="viridis")
+    ax.contour(xs, ys, losses, levels=levels[::3], colors="white", linewidths=0.5, alpha=0.6, norm=norm)
+    ax.plot([0], [0], marker="*", color=style.OKABE_ITO["vermillion"], markersize=9, linestyle="none")
+    ax.set_title(labels[k], fontsize=9)
+    ax.set_aspect("equal", adjustable="box")
+    ax.grid(False)
+    if k % ncols == 0:
+      ax.set_ylabel(ylabel)
+    if k // ncols == nrows - 1 or k + ncols >= len(labels):
+      ax.set_xlabel(xlabel)
+  cbar = fig.colorbar(filled, ax=axes, shrink=0.85, aspect=30)
+  ticks = levels[::6] if len(levels) > 6 else levels
+  cbar.set_ticks(ticks, labels=[f"{t:.3g}" for t in ticks])
+  cbar.ax.minorticks_off()
+  cbar.set_label("loss (nats)" + (", log scale" if logscale else ""))
   return _finish(fig, path)
 
 

@@ -10,7 +10,7 @@ Tables:
 - `runs_table(study)`: one row per run; `run`, `path`, `status`, `seed`, one column per override
   (dotted config keys such as `model.knobs.norm`), the final metrics (`test/accuracy`, `gap/loss`,
   ...; from `summary.json`, else from the last evaluation in `metrics.jsonl`), the last in-training
-  `curv/`, `sharp/` and `compress/` values (`EVALUATOR_PREFIXES`), and the latest post-hoc curvature
+  `curv/`, `sharp/`, `compress/` and `land/` values (`EVALUATOR_PREFIXES`), and the latest post-hoc curvature
   measurement under `curvature/` (`curv/lambda_max`, `curv/trace`, `curv/trace_se`,
   `curv/num_outliers`) where training logged none.
 - `history(study)`: the long table of every scalar metric ever logged: `run`, `step`, `epoch`,
@@ -27,8 +27,11 @@ import pandas as pd
 
 INDEX_FILES = ("sweep.json", "index.jsonl")
 # Metric prefixes of the evaluators run inside training; their last values become runs-table columns.
-EVALUATOR_PREFIXES = ("curv/", "sharp/", "compress/")
+EVALUATOR_PREFIXES = ("curv/", "sharp/", "compress/", "land/")
 # Config keys that never describe the experiment (how it was displayed or stored).
+# Metric prefixes of measurements made inside training (evaluators): their last value is a column.
+# Folders of a run or sweep directory that hold no run directories.
+SKIPPED_DIRS = ("checkpoints", "curvature", "landscape", "interpolation", "report", "measures", "compression")
 IGNORED_KEYS = ("progress", "tensorboard", "keep_checkpoints", "checkpoint_every")
 # Config sections that say how a run was measured or logged, not what was trained.
 MEASUREMENT_SECTIONS = ("curvature.", "eval.", "log_every")
@@ -252,8 +255,7 @@ def find_run_dirs(root: Path, max_depth: int = 3) -> list[Path]:
     if depth == max_depth:
       return
     try:
-      children = sorted(p for p in d.iterdir()
-                        if p.is_dir() and p.name not in ("checkpoints", "curvature", "measures"))
+      children = sorted(p for p in d.iterdir() if p.is_dir() and p.name not in SKIPPED_DIRS)
     except OSError:
       return
     for c in children:

@@ -41,7 +41,8 @@ _QUANTITIES = {
     "loss": "loss (nats)", "accuracy": "accuracy (%)", "lr": "learning rate", "grad_norm": "gradient norm",
     "param_norm": "parameter norm", "update_norm": "update norm",
     "lambda_max": "top Hessian eigenvalue $\\lambda_{\\max}$", "trace": "Hessian trace",
-    "num_outliers": "outlier eigenvalues",
+    "num_outliers": "outlier eigenvalues", "lambda_min": "lowest Hessian eigenvalue $\\lambda_{\\min}$",
+    "lambda_ratio": "$|\\lambda_{\\min} / \\lambda_{\\max}|$",
 }
 
 
@@ -95,6 +96,14 @@ def metric_label(metric: str) -> str:
   if split == "gap":
     return {"accuracy": "generalization gap, accuracy (points)",
             "loss": "generalization gap, loss (nats)"}.get(quantity, f"gap {quantity}")
+  if split == "land":  # research/landscape/tracking.py: land/<what>_<split>
+    what, _, where = quantity.partition("_")
+    where = _SPLITS.get(where, where)
+    return {"loss": f"landscape centre loss, {where} (nats)",
+            "accuracy": f"landscape centre accuracy, {where}",
+            "rise": f"loss rise at ±span, {where} (nats)",
+            "nonconvex": f"non-convex share, {where}",
+            "seconds": "landscape scan time (s)"}.get(what, quantity.replace("_", " "))
   if split in ("curv", "sharp"):
     return _QUANTITIES.get(quantity, quantity.replace("_", " "))
   q = _QUANTITIES.get(quantity, quantity.replace("_", " "))

@@ -5,9 +5,12 @@
 Trains every trial of the config file's `get_sweep(variant)` into DIR/<index>-<key=value...>/ (one run
 directory each, `python -m experiments.train` subprocesses) and keeps DIR/sweep.json, the index of
 trials. Re-running continues the sweep: finished trials are skipped, interrupted and failed ones resume
-from their checkpoints. `--config.key=value` applies to every trial. See `research.sweeps.runner`.
-Exit status: 0 every selected trial finished (done, early_stopped or diverged), 1 some did not,
-2 bad input or DIR in use by another sweep (one `error:` line), 130 interrupted.
+from their checkpoints. `--config.key=value` applies to every trial. When every trial has finished
+and the config file defines `post_sweep(sweep_dir, arg)`, it runs last (comparisons across trials, e.g.
+interpolation between runs; its outcome is `post_sweep` in sweep.json). See `research.sweeps.runner`.
+Exit status: 0 every selected trial finished (done, early_stopped or diverged) and the post step, if
+any, succeeded; 1 some did not or the post step failed; 2 bad input or DIR in use by another sweep (one
+`error:` line); 130 interrupted.
 """
 
 import argparse
@@ -84,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
   selected = args.only if args.only is not None else range(len(index["trials"]))
   unfinished = [index["trials"][i] for i in selected
                 if index["trials"][i]["status"] not in sweeps.index.FINISHED]
-  return 1 if unfinished else 0
+  post_failed = (index.get("post_sweep") or {}).get("status") == "failed"
+  return 1 if unfinished or post_failed else 0
 
 
 if __name__ == "__main__":

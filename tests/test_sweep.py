@@ -287,3 +287,40 @@ def test_refusals_in_process(tmp_path):
   sweeps.run_sweep(str(config), workdir, dry_run=True, out=lines.append)
   assert len(lines) == 2 and "000-seed=0  [pending]" in lines[0] and "--config.seed=0" in lines[0]
   assert not (workdir / index_lib.INDEX_FILE).exists()
+
+
+POST_SWEEP = """
+
+def post_sweep(sweep_dir, arg):
+  import json
+  from pathlib import Path
+  statuses = json.loads((Path(sweep_dir) / "sweep.json").read_text())["trials"]
+  if {fail}:
+    raise ValueError("no pair to compare")
+  (Path(sweep_dir) / "post.json").write_text(json.dumps([arg, [t["status"] for t in statuses]]))
+"""
+
+
+def test_post_sweep_runs_once_every_trial_finished_and_failures_keep_trials(tmp_path):
+  """post_sweep waits for every trial (skipped finished ones count), sees the finished index; a failing
+  post step is recorded in sweep.json and its traceback logged, the trials stay done."""
+  fake = tmp_path / "fake_train.py"
+  fake.write_text(FAKE_TRAINER.replace('"--config.seed=1" in sys.argv or n == 1', "False"))
+  config = write_config(tmp_path, sweeps.seeds(2))
+  config.write_text(config.read_text() + POST_SWEEP.format(fail=False))
+  workdir, lines = tmp_path / "s", []
+  run = lambda **kw: sweeps.run_sweep(str(config), workdir, train_command=[sys.executable, str(fake)],
+                                      out=lines.append, **kw)
+  index = run(only=[0])
+  assert index["post_sweep"]["status"] == "pending" and not (workdir / "post.json").exists()
+  index = run()  # trial 0 is skipped (done), trial 1 runs, then the post step
+  assert json.loads((workdir / "post.json").read_text()) == [None, ["done", "done"]]
+  assert index["post_sweep"]["status"] == "done" and "post_sweep: running" in lines
+  config.write_text(config.read_text().replace("if False:", "if True:"))
+  index = run()
+  assert index["post_sweep"]["status"] == "failed"
+  assert index["post_sweep"]["error"] == "ValueError: no pair to compare"
+  assert [t["status"] for t in index["trials"]] == ["done", "done"]
+  assert "ValueError: no pair to compare" in (workdir / runner.POST_SWEEP_LOG).read_text()
+  saved = json.loads((workdir / "sweep.json").read_text())
+  assert saved["post_sweep"]["status"] == "failed" and saved["trials"] == index["trials"]

@@ -6,6 +6,7 @@ studies (`bn_ablation`, `edge_of_stability`) and the generic one live in `analys
 """
 
 from analysis.studies import (
+  batch_size,
   compression,
   depth_width,
   generalization_measures,
@@ -15,7 +16,8 @@ from analysis.studies import (
   optimizers,
   reparameterization,
   sam,
+  skip_connections,
 )
 
-MODULES: list = [depth_width, lr_batch_ratio, optimizers, label_noise, hessian_spectrum, compression,
-                 reparameterization, generalization_measures, sam]
+MODULES: list = [batch_size, depth_width, lr_batch_ratio, optimizers, label_noise, hessian_spectrum,
+                 compression, reparameterization, generalization_measures, sam, skip_connections]

@@ -18,23 +18,26 @@ Commands:
   python -m analysis.report runs/skip_connections-quick
   python -m experiments.sweep --config experiments/configs/skip_connections.py:paper \
       --workdir runs/skip_connections
-The 2-D filter-normalized landscapes are not part of the sweep: scan the final checkpoints with
-`research.landscape.scan_2d` and `random_directions(..., normalization="filter")`; a grid point costs
-about one forward pass over the scanned images (a 21 x 21 scan of `simple_cnn` on 1,000 images took
-144 s here, benchmarks/README.md).
+Each trial ends with a 2-D filter-normalized loss landscape around its final parameters (the
+`landscape` section: two random directions, biases and BatchNorm parameters zeroed, BatchNorm in eval
+mode with the stored running statistics, as in Li et al.'s code), saved to `landscape/step<S>_2d` and
+summarized as `land/` metrics; the report draws the contours per model.
 
 Sweep (`get_sweep`): depth x skip (on, off), one seed for quick, 2 for paper.
 
 Variants:
 - `quick`: ResNet-20 and ResNet-32 at a quarter width (stages of 4, 8, 16 channels; BatchNorm, option-A
   shortcuts) on 4,096 Fashion-MNIST training images, heavy-ball momentum 0.9 at lr 0.05, 400 steps of 64
-  (6.25 epochs): 4 trials; lambda_max and lambda_min on 128 fixed training images every 200 steps.
-  Estimated, not measured: 7-15 minutes with `--parallel 2` on 2 CPU cores (the trials add up to about 15
-  minutes at the rates of a 20-step smoke trial under a load average of 7-9; two at a time take half to
-  all of that).
+  (6.25 epochs): 4 trials; lambda_max and lambda_min on 128 fixed training images every 200 steps; at
+  the end an 11 x 11 landscape on [-1, 1]^2 on 512 training (eval_train) and 512 test images.
+  Measured: 66 min 18 s with `--parallel 2` under a load average of 8-19 from other jobs (32-34 min
+  per trial, of which the 11 x 11 landscape took 8-13 min, 4-6 s per grid point on 2 x 512 images: a
+  quarter to a third of each trial; shrink `landscape.num_points` or `num_examples` for a faster
+  sweep). Over the 15-minute goal on this loaded machine.
 - `paper`: Li et al.'s CIFAR-10 setting: ResNet-20, -56 and -110 with and without skips, momentum 0.9,
   lr 0.1 divided by 10 at 50%, 75% and 92% of 300 epochs, weight decay 5e-4, batch 128, crop and flip,
-  2 seeds; the Hessian on 5,000 training images. For a GPU; CIFAR-10 needs TFDS's download.
+  2 seeds; the Hessian on 5,000 training images; a 51 x 51 landscape on [-1, 1]^2 on 10,000 training
+  images (Li et al. use all 50,000). For a GPU; CIFAR-10 needs TFDS's download.
 """
 
 from research import sweeps
@@ -57,6 +60,12 @@ def get_config(arg: str | None = "quick"):
   c.curvature.at_end = True
   c.curvature.bn_mode = "eval"
   c.curvature.lambda_min = True
+  c.landscape.at_end = True
+  c.landscape.kind = "2d"
+  c.landscape.directions = "random"
+  c.landscape.normalization = "filter"
+  c.landscape.span = 1.0
+  c.landscape.bn_mode = "eval"
   c.progress = "lines"
   if arg == "quick":
     c.data.name = "fashion_mnist"
@@ -75,6 +84,10 @@ def get_config(arg: str | None = "quick"):
     c.curvature.every_steps = 200
     c.curvature.num_examples = 128
     c.curvature.chunk_size = 128
+    c.landscape.num_points = 11
+    c.landscape.num_examples = 512
+    c.landscape.chunk_size = 512
+    c.landscape.splits = ("eval_train", "test")
   else:
     c.data.name = "cifar10"
     c.data.options.valid_size = 5000
@@ -93,6 +106,10 @@ def get_config(arg: str | None = "quick"):
     c.curvature.num_examples = 5000
     c.curvature.chunk_size = 500
     c.curvature.trace_probes = 50
+    c.landscape.num_points = 51
+    c.landscape.num_examples = 10000
+    c.landscape.chunk_size = 1000
+    c.landscape.splits = ("eval_train",)
   return c
 
 

@@ -10,6 +10,16 @@ one invocation a failed trial is retried up to `retries` times, except a bad-inp
 sweep on the same directory refuses to start; each trial's training process holds its own
 `.trial.lock`, so a trial still running (e.g. orphaned) is never started twice. On Linux a trial process
 is killed when its sweep process dies (prctl PR_SET_PDEATHSIG), so killing a sweep stops its trials.
+
+Post step: when the config file defines `post_sweep(sweep_dir: Path, arg: str | None)`, it is called in
+the sweep process, under the sweep's lock, once every trial of the sweep has finished (status done,
+early_stopped or diverged; trials skipped because they had finished earlier count), after this
+invocation's trials, e.g. to compare trained runs with each other (the batch_size study interpolates
+between small- and large-batch solutions). It writes only outside the trials' run directories (e.g.
+`<sweep_dir>/interpolation/`) and may be re-run: a later invocation of the sweep calls it again. Its
+outcome goes to `sweep.json` as `post_sweep` (status done | failed, error line, seconds), its output
+and any traceback to `<sweep_dir>/post_sweep.log`; a failure never changes a trial's status, but the
+sweep command then exits 1. It is not called by a dry run, nor while some trial has not finished.
 """
 
 import ctypes
@@ -20,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,9 +45,11 @@ TRAIN_COMMAND = (sys.executable, "-m", "experiments.train")
 LAUNCHERS = ("local", "slurm")
 
 
-def load_definition(config: str, common: dict | None = None) -> dict:
-  """A fresh index (all trials pending) from `path/to/config.py[:variant]`: calls `get_sweep(variant)`
-  and `get_config(variant)` of the file, checks that every override names a config key."""
+POST_SWEEP_LOG = "post_sweep.log"
+
+
+def _config_module(config: str):
+  """(module, path, variant) of `path/to/config.py[:variant]`."""
   path, _, variant = config.partition(":")
   variant = variant or None
   file = Path(path)
@@ -48,6 +61,14 @@ def load_definition(config: str, common: dict | None = None) -> dict:
     spec.loader.exec_module(module)
   except Exception as e:
     raise UserError(f"{path}: {type(e).__name__}: {e}".splitlines()[0]) from None
+  return module, path, variant
+
+
+def load_definition(config: str, common: dict | None = None) -> dict:
+  """A fresh index (all trials pending) from `path/to/config.py[:variant]`: calls `get_sweep(variant)`
+  and `get_config(variant)` of the file, checks that every override names a config key."""
+  module, path, variant = _config_module(config)
+  file = Path(path)
   if not callable(getattr(module, "get_sweep", None)):
     raise UserError(f"{path} defines no get_sweep(arg) returning the list of overrides of the trials "
                     "(see research.sweeps)")
@@ -249,7 +270,41 @@ def run_sweep(config: str, workdir: str | Path, *, parallel: int = 1, launcher: 
     _run_trials(index, workdir, selected, backend, parallel=parallel, retries=retries, cwd=cwd,
                 train_command=train_command, out=out)
     out(index_lib.summary_table(workdir, index))
+    post = getattr(_config_module(config)[0], "post_sweep", None)
+    if callable(post):
+      run_post_sweep(post, index, workdir, out=out)
   return index
+
+
+def run_post_sweep(post: Callable, index: dict, workdir: Path, *, out: Callable[[str], None]) -> None:
+  """Calls `post(workdir, variant)` if every trial has finished and records the outcome in the index
+  as `post_sweep` (see the module docstring); never raises for the post step's own errors."""
+  unfinished = [t["name"] for t in index["trials"] if t["status"] not in index_lib.FINISHED]
+  if unfinished:
+    index["post_sweep"] = {"status": "pending", "error": None, "waiting_for": unfinished[:5]}
+    out(f"post_sweep: not run, {len(unfinished)} trial(s) not finished ({', '.join(unfinished[:3])})")
+    index_lib.write(workdir, index)
+    return
+  start = time.time()
+  out("post_sweep: running")
+  log_path = workdir / POST_SWEEP_LOG
+  with open(log_path, "a") as log:
+    log.write(f"=== post_sweep at {rundir.now()}\n")
+    log.flush()
+    try:
+      post(workdir, index["variant"])
+      record = {"status": "done", "error": None}
+    except Exception as e:  # the post step's failure is reported, the trials stay as they are
+      log.write(traceback.format_exc())
+      line = f"{type(e).__name__}: {e}".splitlines()[0]
+      record = {"status": "failed", "error": line}
+  record |= {"seconds": round(time.time() - start, 3), "ended": rundir.now()}
+  index["post_sweep"] = record
+  index_lib.write(workdir, index)
+  if record["status"] == "done":
+    out(f"post_sweep: done in {record['seconds']:.1f}s")
+  else:
+    out(f"post_sweep: failed ({record['error']}); traceback in {log_path}")
 
 
 def _run_trials(index: dict, workdir: Path, selected: list[int], backend, *, parallel: int, retries: int,

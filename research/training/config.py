@@ -26,6 +26,8 @@ Sections:
 - `measures`: sharpness and generalization measures (`measures_config`, research/measures/tracking.py).
 - `compression`: post-training quantization and pruning at the end (`compression_config`,
   research/measures/compression_tracking.py).
+- `landscape`: a loss-landscape scan at the end of training (`landscape_config`,
+  research/landscape/tracking.py).
 - `log_every` (steps), `checkpoint_every` (steps; 0 = at each evaluation), `keep_checkpoints`,
   `tensorboard`, `progress` (auto | bar | lines | none).
 """
@@ -76,6 +78,19 @@ def measures_config() -> ml_collections.ConfigDict:
       rescale_alphas="", rescale_kind="relu", rescale_layers=""))
 
 
+def landscape_config() -> ml_collections.ConfigDict:
+  """A loss-landscape scan of the trained parameters (research/landscape/tracking.py); off unless
+  at_end or every_steps > 0. `kind` 1d | 2d, `num_points` per axis (odd: the centre is on the grid),
+  coefficients in [-span, span] along `directions` (random: Gaussian, `normalization` filter | layer |
+  none, Li et al. 2018; eigen: the top Hessian eigenvectors, unit norm), on the first `num_examples`
+  examples of each of `splits` (0: all), BatchNorm in `bn_mode` (eval | batch | recompute; recompute
+  uses the first `stats_examples` training images in batches of `stats_batch_size`)."""
+  return ml_collections.ConfigDict(dict(
+      at_end=False, every_steps=0, kind="2d", num_points=11, span=1.0, directions="random",
+      normalization="filter", splits=("eval_train", "test"), num_examples=512, chunk_size=512,
+      bn_mode="eval", stats_examples=1024, stats_batch_size=256, seed=0))
+
+
 def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.study = ""  # the study a run belongs to (experiments/configs/<study>.py); picks the report template
@@ -101,6 +116,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.curvature = curvature_config()
   c.compression = compression_config()
   c.measures = measures_config()
+  c.landscape = landscape_config()
   c.log_every = 50
   c.checkpoint_every = 0
   c.keep_checkpoints = 2

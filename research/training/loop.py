@@ -168,14 +168,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
 
 
 def builtin_evaluators(config: ml_collections.ConfigDict) -> tuple[Evaluator, ...]:
-  """The evaluators the config's own sections switch on (`curvature`, `measures`, `compression`), in
-  the order they run."""
+  """The evaluators the config's own sections switch on (`curvature`, `measures`, `compression`,
+  `landscape`), in the order they run."""
   # imported here: these modules import training modules
   from research.curvature import tracking
+  from research.landscape import tracking as landscape_tracking
   from research.measures import compression_tracking
   from research.measures import tracking as measures_tracking
 
-  builders = (tracking.evaluator, measures_tracking.evaluator, compression_tracking.evaluator)
+  builders = (tracking.evaluator, measures_tracking.evaluator, compression_tracking.evaluator,
+              landscape_tracking.evaluator)
   return tuple(e for e in (build(config) for build in builders) if e is not None)
 
 

@@ -1,0 +1,263 @@
+"""Report template of the batch_size study (experiments/configs/batch_size.py).
+
+Keskar, Mudigere, Nocedal, Smelyanskiy & Tang 2017 ("On Large-Batch Training for Deep Learning:
+Generalization Gap and Sharp Minima", ICLR, arXiv:1609.04836). Results per batch size over seeds:
+accuracy, generalization gap, lambda_max (and the trace), Keskar's epsilon-sharpness when the runs
+logged `sharp/` metrics, the loss rise of a 1-D filter-normalized scan (`land/rise_<split>`); the linear
+interpolation from the small-batch to the large-batch solution of each seed (Keskar's Figure 3, from
+the sweep's post step, `<sweep>/interpolation/`), with the loss rise beyond each end.
+"""
+
+import math
+
+import numpy as np
+
+from analysis import landscapes, plots, runs, stats, tables
+from analysis.report import Finding, Section, TableBlock
+from analysis.templates import Context, Template, ci_text, num, pct, seeds_text, standard_results
+
+TITLE = "Batch size"
+BATCH_KEY = "training.batch_size"
+HIDDEN_KEYS = ("curvature.every_steps",)  # zipped with the batch size: not a condition of its own
+
+
+def _batch(run: runs.Run) -> int | None:
+  return run.flat_config.get(BATCH_KEY)
+
+
+def _applies(ctx: Context) -> str | None:
+  sizes = {_batch(r) for r in ctx.study.runs}
+  if len(sizes) < 2:
+    return f"`{BATCH_KEY}` takes one value across the runs"
+  return None
+
+
+def _by_batch(ctx: Context) -> dict[int, list[runs.Run]]:
+  out: dict = {}
+  for r in sorted(ctx.study.runs, key=lambda r: _batch(r) or 0):
+    out.setdefault(_batch(r), []).append(r)
+  return out
+
+
+def _sharp_columns(ctx: Context) -> list[str]:
+  cols = [c for c in ctx.table.columns if c.startswith("sharp/") and ctx.table[c].notna().any()]
+  eps = [c for c in cols if "eps" in c]
+  return (eps or cols)[:3]
+
+
+def _end_rises(scan: landscapes.Scan, split: str) -> tuple[float, float, float] | None:
+  """(rise beyond the small-batch end, rise beyond the large-batch end, barrier) of the loss: the loss
+  at the smallest t minus at t = 0, at the largest t minus at t = 1 (nats)."""
+  ts = scan.axes[0]
+  loss = scan.values.get(split, {}).get("loss")
+  i0, i1 = np.flatnonzero(np.isclose(ts, 0.0)), np.flatnonzero(np.isclose(ts, 1.0))
+  if loss is None or not len(i0) or not len(i1) or ts[0] >= 0 or ts[-1] <= 1:
+    return None
+  barrier = ((scan.info.get("barriers") or {}).get(split) or {}).get("loss", {}).get("barrier", math.nan)
+  return float(loss[0] - loss[i0[0]]), float(loss[-1] - loss[i1[0]]), float(barrier)
+
+
+def _results(ctx: Context):
+  ctx.study.override_keys[:] = [k for k in ctx.study.override_keys if k not in HIDDEN_KEYS]
+  sharp = _sharp_columns(ctx)
+  rise = [m for m in ("land/rise_eval_train",) if m in ctx.table.columns]
+  bars = ("test/accuracy", "gap/accuracy", "curv/lambda_max", *sharp, *rise)
+  blocks = standard_results(ctx, bar_metrics=bars, bar_key=BATCH_KEY)
+  metrics = ["test/accuracy", "eval_train/accuracy", "gap/accuracy", "gap/loss", "curv/lambda_max",
+             "curv/trace", *sharp, "land/rise_eval_train", "land/rise_test"]
+  metrics = [m for m in metrics if m in ctx.table.columns and ctx.table[m].notna().any()]
+  if metrics:
+    blocks.insert(0, TableBlock("batch_size", tables.mean_std_table(
+        ctx.table, [BATCH_KEY], metrics,
+        names={"land/rise_eval_train": "rise, train", "land/rise_test": "rise, test"}, caption=(
+            "Per batch size, mean ± standard deviation over seeds: accuracies in percent, gaps train minus "
+            "test; λ_max and trace of the training-loss Hessian at the end (fixed probe set); sharp/: the "
+            "sharpness measures logged in training, if any; rise: the mean loss at ±1 along a "
+            "filter-normalized random direction minus the loss at the solution (nats)."))))
+  curves = landscapes.interpolations(ctx.study.root, ctx.problems)
+  if curves:
+    first = next(iter(curves.values()))
+    ts = first.axes[0]
+    n = {s: (first.info.get("splits") or {}).get(s, {}).get("num_examples") for s in first.values}
+    for metric in ("loss", "accuracy"):
+      lines = {}
+      for scan in curves.values():
+        if len(scan.axes[0]) != len(ts) or not np.allclose(scan.axes[0], ts):
+          continue
+        seed = scan.info.get("seed_a")
+        for split in ("eval_train", "test"):
+          if split in scan.values:
+            lines[f"seed {seed}, {'train' if split == 'eval_train' else split}"] = scan.values[split][metric]
+      a, b = first.info.get("batch_size_a"), first.info.get("batch_size_b")
+      xlabel = f"α: (1 − α) θ(batch {a}) + α θ(batch {b})"
+      fig = ctx.figure(f"interpolation_{metric}", lambda p, lines=lines, metric=metric, xlabel=xlabel: (
+          plots.interpolation_curves(ts, lines, metric=metric, xlabel=xlabel, path=p)),
+          f"{metric.capitalize()} along the line from the batch-{a} solution (α = 0) to the batch-{b} "
+          f"solution (α = 1) of each seed, extended to α in [{ts[0]:g}, {ts[-1]:g}] (Keskar et al. 2017, "
+          f"Fig. 3); train: {n.get('eval_train')} eval_train examples, test: {n.get('test')} test "
+          f"examples; BatchNorm mode {first.info.get('bn_mode')}.")
+      if fig:
+        blocks.insert(2 if metric == "loss" else 3, fig)
+  one_d = {}
+  for b, rs in _by_batch(ctx).items():
+    scan = next((s for s in (landscapes.latest_scan(r, "1d") for r in rs) if s is not None), None)
+    if scan is not None and "eval_train" in scan.values:
+      one_d[f"batch {b}"] = (scan.axes[0], scan.values["eval_train"]["loss"], scan)
+  if one_d:
+    alphas = next(iter(one_d.values()))[0]
+    if all(len(v[0]) == len(alphas) for v in one_d.values()):
+      s0 = next(iter(one_d.values()))[2]
+      fig = ctx.figure("landscape_1d", lambda p: plots.loss_curve_1d(
+          alphas, {k: v[1] for k, v in one_d.items()}, xlabel="step along a filter-normalized direction α",
+          path=p), (
+          "Training loss (eval_train, "
+          f"{(s0.info.get('splits') or {}).get('eval_train', {}).get('num_examples')} examples) along one "
+          "random filter-normalized direction through each batch size's solution (one seed each; Li et al. "
+          "2018 find that with filter normalization large batches give visually sharper minima, though not "
+          "dramatically so, with higher test error)."))
+      if fig:
+        blocks.append(fig)
+  return [Section("Results", blocks)], _findings(ctx, curves)
+
+
+def _findings(ctx: Context, curves: dict) -> list[Finding]:
+  out = []
+  groups = _by_batch(ctx)
+  for b, rs in groups.items():
+    a = ctx.values(rs, "test/accuracy")
+    if not len(a):
+      continue
+    d = stats.describe(a)
+    g = ctx.values(rs, "gap/accuracy")
+    lam = ctx.values(rs, "curv/lambda_max")
+    text = (f"Batch {b}: test accuracy {pct(d['mean'])} ({seeds_text(d['n'])}, "
+            f"{ci_text(d['ci_low'], d['ci_high'], pct)})")
+    if len(g):
+      text += f", gap {100 * g.mean():.2f} points"
+    if len(lam):
+      text += f", λ_max {num(lam.mean())}"
+    out.append(Finding(text + ".", {"batch_size": b, "test/accuracy mean": d["mean"], "n": d["n"]}))
+  if len(groups) >= 2:
+    small, large = min(groups), max(groups)
+    for metric, name in (("test/accuracy", "test accuracy"), ("gap/accuracy", "the accuracy gap")):
+      x, y = ctx.values(groups[large], metric), ctx.values(groups[small], metric)
+      if len(x) and len(y):
+        d, lo, hi = stats.difference_ci(x, y)
+        out.append(Finding(
+            f"Batch {large} vs {small}: {name} {100 * d:+.2f} points ({seeds_text(len(x))} vs "
+            f"{seeds_text(len(y))}, {ci_text(100 * lo, 100 * hi, lambda v: f'{v:+.2f}', ' points')}).",
+            {"metric": metric, "large": large, "small": small, "difference": d, "ci": (lo, hi)}))
+    for metric in ("curv/lambda_max", "curv/trace", *_sharp_columns(ctx), "land/rise_eval_train"):
+      x, y = ctx.values(groups[large], metric), ctx.values(groups[small], metric)
+      if len(x) and len(y) and y.mean() != 0:
+        r, lo, hi = stats.ratio_ci(x, y)
+        out.append(Finding(
+            f"Batch {large} vs {small}: {metric} {num(x.mean())} vs {num(y.mean())}, {r:.2f}x "
+            f"({ci_text(lo, hi, lambda v: f'{v:.2f}', 'x')}).",
+            {"metric": metric, "large": large, "small": small, "ratio": r, "ci": (lo, hi),
+             "mean large": float(x.mean()), "mean small": float(y.mean())}))
+  for split in ("eval_train", "test"):
+    rises = [r for s in curves.values() if (r := _end_rises(s, split)) is not None]
+    if rises:
+      before, after, barrier = (np.asarray(v) for v in zip(*rises))
+      first = next(iter(curves.values()))
+      t0, t1 = first.axes[0][0], first.axes[0][-1]
+      where = "training" if split == "eval_train" else "test"
+      out.append(Finding(
+          f"Interpolation ({len(rises)} seed pair(s)), {where} loss: it rises by {before.mean():.3g} nats "
+          f"from the small-batch solution to α = {t0:g} and by {after.mean():.3g} nats from the large-batch "
+          f"solution to α = {t1:g}; barrier between them {np.nanmean(barrier):.3g} nats.",
+          {"split": split, "rise small side": float(before.mean()), "rise large side": float(after.mean()),
+           "barrier": float(np.nanmean(barrier)), "pairs": len(rises)}))
+  return out
+
+
+def _find(findings, **match) -> dict | None:
+  for f in findings:
+    if all(f.values.get(k) == v for k, v in match.items()):
+      return f.values
+  return None
+
+
+def _comparison(ctx: Context, findings: list[Finding]) -> list:
+  out = ["Keskar et al. (2017, ICLR, \"On large-batch training for deep learning: generalization gap and "
+         "sharp minima\") find that at the same learning rate and epochs, large batches (10% of the training "
+         "set) reach similar training accuracy but lower test accuracy than small ones (256), and converge "
+         "to sharper minima: larger ε-sharpness and Hessian eigenvalues; along the line from the small- to "
+         "the large-batch solution the loss rises much more steeply beyond the large-batch end (their "
+         "Figure 3)."]
+  items = []
+  groups = _by_batch(ctx)
+  if len(groups) >= 2:
+    small, large = min(groups), max(groups)
+    tr_s = ctx.values(groups[small], "eval_train/accuracy")
+    tr_l = ctx.values(groups[large], "eval_train/accuracy")
+    gap = _find(findings, metric="gap/accuracy")
+    if len(tr_s) and len(tr_l) and gap:
+      similar = abs(tr_l.mean() - tr_s.mean()) < 0.02
+      fit = ("similar training accuracy, as in Keskar et al.; " if similar else
+             "the large batch did not fit the training set as well, unlike Keskar et al.'s runs, so its gap "
+             "is not comparable; ")
+      items.append(f"Training accuracy (eval_train): {pct(tr_l.mean())} with batch {large} vs "
+                   f"{pct(tr_s.mean())} with batch {small}; accuracy gap {100 * gap['difference']:+.2f} "
+                   "points with the large batch: " + fit
+                   + ("a larger gap, as they report." if gap["difference"] > 0 else
+                      "a smaller gap, unlike their larger one."))
+  v = _find(findings, metric="test/accuracy")
+  if v:
+    lo, hi = v["ci"]
+    lower = v["difference"] < 0
+    sure = math.isfinite(hi) and hi < 0
+    items.append(f"Test accuracy, batch {v['large']} minus {v['small']}: {100 * v['difference']:+.2f} "
+                 "points: "
+                 + ("lower with the large batch, as Keskar et al. report" + ("" if sure else
+                    " (the interval includes no change or there are too few seeds)") if lower
+                    else "not lower with the large batch, unlike Keskar et al.") + ".")
+  for metric, name in (("curv/lambda_max", "λ_max"), *((c, c) for c in _sharp_columns(ctx))):
+    v = _find(findings, metric=metric)
+    if v:
+      items.append(f"{name}: {v['ratio']:.2f}x with batch {v['large']} vs {v['small']}: "
+                   + ("sharper with the large batch, as Keskar et al. report." if v["ratio"] > 1 else
+                      "not sharper with the large batch, unlike Keskar et al."))
+  if not _sharp_columns(ctx):
+    items.append("Keskar et al.'s ε-sharpness was not measured in these runs (no `sharp/` metrics); λ_max "
+                 "and the trace stand in for it.")
+  v = _find(findings, split="eval_train")
+  if v:
+    steeper = v["rise large side"] > v["rise small side"]
+    items.append(f"Interpolation, training loss: {v['rise large side']:.3g} nats beyond the large-batch end "
+                 f"vs {v['rise small side']:.3g} beyond the small-batch end: "
+                 + ("steeper on the large-batch side, as in Keskar et al.'s Figure 3." if steeper else
+                    "not steeper on the large-batch side, unlike Keskar et al.'s Figure 3."))
+  if not items:
+    items.append("No pair of batch sizes with readable results: no comparison is made.")
+  return out + [items] + [
+      "Caveat: Dinh et al. (2017) show that sharpness measures like these change under reparameterizations "
+      "that leave the function unchanged, and Li et al. (2018) that the small-to-large interpolation's "
+      "picture flips with weight decay (the weights' scale changes), while filter-normalized plots keep "
+      "large batches (mildly) sharper: sharper here is a statement about these measures, not about "
+      "generalization as such."]
+
+
+def _limitations(ctx: Context) -> list[str]:
+  out = []
+  fraction = []
+  for r in ctx.study.runs:
+    n = (r.summary or {}).get("num_train")
+    b = _batch(r)
+    if n and b:
+      fraction.append(b / n)
+  if fraction and max(fraction) < 0.1:
+    out.append(f"The largest batch is {100 * max(fraction):.1f}% of the training set, below Keskar et al.'s "
+               "10%.")
+  if not landscapes.interpolations(ctx.study.root, []):
+    out.append("No interpolation under `interpolation/`: the sweep's post step did not run (or failed; see "
+               "`post_sweep` in sweep.json).")
+  return out
+
+
+TEMPLATE = Template(
+    "batch_size", "Does large-batch training at the same learning rate and epochs find sharper minima that "
+    "generalize worse (Keskar et al. 2017)? Accuracy, generalization gap, λ_max and sharpness per batch "
+    "size over seeds, and the loss along the line from the small-batch to the large-batch solution.",
+    _applies, _results, _comparison, _limitations)

@@ -1,0 +1,217 @@
+"""Report template of the skip_connections study (experiments/configs/skip_connections.py).
+
+Li, Xu, Taylor, Studer & Goldstein 2018 ("Visualizing the Loss Landscape of Neural Nets", NeurIPS,
+arXiv:1712.09913): 2-D filter-normalized loss landscapes of ResNets with and without skip connections
+at several depths, and the Hessian's |lambda_min / lambda_max| as a measure of non-convexity. Results:
+accuracy, lambda_max, lambda_min / lambda_max per model; the landscapes' contours on one colour scale;
+the landscape summaries of research/landscape/tracking.py (`land/rise_<split>`: the mean loss rise at
++-1 filter norm along the two directions; `land/nonconvex_<split>`: the share of grid points where the
+surface curves down).
+"""
+
+import math
+
+import numpy as np
+
+from analysis import landscapes, plots, runs, stats, tables
+from analysis.report import Finding, Section, TableBlock
+from analysis.templates import Context, Template, ci_text, num, pct, seeds_text, standard_results
+
+TITLE = "Skip connections"
+SKIP_KEY = "model.knobs.skip"
+MODEL_KEY = "model.name"
+SPLIT = "eval_train"
+BAR_KEY = "depth, skips"  # the landscape Li et al. draw: the training loss
+
+
+def _skip(run: runs.Run) -> bool:
+  return bool(run.flat_config.get(SKIP_KEY, True))
+
+
+def _depth_label(run: runs.Run) -> str:
+  return str(run.flat_config.get(MODEL_KEY, "?"))
+
+
+def _label(model: str, skip: bool) -> str:
+  return f"{model}, {'with' if skip else 'no'} skips"
+
+
+def _short(model: str, skip: bool) -> str:
+  depth = "".join(c for c in model if c.isdigit()) or model
+  return f"{depth}\n{'skip' if skip else 'no skip'}"
+
+
+def _applies(ctx: Context) -> str | None:
+  skips = {_skip(r) for r in ctx.study.runs}
+  if skips != {True, False}:
+    return f"`{SKIP_KEY}` is not both True and False across the runs"
+  return None
+
+
+def _models(ctx: Context) -> list[str]:
+  return list(dict.fromkeys(_depth_label(r) for r in ctx.study.runs))
+
+
+def _groups(ctx: Context) -> dict[tuple[str, bool], list[runs.Run]]:
+  out: dict = {}
+  for model in _models(ctx):
+    for skip in (True, False):
+      rs = [r for r in ctx.study.runs if _depth_label(r) == model and _skip(r) == skip]
+      if rs:
+        out[(model, skip)] = rs
+  return out
+
+
+def _values(ctx: Context, rs, metric: str) -> np.ndarray:
+  return ctx.values(rs, metric)
+
+
+def _results(ctx: Context):
+  t = ctx.table
+  if "curv/lambda_min" in t.columns and "curv/lambda_max" in t.columns:
+    t["curv/lambda_ratio"] = t["curv/lambda_min"].abs() / t["curv/lambda_max"]
+  t["condition"] = [_label(_depth_label(r), _skip(r)) for r in ctx.study.runs]
+  t[BAR_KEY] = [_short(_depth_label(r), _skip(r)) for r in ctx.study.runs]  # short tick labels
+  land = [f"land/rise_{SPLIT}", f"land/nonconvex_{SPLIT}"]
+  bars = ("test/accuracy", "curv/lambda_max", "curv/lambda_ratio", *land)
+  blocks = standard_results(ctx, bar_metrics=bars, bar_key=BAR_KEY)
+  metrics = ["test/accuracy", "eval_train/accuracy", "curv/lambda_max", "curv/lambda_min",
+             "curv/lambda_ratio", *land, "land/rise_test"]
+  metrics = [m for m in metrics if m in t.columns and t[m].notna().any()]
+  names = {"curv/lambda_min": "λ_min", "curv/lambda_ratio": "|λ_min/λ_max|",
+           f"land/rise_{SPLIT}": "rise, train", "land/rise_test": "rise, test",
+           f"land/nonconvex_{SPLIT}": "non-convex share"}
+  if metrics:
+    blocks.insert(0, TableBlock("skip_connections", tables.mean_std_table(
+        t, ["condition"], metrics, names=names, caption=(
+            "Per model, mean ± standard deviation over seeds: accuracies in percent; λ_max and λ_min of the "
+            "training-loss Hessian at the end (fixed probe set); |λ_min/λ_max| Li et al.'s non-convexity "
+            "ratio; rise: mean loss at ±1 along each filter-normalized direction minus the loss at the "
+            "trained point (nats); non-convex share: the fraction of the 2-D grid's interior points where "
+            "the surface curves down (smallest finite-difference curvature below -1% of the largest)."))))
+  panels, first = {}, None
+  for (model, skip), rs in _groups(ctx).items():
+    scan = next((s for s in (landscapes.latest_scan(r, "2d") for r in rs) if s is not None), None)
+    if scan is None or SPLIT not in scan.values:
+      continue
+    first = first or scan
+    xs, ys = scan.axes
+    panels[_label(model, skip)] = (xs, ys, scan.values[SPLIT]["loss"].T)
+  if panels:
+    info = first.info
+    settings = info.get("settings") or {}
+    n = (info.get("splits") or {}).get(SPLIT, {}).get("num_examples", settings.get("num_examples"))
+    fig = ctx.figure("landscapes_2d", lambda p: plots.loss_contours(panels, ncols=2, path=p), (
+        f"Training loss (eval_train, {n} examples) on the plane θ + α d₁ + β d₂ around each model's final "
+        f"parameters (star), {len(first.axes[0])} × {len(first.axes[1])} points, two random Gaussian "
+        f"directions normalized per filter ({settings.get('normalization', 'filter')}; biases and "
+        f"BatchNorm parameters not moved; Li et al. 2018), BatchNorm mode {info.get('bn_mode')}; one seed "
+        "per model, all panels on one colour scale."))
+    if fig:
+      blocks.insert(1, fig)
+  return [Section("Results", blocks)], _findings(ctx)
+
+
+def _findings(ctx: Context) -> list[Finding]:
+  out = []
+  groups = _groups(ctx)
+  for model in _models(ctx):
+    a, b = groups.get((model, False)), groups.get((model, True))
+    if not (a and b):
+      continue
+    for metric, name, fmt in (("test/accuracy", "test accuracy", "diff"),
+                              ("curv/lambda_max", "λ_max", "ratio"),
+                              ("curv/lambda_ratio", "|λ_min/λ_max|", "ratio"),
+                              (f"land/rise_{SPLIT}", "the training-loss rise at ±1 filter norm", "ratio"),
+                              (f"land/nonconvex_{SPLIT}", "the non-convex share of the landscape", "diff")):
+      x, y = _values(ctx, a, metric), _values(ctx, b, metric)
+      if not (len(x) and len(y)):
+        continue
+      n = f"{seeds_text(len(x))} each" if len(x) == len(y) else f"{len(x)} vs {len(y)} seeds"
+      if fmt == "diff":
+        d, lo, hi = stats.difference_ci(x, y)
+        if metric == "test/accuracy":
+          text = (f"{model}: removing the skip connections changed test accuracy by {100 * d:+.2f} points "
+                  f"({pct(x.mean())} vs {pct(y.mean())}; {n}, "
+                  f"{ci_text(100 * lo, 100 * hi, lambda v: f'{v:+.2f}', ' points')}).")
+        else:
+          text = (f"{model}: {name} is {x.mean():.3g} without and {y.mean():.3g} with skip connections "
+                  f"({n}, difference {d:+.3g}, {ci_text(lo, hi, lambda v: f'{v:+.3g}')}).")
+        values = {"model": model, "metric": metric, "difference": d, "ci": (lo, hi)}
+      else:
+        r, lo, hi = stats.ratio_ci(x, y)
+        text = (f"{model}: without skip connections {name} is {num(x.mean())} vs {num(y.mean())} with them, "
+                f"{r:.2f}x ({n}, {ci_text(lo, hi, lambda v: f'{v:.2f}', 'x')}).")
+        values = {"model": model, "metric": metric, "ratio": r, "ci": (lo, hi)}
+      out.append(Finding(text, values | {"without": float(x.mean()), "with": float(y.mean()), "n": len(x)}))
+  return out
+
+
+def _by(findings: list[Finding], metric: str) -> dict[str, dict]:
+  return {f.values["model"]: f.values for f in findings if f.values.get("metric") == metric}
+
+
+def _comparison(ctx: Context, findings: list[Finding]) -> list:
+  out = ["Li et al. (2018, NeurIPS, \"Visualizing the loss landscape of neural nets\", Figs. 5 and 7) find "
+         "that without skip connections the filter-normalized landscape of deep ResNets turns chaotic and "
+         "non-convex as depth grows (ResNet-56 and -110 without shortcuts; ResNet-20 is barely affected), "
+         "with large negative Hessian eigenvalues relative to the largest (|λ_min/λ_max| large) and worse "
+         "accuracy, while with skips it stays smooth and nearly convex around the minimum."]
+  items = []
+  models = _models(ctx)
+  for metric, what in ((f"land/nonconvex_{SPLIT}", "non-convex share of the landscape"),
+                       ("curv/lambda_ratio", "|λ_min/λ_max|"),
+                       (f"land/rise_{SPLIT}", "loss rise at ±1 filter norm")):
+    found = _by(findings, metric)
+    for model in models:
+      v = found.get(model)
+      if v is None:
+        continue
+      more = v["without"] > v["with"]
+      items.append(f"{model}: the {what} is " + ("higher without skips, the direction Li et al. report"
+                                                  if more else "not higher without skips")
+                   + f" ({num(v['without'])} vs {num(v['with'])} with skips).")
+    gaps = [found[m]["without"] - found[m]["with"] for m in models if m in found]
+    if len(gaps) >= 2 and all(math.isfinite(g) for g in gaps):
+      grows = all(b >= a for a, b in zip(gaps, gaps[1:]))
+      items.append(f"The difference in {what} (without minus with skips) across {', '.join(models)}: "
+                   + ", ".join(f"{g:+.3g}" for g in gaps) + (": it grows with depth, as Li et al. report."
+                                                              if grows else ": it does not grow with depth "
+                                                              "here."))
+  acc = _by(findings, "test/accuracy")
+  for model in models:
+    v = acc.get(model)
+    if v is not None:
+      items.append(f"{model}: test accuracy {100 * v['difference']:+.2f} points without skips (Li et al.: "
+                   "lower for deep nets without skips).")
+  if not items:
+    items.append("No model has both a run with and one without skip connections: no comparison is made.")
+  depth = max((int("".join(c for c in m if c.isdigit()) or 0) for m in models), default=0)
+  caveat = []
+  if depth < 56:
+    caveat.append(f"The deepest model here has depth {depth}; Li et al. see the chaotic landscapes from "
+                  "depth 56 on (ResNet-20 without skips stays fairly convex in their Figure 5), so these "
+                  "depths test the onset of the effect, not its strong form.")
+  return out + [items] + caveat
+
+
+def _limitations(ctx: Context) -> list[str]:
+  out = ["The landscape uses two random directions and one seed per model: another draw of the directions "
+         "changes the picture in detail (Li et al. report it does not change it qualitatively)."]
+  scans = [s for r in ctx.study.runs if (s := landscapes.latest_scan(r, "2d")) is not None]
+  if scans:
+    n = {str((s.info.get("splits") or {}).get(SPLIT, {}).get("num_examples")) for s in scans}
+    pts = {f"{len(s.axes[0])} × {len(s.axes[1])}" for s in scans}
+    out.append(f"Landscapes on {', '.join(sorted(n))} training examples at {', '.join(sorted(pts))} points "
+               "(Li et al.: the whole training set at 51 × 51); coarse grids smooth out small-scale "
+               "non-convexity, and the non-convex share depends on the grid spacing.")
+  if any(r.flat_config.get("model.knobs.norm", "batch") == "batch" for r in ctx.study.runs):
+    out.append("BatchNorm in eval mode: every point of the landscape uses the running statistics of the "
+               "trained network, not statistics recomputed for the moved weights.")
+  return out
+
+
+TEMPLATE = Template(
+    "skip_connections", "What do skip connections do to the loss landscape and the Hessian, and does that "
+    "change with depth? ResNets with and without their skip connections: accuracy, λ_max, |λ_min/λ_max| and "
+    "2-D filter-normalized loss landscapes (Li et al. 2018).", _applies, _results, _comparison, _limitations)

@@ -108,7 +108,8 @@ def _results(ctx: Context):
       meas[label_of(r)] = (r, m)
   blocks: list = []
   findings: list[Finding] = []
-  missing = [label_of(r) for r in ctx.study.runs if label_of(r) not in meas]
+  missing = [label_of(r) + ("" if r.status in ("done", "early_stopped") else f" (run status: {r.status})")
+             for r in ctx.study.runs if label_of(r) not in meas]
   if missing:
     blocks.append(missing_text(f"spectra of {', '.join(missing)}", "a curvature/ record with a density"))
   rows = []

@@ -108,7 +108,8 @@ def _results(ctx: Context):
       meas[label_of(r)] = (r, m)
   blocks: list = []
   findings: list[Finding] = []
-  missing = [label_of(r) for r in ctx.study.runs if label_of(r) not in meas]
+  missing = [label_of(r) + ("" if r.status in ("done", "early_stopped") else f" (run status: {r.status})")
+             for r in ctx.study.runs if label_of(r) not in meas]
   if missing:
     blocks.append(missing_text(f"spectra of {', '.join(missing)}", "a curvature/ record with a density"))
   rows = []
@@ -226,11 +227,16 @@ def _results(ctx: Context):
     a, b = find("trained", norm), find("init", norm)
     if a and b and a[1]["lambda_max"] and b[1]["lambda_max"]:
       ratio = a[1]["lambda_max"] / b[1]["lambda_max"]
-      findings.append(Finding(
-          f"With {NORM_NAMES[norm]}, training changed λ_max {ratio:.2f}x ({num(b[1]['lambda_max'])} at "
-          f"initialization, {num(a[1]['lambda_max'])} after) and the SLQ outliers from {b[1]['outliers']} to "
-          f"{a[1]['outliers']}.", {"metric": "training ratio", "norm": norm, "ratio": ratio,
-                                   "outliers init": b[1]["outliers"], "outliers trained": a[1]["outliers"]}))
+      sep = [separation(m["top"]) for m in (b[1], a[1])]
+      text = (f"With {NORM_NAMES[norm]}, training changed λ_max {ratio:.2f}x ({num(b[1]['lambda_max'])} at "
+              f"initialization, {num(a[1]['lambda_max'])} after) and the SLQ outliers from "
+              f"{b[1]['outliers']} to {a[1]['outliers']}")
+      if None not in sep:
+        text += (f"; the top eigenvalue over the k-th (separation from the bulk) went from {sep[0]:.1f} to "
+                 f"{sep[1]:.1f}")
+      findings.append(Finding(text + ".", {
+          "metric": "training ratio", "norm": norm, "ratio": ratio, "outliers init": b[1]["outliers"],
+          "outliers trained": a[1]["outliers"], "separation init": sep[0], "separation trained": sep[1]}))
   acc = {label: ctx.values(rs, "test/accuracy") for label, rs in ctx.groups().items()}
   acc = {k: v for k, v in acc.items() if len(v) and k in meas and phase_of(meas[k][0]) == "trained"}
   if acc:
@@ -238,6 +244,13 @@ def _results(ctx: Context):
         f"{k} {pct(v.mean())}" for k, v in acc.items()) + ".", {"test/accuracy": {k: float(v.mean())
                                                                                    for k, v in acc.items()}}))
   return [Section("Results", blocks)], findings
+
+
+def separation(top) -> float | None:
+  """λ_1 / λ_k of the top-k eigenvalues (k >= 3, all positive): how far the largest outlier stands
+  above the k-th eigenvalue, a proxy for the edge of the bulk."""
+  v = np.sort(np.asarray(top, np.float64))[::-1]
+  return float(v[0] / v[-1]) if len(v) >= 3 and v[-1] > 0 else None
 
 
 def _seeds(ctx: Context) -> int:
@@ -258,26 +271,30 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
     v = f.values
     if v.get("metric") == "bn ratio" and v["phase"] == "trained":
       r = v["ratio"]
-      items.append(f"After training, λ_max without / with BatchNorm = {r:.2f}x and outliers "
-                   f"{v['outliers none']} vs {v['outliers batch']}: "
-                   + ("**the published effect showed** (larger outliers without BatchNorm)" if r >= 1.2 else
+      more = (v["outliers none"] or 0) > (v["outliers batch"] or 0)
+      items.append(f"After training, λ_max without / with BatchNorm = {r:.2f}x: "
+                   + ("**the published direction showed** (a larger top outlier without BatchNorm)"
+                      if r >= 1.2 else
                       "**the published effect did not show** (λ_max was lower without BatchNorm)"
                       if r <= 1 / 1.2 else "**no clear difference** (within 20%)")
-                   + "; one seed, no interval.")
+                   + f"; the SLQ outlier count, {v['outliers none']} vs {v['outliers batch']}, is "
+                   + ("in the same direction" if more else "not") + ". One seed, no interval.")
     if v.get("metric") == "training ratio":
-      grew = (v["outliers trained"] or 0) > (v["outliers init"] or 0) or v["ratio"] >= 1.2
-      items.append(f"Outliers separating during training ({NORM_NAMES[v['norm']]}): λ_max "
-                   f"{v['ratio']:.2f}x, SLQ outliers {v['outliers init']} → {v['outliers trained']}: "
-                   + ("as Ghorbani et al. report." if grew else "not seen here."))
+      si, st = v.get("separation init"), v.get("separation trained")
+      if si is None or st is None:
+        continue
+      items.append(f"Outliers separating from the bulk during training ({NORM_NAMES[v['norm']]}): λ_1/λ_k "
+                   f"{si:.1f} → {st:.1f} (λ_max {v['ratio']:.2f}x): "
+                   + ("**showed**, as Ghorbani et al. report." if st >= 1.2 * si else
+                      "**did not show** (no more separated after training than at initialization)."))
     if v.get("metric") == "outliers vs classes":
       counts = v["counts"]
       near = [c for c, o, g in counts if g is not None and abs(g - c) <= 1]
       rising = all(b[2] is not None and a[2] is not None and b[2] >= a[2] for a, b in zip(counts, counts[1:]))
       items.append("About C outliers (Papyan; Sagun et al.): the largest top-k gap lies within one of C for "
                    f"{len(near)} of {len(counts)} class counts"
-                   + (" and grows with C" if rising else ", and does not grow with C")
-                   + (": **showed**." if len(near) == len(counts) else
-                      ": **partly showed**." if near else ": **did not show**.")
+                   + (" and never falls as C grows" if rising else ", and falls as C grows")
+                   + (": **showed**." if len(near) == len(counts) else ": **did not show**.")
                    + " The SLQ rule counts " + ", ".join(f"{o} (C = {c})" for c, o, _ in counts)
                    + (": within one of C for every C."
                       if all(o is not None and abs(o - c) <= 1 for c, o, _ in counts)

@@ -178,8 +178,10 @@ def lambda_max_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
   shown = {k: t for k, t in finite_t.items() if t <= 5 * max(top, 1e-12)}
   values = np.concatenate([np.asarray(v, np.float64) for _, v in curves.values()] or [np.zeros(0)])
   values = values[np.isfinite(values)]
-  if not finite_t and len(values) and values.min() > 0 and values.max() / values.min() > 30:
-    ax.set_yscale("log")  # no thresholds to show, values over decades (e.g. sharp at init, flat at the end)
+  if len(values) and values.min() > 0 and values.max() / values.min() > 30:
+    # values over decades (e.g. sharp at initialization, flat at the end): a log axis keeps both legible
+    ax.set_yscale("log")
+    ax.set_ylim(0.8 * min([values.min(), *shown.values()]), 1.25 * max([top, *shown.values()]))
   else:
     ax.set_ylim(0, 1.1 * max([top, *shown.values()]) if top > 0 or shown else 1.0)
   for i, label in enumerate(curves):

@@ -83,7 +83,9 @@ def mean_std_table(table: pd.DataFrame, by: Sequence[str], metrics: Sequence[str
   agg = stats.aggregate(table, by, metrics)
   by = [b for b in by if b in table.columns]
   conditions = list(dict.fromkeys(tuple(r) for r in agg[by].itertuples(index=False))) if by else [()]
-  header = [names.get(b, b.rsplit(".", 1)[-1]) for b in by] + ["seeds"] + [
+  short = [b.rsplit(".", 1)[-1] for b in by]
+  short = [".".join(b.split(".")[-2:]) if short.count(n) > 1 else n for b, n in zip(by, short)]
+  header = [names.get(b, n) for b, n in zip(by, short)] + ["seeds"] + [
       names.get(m, SHORT_NAMES.get(m, style.metric_label(m))) for m in metrics]
   rows, means = [], []
   for cond in conditions:

@@ -27,13 +27,12 @@ Sweep (`get_sweep`): depth x skip (on, off), one seed for quick, 2 for paper.
 
 Variants:
 - `quick`: ResNet-20 and ResNet-32 at a quarter width (stages of 4, 8, 16 channels; BatchNorm, option-A
-  shortcuts) on 4,096 Fashion-MNIST training images, heavy-ball momentum 0.9 at lr 0.05, 400 steps of 64
-  (6.25 epochs): 4 trials; lambda_max and lambda_min on 128 fixed training images every 200 steps; at
-  the end an 11 x 11 landscape on [-1, 1]^2 on 512 training (eval_train) and 512 test images.
-  Measured: 66 min 18 s with `--parallel 2` under a load average of 8-19 from other jobs (32-34 min
-  per trial, of which the 11 x 11 landscape took 8-13 min, 4-6 s per grid point on 2 x 512 images: a
-  quarter to a third of each trial; shrink `landscape.num_points` or `num_examples` for a faster
-  sweep). Over the 15-minute goal on this loaded machine.
+  shortcuts) on 2,048 Fashion-MNIST training images, heavy-ball momentum 0.9 at lr 0.05, 300 steps of 64
+  (9.4 epochs): 4 trials; lambda_max and lambda_min on 128 fixed training images at initialization and
+  at the end; at the end a 9 x 9 landscape on [-1, 1]^2 on 256 training (eval_train) and 256 test
+  images. Measured: 11 min 51 s with `--parallel 2` under a load average of 4-6 from other jobs
+  (275-298 s per ResNet-20 trial, 405-429 s per ResNet-32 trial). The first version (4,096 images, 400
+  steps, an 11 x 11 landscape on 2 x 512 images, lambda every 200 steps) took 66 min under load 8-19.
 - `paper`: Li et al.'s CIFAR-10 setting: ResNet-20, -56 and -110 with and without skips, momentum 0.9,
   lr 0.1 divided by 10 at 50%, 75% and 92% of 300 epochs, weight decay 5e-4, batch 128, crop and flip,
   2 seeds; the Hessian on 5,000 training images; a 51 x 51 landscape on [-1, 1]^2 on 10,000 training
@@ -69,24 +68,24 @@ def get_config(arg: str | None = "quick"):
   c.progress = "lines"
   if arg == "quick":
     c.data.name = "fashion_mnist"
-    c.data.options.num_train = 4096
-    c.data.options.valid_size = 1000
-    c.data.options.eval_train_size = 1000
+    c.data.options.num_train = 2048
+    c.data.options.valid_size = 500
+    c.data.options.eval_train_size = 500
     c.model.knobs.width = 0.25
     c.schedule.name = "constant"
     c.schedule.lr = 0.05
     c.training.batch_size = 64
     c.training.num_epochs = 0
-    c.training.num_steps = 400
+    c.training.num_steps = 300
     c.eval.every_epochs = 0
-    c.eval.every_steps = 200
+    c.eval.every_steps = 150
     c.log_every = 25
-    c.curvature.every_steps = 200
+    c.curvature.every_steps = 300  # at initialization and at the end
     c.curvature.num_examples = 128
     c.curvature.chunk_size = 128
-    c.landscape.num_points = 11
-    c.landscape.num_examples = 512
-    c.landscape.chunk_size = 512
+    c.landscape.num_points = 9
+    c.landscape.num_examples = 256
+    c.landscape.chunk_size = 256
     c.landscape.splits = ("eval_train", "test")
   else:
     c.data.name = "cifar10"

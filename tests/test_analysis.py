@@ -227,6 +227,16 @@ def test_every_plot_writes_an_image_with_labelled_axes(studies, tmp_path):
       "compression": (lambda p: plots.compression_curves(np.array([0.0, 0.5, 0.9]), {"x": [0.9, 0.85, 0.4]},
                                                          {"x": 0.9}, path=p),
                       [("compression level (fraction of weights removed)", "accuracy drop (points)")]),
+      "panels": (lambda p: plots.scatter_panels(
+          [{"x": np.array([1.0, 2.0, 4.0]), "y": np.array([3.0, 2.0, 1.0]), "xlabel": "η/B",
+            "ylabel": "λ_max", "logx": True},
+           {"x": np.array([0.5, 1.0, 2.0]), "y": np.array([3.0, 2.0, 1.0]), "xlabel": "2/η",
+            "ylabel": "λ_max", "reference": (np.array([0.5, 2.0]), np.array([0.5, 2.0]), "λ_max = 2/η")}],
+          groups=["a", "b", "a"], path=p),
+                 [("η/B", "λ_max"), ("2/η", "λ_max")]),
+      "ranked": (lambda p: plots.ranked_values({"x": np.array([1.0, 50.0, 3.0]), "y": np.array([2.0, 1.0])},
+                                               path=p),
+                 [("rank (1 = largest)", "Hessian eigenvalue")]),
   }
   for name, (draw, expected) in cases.items():
     fig = draw(tmp_path / name)
@@ -235,6 +245,8 @@ def test_every_plot_writes_an_image_with_labelled_axes(studies, tmp_path):
     assert labels == expected, name
     _png_ok(tmp_path / name)
   assert cases["surface"][0](None).get_axes()[0].get_zlabel() == "loss (nats)"
+  ranked = plots.ranked_values({"x": np.array([1.0, 50.0, 3.0])}).get_axes()[0]
+  assert list(ranked.lines[0].get_ydata()) == [50.0, 3.0, 1.0] and ranked.get_yscale() == "log"
   tau, _, _ = stats.kendall_tau(table["curv/lambda_max"], table["gap/loss"])
   scatter = plots.measure_vs_gap(table["curv/lambda_max"], table["gap/loss"], measure_name="λ_max")
   assert scatter.get_axes()[0].get_title(loc="left").startswith(f"Kendall τ = {tau:.2f} (n = 6")

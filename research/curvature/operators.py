@@ -77,6 +77,13 @@ def make_chunks(images: np.ndarray, labels: np.ndarray, chunk_size: int | None =
   return Chunks(arrays, n, chunk)
 
 
+def first_examples(split, num_examples: int, chunk_size: int = 0) -> Chunks:
+  """The first `num_examples` examples of a data split (0: all) as `Chunks` of `chunk_size` (0: one
+  chunk): the fixed probe set of the in-training evaluators."""
+  n = len(split) if num_examples == 0 else min(num_examples, len(split))
+  return make_chunks(split.images[:n], split.labels[:n], chunk_size or n)
+
+
 def model_functions(graphdef, model_state, *, bn_mode: str = "eval", preprocess: Callable | None = None,
                     loss_name: str = "cross_entropy"):
   """(loss_fn, logits_fn) for a model split into graphdef, params and the rest (`model_state`).

@@ -99,9 +99,7 @@ def evaluator(config: ml_collections.ConfigDict):
     out_dir = ctx.workdir / "curvature"
     if not memory["loaded"]:
       memory["vectors"], memory["loaded"] = _latest_vectors(out_dir, c.split), True
-    split = getattr(ctx.dataset, c.split)
-    n = len(split) if c.num_examples == 0 else min(c.num_examples, len(split))
-    chunks = operators.make_chunks(split.images[:n], split.labels[:n], c.chunk_size or n)
+    chunks = operators.first_examples(getattr(ctx.dataset, c.split), c.num_examples, c.chunk_size)
     loss_fn = stable_loss_fn(ctx.graphdef, ctx.dataset.preprocess, ctx.config.loss.name)
     params = {"params": ctx.state.params, "model_state": ctx.state.model_state}
     only = {"param_filter": _is_parameter}

@@ -67,11 +67,9 @@ def evaluator(config: ml_collections.ConfigDict):
                                              preprocess=ctx.dataset.preprocess, loss_name=loss_name)
     data = {}
     for s in c.splits:
-      split = getattr(ctx.dataset, s)
-      n = len(split) if c.num_examples == 0 else min(c.num_examples, len(split))
-      if n == 0:
+      if len(getattr(ctx.dataset, s)) == 0:
         raise UserError(f"compression.splits has {s!r}, which has no examples in this dataset")
-      data[s] = operators.make_chunks(split.images[:n], split.labels[:n], c.chunk_size or n)
+      data[s] = operators.first_examples(getattr(ctx.dataset, s), c.num_examples, c.chunk_size)
     evaluate = lambda p, s: compression.evaluate(logits_fn, p, data[s], loss_name=loss_name)
     metrics, splits, records = {}, {}, []
     for s in c.splits:

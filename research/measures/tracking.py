@@ -269,9 +269,8 @@ def evaluator(config: ml_collections.ConfigDict):
 
   def run(ctx) -> dict:
     start = time.time()
-    split = getattr(ctx.dataset, c.split)
-    n = len(split) if c.num_examples == 0 else min(c.num_examples, len(split))
-    chunks = operators.make_chunks(split.images[:n], split.labels[:n], c.chunk_size or n)
+    chunks = operators.first_examples(getattr(ctx.dataset, c.split), c.num_examples, c.chunk_size)
+    n = chunks.num_examples
     loss_name = ctx.config.loss.name
     fns = functions(ctx.graphdef, ctx.dataset.preprocess, loss_name)
     tree = {"params": ctx.state.params, "model_state": ctx.state.model_state}

@@ -77,6 +77,27 @@ def test_hessian_products_match_dense_finite_differences_and_chunks(problem):
   assert op.info["operator"] == "hessian" and op.info["num_examples"] == 40
 
 
+def test_cached_linearization_gives_the_recomputed_products(problem):
+  """The default operator reuses each chunk's linearization (built at the first product); with no room
+  (`cache_bytes=0`, or a budget below the size) every product recomputes everything. Same numbers."""
+  p = problem
+  chunked = operators.make_chunks(p["ds"].train.images, p["ds"].train.labels, 16, shard=False)
+  rng = np.random.default_rng(1)
+  cached = operators.hessian(p["loss_fn"], p["params"], chunked)
+  plain = operators.hessian(p["loss_fn"], p["params"], chunked, cache_bytes=0)
+  tiny = operators.hessian(p["loss_fn"], p["params"], chunked, cache_bytes=1000)
+  for _ in range(2):  # the second product reuses the first one's linearization
+    v = jnp.asarray(rng.normal(size=cached.size))
+    want = p["dense_h"] @ np.asarray(v)
+    for op in (cached, plain, tiny):
+      np.testing.assert_allclose(op.matvec(v), want, rtol=1e-10, atol=1e-12)
+  (cache,) = [c.cell_contents for c in cached.matvec.__closure__ if type(c.cell_contents).__name__ ==
+              "_LinearizationCache"]
+  (no_room,) = [c.cell_contents for c in tiny.matvec.__closure__ if type(c.cell_contents).__name__ ==
+                "_LinearizationCache"]
+  assert cache.fits and len(cache.linear) == 3 and no_room.fits is False and not no_room.linear
+
+
 def test_lanczos_top_and_bottom_eigenpairs_match_dense(problem):
   p = problem
   op = operators.hessian(p["loss_fn"], p["params"], p["whole"])

@@ -35,7 +35,10 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--sections", required=True, help="comma-separated config sections to measure")
   parser.add_argument("--checkpoint", type=int, default=None, help="checkpoint step (default: the latest)")
   args, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+  from research import xla
   from research.training import posthoc
+
+  xla.use_compilation_cache()
 
   try:
     metrics = posthoc.measure_checkpoint(args.workdir, [s for s in args.sections.split(",") if s],

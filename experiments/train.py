@@ -94,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     import jax
 
     jax.distributed.initialize()
-  from research import training  # after flag parsing, so that errors above come fast
+  from research import training, xla  # after flag parsing, so that errors above come fast
+
+  xla.use_compilation_cache()
 
   try:
     summary = training.train_and_evaluate(config, _WORKDIR.value)

@@ -144,8 +144,11 @@ def test_diverged_and_bad_trials_are_isolated_index_and_skip(tmp_path):
   sweep = [{"schedule.lr": 0.1}, {"schedule.lr": 1e6, "loss.name": "mse"}, {"optimizer.name": "adamax"}]
   config = write_config(tmp_path, sweep)
   workdir = tmp_path / "sweep"
-  code, out, err = finish(sweep_cli(config, workdir, "--parallel", "2", "--config.log_every=5"))
+  cache = tmp_path / "xla_cache"  # the trials share one persistent compilation cache
+  code, out, err = finish(sweep_cli(config, workdir, "--parallel", "2", "--config.log_every=5",
+                                    env=os.environ | {"RESEARCH_COMPILATION_CACHE": str(cache)}))
   assert code == 1, out + err  # one trial failed
+  assert len([f for f in cache.iterdir() if f.name.startswith("jit_")]) > 3  # compiled programs written
   index = json.loads((workdir / "sweep.json").read_text())
   assert index["config_path"] == str(config) and index["variant"] is None and index["study"] == "tiny"
   assert index["common_overrides"] == {"log_every": 5}

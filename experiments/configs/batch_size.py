@@ -38,8 +38,9 @@ Variants:
   batch 64 to 256 interpolation at 31 points on 1,000 training and 1,000 test images per seed. (Cut
   from 4,096 images, 15 epochs and batches 64/256/512 when that took about 40 minutes per trial on the
   shared machine.)
-  Measured: 26 min 55 s with `--parallel 2` under a load average of 13-19 from other jobs (trials 12 min
-  at batch 64, 10 min at batch 256; the post step's two interpolations 4 min 22 s).
+  Measured: 3 min 11 s for the sweep and its report with `--parallel 2` on 2 quiet CPU cores
+  (2026-11-22, load average 2-7 from the study's own processes, cold compilation cache; 4 trials of
+  68-72 s; the post step 32 s).
 - `paper`: close to Keskar et al.'s C1 network (a shallow AlexNet-like convolutional network): `alexnet`
   on CIFAR-10, Adam at lr 1e-3, batch 256 against 5,000 (10% of the 50,000 training images, their
   large-batch rule), 100 epochs, no augmentation, 3 seeds; the Hessian on 5,000 training images; the

@@ -40,10 +40,9 @@ Variants:
   (no momentum, so 2/eta is the stability threshold), constant lr, 2,000 steps of 128 (62.5 epochs), 2
   seeds: 8 trials. At the end: lambda_max and the trace (20 Hutchinson probes) of the training-loss
   Hessian on 1,000 fixed training images; compression to 8, 6, 4, 3, 2 bits and to sparsity 0.5, 0.7,
-  0.8, 0.9, 0.95, evaluated on the 10,000 test images and the 1,000-image eval_train subset. Measured:
-  12 min 14 s with `--parallel 2` on 2 CPU cores under a load average of 17-22 from other jobs (trials
-  158-181 s for SGD, 220-225 s for SAM, each including about 50 s for the Hessian and 25 s for
-  compression at the end).
+  0.8, 0.9, 0.95, evaluated on the 10,000 test images and the 1,000-image eval_train subset. Measured: 2
+  min 41 s for the sweep and its report with `--parallel 2` on 2 quiet CPU cores (2026-11-22, load
+  average 2-7 from the study's own processes, cold compilation cache; 8 trials of 30-42 s).
 - `paper`: ResNet-20 (BatchNorm) on CIFAR-10, SGD with momentum 0.9, lr 0.1 with cosine decay, weight
   decay 5e-4, crop and flip, 200 epochs, 3 seeds; the Hessian on 5,000 training images (50 probes);
   the same compression levels. For a GPU; CIFAR-10 needs TFDS's download.

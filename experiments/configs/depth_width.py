@@ -29,8 +29,9 @@ in tests/test_studies.py:
 Variants:
 - `quick`: the MLPs above on 4,096 Fashion-MNIST training images, heavy-ball momentum 0.9 at lr 0.02,
   2,000 steps of 128 (62.5 epochs), 2 seeds: 8 trials; lambda_max every 500 steps and trace (8 probes)
-  on 512 fixed training images. Measured: 2 min 33 s with `--parallel 2` on 2 CPU cores (2026-11-22, a
-  quiet machine; 30-44 s per trial).
+  on 512 fixed training images. Measured: 2 min 35 s for the sweep and its report with `--parallel 2` on
+  2 quiet CPU cores (2026-11-22, load average 2-7 from the study's own processes, cold compilation
+  cache; 8 trials of 32-38 s).
 - `paper`: the ResNets above on CIFAR-10 with Zagoruyko & Komodakis's recipe: Nesterov momentum 0.9,
   lr 0.1 divided by 5 at 30%, 60% and 80% of 200 epochs, weight decay 5e-4, batch 128, crop and flip,
   3 seeds; the Hessian on 5,000 training images. For a GPU; CIFAR-10 needs TFDS's download.

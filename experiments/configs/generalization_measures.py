@@ -35,9 +35,9 @@ Variants:
 - `quick`: `mlp` (ReLU, 2 hidden layers) on 2,048 Fashion-MNIST training images, heavy-ball momentum 0.9,
   15 epochs, grid lr {0.01, 0.05} x batch size {32, 128} x width {64, 256} x dropout {0, 0.3}: 16 trials;
   every measure on 512 fixed training images; the gaps on a fixed 1,000-image training subset and the
-  10,000 test images. Measured: 20 min 25 s with `--parallel 2` at a load average of 16-19 from other
-  jobs (2.3-3.5 min per trial, 1.5-2 min of it the measures, mostly compilation): over the 15-minute goal
-  on this loaded machine; not re-measured idle. Measured runtime: see experiments/README.md.
+  10,000 test images. Measured: 3 min 39 s for the sweep and its report with `--parallel 2` on 2 quiet
+  CPU cores (2026-11-22, load average 2-7 from the study's own processes, cold compilation cache; 16
+  trials of 20-38 s).
 - `paper`: closer to Jiang et al.'s design (our recipe, a fraction of their 10,000 networks): `simple_cnn`
   on CIFAR-10, lr {0.01, 0.03, 0.1} x batch {32, 128, 512} x width {0.5, 1, 2} x blocks {2, 3} x weight
   decay {0, 5e-4} x dropout {0, 0.3}: 216 runs, each trained until the training cross-entropy is below

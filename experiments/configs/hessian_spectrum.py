@@ -35,9 +35,9 @@ Variants:
 - `quick`: `simple_cnn` at half width (conv blocks of 16 and 32 channels, dense 128) on 4,096
   Fashion-MNIST training images, heavy-ball momentum 0.9 at lr 0.05, 400 steps of 128 (12.5 epochs), 1
   seed: 6 trials; the top 12 eigenvalues and a spectral density (60 Lanczos steps, 1 probe) at the end, on
-  512 fixed training images. Measured: 14 min 55 s with `--parallel 2` on 2 CPU cores (2026-11-22; load
-  average 13.5 at the start from other jobs, 4.8 at the end; the two init trials 383-514 s, the trained ones
-  153-346 s).
+  512 fixed training images. Measured: 5 min 29 s for the sweep and its report with `--parallel 2` on 2
+  quiet CPU cores (2026-11-22, load average 2-7 from the study's own processes, cold compilation cache;
+  6 trials of 78-118 s).
 - `paper`: Ghorbani et al.'s network: ResNet-32 with and without BatchNorm on CIFAR-10; our recipe:
   momentum 0.9, lr 0.05 with cosine decay, weight decay 5e-4, 100 epochs, crop and flip; class subsets of
   CIFAR-10 for the outlier count; the Hessian on 5,000 training images (Ghorbani et al. use all 50,000),

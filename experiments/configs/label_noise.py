@@ -30,8 +30,9 @@ Variants:
 - `quick`: `simple_cnn` at half width (conv blocks of 16 and 32 channels, dense 128) on 2,048
   Fashion-MNIST training images, heavy-ball momentum 0.9 at lr 0.05, 800 steps of 128 (50 epochs), noise
   0, 0.2 and 0.4, 2 seeds: 6 trials; lambda_max every 400 steps and trace (8 probes) on 512 fixed training
-  images. Measured: 17 min 4 s with `--parallel 2` on 2 CPU cores under a load average of 13-17 from
-  other jobs (2026-11-22; 333-339 s per trial).
+  images. Measured: 4 min 33 s for the sweep and its report with `--parallel 2` on 2 quiet CPU cores
+  (2026-11-22, load average 2-7 from the study's own processes, cold compilation cache; 6 trials of
+  78-94 s).
 - `paper`: CIFAR-10 with partially corrupted labels as in Zhang et al., on an AlexNet-like network
   (`alexnet`) without dropout, weight decay or augmentation (as their fitting experiments), momentum 0.9
   at lr 0.01, 200 epochs, noise 0, 0.2, 0.4, 0.6 and 0.8, 2 seeds; the Hessian on 5,000 training images.

@@ -24,9 +24,9 @@ zipped with the batch size so that lambda_max is measured at the same epochs for
 Variants:
 - `quick`: `simple_cnn` (conv blocks of 32 and 64 channels, dense 128) on 4,096 Fashion-MNIST training
   images, SGD without momentum at a constant lr of 0.025, 0.05 or 0.1 and batch 32, 64 or 128, 10 epochs:
-  9 trials; lambda_max on 512 fixed training images every 5 epochs. Measured: 19 min 32 s with
-  `--parallel 2` on 2 CPU cores (2026-11-22; 101-133 s per trial while the load average was near 1, 374-461
-  s for the last three as other jobs raised it to 17).
+  9 trials; lambda_max on 512 fixed training images every 5 epochs. Measured: 6 min 8 s for the sweep
+  and its report with `--parallel 2` on 2 quiet CPU cores (2026-11-22, load average 2-7 from the study's
+  own processes, cold compilation cache; 9 trials of 44-83 s).
 - `paper`: CIFAR-10 with ResNet-32 (one of Jastrzebski et al.'s networks), plain SGD at a constant lr of
   0.025, 0.05 or 0.1 and batch 64, 128 or 256, 200 epochs, no augmentation (our recipe, not a copy of
   theirs); the Hessian on 5,000 training images. For a GPU; CIFAR-10 needs TFDS's download.

@@ -34,9 +34,9 @@ change of each copy (`sharp/max_output_change@alpha=...`) as the proof that the 
 Variants:
 - `quick`: `mlp` (2 hidden ReLU layers of 256) on 4,096 Fashion-MNIST training images, heavy-ball
   momentum 0.9 at lr 0.02, 1,500 steps of 128 (47 epochs, the training subset is fit), 2 seeds: 4 trials;
-  alphas 0.1, 0.5, 2, 10; measures on 1,000 fixed training images. Measured: 12 min 27 s with
-  `--parallel 2` at a load average of 16-21 from other jobs (5-7 min per trial, of which 3.5-5 min are the
-  measures on the network and its 4 rescaled copies, about 100 s of that compilation).
+  alphas 0.1, 0.5, 2, 10; measures on 1,000 fixed training images. Measured: 2 min 29 s for the sweep
+  and its report with `--parallel 2` on 2 quiet CPU cores (2026-11-22, load average 2-7 from the study's
+  own processes, cold compilation cache; 4 trials of 64-65 s).
 - `paper`: the same design at a larger scale (our recipe; Dinh et al.'s argument is analytic and has no
   training recipe): `mlp` with 2 hidden layers of 1,024 on all 60,000 Fashion-MNIST images, 30 epochs,
   alphas 0.01 to 100, measures on 10,000 training images, 3 seeds.

@@ -28,9 +28,9 @@ Variants:
 - `quick`: `simple_cnn` (conv blocks of 32 and 64 channels, dense 128) on 4,096 Fashion-MNIST training
   images, heavy-ball momentum 0.9 at lr 0.05, 400 steps of 128 (12.5 epochs), 2 seeds: 6 trials;
   lambda_max every 200 steps and trace (8 probes) on 256 fixed training images, worst-case sharpness at
-  the end on the same images. Measured: 26 min 46 s with `--parallel 2` at a load average of 12-18 from
-  other jobs (8.6-9.1 min per trial, about 1 min of it the worst-case sharpness); the earlier estimate
-  from smoke trials, 8-15 minutes, was for a load average of 7-9.
+  the end on the same images. Measured: 6 min 52 s for the sweep and its report with `--parallel 2` on 2
+  quiet CPU cores (2026-11-22, load average 2-7 from the study's own processes, cold compilation cache;
+  6 trials of 122-143 s).
 - `paper`: WideResNet-28-10 on CIFAR-10 (Foret et al.'s CIFAR model) with SAM's rho = 0.05 and a standard
   recipe: momentum 0.9, lr 0.1 with cosine decay, weight decay 5e-4, batch 128, 200 epochs, crop and flip,
   the whole batch as one m-sharpness group; 3 seeds; the Hessian on 5,000 training images. For a GPU;

@@ -30,9 +30,9 @@ Variants:
   shortcuts) on 2,048 Fashion-MNIST training images, heavy-ball momentum 0.9 at lr 0.05, 300 steps of 64
   (9.4 epochs): 4 trials; lambda_max and lambda_min on 128 fixed training images at initialization and
   at the end; at the end a 9 x 9 landscape on [-1, 1]^2 on 256 training (eval_train) and 256 test
-  images. Measured: 11 min 51 s with `--parallel 2` under a load average of 4-6 from other jobs
-  (275-298 s per ResNet-20 trial, 405-429 s per ResNet-32 trial). The first version (4,096 images, 400
-  steps, an 11 x 11 landscape on 2 x 512 images, lambda every 200 steps) took 66 min under load 8-19.
+  images. Measured: 7 min 2 s for the sweep and its report with `--parallel 2` on 2 quiet CPU cores
+  (2026-11-22, load average 2-7 from the study's own processes, cold compilation cache; 4 trials of
+  152-251 s).
 - `paper`: Li et al.'s CIFAR-10 setting: ResNet-20, -56 and -110 with and without skips, momentum 0.9,
   lr 0.1 divided by 10 at 50%, 75% and 92% of 300 epochs, weight decay 5e-4, batch 128, crop and flip,
   2 seeds; the Hessian on 5,000 training images; a 51 x 51 landscape on [-1, 1]^2 on 10,000 training

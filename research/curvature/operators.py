@@ -319,8 +319,8 @@ def hessian(loss_fn, params, chunks: Chunks, *, param_filter=None, info: dict | 
 
   When the linearization of every chunk's gradient fits in `cache_bytes` (its size is known before
   anything runs), the first product computes it (`jax.linearize`: the forward and backward pass, their
-  intermediates kept) and every product reuses it, running only the tangent part: on CPU 1.2x
-  (ResNet-20) to 1.7x (simple_cnn) faster per product at batch 512 (benchmarks/curvature.py). The
+  intermediates kept) and every product reuses it, running only the tangent part: on CPU 1.4x
+  (simple_cnn) to 1.6x (ResNet-20) faster per product at batch 512 (benchmarks/curvature.py). The
   operator holds that memory while it lives. `cache_bytes=0`: recompute everything at every product,
   memory of one chunk's product only.
   """

@@ -22,9 +22,12 @@ load from other processes hits all of them alike; every JAX step blocks on its r
   convolutions go back to XLA's Eigen path), passed per compilation through `compiler_options` as the
   equivalent explicit list (the same DebugOptions field XLA_FLAGS sets); `--check_xla_flags` re-runs the
   JAX steps in a subprocess with the flag in XLA_FLAGS to confirm;
-- `jax, ynn conv off, pool grad` (simple_cnn): also `layers.max_pool_2x2` as the library has it (an
-  elementwise-gradient JVP rule); the two other JAX lines use `max_pool_2x2_plain` below, the pool as it
-  was before (same values and gradients, checked). This last line is how the library trains on CPU;
+- `jax, ynn conv off, pool grad` (simple_cnn) and `jax, ynn conv off, materialize` (resnet20): also the
+  layers as the library has them: `layers.max_pool_2x2` (an elementwise-gradient JVP rule) and
+  `layers.materialize` on each ResNet block output (the residual stream computed once, not recomputed
+  inside the weight-gradient transposes). The two other JAX lines use `max_pool_2x2_plain` below and no
+  materialize, the layers as they were before (same values and gradients, checked). This last line is
+  how the library trains on CPU;
 - `torch` (NCHW, the default layout) and `torch channels_last`, `torch.get_num_threads()` threads (the
   default: one per core), glibc's default allocator unless GLIBC_TUNABLES is set (printed).
 
@@ -61,6 +64,8 @@ MATMUL_SIZE = 4096
 YNN_CONV_OFF_FLAGS = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 YNN_CONV_OFF = {"xla_cpu_experimental_ynn_fusion_type":
                 "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
+# The last JAX line of each model: the flag plus the layers as the library has them.
+LIBRARY_LABEL = {"simple_cnn": "jax, ynn conv off, pool grad", "resnet20": "jax, ynn conv off, materialize"}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -104,12 +109,15 @@ class JaxRunner:
   """A compiled train step and its (donated) state; calling it runs one step and blocks."""
 
   def __init__(self, name: str, images: np.ndarray, labels: np.ndarray, compiler_options=None,
-               elementwise_pool_grad: bool = False):
-    patch = (contextlib.nullcontext() if elementwise_pool_grad
-             else mock.patch.object(layers, "max_pool_2x2", max_pool_2x2_plain))
+               library_layers: bool = False):
+    # library_layers=False: the layers as they were before (plain max-pool, no materialized stream)
+    patch = contextlib.ExitStack()
+    if not library_layers:
+      patch.enter_context(mock.patch.object(layers, "max_pool_2x2", max_pool_2x2_plain))
+      patch.enter_context(mock.patch.object(layers, "materialize", lambda x: x))
     model = models.create(name, num_classes=NUM_CLASSES, input_shape=SHAPES[name], rngs=nnx.Rngs(0))
     step, self.state = jax_train_step(model)
-    with patch:  # the model calls layers.max_pool_2x2 when traced, i.e. when lowered
+    with patch:  # the model calls these layers when traced, i.e. when lowered
       lowered = jax.jit(step, donate_argnums=0).lower(self.state, jnp.asarray(images), jnp.asarray(labels))
     self.images, self.labels = jnp.asarray(images), jnp.asarray(labels)
     self.compiled = lowered.compile(compiler_options=compiler_options or {})
@@ -329,12 +337,12 @@ def synthetic_batch(name: str, batch: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def bench_model(name: str, args, jax_variants: dict[str, tuple[dict, bool]], with_torch: bool = True) -> dict:
-  """Times the JAX variants {label: (compiler options, elementwise pool gradient)} and the twins."""
+  """Times the JAX variants {label: (compiler options, library layers)} and the twins."""
   images, labels = synthetic_batch(name, args.batch)
   runners: dict[str, Callable[[], None]] = {"matmul": MatmulRunner()}
   flops = None
-  for label, (options, pool) in jax_variants.items():
-    runner = JaxRunner(name, images, labels, options, elementwise_pool_grad=pool)
+  for label, (options, library) in jax_variants.items():
+    runner = JaxRunner(name, images, labels, options, library_layers=library)
     flops = flops or runner.flops
     runners[label] = runner
   if with_torch:
@@ -389,11 +397,11 @@ def main() -> None:
   print(f"max |difference| of the two 2x2 max-pools (values, gradients, HVPs): {check_pool_gradient():.1e}")
   for name in names:
     variants = {"jax (default XLA flags)": ({}, False), "jax, ynn conv off": (YNN_CONV_OFF, False)}
-    if name == "simple_cnn":
-      variants["jax, ynn conv off, pool grad"] = (YNN_CONV_OFF, True)
+    variants[LIBRARY_LABEL[name]] = (YNN_CONV_OFF, True)
     report(name, bench_model(name, args, variants), args.batch)
   print(f"\nynn conv off = {YNN_CONV_OFF_FLAGS}; pool grad = layers.max_pool_2x2 with its elementwise "
-        "JVP rule (the other lines: max_pool_2x2_plain; same values)")
+        "JVP rule; materialize = layers.materialize on each ResNet block output (the other lines: "
+        "max_pool_2x2_plain, no materialize; same values)")
   if args.check_xla_flags:
     cmd = [sys.executable, "-m", "benchmarks.models", "--jax_only", "--models", args.models,
            "--repeats", str(args.repeats), "--batch", str(args.batch)]

@@ -76,7 +76,7 @@ class ResNet(nnx.Module):
     if shortcut not in ("A", "B"):
       raise ValueError(f"shortcut must be 'A' or 'B', got {shortcut!r}")
     self.act = layers.activation(activation)
-    self.preact = preact
+    self.preact, self.skip = preact, skip
     ckw = dict(use_bias=norm == "none", dtype=dtype, param_dtype=param_dtype)
     nkw = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, dtype=dtype, param_dtype=param_dtype)
     stem = max(1, round(stem_width * width))
@@ -97,10 +97,13 @@ class ResNet(nnx.Module):
     self.head = nnx.Linear(in_ch, num_classes, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
   def __call__(self, x):
+    # With skips, each block output is the residual stream, computed once (see layers.materialize).
+    stream = layers.materialize if self.skip else (lambda x: x)
     x = self.stem(x)
-    x = x if self.preact else self.act(self.stem_norm(x))
+    if not self.preact:
+      x = stream(self.act(self.stem_norm(x)))
     for block in self.blocks:
-      x = block(x)
+      x = stream(block(x))
     if self.preact:
       x = self.act(self.final_norm(x))
     return self.head(x.mean(axis=(1, 2)))

@@ -221,8 +221,9 @@ def test_max_pool_derivatives_equal_plain_autodiff():
 
 @pytest.mark.usefixtures("float64")
 def test_materialize_is_an_exact_identity_for_values_and_derivatives():
-  """layers.materialize (an identity matmul on CPU) changes nothing: values bit for bit in float32 and
-  bfloat16, gradients and forward-over-reverse products of a ResNet (float64) equal those without it."""
+  """layers.materialize (an identity matmul on CPU) changes nothing: values bit for bit in float32,
+  bfloat16 and float64; a ResNet's gradients and forward-over-reverse products (float64) equal those
+  without it."""
   from unittest import mock
 
   from research.models import functional, layers

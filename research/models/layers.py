@@ -99,9 +99,10 @@ def materialize(x: jax.Array) -> jax.Array:
   read memory with a stride: 410 of ResNet-20's 1,380 ms per train step (one core, XLA profile), 152 ms
   in one transpose. `lax.optimization_barrier` does not stop this (XLA:CPU removes it before fusion); a
   matmul does. This is x @ I over the channels (exact for finite x; an inf turns the row into NaN),
-  about 2% of a 3x3 convolution's FLOPs. Measured on one core: ResNet-20's train step 1.12-1.2x faster
-  with its block outputs materialized (benchmarks/models.py), pre-activation ResNet-18 (width 0.25) and
-  WRN-16-1 1.04x and 1.0x; on every conv input of simple_cnn, where nothing is chained, it cost 5-10%.
+  about 2% of a 3x3 convolution's FLOPs. Measured (benchmarks/models.py): ResNet-20's train step 1.12x
+  faster on one core and 1.21x on two with its block outputs materialized; on one core pre-activation
+  ResNet-18 (width 0.25) and WRN-16-1 1.04x and 1.0x; on every conv input of simple_cnn, where nothing
+  is chained, it cost 5-10%.
   (n, ..., C) -> same.
   """
   if not xla.on_cpu():

@@ -110,16 +110,14 @@ class JaxRunner:
 
   def __init__(self, name: str, images: np.ndarray, labels: np.ndarray, compiler_options=None,
                library_layers: bool = False):
-    # library_layers=False: the layers as they were before (plain max-pool, no materialized stream)
-    patch = contextlib.ExitStack()
-    if not library_layers:
-      patch.enter_context(mock.patch.object(layers, "max_pool_2x2", max_pool_2x2_plain))
-      patch.enter_context(mock.patch.object(layers, "materialize", lambda x: x))
     model = models.create(name, num_classes=NUM_CLASSES, input_shape=SHAPES[name], rngs=nnx.Rngs(0))
     step, self.state = jax_train_step(model)
-    with patch:  # the model calls these layers when traced, i.e. when lowered
-      lowered = jax.jit(step, donate_argnums=0).lower(self.state, jnp.asarray(images), jnp.asarray(labels))
     self.images, self.labels = jnp.asarray(images), jnp.asarray(labels)
+    with contextlib.ExitStack() as before:  # the model calls these layers when traced, i.e. when lowered
+      if not library_layers:  # the layers as they were before: plain max-pool, no materialized stream
+        before.enter_context(mock.patch.object(layers, "max_pool_2x2", max_pool_2x2_plain))
+        before.enter_context(mock.patch.object(layers, "materialize", lambda x: x))
+      lowered = jax.jit(step, donate_argnums=0).lower(self.state, self.images, self.labels)
     self.compiled = lowered.compile(compiler_options=compiler_options or {})
     self.flops = self.compiled.cost_analysis()["flops"]
 

@@ -22,12 +22,13 @@ load from other processes hits all of them alike; every JAX step blocks on its r
   convolutions go back to XLA's Eigen path), passed per compilation through `compiler_options` as the
   equivalent explicit list (the same DebugOptions field XLA_FLAGS sets); `--check_xla_flags` re-runs the
   JAX steps in a subprocess with the flag in XLA_FLAGS to confirm;
-- `jax, ynn conv off, pool grad` (simple_cnn) and `jax, ynn conv off, materialize` (resnet20): also the
-  layers as the library has them: `layers.max_pool_2x2` (an elementwise-gradient JVP rule) and
-  `layers.materialize` on each ResNet block output (the residual stream computed once, not recomputed
-  inside the weight-gradient transposes). The two other JAX lines use `max_pool_2x2_plain` below and no
-  materialize, the layers as they were before (same values and gradients, checked). This last line is
-  how the library trains on CPU;
+- `jax, ynn conv off, pool grad, taps` (simple_cnn) and `jax, ynn conv off, materialize, taps`
+  (resnet20): also the layers as the library has them: `layers.max_pool_2x2` (an elementwise-gradient
+  JVP rule), `layers.materialize` on each ResNet block output (the residual stream computed once, not
+  recomputed inside the weight-gradient transposes) and the first convolution (3x3x1 or 3x3x3) as a sum
+  of shifted products (`layers.conv_general_dilated`). The two other JAX lines use `max_pool_2x2_plain`
+  below, no materialize and native convolutions, the layers as they were before (same values and
+  gradients, checked). This last line is how the library trains on CPU;
 - `torch` (NCHW, the default layout) and `torch channels_last`, `torch.get_num_threads()` threads (the
   default: one per core), glibc's default allocator unless GLIBC_TUNABLES is set (printed).
 
@@ -65,7 +66,8 @@ YNN_CONV_OFF_FLAGS = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolu
 YNN_CONV_OFF = {"xla_cpu_experimental_ynn_fusion_type":
                 "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
 # The last JAX line of each model: the flag plus the layers as the library has them.
-LIBRARY_LABEL = {"simple_cnn": "jax, ynn conv off, pool grad", "resnet20": "jax, ynn conv off, materialize"}
+LIBRARY_LABEL = {"simple_cnn": "jax, ynn conv off, pool grad, taps",
+                 "resnet20": "jax, ynn conv off, materialize, taps"}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -114,9 +116,10 @@ class JaxRunner:
     step, self.state = jax_train_step(model)
     self.images, self.labels = jnp.asarray(images), jnp.asarray(labels)
     with contextlib.ExitStack() as before:  # the model calls these layers when traced, i.e. when lowered
-      if not library_layers:  # the layers as they were before: plain max-pool, no materialized stream
+      if not library_layers:  # the layers as they were before: plain max-pool, no materialized stream,
         before.enter_context(mock.patch.object(layers, "max_pool_2x2", max_pool_2x2_plain))
         before.enter_context(mock.patch.object(layers, "materialize", lambda x: x))
+        before.enter_context(mock.patch.object(layers, "_few_taps", lambda *args: False))  # native convs
       lowered = jax.jit(step, donate_argnums=0).lower(self.state, self.images, self.labels)
     self.compiled = lowered.compile(compiler_options=compiler_options or {})
     self.flops = self.compiled.cost_analysis()["flops"]
@@ -356,14 +359,15 @@ def report(name: str, result: dict, batch: int) -> None:
   torch_best = min((s for k, s in seconds.items() if k.startswith("torch")), default=None)
   print(f"\n{name}: batch {batch}, {flops / 1e9:.2f} GFLOP per train step (XLA cost analysis); "
         f"float32 {MATMUL_SIZE}x{MATMUL_SIZE} matmul in the same rounds: {matmul / 1e9:.0f} GFLOP/s")
-  print(f"  {'contender':30s} {'ms/step':>8s} {'img/s':>7s} {'GFLOP/s':>8s} {'of matmul':>9s} "
+  width = max(len(key) for key in seconds)
+  print(f"  {'contender':{width}s} {'ms/step':>8s} {'img/s':>7s} {'GFLOP/s':>8s} {'of matmul':>9s} "
         f"{'vs best torch':>13s}")
   for key, s in seconds.items():
     if key == "matmul":
       continue
     ratio = f"{torch_best / s:12.2f}x" if torch_best else ""
-    print(f"  {key:30s} {s * 1e3:8.1f} {batch / s:7.0f} {flops / s / 1e9:8.1f} {flops / s / matmul:9.2f} "
-          f"{ratio:>13s}")
+    print(f"  {key:{width}s} {s * 1e3:8.1f} {batch / s:7.0f} {flops / s / 1e9:8.1f} "
+          f"{flops / s / matmul:9.2f} {ratio:>13s}")
 
 
 def main() -> None:
@@ -398,8 +402,9 @@ def main() -> None:
     variants[LIBRARY_LABEL[name]] = (YNN_CONV_OFF, True)
     report(name, bench_model(name, args, variants), args.batch)
   print(f"\nynn conv off = {YNN_CONV_OFF_FLAGS}; pool grad = layers.max_pool_2x2 with its elementwise "
-        "JVP rule; materialize = layers.materialize on each ResNet block output (the other lines: "
-        "max_pool_2x2_plain, no materialize; same values)")
+        "JVP rule; materialize = layers.materialize on each ResNet block output; taps = the first "
+        "convolution as a sum of shifted products (layers.conv_general_dilated) (the other lines: "
+        "max_pool_2x2_plain, no materialize, native convolutions; same values)")
   if args.check_xla_flags:
     cmd = [sys.executable, "-m", "benchmarks.models", "--jax_only", "--models", args.models,
            "--repeats", str(args.repeats), "--batch", str(args.batch)]

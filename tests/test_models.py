@@ -252,6 +252,50 @@ def test_materialize_is_an_exact_identity_for_values_and_derivatives():
     np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
 
 
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _conv_derivatives(conv, x, k, v, padding):
+  """Values, gradients in (x, k) and a forward-over-reverse product in k of a loss through `conv`."""
+  apply = lambda x, k: conv(x, k, (1, 1), padding, dimension_numbers=_NHWC)
+  loss = lambda x, k: jnp.sum(jnp.tanh(apply(x, k)) ** 2)
+  return apply(x, k), jax.grad(loss, (0, 1))(x, k), jax.jvp(jax.grad(lambda k: loss(x, k)), (k,), (v,))[1]
+
+
+@pytest.mark.usefixtures("float64")
+def test_few_tap_convolution_equals_the_native_one():
+  """layers.conv_general_dilated, a sum of shifted products for a first layer on CPU, equals
+  lax.conv_general_dilated (float64): values, gradients in both arguments, forward-over-reverse products;
+  SAME and VALID padding; and the models send exactly their few-tap convolutions through it."""
+  from unittest import mock
+
+  from research.models import functional, layers
+
+  cases = (((2, 7, 6, 1), (3, 3, 1, 4), "SAME"), ((2, 9, 9, 3), (3, 3, 3, 5), "SAME"),
+           ((2, 12, 12, 1), (5, 5, 1, 3), "VALID"), ((1, 6, 5, 2), (2, 3, 2, 3), "SAME"))
+  for x_shape, k_shape, padding in cases:
+    x, k, v = (jax.random.normal(jax.random.key(i), s, jnp.float64)
+               for i, s in enumerate((x_shape, k_shape, k_shape)))
+    derivatives = jax.jit(_conv_derivatives, static_argnums=(0, 4))
+    native = derivatives(jax.lax.conv_general_dilated, x, k, v, padding)
+    with mock.patch.object(layers, "_taps_conv", wraps=layers._taps_conv) as spy:
+      ours = derivatives(layers.conv_general_dilated, x, k, v, padding)
+    assert spy.call_count >= 3  # not the native path
+    for a, b in zip(jax.tree.leaves(native), jax.tree.leaves(ours), strict=True):
+      np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
+  x, k = jnp.ones((2, 5, 5, 1), jnp.bfloat16), jnp.ones((3, 3, 1, 2), jnp.bfloat16)
+  assert layers.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=_NHWC).dtype == jnp.bfloat16
+
+  shapes = {"simple_cnn": (28, 28, 1), "lenet5": (28, 28, 1), "resnet20": (8, 8, 3), "vgg11": (32, 32, 3)}
+  for name, shape in shapes.items():  # only the first layer is few-tap (3x3x1, 5x5x1, 3x3x3)
+    knobs = {} if name == "lenet5" else {"width": 0.25}
+    graphdef, params, rest = functional.split(_abstract(name, shape, **knobs))
+    with mock.patch.object(layers, "_taps_conv", wraps=layers._taps_conv) as spy:  # traced, not run
+      apply = lambda p, r, x, g=graphdef: functional.apply_fn(g, r, bn_mode="eval")(p, x)
+      jax.eval_shape(apply, params, rest, jnp.zeros((1, *shape)))
+    assert spy.call_count == 1, name
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda: models.create("resnet21", num_classes=10, input_shape=(32, 32, 3), rngs=nnx.Rngs(0)),
      "unknown model 'resnet21'; valid choices: alexnet, convnext, lenet5, mlp"),

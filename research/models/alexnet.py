@@ -34,7 +34,8 @@ class AlexNet(nnx.Module):
     nkw = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, dtype=dtype, param_dtype=param_dtype,
                rngs=rngs)
     ch = max(1, round(channels * width))
-    self.convs = nnx.List([nnx.Conv(c, ch, (kernel, kernel), use_bias=norm == "none", **kw),
+    self.convs = nnx.List([nnx.Conv(c, ch, (kernel, kernel), use_bias=norm == "none",
+                                    conv_general_dilated=layers.conv_general_dilated, **kw),
                            nnx.Conv(ch, ch, (kernel, kernel), use_bias=norm == "none", **kw)])
     self.norms = nnx.List([layers.norm_layer(norm, ch, **nkw) for _ in range(2)])
     for _ in range(2):

@@ -25,7 +25,8 @@ class LeNet5(nnx.Module):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     nkw = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, dtype=dtype, param_dtype=param_dtype,
                rngs=rngs)
-    self.conv1 = nnx.Conv(c, 6, (5, 5), padding="VALID", **kw)
+    self.conv1 = nnx.Conv(c, 6, (5, 5), padding="VALID", conv_general_dilated=layers.conv_general_dilated,
+                          **kw)
     self.norm1 = layers.norm_layer(norm, 6, **nkw)
     self.conv2 = nnx.Conv(6, 16, (5, 5), padding="VALID", **kw)
     self.norm2 = layers.norm_layer(norm, 16, **nkw)

@@ -77,7 +77,8 @@ class ResNet(nnx.Module):
       raise ValueError(f"shortcut must be 'A' or 'B', got {shortcut!r}")
     self.act = layers.activation(activation)
     self.preact, self.skip = preact, skip
-    ckw = dict(use_bias=norm == "none", dtype=dtype, param_dtype=param_dtype)
+    ckw = dict(use_bias=norm == "none", dtype=dtype, param_dtype=param_dtype,
+               conv_general_dilated=layers.conv_general_dilated)
     nkw = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, dtype=dtype, param_dtype=param_dtype)
     stem = max(1, round(stem_width * width))
     self.stem = nnx.Conv(input_shape[-1], stem, (3, 3), **ckw, rngs=rngs)

@@ -24,7 +24,8 @@ class SimpleCNN(nnx.Module):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     widths = [max(1, round(channels * width * 2 ** i)) for i in range(blocks)]
     stride = 1 if self.pool else 2
-    self.convs = nnx.List([nnx.Conv(a, b, (kernel, kernel), strides=stride, **kw)
+    conv = layers.conv_general_dilated  # few-tap first layer: a sum of shifted products on CPU
+    self.convs = nnx.List([nnx.Conv(a, b, (kernel, kernel), strides=stride, conv_general_dilated=conv, **kw)
                            for a, b in zip([c] + widths[:-1], widths)])
     self.norms = nnx.List([layers.norm_layer(norm, b, bn_momentum=bn_momentum, bn_epsilon=bn_epsilon,
                                              dtype=dtype, param_dtype=param_dtype, rngs=rngs)

@@ -30,7 +30,8 @@ class VGG(nnx.Module):
     if depth not in CONFIGS:
       raise ValueError(f"VGG depth must be one of {sorted(CONFIGS)}, got {depth}")
     self.act = layers.activation(activation)
-    ckw = dict(use_bias=norm == "none", dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    ckw = dict(use_bias=norm == "none", dtype=dtype, param_dtype=param_dtype, rngs=rngs,
+               conv_general_dilated=layers.conv_general_dilated)
     nkw = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, dtype=dtype, param_dtype=param_dtype,
                rngs=rngs)
     self.plan = tuple(item if item == "M" else max(1, round(item * width)) for item in CONFIGS[depth])

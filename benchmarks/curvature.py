@@ -364,6 +364,8 @@ def main() -> None:
   if skip - set(PARTS):
     parser.error(f"unknown part(s) {sorted(skip - set(PARTS))}; valid: {', '.join(PARTS)}")
   args.parts = [p for p in PARTS if p not in skip]
+  if args.density_rounds < 1:
+    parser.error(f"--density_rounds must be at least 1, got {args.density_rounds}")
 
   import torch
 

@@ -116,10 +116,10 @@ class JaxRunner:
     step, self.state = jax_train_step(model)
     self.images, self.labels = jnp.asarray(images), jnp.asarray(labels)
     with contextlib.ExitStack() as before:  # the model calls these layers when traced, i.e. when lowered
-      if not library_layers:  # the layers as they were before: plain max-pool, no materialized stream,
+      if not library_layers:  # as before: plain max-pool, no materialized stream, native first convs
         before.enter_context(mock.patch.object(layers, "max_pool_2x2", max_pool_2x2_plain))
         before.enter_context(mock.patch.object(layers, "materialize", lambda x: x))
-        before.enter_context(mock.patch.object(layers, "_few_taps", lambda *args: False))  # native convs
+        before.enter_context(mock.patch.object(layers, "_few_taps", lambda *args: False))
       lowered = jax.jit(step, donate_argnums=0).lower(self.state, self.images, self.labels)
     self.compiled = lowered.compile(compiler_options=compiler_options or {})
     self.flops = self.compiled.cost_analysis()["flops"]

@@ -266,13 +266,14 @@ def _conv_derivatives(conv, x, k, v, padding):
 def test_few_tap_convolution_equals_the_native_one():
   """layers.conv_general_dilated, a sum of shifted products for a first layer on CPU, equals
   lax.conv_general_dilated (float64): values, gradients in both arguments, forward-over-reverse products;
-  SAME and VALID padding; and the models send exactly their few-tap convolutions through it."""
+  SAME, VALID and explicit padding; and the models send exactly their few-tap convolutions through it."""
   from unittest import mock
 
   from research.models import functional, layers
 
   cases = (((2, 7, 6, 1), (3, 3, 1, 4), "SAME"), ((2, 9, 9, 3), (3, 3, 3, 5), "SAME"),
-           ((2, 12, 12, 1), (5, 5, 1, 3), "VALID"), ((1, 6, 5, 2), (2, 3, 2, 3), "SAME"))
+           ((2, 12, 12, 1), (5, 5, 1, 3), "VALID"), ((1, 6, 5, 2), (2, 3, 2, 3), "SAME"),
+           ((1, 5, 6, 1), (3, 2, 1, 2), ((1, 0), (2, 1))))
   for x_shape, k_shape, padding in cases:
     x, k, v = (jax.random.normal(jax.random.key(i), s, jnp.float64)
                for i, s in enumerate((x_shape, k_shape, k_shape)))

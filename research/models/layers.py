@@ -128,7 +128,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   convolution slowly (simple_cnn's 3x3x1 -> 32 first layer on 128 28x28 images: 22 ms for 58 MFLOP).
   Measured (benchmarks/models.py, against the native convolution in the same run): simple_cnn's train
   step 1.46x faster on one core, 1.53x on two; ResNet-20 (3x3x3 stem) 1.09x on two. Values agree with the
-  native convolution up to float rounding (the sum runs in float32 or wider).
+  native convolution up to float rounding (the sum runs in float32 or wider; `precision` is not used
+  there). (n, H, W, Cin) x (kh, kw, Cin, Cout) -> (n, H', W', Cout) for the layouts nnx.Conv uses.
   """
   if not _few_taps(lhs, rhs, window_strides, lhs_dilation, rhs_dilation, dimension_numbers,
                    feature_group_count, batch_group_count, preferred_element_type, out_sharding):
@@ -137,9 +138,14 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
         dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
         batch_group_count=batch_group_count, precision=precision,
         preferred_element_type=preferred_element_type, out_sharding=out_sharding)
-  if isinstance(padding, str):
-    padding = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], (1, 1), padding)
-  return _taps_conv(lhs, rhs, tuple((int(lo), int(hi)) for lo, hi in padding))
+  pads = padding
+  if isinstance(pads, str):
+    pads = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], (1, 1), pads)
+  pads = tuple((int(lo), int(hi)) for lo, hi in pads)
+  if min(min(pair) for pair in pads) < 0:  # negative padding crops: left to lax
+    return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, precision=precision,
+                                        dimension_numbers=dimension_numbers)
+  return _taps_conv(lhs, rhs, pads)
 
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
@@ -152,10 +158,11 @@ def _few_taps(lhs, rhs, window_strides, lhs_dilation, rhs_dilation, dimension_nu
   if dimension_numbers is None or (jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
                                    != jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)):
     return False
-  ones = (None, (1, 1), [1, 1])
-  return (tuple(window_strides) == (1, 1) and lhs_dilation in ones and rhs_dilation in ones
-          and feature_group_count == 1 and batch_group_count == 1 and preferred_element_type is None
-          and out_sharding is None and rhs.shape[0] * rhs.shape[1] > 1  # 1x1: a matmul, left to XLA
+  ones = lambda d: d is None or tuple(int(a) for a in d) == (1, 1)
+  return (tuple(int(a) for a in window_strides) == (1, 1) and ones(lhs_dilation) and ones(rhs_dilation)
+          and lhs.dtype == rhs.dtype and feature_group_count == 1 and batch_group_count == 1
+          and preferred_element_type is None and out_sharding is None
+          and rhs.shape[0] * rhs.shape[1] > 1  # 1x1: a matmul, left to XLA
           and rhs.shape[0] * rhs.shape[1] * rhs.shape[2] <= FEW_TAPS)
 
 
@@ -183,8 +190,8 @@ def _taps_conv_jvp(pads, primals, tangents):
   conv = functools.partial(jax.lax.conv_general_dilated, window_strides=(1, 1), padding=pads,
                            dimension_numbers=_NHWC)
   terms = [conv(a, b) for a, b, zero in ((x_dot, kernel, x_dot), (x, kernel_dot, kernel_dot))
-           if not isinstance(zero, jax.custom_derivatives.SymbolicZero)]
-  return y, sum(terms[1:], terms[0]).astype(y.dtype) if terms else jnp.zeros_like(y)
+           if not isinstance(zero, jax.custom_derivatives.SymbolicZero)]  # JAX skips the rule if both are
+  return y, sum(terms[1:], terms[0]).astype(y.dtype)
 
 
 def avg_pool_2x2(x: jax.Array) -> jax.Array:

@@ -131,46 +131,45 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   native convolution up to float rounding (the sum runs in float32 or wider; `precision` is not used
   there). (n, H, W, Cin) x (kh, kw, Cin, Cout) -> (n, H', W', Cout) for the layouts nnx.Conv uses.
   """
-  if not _few_taps(lhs, rhs, window_strides, lhs_dilation, rhs_dilation, dimension_numbers,
-                   feature_group_count, batch_group_count, preferred_element_type, out_sharding):
+  pads = _few_taps_pads(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+                        feature_group_count, batch_group_count, preferred_element_type, out_sharding)
+  if pads is None:
     return jax.lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
         dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
         batch_group_count=batch_group_count, precision=precision,
         preferred_element_type=preferred_element_type, out_sharding=out_sharding)
-  pads = padding
-  if isinstance(pads, str):
-    pads = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], (1, 1), pads)
-  pads = tuple((int(lo), int(hi)) for lo, hi in pads)
-  if min(min(pair) for pair in pads) < 0:  # negative padding crops: left to lax
-    return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, precision=precision,
-                                        dimension_numbers=dimension_numbers)
   return _taps_conv(lhs, rhs, pads)
 
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
-def _few_taps(lhs, rhs, window_strides, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count,
-              batch_group_count, preferred_element_type, out_sharding) -> bool:
-  if not xla.on_cpu() or lhs.ndim != 4 or rhs.ndim != 4:
-    return False
+def _few_taps_pads(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+                   feature_group_count, batch_group_count, preferred_element_type, out_sharding):
+  """((lo, hi), (lo, hi)) zero padding if the convolution takes the shifted-products path, else None."""
+  if not xla.on_cpu() or lhs.ndim != 4 or rhs.ndim != 4 or lhs.dtype != rhs.dtype:
+    return None
   if dimension_numbers is None or (jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
                                    != jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)):
-    return False
+    return None
   ones = lambda d: d is None or tuple(int(a) for a in d) == (1, 1)
-  return (tuple(int(a) for a in window_strides) == (1, 1) and ones(lhs_dilation) and ones(rhs_dilation)
-          and lhs.dtype == rhs.dtype and feature_group_count == 1 and batch_group_count == 1
-          and preferred_element_type is None and out_sharding is None
+  if not (ones(window_strides) and ones(lhs_dilation) and ones(rhs_dilation) and feature_group_count == 1
+          and batch_group_count == 1 and preferred_element_type is None and out_sharding is None
           and rhs.shape[0] * rhs.shape[1] > 1  # 1x1: a matmul, left to XLA
-          and rhs.shape[0] * rhs.shape[1] * rhs.shape[2] <= FEW_TAPS)
+          and rhs.shape[0] * rhs.shape[1] * rhs.shape[2] <= FEW_TAPS):
+    return None
+  if isinstance(padding, str):
+    padding = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], (1, 1), padding)
+  pads = tuple((int(lo), int(hi)) for lo, hi in padding)
+  return None if min(min(pair) for pair in pads) < 0 else pads  # negative padding crops: left to lax
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
 def _taps_conv(x, kernel, pads):
   """(n, H, W, Cin) x (kh, kw, Cin, Cout) -> (n, H', W', Cout): stride 1, zero padding `pads`."""
   kh, kw, cin, _ = kernel.shape
-  dtype = jnp.result_type(x, kernel)
+  dtype = x.dtype  # the kernel's too (checked before)
   acc = jnp.promote_types(dtype, jnp.float32)
   xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0))).astype(acc)
   h, w = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1

@@ -60,6 +60,28 @@ def problem(request):
               flat=flat, unravel=unravel, dense_h=dense_h)
 
 
+def test_products_compile_once_whatever_the_vector_placement(problem):
+  """A fresh vector (no mesh) and a product's output (replicated on the chunks' mesh) run the same
+  compiled program: Lanczos's first vector used to cost a second compilation of the product."""
+  p = problem
+  op = operators.hessian(p["loss_fn"], p["params"], operators.make_chunks(p["ds"].train.images,
+                                                                          p["ds"].train.labels))
+  compiles = []
+
+  def listener(event, duration, **kw):
+    if event.endswith("backend_compile_duration"):
+      compiles.append(event)
+
+  v = op.matvec(jnp.asarray(np.random.default_rng(2).normal(size=op.size)))
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    w = op.matvec(v)
+    op.matvec(jnp.asarray(np.asarray(w)))
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert compiles == []
+
+
 def test_hessian_products_match_dense_finite_differences_and_chunks(problem):
   p = problem
   op = operators.hessian(p["loss_fn"], p["params"], p["whole"])

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.flatten_util import ravel_pytree
+from jax.sharding import NamedSharding
 
 from research import xla
 from research.curvature.linear_operator import LinearOperator
@@ -230,8 +231,15 @@ def _operator(kind, fn, static, params, chunks: Chunks, param_filter, info: dict
   cache = _LinearizationCache(linearize, fn, static, treedef, keep, chunks, (chosen, others, aux),
                               cache_bytes) if linearize is not None and cache_bytes > 0 else None
 
+  sharding = getattr(chunks.arrays["mask"], "sharding", None)
+  # Products come back replicated on the chunks' mesh; a vector placed there too (the first one,
+  # often fresh from a random key, is not) keeps one compiled program for every product.
+  replicate = mesh_lib.replicated(sharding.mesh) if isinstance(sharding, NamedSharding) else None
+
   def matvec(v):
     v = jnp.asarray(v)
+    if replicate is not None and not isinstance(v, jax.core.Tracer):
+      v = jax.device_put(v, replicate)
     if cache is not None and not isinstance(v, jax.core.Tracer) and cache.usable():  # not under jit/vmap
       return cache.product(chosen, v.astype(flat.dtype)).astype(v.dtype)
     out = run((chosen, others, v.astype(flat.dtype), aux), chunks.arrays)

@@ -175,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
   from research import xla
 
+  xla.tune_host_allocator()
   xla.use_compilation_cache()
   try:
     record = measure(Path(args.workdir), what=[w for w in args.what.split(",") if w],

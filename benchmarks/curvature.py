@@ -366,12 +366,13 @@ def main() -> None:
   args.parts = [p for p in PARTS if p not in skip]
   if args.density_rounds < 1:
     parser.error(f"--density_rounds must be at least 1, got {args.density_rounds}")
+  allocator = model_bench.host_allocator()
 
   import torch
 
   print(f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} with "
         f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load average "
-        f"{os.getloadavg()[0]:.1f}; GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset)')}")
+        f"{os.getloadavg()[0]:.1f}; host malloc: {allocator}")
   rows = []
   for name in args.models.split(","):
     with contextlib.suppress(KeyboardInterrupt):

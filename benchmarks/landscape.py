@@ -30,6 +30,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from benchmarks import models as model_bench
 from research import data, landscape, models, xla
 from research.curvature import operators
 from research.errors import UserError
@@ -52,6 +53,7 @@ def main(argv=None) -> None:
   parser.add_argument("--examples", type=int, default=1000)
   parser.add_argument("--repeats", type=int, default=7)
   args = parser.parse_args(argv)
+  print(f"host malloc: {model_bench.host_allocator()}")
 
   images, labels, preprocess, source = _examples(args.examples)
   model = models.create("simple_cnn", num_classes=10, input_shape=(28, 28, 1), rngs=nnx.Rngs(0))

@@ -53,7 +53,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from research import models
+from research import models, xla
 from research.models import functional, layers
 
 SHAPES = {"simple_cnn": (28, 28, 1), "resnet20": (32, 32, 3)}
@@ -68,6 +68,15 @@ YNN_CONV_OFF = {"xla_cpu_experimental_ynn_fusion_type":
 # The last JAX line of each model: the flag plus the layers as the library has them.
 LIBRARY_LABEL = {"simple_cnn": "jax, ynn conv off, pool grad, taps",
                  "resnet20": "jax, ynn conv off, materialize, taps"}
+
+
+def host_allocator() -> str:
+  """Tunes glibc's malloc as the library's entry points do (`research.xla.tune_host_allocator`, before
+  JAX runs anything; it holds for PyTorch in this process too) and says what is in effect."""
+  if xla.tune_host_allocator():
+    return "tuned by research.xla.tune_host_allocator (RESEARCH_HOST_MALLOC=glibc: glibc's defaults)"
+  return f"glibc as configured (RESEARCH_HOST_MALLOC={os.environ.get('RESEARCH_HOST_MALLOC', '')!r}, " \
+         f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r})"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -380,6 +389,7 @@ def main() -> None:
   parser.add_argument("--jax_only", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args()
   names = args.models.split(",")
+  allocator = host_allocator()
 
   if args.jax_only:  # the subprocess of --check_xla_flags: JAX under the XLA_FLAGS it was given
     for name in names:
@@ -390,8 +400,7 @@ def main() -> None:
   import torch
 
   print(f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} with "
-        f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
-        f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset: glibc malloc defaults)')}")
+        f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs; host malloc: {allocator}")
   for name in names:
     count, diff = check_twin(name, synthetic_batch(name, args.batch)[0])
     print(f"{name}: {count:,} parameters in both; max |logit difference| of the twins on our weights: "

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from benchmarks import models as model_bench
 from research import data, models, training, xla
 from research.training import optimizers, schedules
 from research.training import state as state_lib
@@ -73,8 +74,6 @@ def torch_rate(name: str, steps: int) -> float | None:
     import torch  # noqa: F401
   except ImportError:
     return None
-  from benchmarks import models as model_bench
-
   images, labels = model_bench.synthetic_batch(name, 128)
   runner = model_bench.TorchRunner(name, images, labels, channels_last=True)
   for _ in range(2):
@@ -91,7 +90,9 @@ def main(argv=None):
   parser.add_argument("--models", default="simple_cnn,resnet20")
   parser.add_argument("--rounds", type=int, default=3)
   args = parser.parse_args(argv)
-  print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}, batch 128, {args.steps} steps")
+  allocator = model_bench.host_allocator()
+  print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}, batch 128, {args.steps} steps; "
+        f"host malloc: {allocator}")
   for name in args.models.split(","):
     steps = args.steps if name == "simple_cnn" else max(args.steps // 4, 20)
     config = config_for(name, steps)

@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
   from research import xla
   from research.training import posthoc
 
+  xla.tune_host_allocator()
   xla.use_compilation_cache()
 
   try:

@@ -90,11 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     message = " ".join(" ".join(lines).split()) or type(e).__name__
     print(f"error: {message}", file=sys.stderr)
     return 2
+  from research import xla  # after flag parsing, so that errors above come fast
+
+  xla.tune_host_allocator()  # before JAX runs anything
   if _DISTRIBUTED.value:
     import jax
 
     jax.distributed.initialize()
-  from research import training, xla  # after flag parsing, so that errors above come fast
+  from research import training
 
   xla.use_compilation_cache()
 

@@ -8,10 +8,19 @@ faster, simple_cnn's 1.2-1.3x with them kept on Eigen). We keep YNNPACK for dots
 `use_compilation_cache()` turns on JAX's persistent compilation cache for the entry points (training,
 post-hoc measurement, the curvature CLI), so the trials of a sweep, which are separate processes
 compiling the same programs, and re-runs load compiled programs from disk instead of compiling them.
+
+`tune_host_allocator()` makes glibc keep freed memory for reuse (entry points call it first): with
+glibc's defaults, XLA:CPU's buffers come from fresh memory at every execution and are page-faulted in
+again each time (benchmarks/README.md: ResNet-20's train step 1.2x, its cached Hessian product 1.4x).
 """
 
+import ctypes
 import functools
+import importlib.metadata
+import importlib.util
 import os
+import platform
+import sys
 from pathlib import Path
 
 import jax
@@ -29,20 +38,22 @@ def jit(fn, **kwargs):
   """`jax.jit(fn, **kwargs)` with the backend's compiler options when called at top level.
 
   Called inside another trace (vmap, an outer jit), where JAX refuses compiler options, it is a plain
-  `jax.jit` and the outer function's options apply.
+  `jax.jit` and the outer function's options apply. The backend is looked up at the first call, not
+  here, so that decorating a function at import touches no device.
   """
-  options = compiler_options()
   plain = jax.jit(fn, **kwargs)
-  if not options:
-    return plain
-  fast = jax.jit(fn, **kwargs, compiler_options=options)
+
+  @functools.cache
+  def fast():
+    options = compiler_options()
+    return jax.jit(fn, **kwargs, compiler_options=options) if options else plain
 
   @functools.wraps(fn)
   def call(*args, **kw):
     traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((args, kw)))
-    return (plain if traced else fast)(*args, **kw)
+    return (plain if traced else fast())(*args, **kw)
 
-  call.lower = fast.lower
+  call.lower = lambda *args, **kw: fast().lower(*args, **kw)
   return call
 
 
@@ -72,3 +83,45 @@ def use_compilation_cache() -> str | None:
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
   jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
   return path
+
+
+MALLOC_ENV = "RESEARCH_HOST_MALLOC"
+MALLOC_CHOICES = ("tuned", "glibc")
+# mallopt(3) parameters, from glibc's malloc.h
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
+_TUNED = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1))
+
+
+def tune_host_allocator() -> bool:
+  """On Linux with glibc and a CPU-only JAX, make malloc keep freed memory in the process for reuse:
+  one arena, no `mmap` for large blocks, no returning the heap's top to the system. Returns whether it
+  did; `$RESEARCH_HOST_MALLOC=glibc` (or malloc settings in `GLIBC_TUNABLES`) leaves glibc as it is.
+
+  Why: glibc serves blocks over 32 MB and the per-thread arenas' heaps by `mmap` and gives them back on
+  `free`, so XLA:CPU's buffers, allocated at each execution, are fresh pages that fault in every time.
+  On ResNet-20 (2 cores here) that was 83,000 page faults and 0.27 s of system time per train step
+  (batch 128) and 447,000 faults, 1.8 s, per cached Hessian product on 512 examples; tuned, 0.52 vs
+  0.63 s per step and 3.1-3.5 vs 4.7-4.9 s per product. The cost: the process keeps its peak heap.
+
+  Call it before JAX runs anything: threads that have already allocated keep their own arena. Process-
+  wide, so PyTorch in the same process gets it too.
+  """
+  choice = os.environ.get(MALLOC_ENV, "tuned")
+  if choice not in MALLOC_CHOICES:
+    raise ValueError(f"${MALLOC_ENV}={choice!r} is not one of {', '.join(MALLOC_CHOICES)}")
+  if (choice == "glibc" or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "")
+      or sys.platform != "linux" or platform.libc_ver()[0] != "glibc" or not _cpu_only()):
+    return False
+  libc = ctypes.CDLL(None)
+  return all(libc.mallopt(param, value) == 1 for param, value in _TUNED)
+
+
+def _cpu_only() -> bool:
+  """Whether JAX will run on the CPU, decided without initializing a backend: `jax_platforms` says
+  cpu, or it is unset and no accelerator plugin (CUDA, ROCm, TPU) is installed."""
+  platforms = jax.config.jax_platforms
+  if platforms:
+    return platforms.split(",")[0].strip() == "cpu"
+  plugins = importlib.metadata.entry_points(group="jax_plugins")
+  return not plugins and importlib.util.find_spec("jax_plugins") is None and \
+      importlib.util.find_spec("libtpu") is None

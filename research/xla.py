@@ -11,7 +11,7 @@ compiling the same programs, and re-runs load compiled programs from disk instea
 
 `tune_host_allocator()` makes glibc keep freed memory for reuse (entry points call it first): with
 glibc's defaults, XLA:CPU's buffers come from fresh memory at every execution and are page-faulted in
-again each time (benchmarks/README.md: ResNet-20's train step 1.2x, its cached Hessian product 1.4x).
+again each time (benchmarks/README.md: ResNet-20's train step 1.2-1.3x, its Hessian product 1.1-1.4x).
 """
 
 import ctypes
@@ -89,7 +89,7 @@ MALLOC_ENV = "RESEARCH_HOST_MALLOC"
 MALLOC_CHOICES = ("tuned", "glibc")
 # mallopt(3) parameters, from glibc's malloc.h
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
-_TUNED = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1))
+_TUNED = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1))  # -1: never trim (mallopt(3))
 
 
 def tune_host_allocator() -> bool:
@@ -100,8 +100,9 @@ def tune_host_allocator() -> bool:
   Why: glibc serves blocks over 32 MB and the per-thread arenas' heaps by `mmap` and gives them back on
   `free`, so XLA:CPU's buffers, allocated at each execution, are fresh pages that fault in every time.
   On ResNet-20 (2 cores here) that was 83,000 page faults and 0.27 s of system time per train step
-  (batch 128) and 447,000 faults, 1.8 s, per cached Hessian product on 512 examples; tuned, 0.52 vs
-  0.63 s per step and 3.1-3.5 vs 4.7-4.9 s per product. The cost: the process keeps its peak heap.
+  (batch 128) and 447,000 faults, 1.5-2 s, per cached Hessian product on 512 examples; tuned, 0.54 vs
+  0.63 s per step and 3.1-4.4 vs 4.3-5.0 s per product (two runs). The cost: the process keeps its
+  peak heap.
 
   Call it before JAX runs anything: threads that have already allocated keep their own arena. Process-
   wide, so PyTorch in the same process gets it too.

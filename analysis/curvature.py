@@ -175,9 +175,9 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
   from research import xla
 
-  xla.tune_host_allocator()
-  xla.use_compilation_cache()
   try:
+    xla.tune_host_allocator()  # before JAX runs anything
+    xla.use_compilation_cache()
     record = measure(Path(args.workdir), what=[w for w in args.what.split(",") if w],
                      checkpoint=args.checkpoint, split=args.split, num_examples=args.num_examples,
                      operator=args.operator, bn_mode=args.bn_mode, k=args.k, seed=args.seed,

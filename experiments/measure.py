@@ -38,10 +38,9 @@ def main(argv: list[str] | None = None) -> int:
   from research import xla
   from research.training import posthoc
 
-  xla.tune_host_allocator()
-  xla.use_compilation_cache()
-
   try:
+    xla.tune_host_allocator()  # before JAX runs anything
+    xla.use_compilation_cache()
     metrics = posthoc.measure_checkpoint(args.workdir, [s for s in args.sections.split(",") if s],
                                          overrides=_overrides(extra), step=args.checkpoint)
   except UserError as e:

@@ -92,7 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     return 2
   from research import xla  # after flag parsing, so that errors above come fast
 
-  xla.tune_host_allocator()  # before JAX runs anything
+  try:
+    xla.tune_host_allocator()  # before JAX runs anything
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   if _DISTRIBUTED.value:
     import jax
 

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import jax
 
+from research.errors import UserError, choices_message
+
 CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type":
                "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
 
@@ -109,7 +111,7 @@ def tune_host_allocator() -> bool:
   """
   choice = os.environ.get(MALLOC_ENV, "tuned")
   if choice not in MALLOC_CHOICES:
-    raise ValueError(f"${MALLOC_ENV}={choice!r} is not one of {', '.join(MALLOC_CHOICES)}")
+    raise UserError(choices_message(f"${MALLOC_ENV}", choice, MALLOC_CHOICES))
   if (choice == "glibc" or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "")
       or sys.platform != "linux" or platform.libc_ver()[0] != "glibc" or not _cpu_only()):
     return False

@@ -47,8 +47,13 @@ def test_tuned_host_allocator_reuses_freed_memory():
     left = json.loads(_run(FAULTS, JAX_PLATFORMS="cpu", **env).stdout)
     assert not left["tuned"] and left["faults"] > pages // 2, env
   assert not json.loads(_run(FAULTS, JAX_PLATFORMS="cuda").stdout)["tuned"]  # accelerators: untouched
+  message = "unknown $RESEARCH_HOST_MALLOC 'jemalloc'; valid choices: tuned, glibc"
   bad = _run(FAULTS, JAX_PLATFORMS="cpu", RESEARCH_HOST_MALLOC="jemalloc")
-  assert bad.returncode != 0 and "RESEARCH_HOST_MALLOC='jemalloc' is not one of tuned, glibc" in bad.stderr
+  assert bad.returncode != 0 and message in bad.stderr
+  command = [sys.executable, "-m", "experiments.measure", "--workdir", "nowhere", "--sections", "x"]
+  cli = subprocess.run(command, env=dict(os.environ, RESEARCH_HOST_MALLOC="jemalloc"), cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+  assert cli.returncode == 2 and cli.stderr.strip().splitlines() == [f"error: {message}"]
 
 
 def test_importing_the_library_touches_no_device():

@@ -30,7 +30,10 @@ load from other processes hits all of them alike; every JAX step blocks on its r
   below, no materialize and native convolutions, the layers as they were before (same values and
   gradients, checked). This last line is how the library trains on CPU;
 - `torch` (NCHW, the default layout) and `torch channels_last`, `torch.get_num_threads()` threads (the
-  default: one per core), glibc's default allocator unless GLIBC_TUNABLES is set (printed).
+  default: one per core).
+
+Before anything runs, glibc's malloc is tuned as the library's entry points do (`host_allocator`, for
+both frameworks in this process); `RESEARCH_HOST_MALLOC=glibc` keeps glibc's defaults (printed).
 
 FLOPs: XLA's cost analysis of the compiled default JAX step (`compiled.cost_analysis()["flops"]`),
 the same count for every contender. The matmul reference is a jitted float32 4096x4096 matmul timed in

@@ -238,9 +238,10 @@ def _operator(kind, fn, static, params, chunks: Chunks, param_filter, info: dict
 
   def matvec(v):
     v = jnp.asarray(v)
-    if replicate is not None and not isinstance(v, jax.core.Tracer):
+    traced = isinstance(v, jax.core.Tracer)  # under jit/vmap: no placement, no cache
+    if replicate is not None and not traced:
       v = jax.device_put(v, replicate)
-    if cache is not None and not isinstance(v, jax.core.Tracer) and cache.usable():  # not under jit/vmap
+    if cache is not None and not traced and cache.usable():
       return cache.product(chosen, v.astype(flat.dtype)).astype(v.dtype)
     out = run((chosen, others, v.astype(flat.dtype), aux), chunks.arrays)
     return to_flat(out).astype(v.dtype)

@@ -5,8 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 IDX_DIR := /usr/share/datasets/fashion-mnist
+NATIVE := research/native/_build/libresearch_onednn.so
 
-.PHONY: setup fashion-mnist-files data study test lint
+.PHONY: setup fashion-mnist-files onednn-files native data study test lint
 
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,7 +26,27 @@ fashion-mnist-files:
 	       "or set FASHION_MNIST_IDX_DIR"; \
 	fi
 
-setup: $(STAMP) fashion-mnist-files
+# oneDNN convolutions for XLA:CPU (research/native): g++ and Debian's libdnnl-dev, installed when missing
+# and allowed; without them the library keeps XLA's own convolutions (slower on CPU, same results).
+onednn-files:
+	@if [ -f /usr/include/oneapi/dnnl/dnnl.hpp ] && command -v g++ >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's libdnnl-dev and g++"; \
+	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libdnnl-dev g++ >/dev/null; \
+	else \
+	  echo "note: oneDNN headers or g++ not found; run 'sudo apt-get install libdnnl-dev g++' for faster" \
+	       "convolutions on CPU"; \
+	fi
+
+$(NATIVE): research/native/onednn_conv.cc $(STAMP)
+	@if [ -f /usr/include/oneapi/dnnl/dnnl.hpp ] && command -v g++ >/dev/null; then \
+	  $(PY) -m research.native build; \
+	else echo "note: skipping research/native (no oneDNN headers or g++): XLA's convolutions are used"; fi
+
+native: onednn-files
+	@$(MAKE) --no-print-directory $(NATIVE)
+
+setup: $(STAMP) fashion-mnist-files native
 
 data: setup
 	$(PY) -m research.data prepare fashion_mnist

@@ -173,10 +173,11 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--num_steps", type=int, default=60, help="Lanczos steps per SLQ probe")
   parser.add_argument("--tol", type=float, default=1e-4, help="relative residual tolerance of eigenpairs")
   args = parser.parse_args(argv)
-  from research import xla
+  from research import native, xla
 
   try:
     xla.tune_host_allocator()  # before JAX runs anything
+    native.conv_choice()  # $RESEARCH_CONV checked before any work
     xla.use_compilation_cache()
     record = measure(Path(args.workdir), what=[w for w in args.what.split(",") if w],
                      checkpoint=args.checkpoint, split=args.split, num_examples=args.num_examples,

@@ -56,7 +56,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from research import models, xla
+from research import models, native, xla
 from research.models import functional, layers
 
 SHAPES = {"simple_cnn": (28, 28, 1), "resnet20": (32, 32, 3)}
@@ -123,7 +123,7 @@ class JaxRunner:
   """A compiled train step and its (donated) state; calling it runs one step and blocks."""
 
   def __init__(self, name: str, images: np.ndarray, labels: np.ndarray, compiler_options=None,
-               library_layers: bool = False):
+               library_layers: bool = False, onednn: bool = True):
     model = models.create(name, num_classes=NUM_CLASSES, input_shape=SHAPES[name], rngs=nnx.Rngs(0))
     step, self.state = jax_train_step(model)
     self.images, self.labels = jnp.asarray(images), jnp.asarray(labels)
@@ -132,6 +132,8 @@ class JaxRunner:
         before.enter_context(mock.patch.object(layers, "max_pool_2x2", max_pool_2x2_plain))
         before.enter_context(mock.patch.object(layers, "materialize", lambda x: x))
         before.enter_context(mock.patch.object(layers, "_few_taps_pads", lambda *args: None))
+      if not (library_layers and onednn):  # XLA's own convolutions
+        before.enter_context(mock.patch.object(layers, "_onednn_spec", lambda *args: None))
       lowered = jax.jit(step, donate_argnums=0).lower(self.state, self.images, self.labels)
     self.compiled = lowered.compile(compiler_options=compiler_options or {})
     self.flops = self.compiled.cost_analysis()["flops"]
@@ -349,13 +351,14 @@ def synthetic_batch(name: str, batch: int) -> tuple[np.ndarray, np.ndarray]:
   return images, rng.integers(0, NUM_CLASSES, batch).astype(np.int32)
 
 
-def bench_model(name: str, args, jax_variants: dict[str, tuple[dict, bool]], with_torch: bool = True) -> dict:
-  """Times the JAX variants {label: (compiler options, library layers)} and the twins."""
+def bench_model(name: str, args, jax_variants: dict[str, tuple], with_torch: bool = True) -> dict:
+  """Times the JAX variants {label: (compiler options, library layers[, oneDNN convolutions])} and the
+  twins."""
   images, labels = synthetic_batch(name, args.batch)
   runners: dict[str, Callable[[], None]] = {"matmul": MatmulRunner()}
   flops = None
-  for label, (options, library) in jax_variants.items():
-    runner = JaxRunner(name, images, labels, options, library_layers=library)
+  for label, (options, library, *onednn) in jax_variants.items():
+    runner = JaxRunner(name, images, labels, options, library_layers=library, onednn=all(onednn))
     flops = flops or runner.flops
     runners[label] = runner
   if with_torch:
@@ -411,7 +414,9 @@ def main() -> None:
   print(f"max |difference| of the two 2x2 max-pools (values, gradients, HVPs): {check_pool_gradient():.1e}")
   for name in names:
     variants = {"jax (default XLA flags)": ({}, False), "jax, ynn conv off": (YNN_CONV_OFF, False)}
-    variants[LIBRARY_LABEL[name]] = (YNN_CONV_OFF, True)
+    variants[LIBRARY_LABEL[name] + ", xla convs"] = (YNN_CONV_OFF, True, False)
+    if native.why_not() is None:
+      variants[LIBRARY_LABEL[name]] = (YNN_CONV_OFF, True)
     report(name, bench_model(name, args, variants), args.batch)
   print(f"\nynn conv off = {YNN_CONV_OFF_FLAGS}; pool grad = layers.max_pool_2x2 with its elementwise "
         "JVP rule; materialize = layers.materialize on each ResNet block output; taps = the first "

@@ -35,11 +35,12 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--sections", required=True, help="comma-separated config sections to measure")
   parser.add_argument("--checkpoint", type=int, default=None, help="checkpoint step (default: the latest)")
   args, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-  from research import xla
+  from research import native, xla
   from research.training import posthoc
 
   try:
     xla.tune_host_allocator()  # before JAX runs anything
+    native.conv_choice()  # $RESEARCH_CONV checked before any work
     xla.use_compilation_cache()
     metrics = posthoc.measure_checkpoint(args.workdir, [s for s in args.sections.split(",") if s],
                                          overrides=_overrides(extra), step=args.checkpoint)

@@ -90,10 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     message = " ".join(" ".join(lines).split()) or type(e).__name__
     print(f"error: {message}", file=sys.stderr)
     return 2
-  from research import xla  # after flag parsing, so that errors above come fast
+  from research import native, xla  # after flag parsing, so that errors above come fast
 
   try:
     xla.tune_host_allocator()  # before JAX runs anything
+    native.conv_choice()  # $RESEARCH_CONV checked before any work
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

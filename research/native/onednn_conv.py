@@ -1,0 +1,148 @@
+"""A 2-D convolution primitive that XLA:CPU runs through oneDNN and every other backend as XLA's own.
+
+`conv(x, kernel, strides, pads)`: (n, H, W, Cin) NHWC x (kh, kw, Cin, Cout) HWIO -> (n, H', W', Cout),
+float32, zero padding ((top, bottom), (left, right)), no dilation or groups.
+
+One primitive with three kinds, the three derivatives of the trilinear form <conv(x, k), dy>:
+`forward` (x, k) -> y, `backward_data` (dy, k) -> dx and `backward_weights` (x, dy) -> dk. Each is
+bilinear and the transpose of each is another kind, so reverse mode, forward mode and their
+compositions (forward-over-reverse Hessian products, linearize) stay within the primitive. Lowering:
+the oneDNN custom call on CPU when the kernels are built and the computation runs on one device; XLA's
+convolution (`lax.conv_general_dilated` and its transposes) otherwise, e.g. on GPU/TPU or under a
+multi-device sharding, which XLA cannot partition a custom call for. `vmap` folds a batched activation
+into the batch dimension; other batchings use XLA's convolution.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax._src import dispatch
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
+
+from research import native
+
+KINDS = ("forward", "backward_data", "backward_weights")
+_TARGETS = {"forward": "research_onednn_conv_forward", "backward_data": "research_onednn_conv_backward_data",
+            "backward_weights": "research_onednn_conv_backward_weights"}
+_SYMBOLS = {"forward": "ResearchConvForward", "backward_data": "ResearchConvBackwardData",
+            "backward_weights": "ResearchConvBackwardWeights"}
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+conv_p = Primitive("research_onednn_conv")
+
+
+@functools.cache
+def registered() -> bool:
+  """Registers the custom calls with XLA on first use; False when the kernels are unavailable."""
+  lib = native.library() if native.why_not() is None else None
+  if lib is None:
+    return False
+  for kind, target in _TARGETS.items():
+    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, _SYMBOLS[kind])), platform="cpu")
+  return True
+
+
+def conv(x, kernel, strides=(1, 1), pads=((0, 0), (0, 0))):
+  """(n, H, W, Cin) x (kh, kw, Cin, Cout) -> (n, H', W', Cout), float32. See the module docstring."""
+  return conv_p.bind(x, kernel, kind="forward", strides=_pair(strides), pads=_pads(pads), shape=None)
+
+
+def _pair(s):
+  return tuple(int(a) for a in s)
+
+
+def _pads(p):
+  return tuple((int(lo), int(hi)) for lo, hi in p)
+
+
+def _lax_forward(x, k, strides, pads):
+  return jax.lax.conv_general_dilated(x, k, strides, pads, dimension_numbers=_NHWC,
+                                      precision=jax.lax.Precision.HIGHEST)
+
+
+def reference(kind, a, b, *, strides, pads, shape):
+  """The same computation with XLA's convolutions (for other backends, batching and tests)."""
+  if kind == "forward":
+    return _lax_forward(a, b, strides, pads)
+  if kind == "backward_data":  # a = dy, b = k, result shaped like x
+    fwd = lambda x: _lax_forward(x, b, strides, pads)
+    return jax.linear_transpose(fwd, jax.ShapeDtypeStruct(shape, a.dtype))(a)[0]
+  fwd = lambda k: _lax_forward(a, k, strides, pads)  # a = x, b = dy, result shaped like k
+  return jax.linear_transpose(fwd, jax.ShapeDtypeStruct(shape, a.dtype))(b)[0]
+
+
+def _abstract_eval(a, b, *, kind, strides, pads, shape):
+  if kind == "forward":
+    out = jax.eval_shape(functools.partial(_lax_forward, strides=strides, pads=pads),
+                         jax.ShapeDtypeStruct(a.shape, a.dtype), jax.ShapeDtypeStruct(b.shape, b.dtype))
+    return jax.core.ShapedArray(out.shape, a.dtype)
+  return jax.core.ShapedArray(shape, a.dtype)
+
+
+conv_p.def_abstract_eval(_abstract_eval)
+conv_p.def_impl(functools.partial(dispatch.apply_primitive, conv_p))
+
+
+def _bind(kind, a, b, strides, pads, shape=None):
+  shape = None if shape is None else tuple(shape)
+  return conv_p.bind(a, b, kind=kind, strides=strides, pads=pads, shape=shape)
+
+
+# Transposes. forward(x, k) = y; backward_data(dy, k) = dx; backward_weights(x, dy) = dk.
+def _transpose_lhs(ct, a, b, *, kind, strides, pads, shape):
+  if kind == "forward":  # d/dx <forward(x, k), ct>
+    return _bind("backward_data", ct, b, strides, pads, a.aval.shape)
+  if kind == "backward_data":  # d/ddy <backward_data(dy, k), ct> = forward(ct, k)
+    return _bind("forward", ct, b, strides, pads)
+  return _bind("backward_data", b, ct, strides, pads, a.aval.shape)  # d/dx <backward_weights(x, dy), ct>
+
+
+def _transpose_rhs(ct, a, b, *, kind, strides, pads, shape):
+  if kind == "forward":  # d/dk <forward(x, k), ct>
+    return _bind("backward_weights", a, ct, strides, pads, b.aval.shape)
+  if kind == "backward_data":  # d/dk <backward_data(dy, k), ct> = backward_weights(ct, dy)
+    return _bind("backward_weights", ct, a, strides, pads, b.aval.shape)
+  return _bind("forward", a, ct, strides, pads)  # d/ddy <backward_weights(x, dy), ct> = forward(x, ct)
+
+
+ad.defbilinear(conv_p, _transpose_lhs, _transpose_rhs)
+
+
+def _batch(args, dims, *, kind, strides, pads, shape):
+  """vmap: a batched activation with an unbatched kernel folds into the batch dimension."""
+  (a, b), (da, db) = args, dims
+  foldable = (kind in ("forward", "backward_data") and da is not None
+              and db is None)
+  if foldable:
+    a = jnp.moveaxis(a, da, 0)
+    m, n = a.shape[:2]
+    folded_shape = None if shape is None else (m * n, *shape[1:])
+    out = _bind(kind, a.reshape(m * n, *a.shape[2:]), b, strides, pads, folded_shape)
+    return out.reshape(m, n, *out.shape[1:]), 0
+  ref = functools.partial(reference, kind, strides=strides, pads=pads, shape=shape)
+  return jax.vmap(ref, in_axes=dims)(a, b), 0
+
+
+batching.primitive_batchers[conv_p] = _batch
+
+
+def _lower_reference(ctx, a, b, *, kind, strides, pads, shape):
+  fn = functools.partial(reference, kind, strides=strides, pads=pads, shape=shape)
+  return mlir.lower_fun(fn, multiple_results=False)(ctx, a, b)
+
+
+def _lower_cpu(ctx, a, b, *, kind, strides, pads, shape):
+  one_device = getattr(ctx.module_context.axis_context, "num_devices", None) == 1
+  if not (one_device and registered() and ctx.avals_in[0].dtype == np.float32):
+    return _lower_reference(ctx, a, b, kind=kind, strides=strides, pads=pads, shape=shape)
+  (top, bottom), (left, right) = pads
+  return jax.ffi.ffi_lowering(_TARGETS[kind])(
+      ctx, a, b, stride_h=np.int64(strides[0]), stride_w=np.int64(strides[1]), pad_top=np.int64(top),
+      pad_bottom=np.int64(bottom), pad_left=np.int64(left), pad_right=np.int64(right))
+
+
+mlir.register_lowering(conv_p, _lower_reference)
+mlir.register_lowering(conv_p, _lower_cpu, platform="cpu")

@@ -1,0 +1,170 @@
+"""research.native.onednn_conv: oneDNN's convolutions against XLA's, and where the library uses them."""
+
+import functools
+import os
+import subprocess
+import sys
+from pathlib import Path
+from unittest import mock
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from research import models, native
+from research.models import functional, layers
+from research.native import onednn_conv
+
+ROOT = Path(__file__).resolve().parents[1]
+built = pytest.mark.skipif(native.why_not() is not None or jax.default_backend() != "cpu",
+                           reason=f"oneDNN convolutions off: {native.why_not()}")
+
+# (batch, H, W, Cin, Cout, kernel, strides, pads): 'SAME' at stride 1 and 2 (XLA's asymmetric padding
+# on even sizes), 'VALID' 5x5, a 1x1, odd channel counts, a rectangular image with uneven padding.
+CASES = [(2, 8, 8, 4, 6, (3, 3), (1, 1), ((1, 1), (1, 1))),
+         (2, 8, 8, 5, 3, (3, 3), (2, 2), ((0, 1), (0, 1))),
+         (3, 9, 9, 3, 8, (5, 5), (1, 1), ((0, 0), (0, 0))),
+         (2, 6, 6, 8, 16, (1, 1), (1, 1), ((0, 0), (0, 0))),
+         (2, 7, 5, 2, 3, (3, 3), (2, 1), ((1, 0), (2, 1)))]
+
+
+def _operands(case):
+  n, h, w, cin, cout, kernel, strides, pads = case
+  kx, kk, ky = jax.random.split(jax.random.key(sum(case[:5])), 3)
+  x = jax.random.normal(kx, (n, h, w, cin))
+  k = jax.random.normal(kk, (*kernel, cin, cout))
+  dy = jax.random.normal(ky, onednn_conv.reference("forward", x, k, strides=strides, pads=pads,
+                                                   shape=None).shape)
+  return x, k, dy, strides, pads
+
+
+@built
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c[1:5])) + f"_k{c[5][0]}s{c[6][0]}")
+def test_each_kind_equals_xla_convolution(case):
+  """forward, backward_data and backward_weights against XLA's convolution and its transposes; each
+  compiled call runs twice (kernels that read memory they did not write differ between runs)."""
+  x, k, dy, strides, pads = _operands(case)
+  for kind, a, b, shape in (("forward", x, k, None), ("backward_data", dy, k, x.shape),
+                            ("backward_weights", x, dy, k.shape)):
+    params = dict(kind=kind, strides=strides, pads=pads, shape=shape)
+    want = np.asarray(jax.jit(functools.partial(onednn_conv.reference, kind, strides=strides, pads=pads,
+                                                shape=shape))(a, b))
+    compiled = jax.jit(functools.partial(onednn_conv.conv_p.bind, **params)).lower(a, b).compile()
+    assert "research_onednn_conv" in compiled.as_text()
+    for _ in range(2):
+      np.testing.assert_allclose(compiled(a, b), want, rtol=1e-5, atol=1e-5 * np.abs(want).max(),
+                                 err_msg=kind)
+
+
+@built
+def test_derivatives_equal_xla_convolution():
+  """Gradients, forward-over-reverse Hessian products, linearize and vmap go through the primitive's
+  transposes and batching rule and agree with XLA's convolution."""
+  x, k, _, strides, pads = _operands(CASES[1])
+  nhwc = ("NHWC", "HWIO", "NHWC")
+  xla = lambda x, k: jax.lax.conv_general_dilated(x, k, strides, pads, dimension_numbers=nhwc)
+  ours = lambda x, k: onednn_conv.conv(x, k, strides, pads)
+  loss = lambda conv: lambda x, k: jnp.sum(jnp.sin(conv(x, k)) ** 2)
+  v = (jnp.cos(x), jnp.sin(k))
+  grad = lambda conv: jax.jit(jax.grad(loss(conv), (0, 1)))(x, k)
+  hvp = lambda conv: jax.jit(lambda x, k: jax.jvp(jax.grad(loss(conv), (0, 1)), (x, k), v)[1])(x, k)
+  linear = lambda conv: jax.linearize(jax.grad(loss(conv), (0, 1)), x, k)[1](*v)
+  for fn in (grad, hvp, linear):
+    for got, want in zip(fn(ours), fn(xla)):
+      np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5 * np.abs(want).max())
+  xs = jnp.stack([x, 2 * x, -x])  # batched activations fold into the batch; batched kernels use XLA
+  np.testing.assert_allclose(jax.jit(jax.vmap(ours, (0, None)))(xs, k), jax.vmap(xla, (0, None))(xs, k),
+                             rtol=1e-5, atol=1e-4)
+  ks = jnp.stack([k, -k])
+  np.testing.assert_allclose(jax.jit(jax.vmap(ours, (None, 0)))(x, ks), jax.vmap(xla, (None, 0))(x, ks),
+                             rtol=1e-5, atol=1e-4)
+
+
+@built
+def test_library_layers_route_only_what_onednn_does_right():
+  """`layers.conv_general_dilated` sends float32, ungrouped, undilated 2-D convolutions to oneDNN; float64,
+  bfloat16, grouped, dilated and strided 1x1 ones (oneDNN 2.6's weight gradient of a strided 1x1 is wrong
+  for channel counts that are not multiples of 8) stay on XLA."""
+  def uses_onednn(x, k, **kw):
+    conv = lambda x, k: layers.conv_general_dilated(x, k, kw.pop("strides", (1, 1)), "SAME",
+                                                    dimension_numbers=("NHWC", "HWIO", "NHWC"), **kw)
+    return "research_onednn_conv" in jax.jit(jax.grad(lambda x, k: conv(x, k).sum(), (0, 1))).lower(
+        x, k).as_text()
+  x, k = jnp.ones((2, 6, 6, 4)), jnp.ones((3, 3, 4, 8))
+  assert uses_onednn(x, k) and uses_onednn(x, k, strides=(2, 2))
+  assert not uses_onednn(x[..., :1], k[:, :, :1])  # few taps: shifted products (layers._taps_conv)
+  assert not uses_onednn(x.astype(jnp.bfloat16), k.astype(jnp.bfloat16))
+  assert not uses_onednn(x, k[:, :, :2], feature_group_count=2)
+  assert not uses_onednn(x, k, rhs_dilation=(2, 2))
+  assert not uses_onednn(x, k[:1, :1], strides=(2, 2)) and uses_onednn(x, k[:1, :1])
+  with mock.patch.object(jax, "default_backend", lambda: "gpu"):  # other backends: XLA's convolutions
+    assert not uses_onednn(x, k)
+
+
+@built
+def test_resnet_gradients_equal_with_xla_convolutions():
+  """A small ResNet (strided blocks, BatchNorm in batch mode): loss and gradients with oneDNN's
+  convolutions equal those with XLA's."""
+  model = models.create("resnet20", num_classes=10, input_shape=(16, 16, 3), rngs=nnx.Rngs(0), width=0.5)
+  graphdef, params, rest = functional.split(model)
+  apply = functional.apply_fn(graphdef, rest, bn_mode="batch")
+  images = jax.random.normal(jax.random.key(1), (8, 16, 16, 3))
+  labels = jnp.arange(8) % 10
+
+  def loss(params):
+    return -jnp.mean(jax.nn.log_softmax(apply(params, images))[jnp.arange(8), labels])
+
+  def run(onednn: bool):
+    lowered = jax.jit(jax.value_and_grad(loss)).lower(params)
+    assert ("research_onednn_conv" in lowered.as_text()) == onednn
+    return lowered.compile()(params)
+
+  ours = run(True)
+  with mock.patch.object(layers, "_onednn_spec", lambda *args: None):
+    want = run(False)
+  for got, expected in zip(jax.tree.leaves(ours), jax.tree.leaves(want)):
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(expected).max())))
+
+
+MULTI_DEVICE = """
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from research.native import onednn_conv
+x = jax.random.normal(jax.random.key(0), (4, 6, 6, 3)); k = jax.random.normal(jax.random.key(1), (3, 3, 3, 5))
+conv = jax.jit(lambda x, k: onednn_conv.conv(x, k, (1, 1), ((1, 1), (1, 1))))
+one = conv(x, k)
+mesh = Mesh(np.array(jax.devices()), ("data",))
+xs = jax.device_put(x, NamedSharding(mesh, P("data")))
+text = conv.lower(xs, k).as_text()
+print(jax.device_count(), "research_onednn_conv" in text, float(np.abs(conv(xs, k) - one).max()))
+"""
+
+
+@built
+def test_several_devices_use_xla_convolution():
+  """XLA cannot partition a custom call: a computation over several devices lowers to XLA's convolution
+  (same values), one device to oneDNN's."""
+  env = os.environ | {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+  out = subprocess.run([sys.executable, "-c", MULTI_DEVICE], env=env, cwd=ROOT, capture_output=True,
+                       text=True, timeout=120, check=True).stdout.split()
+  assert out[:2] == ["2", "False"] and float(out[2]) < 1e-5
+
+
+def test_conv_choice_and_info():
+  env = {k: v for k, v in os.environ.items() if k != native.CONV_ENV}
+  run = lambda value: subprocess.run([sys.executable, "-m", "research.native", "info"], cwd=ROOT, text=True,
+                                     env=env | {native.CONV_ENV: value}, capture_output=True, timeout=60)
+  off = run("xla")
+  assert off.returncode == 0 and off.stdout.strip() == "oneDNN convolutions: off: RESEARCH_CONV=xla"
+  bad = run("mkl")
+  assert bad.returncode == 2
+  assert bad.stderr.strip() == "error: unknown $RESEARCH_CONV 'mkl'; valid choices: onednn, xla"
+  with mock.patch.dict(os.environ, {native.CONV_ENV: "xla"}):
+    assert native.why_not() == "RESEARCH_CONV=xla"
+
+
+@pytest.mark.skipif(os.environ.get("CI") != "true", reason="CI installs g++ and libdnnl-dev: checked there")
+def test_ci_built_the_kernels():
+  assert native.why_not() is None and native.onednn_version()

@@ -372,7 +372,7 @@ def main() -> None:
 
   print(f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} with "
         f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load average "
-        f"{os.getloadavg()[0]:.1f}; host malloc: {allocator}")
+        f"{os.getloadavg()[0]:.1f}; host malloc: {allocator}; convolutions: {model_bench.convolutions()}")
   rows = []
   for name in args.models.split(","):
     with contextlib.suppress(KeyboardInterrupt):

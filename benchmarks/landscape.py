@@ -53,7 +53,7 @@ def main(argv=None) -> None:
   parser.add_argument("--examples", type=int, default=1000)
   parser.add_argument("--repeats", type=int, default=7)
   args = parser.parse_args(argv)
-  print(f"host malloc: {model_bench.host_allocator()}")
+  print(f"host malloc: {model_bench.host_allocator()}; convolutions: {model_bench.convolutions()}")
 
   images, labels, preprocess, source = _examples(args.examples)
   model = models.create("simple_cnn", num_classes=10, input_shape=(28, 28, 1), rngs=nnx.Rngs(0))

@@ -73,6 +73,12 @@ LIBRARY_LABEL = {"simple_cnn": "jax, ynn conv off, pool grad, taps",
                  "resnet20": "jax, ynn conv off, materialize, taps"}
 
 
+def convolutions() -> str:
+  """Which convolutions the library's layers run on CPU in this process (research/native)."""
+  reason = native.why_not()
+  return f"oneDNN {native.onednn_version()}" if reason is None else f"XLA's ({reason})"
+
+
 def host_allocator() -> str:
   """Tunes glibc's malloc as the library's entry points do (`research.xla.tune_host_allocator`, before
   JAX runs anything; it holds for PyTorch in this process too) and says what is in effect."""
@@ -406,7 +412,8 @@ def main() -> None:
   import torch
 
   print(f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} with "
-        f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs; host malloc: {allocator}")
+        f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs; host malloc: {allocator}; "
+        f"library convolutions: {convolutions()}")
   for name in names:
     count, diff = check_twin(name, synthetic_batch(name, args.batch)[0])
     print(f"{name}: {count:,} parameters in both; max |logit difference| of the twins on our weights: "

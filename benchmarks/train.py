@@ -92,7 +92,7 @@ def main(argv=None):
   args = parser.parse_args(argv)
   allocator = model_bench.host_allocator()
   print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}, batch 128, {args.steps} steps; "
-        f"host malloc: {allocator}")
+        f"host malloc: {allocator}; convolutions: {model_bench.convolutions()}")
   for name in args.models.split(","):
     steps = args.steps if name == "simple_cnn" else max(args.steps // 4, 20)
     config = config_for(name, steps)

@@ -22,12 +22,14 @@ built = pytest.mark.skipif(native.why_not() is not None or jax.default_backend()
                            reason=f"oneDNN convolutions off: {native.why_not()}")
 
 # (batch, H, W, Cin, Cout, kernel, strides, pads): 'SAME' at stride 1 and 2 (XLA's asymmetric padding
-# on even sizes), 'VALID' 5x5, a 1x1, odd channel counts, a rectangular image with uneven padding.
+# on even sizes), 'VALID' 5x5, a 1x1, odd channel counts, a rectangular image with uneven padding, and
+# padding wider than the kernel (stride-1 forward passes run as a backward-data pass unless that).
 CASES = [(2, 8, 8, 4, 6, (3, 3), (1, 1), ((1, 1), (1, 1))),
          (2, 8, 8, 5, 3, (3, 3), (2, 2), ((0, 1), (0, 1))),
          (3, 9, 9, 3, 8, (5, 5), (1, 1), ((0, 0), (0, 0))),
          (2, 6, 6, 8, 16, (1, 1), (1, 1), ((0, 0), (0, 0))),
-         (2, 7, 5, 2, 3, (3, 3), (2, 1), ((1, 0), (2, 1)))]
+         (2, 7, 5, 2, 3, (3, 3), (2, 1), ((1, 0), (2, 1))),
+         (2, 5, 5, 3, 4, (3, 3), (1, 1), ((3, 0), (0, 2)))]
 
 
 def _operands(case):

@@ -125,7 +125,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   - through oneDNN (`research.native.onednn_conv`: forward and both gradients) when float32 and the
     kernels are built (`make setup`), except for a strided 1x1 (a projection shortcut) and the few-tap
     case below. Measured (benchmarks/models.py, against XLA's convolutions in the same run): ResNet-20's
-    train step 1.32x faster on both one and two cores, simple_cnn's 1.13x on two;
+    train step 1.40x faster on one core, 1.33x on two; simple_cnn's 0.89-1.13x (no gain);
   - as a sum of shifted products when stride-1 with a spatial kernel (not 1x1) and at most `FEW_TAPS`
     kernel taps x input channels, typically a first layer on images.
   The latter is the sum over taps and input channels of a shifted input channel times a row of the kernel,

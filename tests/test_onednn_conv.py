@@ -86,9 +86,9 @@ def test_derivatives_equal_xla_convolution():
 
 @built
 def test_library_layers_route_only_what_onednn_does_right():
-  """`layers.conv_general_dilated` sends float32, ungrouped, undilated 2-D convolutions to oneDNN; float64,
-  bfloat16, grouped, dilated and strided 1x1 ones (oneDNN 2.6's weight gradient of a strided 1x1 is wrong
-  for channel counts that are not multiples of 8) stay on XLA."""
+  """`layers.conv_general_dilated` sends float32, ungrouped, undilated 2-D convolutions to oneDNN;
+  float64, bfloat16, grouped, dilated, empty and strided 1x1 ones (oneDNN 2.6's weight gradient of a
+  strided 1x1 is wrong for channel counts that are not multiples of 8) stay on XLA."""
   def uses_onednn(x, k, **kw):
     conv = lambda x, k: layers.conv_general_dilated(x, k, kw.pop("strides", (1, 1)), "SAME",
                                                     dimension_numbers=("NHWC", "HWIO", "NHWC"), **kw)
@@ -101,6 +101,7 @@ def test_library_layers_route_only_what_onednn_does_right():
   assert not uses_onednn(x, k[:, :, :2], feature_group_count=2)
   assert not uses_onednn(x, k, rhs_dilation=(2, 2))
   assert not uses_onednn(x, k[:1, :1], strides=(2, 2)) and uses_onednn(x, k[:1, :1])
+  assert not uses_onednn(x[:0], k)  # an empty batch
   with mock.patch.object(jax, "default_backend", lambda: "gpu"):  # other backends: XLA's convolutions
     assert not uses_onednn(x, k)
 

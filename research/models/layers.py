@@ -179,7 +179,7 @@ def _onednn_spec(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, 
                  feature_group_count, batch_group_count, preferred_element_type, out_sharding):
   """(strides, pads) if the convolution runs through oneDNN (`research.native.onednn_conv`), else None."""
   if not (xla.on_cpu() and lhs.ndim == 4 and rhs.ndim == 4 and lhs.dtype == rhs.dtype == jnp.float32
-          and onednn_conv.registered()):
+          and lhs.size and rhs.size and onednn_conv.registered()):
     return None
   if dimension_numbers is None or (jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
                                    != jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)):

@@ -23,13 +23,15 @@ built = pytest.mark.skipif(native.why_not() is not None or jax.default_backend()
 
 # (batch, H, W, Cin, Cout, kernel, strides, pads): 'SAME' at stride 1 and 2 (XLA's asymmetric padding
 # on even sizes), 'VALID' 5x5, a 1x1, odd channel counts, a rectangular image with uneven padding, and
-# padding wider than the kernel (stride-1 forward passes run as a backward-data pass unless that).
+# padding wider than the kernel (stride-1 forward passes run as a backward-data pass unless that), a
+# rectangular kernel with uneven padding.
 CASES = [(2, 8, 8, 4, 6, (3, 3), (1, 1), ((1, 1), (1, 1))),
          (2, 8, 8, 5, 3, (3, 3), (2, 2), ((0, 1), (0, 1))),
          (3, 9, 9, 3, 8, (5, 5), (1, 1), ((0, 0), (0, 0))),
          (2, 6, 6, 8, 16, (1, 1), (1, 1), ((0, 0), (0, 0))),
          (2, 7, 5, 2, 3, (3, 3), (2, 1), ((1, 0), (2, 1))),
-         (2, 5, 5, 3, 4, (3, 3), (1, 1), ((3, 0), (0, 2)))]
+         (2, 5, 5, 3, 4, (3, 3), (1, 1), ((3, 0), (0, 2))),
+         (2, 6, 7, 3, 4, (3, 5), (1, 1), ((0, 2), (1, 3)))]
 
 
 def _operands(case):
@@ -102,6 +104,14 @@ def test_library_layers_route_only_what_onednn_does_right():
   assert not uses_onednn(x, k, rhs_dilation=(2, 2))
   assert not uses_onednn(x, k[:1, :1], strides=(2, 2)) and uses_onednn(x, k[:1, :1])
   assert not uses_onednn(x[:0], k)  # an empty batch
+  with mock.patch.object(layers, "_onednn_spec", lambda *args: ((2, 2), ((0, 0), (0, 0)))):
+    assert not uses_onednn(x, k[:1, :1])  # the primitive's lowering checks too (direct use of conv)
+  def valid(x, k, strides):  # an empty output: oneDNN rejects it, its input gradient is not empty
+    conv = lambda x, k: layers.conv_general_dilated(x, k, strides, "VALID",
+                                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return "research_onednn_conv" in jax.jit(jax.grad(lambda x, k: conv(x, k).sum(), (0, 1))).lower(
+        x, k).as_text()
+  assert not valid(x[:, :1, :1], k, (1, 1)) and not valid(x[:, :2, :2], k, (2, 2)) and valid(x, k, (2, 2))
   with mock.patch.object(jax, "default_backend", lambda: "gpu"):  # other backends: XLA's convolutions
     assert not uses_onednn(x, k)
 

@@ -179,7 +179,7 @@ def _onednn_spec(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, 
                  feature_group_count, batch_group_count, preferred_element_type, out_sharding):
   """(strides, pads) if the convolution runs through oneDNN (`research.native.onednn_conv`), else None."""
   if not (xla.on_cpu() and lhs.ndim == 4 and rhs.ndim == 4 and lhs.dtype == rhs.dtype == jnp.float32
-          and lhs.size and rhs.size and onednn_conv.registered()):
+          and onednn_conv.registered()):
     return None
   if dimension_numbers is None or (jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
                                    != jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)):
@@ -187,15 +187,13 @@ def _onednn_spec(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, 
   ones = lambda d: d is None or tuple(int(a) for a in d) == (1, 1)
   strides = tuple(int(a) for a in window_strides)
   if not (ones(lhs_dilation) and ones(rhs_dilation) and feature_group_count == 1 and batch_group_count == 1
-          and preferred_element_type in (None, jnp.float32) and out_sharding is None
-          # oneDNN 2.6's strided 1x1 weight gradient is wrong for channel counts that are not multiples
-          # of 8 (tests/test_onednn_conv.py); such shortcuts stay on XLA
-          and not (rhs.shape[0] * rhs.shape[1] == 1 and strides != (1, 1))):
+          and preferred_element_type in (None, jnp.float32) and out_sharding is None):
     return None
   if isinstance(padding, str):
     padding = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, padding)
   pads = tuple((int(lo), int(hi)) for lo, hi in padding)
-  return None if min(min(pair) for pair in pads) < 0 else (strides, pads)
+  # e.g. a strided 1x1 (projection shortcuts), where oneDNN 2.6's weight gradient is wrong
+  return (strides, pads) if onednn_conv.supported(lhs.shape, rhs.shape, strides, pads) else None
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <exception>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -19,6 +20,10 @@
 
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
+
+#if DNNL_VERSION_MAJOR != 2
+#error "written against oneDNN 2.x (operation descriptors were removed in 3.0); Debian's libdnnl-dev is 2.6"
+#endif
 
 namespace ffi = xla::ffi;
 
@@ -133,7 +138,7 @@ ffi::Error Run(Kind kind, const Shape& s, float* x, float* k, float* y) {
         entry->reorder.execute(stream, {{DNNL_ARG_FROM, k_mem}, {DNNL_ARG_TO, hwio_mem}});
     }
     stream.wait();
-  } catch (const dnnl::error& e) {
+  } catch (const std::exception& e) {  // dnnl::error, std::bad_alloc: an XLA error, not a terminate
     return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN convolution: ") + e.what());
   }
   return ffi::Error::Success();
@@ -155,7 +160,12 @@ using F32Out = ffi::ResultBuffer<ffi::F32, 4>;
 ffi::Error ForwardAsBackwardData(const Shape& s, float* x, const float* k, float* y) {
   if (s.kh - 1 < std::max(s.pt, s.pb) || s.kw - 1 < std::max(s.pl, s.pr))
     return Run(kForward, s, x, const_cast<float*>(k), y);
-  std::vector<float> flipped(s.kh * s.kw * s.c * s.o);
+  std::vector<float> flipped;
+  try {
+    flipped.resize(s.kh * s.kw * s.c * s.o);
+  } catch (const std::exception& e) {
+    return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN convolution: ") + e.what());
+  }
   for (int64_t a = 0; a < s.kh; ++a)
     for (int64_t b = 0; b < s.kw; ++b)
       for (int64_t c = 0; c < s.c; ++c)

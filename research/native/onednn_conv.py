@@ -7,9 +7,10 @@ One primitive with three kinds, the three derivatives of the trilinear form <con
 `forward` (x, k) -> y, `backward_data` (dy, k) -> dx and `backward_weights` (x, dy) -> dk. Each is
 bilinear and the transpose of each is another kind, so reverse mode, forward mode and their
 compositions (forward-over-reverse Hessian products, linearize) stay within the primitive. Lowering:
-the oneDNN custom call on CPU when the kernels are built and the computation runs on one device; XLA's
-convolution (`lax.conv_general_dilated` and its transposes) otherwise, e.g. on GPU/TPU or under a
-multi-device sharding, which XLA cannot partition a custom call for. `vmap` folds a batched activation
+the oneDNN custom call on CPU when the kernels are built, the computation runs on one device and
+`supported` says oneDNN gets it right; XLA's convolution (`lax.conv_general_dilated` and its transposes)
+otherwise, e.g. on GPU/TPU or under a multi-device sharding, which XLA cannot partition a custom call
+for. `vmap` folds a batched activation
 into the batch dimension; other batchings use XLA's convolution.
 """
 
@@ -48,6 +49,17 @@ def registered() -> bool:
 def conv(x, kernel, strides=(1, 1), pads=((0, 0), (0, 0))):
   """(n, H, W, Cin) x (kh, kw, Cin, Cout) -> (n, H', W', Cout), float32. See the module docstring."""
   return conv_p.bind(x, kernel, kind="forward", strides=_pair(strides), pads=_pads(pads), shape=None)
+
+
+def supported(x_shape, kernel_shape, strides, pads) -> bool:
+  """Whether oneDNN 2.6 computes this convolution (all three kinds) right: no empty dimension or output,
+  no negative padding, and not a strided 1x1, whose `jit_1x1` weight gradient is wrong (and varies from
+  run to run) for channel counts that are not multiples of 8. Others lower to XLA's convolution."""
+  (n, h, w, c), (kh, kw, _, o) = x_shape, kernel_shape
+  (top, bottom), (left, right) = pads
+  return (min(n, h, w, c, kh, kw, o) > 0 and min(top, bottom, left, right) >= 0
+          and h + top + bottom >= kh and w + left + right >= kw
+          and not (kh * kw == 1 and tuple(strides) != (1, 1)))
 
 
 def _pair(s):
@@ -136,7 +148,11 @@ def _lower_reference(ctx, a, b, *, kind, strides, pads, shape):
 
 def _lower_cpu(ctx, a, b, *, kind, strides, pads, shape):
   one_device = getattr(ctx.module_context.axis_context, "num_devices", None) == 1
-  if not (one_device and registered() and ctx.avals_in[0].dtype == np.float32):
+  a_aval, b_aval = ctx.avals_in
+  x_shape = {"forward": a_aval.shape, "backward_data": shape, "backward_weights": a_aval.shape}[kind]
+  k_shape = {"forward": b_aval.shape, "backward_data": b_aval.shape, "backward_weights": shape}[kind]
+  if not (one_device and a_aval.dtype == np.float32 and supported(x_shape, k_shape, strides, pads)
+          and registered()):
     return _lower_reference(ctx, a, b, kind=kind, strides=strides, pads=pads, shape=shape)
   (top, bottom), (left, right) = pads
   return jax.ffi.ffi_lowering(_TARGETS[kind])(

@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 IDX_DIR := /usr/share/datasets/fashion-mnist
 NATIVE := research/native/_build/libresearch_onednn.so
+HAVE_ONEDNN := [ -f /usr/include/oneapi/dnnl/dnnl.hpp ] && command -v g++ >/dev/null
 
 .PHONY: setup fashion-mnist-files onednn-files native data study test lint
 
@@ -29,7 +30,7 @@ fashion-mnist-files:
 # oneDNN convolutions for XLA:CPU (research/native): g++ and Debian's libdnnl-dev, installed when missing
 # and allowed; without them the library keeps XLA's own convolutions (slower on CPU, same results).
 onednn-files:
-	@if [ -f /usr/include/oneapi/dnnl/dnnl.hpp ] && command -v g++ >/dev/null; then :; \
+	@if $(HAVE_ONEDNN); then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "installing Debian's libdnnl-dev and g++"; \
 	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libdnnl-dev g++ >/dev/null \
@@ -40,7 +41,7 @@ onednn-files:
 	fi
 
 $(NATIVE): research/native/onednn_conv.cc $(STAMP)
-	@if [ -f /usr/include/oneapi/dnnl/dnnl.hpp ] && command -v g++ >/dev/null; then \
+	@if $(HAVE_ONEDNN); then \
 	  $(PY) -m research.native build || echo "note: research/native did not build: XLA's convolutions are used"; \
 	else echo "note: skipping research/native (no oneDNN headers or g++): XLA's convolutions are used"; fi
 

@@ -155,45 +155,50 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
-def _few_taps_pads(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-                   feature_group_count, batch_group_count, preferred_element_type, out_sharding):
-  """((lo, hi), (lo, hi)) zero padding if the convolution takes the shifted-products path, else None."""
+def _plain_2d(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+              feature_group_count, batch_group_count, out_sharding):
+  """(strides, ((lo, hi), (lo, hi)) zero padding) of a 2-D NHWC x HWIO, undilated, ungrouped, unsharded
+  convolution with non-negative padding on XLA:CPU (the cases the paths below may take), else None."""
   if not xla.on_cpu() or lhs.ndim != 4 or rhs.ndim != 4 or lhs.dtype != rhs.dtype:
     return None
   if dimension_numbers is None or (jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
                                    != jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)):
     return None
   ones = lambda d: d is None or tuple(int(a) for a in d) == (1, 1)
-  if not (ones(window_strides) and ones(lhs_dilation) and ones(rhs_dilation) and feature_group_count == 1
-          and batch_group_count == 1 and preferred_element_type is None and out_sharding is None
-          and rhs.shape[0] * rhs.shape[1] > 1  # 1x1: a matmul, left to XLA
-          and rhs.shape[0] * rhs.shape[1] * rhs.shape[2] <= FEW_TAPS):
+  if not (ones(lhs_dilation) and ones(rhs_dilation) and feature_group_count == 1 and batch_group_count == 1
+          and out_sharding is None):
     return None
+  strides = (1, 1) if window_strides is None else tuple(int(a) for a in window_strides)
   if isinstance(padding, str):
-    padding = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], (1, 1), padding)
+    padding = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, padding)
   pads = tuple((int(lo), int(hi)) for lo, hi in padding)
-  return None if min(min(pair) for pair in pads) < 0 else pads  # negative padding crops: left to lax
+  return None if min(min(pair) for pair in pads) < 0 else (strides, pads)  # negative padding crops: lax
+
+
+def _few_taps_pads(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+                   feature_group_count, batch_group_count, preferred_element_type, out_sharding):
+  """((lo, hi), (lo, hi)) zero padding if the convolution takes the shifted-products path, else None."""
+  spec = _plain_2d(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+                   feature_group_count, batch_group_count, out_sharding)
+  taps = rhs.shape[0] * rhs.shape[1]
+  if (spec is None or spec[0] != (1, 1) or preferred_element_type is not None
+      or taps == 1  # 1x1: a matmul, left to XLA
+      or taps * rhs.shape[2] > FEW_TAPS):
+    return None
+  return spec[1]
 
 
 def _onednn_spec(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
                  feature_group_count, batch_group_count, preferred_element_type, out_sharding):
   """(strides, pads) if the convolution runs through oneDNN (`research.native.onednn_conv`), else None."""
-  if not (xla.on_cpu() and lhs.ndim == 4 and rhs.ndim == 4 and lhs.dtype == rhs.dtype == jnp.float32
-          and onednn_conv.registered()):
+  if lhs.dtype != jnp.float32 or preferred_element_type not in (None, jnp.float32):
     return None
-  if dimension_numbers is None or (jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-                                   != jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)):
+  spec = _plain_2d(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+                   feature_group_count, batch_group_count, out_sharding)
+  # supported: e.g. not a strided 1x1 (projection shortcuts), where oneDNN 2.6's weight gradient is wrong
+  if spec is None or not onednn_conv.supported(lhs.shape, rhs.shape, *spec) or not onednn_conv.registered():
     return None
-  ones = lambda d: d is None or tuple(int(a) for a in d) == (1, 1)
-  strides = tuple(int(a) for a in window_strides)
-  if not (ones(lhs_dilation) and ones(rhs_dilation) and feature_group_count == 1 and batch_group_count == 1
-          and preferred_element_type in (None, jnp.float32) and out_sharding is None):
-    return None
-  if isinstance(padding, str):
-    padding = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, padding)
-  pads = tuple((int(lo), int(hi)) for lo, hi in padding)
-  # e.g. a strided 1x1 (projection shortcuts), where oneDNN 2.6's weight gradient is wrong
-  return (strides, pads) if onednn_conv.supported(lhs.shape, rhs.shape, strides, pads) else None
+  return spec
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))

@@ -25,7 +25,6 @@ from jax.interpreters import ad, batching, mlir
 
 from research import native
 
-KINDS = ("forward", "backward_data", "backward_weights")
 _TARGETS = {"forward": "research_onednn_conv_forward", "backward_data": "research_onednn_conv_backward_data",
             "backward_weights": "research_onednn_conv_backward_weights"}
 _SYMBOLS = {"forward": "ResearchConvForward", "backward_data": "ResearchConvBackwardData",

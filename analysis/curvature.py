@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from research.errors import UserError
+from research.core.errors import UserError
 
 WHAT = ("lambda_max", "top_k", "trace", "density", "noise_scale", "gradient")
 OPERATORS = ("hessian", "ggn", "fisher", "empirical_fisher")
@@ -120,7 +120,7 @@ def measure(workdir: Path, *, what: list[str], checkpoint: int | None = None, sp
   stem = f"step{step}_{operator}_{split}"
   if (out_dir / f"{stem}.json").exists():  # never overwrite a record (e.g. training's own tracking)
     stem += "_posthoc" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-  from research.training import rundir
+  from research.core import rundir
 
   rundir.write_json_atomic(out_dir / f"{stem}.json", record)
   if arrays:

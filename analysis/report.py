@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from analysis import tables
-from research.errors import UserError
+from research.core.errors import UserError
 
 
 @dataclasses.dataclass

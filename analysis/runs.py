@@ -312,7 +312,7 @@ def load(path: str | Path) -> Study:
   directory; an empty folder gives a Study without runs (and a problem saying so)."""
   root = Path(path)
   if not root.is_dir():
-    from research.errors import UserError
+    from research.core.errors import UserError
 
     raise UserError(f"{root} is not a directory (give a run directory or a sweep directory)")
   problems: list[Problem] = []

@@ -861,7 +861,7 @@ def _register_study_templates() -> None:
 
 def build(study: runs.Study, out: Path, template: str | None = None) -> Report:
   """The report of a loaded study (figures are drawn into out/figures)."""
-  from research.errors import UserError, choices_message
+  from research.core.errors import UserError, choices_message
 
   _register_study_templates()
   if template is not None and template not in TEMPLATES:

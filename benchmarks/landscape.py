@@ -32,8 +32,8 @@ from flax import nnx
 
 from benchmarks import models as model_bench
 from research import data, landscape, models, xla
+from research.core.errors import UserError
 from research.curvature import operators
-from research.errors import UserError
 
 
 def _examples(n: int):

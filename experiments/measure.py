@@ -13,7 +13,7 @@ import ast
 import json
 import sys
 
-from research.errors import UserError
+from research.core.errors import UserError
 
 
 def _overrides(extra: list[str]) -> dict:
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--checkpoint", type=int, default=None, help="checkpoint step (default: the latest)")
   args, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
   from research import native, xla
-  from research.training import posthoc
+  from research.evaluators import posthoc
 
   try:
     xla.tune_host_allocator()  # before JAX runs anything

@@ -17,7 +17,7 @@ import argparse
 import ast
 import sys
 
-from research.errors import UserError
+from research.core.errors import UserError
 
 
 class _Parser(argparse.ArgumentParser):

@@ -12,7 +12,7 @@ from pathlib import Path
 from absl import flags
 from ml_collections import config_flags
 
-from research.errors import UserError
+from research.core.errors import DIVERGED_EXIT_CODE, UserError
 
 FLAGS = flags.FLAGS
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Study config file[:variant].",
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
   final = summary.get("final", {})
   shown = {k: round(v, 4) for k, v in final.items() if isinstance(v, float)}
   print(f"{summary['status']} at step {summary['step']}: {shown}")
-  return training.DIVERGED_EXIT_CODE if summary["status"] == "diverged" else 0
+  return DIVERGED_EXIT_CODE if summary["status"] == "diverged" else 0
 
 
 if __name__ == "__main__":

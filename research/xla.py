@@ -25,7 +25,7 @@ from pathlib import Path
 
 import jax
 
-from research.errors import UserError, choices_message
+from research.core.errors import UserError, choices_message
 
 CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type":
                "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}

@@ -21,6 +21,7 @@ from jax.flatten_util import ravel_pytree
 
 from analysis import plots, report, runs, stats, tables
 from research import curvature, training
+from research.core.evaluator import Evaluator
 
 SYNTH = dict(synthetic_train=96, synthetic_test=48, image_shape=(4, 4, 1), num_classes=3, valid_size=0,
              eval_train_size=48)
@@ -62,7 +63,7 @@ def dense_lambda_max(ctx) -> dict:
   return {"curv/lambda_max": float(np.linalg.eigvalsh(np.asarray(h, np.float64))[-1])}
 
 
-LAMBDA = training.Evaluator("lambda_max", dense_lambda_max, every_steps=4)
+LAMBDA = Evaluator("lambda_max", dense_lambda_max, every_steps=4)
 
 
 @pytest.fixture(scope="module")
@@ -454,7 +455,7 @@ def test_unknown_study_and_empty_dir(studies, tmp_path):
 
 
 def _write_run(d: Path, config: dict, summary: dict, metrics: list[dict]) -> None:
-  """A run directory in the format of research/training/rundir (config, meta, summary, metrics)."""
+  """A run directory in the format of research/core/rundir (config, meta, summary, metrics)."""
   d.mkdir(parents=True)
   (d / "config.json").write_text(json.dumps(config))
   (d / "meta.json").write_text(json.dumps({"status": summary["status"], "seed": config["seed"]}))

@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from research import curvature, models
-from research.errors import UserError
+from research.core.errors import UserError
 from research.measures import compression
 from research.measures.compression import compression_curve, prune, quantize
 

@@ -18,9 +18,9 @@ from flax import nnx
 from jax.flatten_util import ravel_pytree
 
 from research import data, models
+from research.core.errors import UserError
 from research.curvature import lanczos, operators, quantities
 from research.curvature.linear_operator import LinearOperator
-from research.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 

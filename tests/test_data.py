@@ -13,8 +13,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from research import data
+from research.core.errors import UserError
 from research.data import fashion_mnist_offline, leakage, sources
-from research.errors import UserError
 
 IDX_PRESENT = all(
     (fashion_mnist_offline.idx_dir() / f).is_file()

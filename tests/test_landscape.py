@@ -19,8 +19,8 @@ from flax import nnx
 from jax.flatten_util import ravel_pytree
 
 from research import data, landscape, models
+from research.core.errors import UserError
 from research.curvature import operators
-from research.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -23,7 +23,7 @@ import scipy.stats
 from flax import nnx
 
 from research import curvature, models
-from research.errors import UserError
+from research.core.errors import UserError
 from research.measures import (
   average_sharpness,
   epsilon_sharpness,

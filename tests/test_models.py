@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from research import models
-from research.errors import UserError
+from research.core.errors import UserError
 
 
 def _abstract(name, shape=(32, 32, 3), num_classes=10, **knobs):

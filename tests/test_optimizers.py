@@ -13,8 +13,9 @@ import numpy as np
 import optax
 import pytest
 
-from research.errors import UserError
-from research.training import losses, optimizers, schedules
+from research.core import losses
+from research.core.errors import UserError
+from research.training import optimizers, schedules
 
 _RNG = np.random.default_rng(0)
 _M = _RNG.normal(size=(7, 7))

@@ -19,8 +19,9 @@ import pytest
 from flax import nnx
 
 from research import data, models, sweeps
+from research.core import losses
 from research.training import config as config_lib
-from research.training import losses, optimizers, schedules
+from research.training import optimizers, schedules
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "experiments" / "configs"

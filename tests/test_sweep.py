@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 
 from research import sweeps
-from research.errors import UserError
+from research.core import rundir
+from research.core.errors import UserError
 from research.sweeps import index as index_lib
 from research.sweeps import runner
-from research.training import rundir
 
 ROOT = Path(__file__).resolve().parents[1]
 

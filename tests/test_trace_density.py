@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from research.core.errors import UserError
 from research.curvature import density, trace
 from research.curvature.linear_operator import LinearOperator
-from research.errors import UserError
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,9 @@ import pytest
 from flax import nnx
 
 from research import data, models, training
-from research.errors import UserError
-from research.training import optimizers, rundir, sam, schedules
+from research.core import rundir
+from research.core.errors import UserError
+from research.training import optimizers, sam, schedules
 from research.training import state as state_lib
 from research.training import step as step_lib
 

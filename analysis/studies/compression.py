@@ -1,5 +1,5 @@
 """Report template of the `compression` study (experiments/configs/compression.py): accuracy lost to
-post-training quantization and pruning (`compress/` metrics, research/measures/compression_tracking.py)
+post-training quantization and pruning (`compress/` metrics, research/evaluators/compression.py)
 against the flatness of the solution (`curv/lambda_max`, `curv/trace` at the end of training).
 
 Drops are uncompressed minus compressed accuracy on the test split, per run (its own baseline), in

@@ -17,7 +17,7 @@ import pandas as pd
 from analysis import plots, stats, tables
 from analysis.report import Finding, Section, TableBlock
 from analysis.templates import Context, Template, num, pct, standard_results
-from research.errors import UserError
+from research.core.errors import UserError
 from research.measures import granulated_kendall, kendall_tau
 
 TITLE = "Generalization measures"

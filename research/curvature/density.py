@@ -26,9 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 
+from research.core.errors import UserError, choices_message
 from research.curvature.linear_operator import LinearOperator
 from research.curvature.trace import _Products, check_count, key_info, to_jsonable
-from research.errors import UserError, choices_message
 
 PROBES = ("gaussian", "rademacher")
 BASIS_DTYPES = ("float32", "float64")

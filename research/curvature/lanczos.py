@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from research.core.errors import UserError, choices_message
 from research.curvature.linear_operator import LinearOperator
-from research.errors import UserError, choices_message
 
 WHICH = ("largest", "smallest", "both")
 

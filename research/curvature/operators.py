@@ -38,12 +38,12 @@ from jax.flatten_util import ravel_pytree
 from jax.sharding import NamedSharding
 
 from research import xla
+from research.core import losses
+from research.core import mesh as mesh_lib
+from research.core.errors import UserError, choices_message
 from research.curvature.linear_operator import LinearOperator
 from research.data import batching, transforms
-from research.errors import UserError, choices_message
 from research.models.functional import BN_MODES, set_modes
-from research.training import losses
-from research.training import mesh as mesh_lib
 
 OUTPUT_LOSSES = ("cross_entropy", "mse")
 

@@ -16,10 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from research.core.errors import UserError
 from research.curvature import operators
 from research.curvature.lanczos import EigenResult
 from research.curvature.linear_operator import LinearOperator
-from research.errors import UserError
 
 
 def spectrum_summary(top: EigenResult, bottom: EigenResult | None = None) -> dict:

@@ -37,8 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 
+from research.core.errors import UserError
 from research.curvature.linear_operator import LinearOperator
-from research.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,8 +13,8 @@ import argparse
 import ast
 import sys
 
+from research.core.errors import UserError
 from research.data import dataset, leakage, sources
-from research.errors import UserError
 
 
 def _parse_sets(items: list[str]) -> dict:

@@ -23,8 +23,8 @@ import typing
 
 import numpy as np
 
+from research.core.errors import UserError, choices_message
 from research.data import leakage, sources, synthetic, transforms
-from research.errors import UserError, choices_message
 
 NORMALIZATIONS = ("standardize", "unit", "none")
 DEDUP_CHOICES = ("none", "exact", "near")

@@ -19,8 +19,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.proto import tf_example_pb2
 
+from research.core.errors import UserError, choices_message
 from research.data import fashion_mnist_offline
-from research.errors import UserError, choices_message
 
 # Image-classification datasets known to work (any other TFDS image-classification name works too).
 CATALOGUE = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn_cropped")

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from research.errors import UserError, choices_message
+from research.core.errors import UserError, choices_message
 from research.landscape.interpolation import InterpolationResult, interpolate
 from research.landscape.model import BN_MODES, point_model
 

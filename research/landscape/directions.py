@@ -28,8 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from research.core.errors import UserError, choices_message
 from research.curvature import lanczos, operators
-from research.errors import UserError, choices_message
 
 NORMALIZATIONS = ("filter", "layer", "none")
 BIAS_AND_NORM = ("zero", "keep")

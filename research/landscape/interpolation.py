@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from research.errors import UserError
+from research.core.errors import UserError
 from research.landscape.directions import difference
 from research.landscape.scan import ScanResult, scan
 

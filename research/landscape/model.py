@@ -25,9 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from research.core.errors import UserError, choices_message
 from research.curvature import operators
 from research.data import transforms
-from research.errors import UserError, choices_message
 from research.models.functional import set_modes
 
 BN_MODES = ("eval", "batch", "recompute")

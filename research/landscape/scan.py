@@ -33,13 +33,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from research import xla
+from research.core import losses
+from research.core import mesh as mesh_lib
+from research.core.errors import UserError, choices_message
+from research.core.rundir import write_json_atomic
 from research.curvature import operators
-from research.errors import UserError, choices_message
 from research.landscape.directions import Direction
 from research.landscape.model import PointModel, from_logits_fn
-from research.training import losses
-from research.training import mesh as mesh_lib
-from research.training.rundir import write_json_atomic
 
 SHARD = ("examples", "points")
 DEFAULT_POINTS_PER_BATCH = 1

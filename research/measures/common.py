@@ -18,11 +18,11 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from research import xla
+from research.core.errors import UserError, choices_message
 from research.curvature import operators
 from research.curvature.operators import Chunks
 from research.curvature.trace import check_count as check_count  # re-exported for the measures
 from research.curvature.trace import key_info, to_jsonable
-from research.errors import UserError, choices_message
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,10 +25,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from research.core import losses
+from research.core.errors import UserError, choices_message
 from research.curvature import operators
-from research.errors import UserError, choices_message
 from research.measures.common import as_chunks, check_choice, data_settings, mean_over
-from research.training import losses
 
 GRANULARITIES = ("channel", "tensor")
 SCOPES = ("global", "layer")

@@ -21,10 +21,10 @@ import numpy as np
 import scipy.stats
 
 from research import xla
+from research.core import losses
+from research.core.errors import UserError, choices_message
 from research.curvature.trace import to_jsonable
-from research.errors import UserError, choices_message
 from research.measures.common import as_chunks, check_count
-from research.training import losses
 
 
 @functools.partial(xla.jit, static_argnums=(0, 1))

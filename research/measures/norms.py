@@ -33,8 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from research import xla
+from research.core import losses
+from research.core.errors import UserError, choices_message
 from research.curvature import operators
-from research.errors import UserError, choices_message
 from research.measures.common import (
   Measurement,
   as_chunks,
@@ -42,7 +43,6 @@ from research.measures.common import (
   flatten,
   mean_over,
 )
-from research.training import losses
 
 
 def num_params(params, param_filter=None) -> int:

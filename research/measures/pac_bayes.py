@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from research.errors import UserError
+from research.core.errors import UserError
 from research.measures.common import (
   Measurement,
   as_chunks,

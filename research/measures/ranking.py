@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from research.errors import UserError
+from research.core.errors import UserError
 
 
 def kendall_tau(measure, gap) -> float:

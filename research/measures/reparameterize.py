@@ -18,8 +18,8 @@ leaves "kernel" and "bias" are rescaled. Params are returned as new pytrees; not
 import jax
 import numpy as np
 
+from research.core.errors import UserError, choices_message
 from research.curvature.operators import path_name
-from research.errors import UserError, choices_message
 from research.measures.common import check_positive
 
 

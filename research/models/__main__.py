@@ -8,7 +8,7 @@ import sys
 
 from flax import nnx
 
-from research.errors import UserError
+from research.core.errors import UserError
 from research.models import registry
 
 

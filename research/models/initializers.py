@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from research.errors import UserError, choices_message
+from research.core.errors import UserError, choices_message
 
 _init = nnx.initializers
 KERNEL_INITIALIZERS = {

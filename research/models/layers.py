@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from research import xla
-from research.errors import UserError, choices_message
+from research.core.errors import UserError, choices_message
 from research.native import onednn_conv
 
 ACTIVATIONS = {

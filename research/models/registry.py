@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from research.errors import UserError, choices_message
+from research.core.errors import UserError, choices_message
 from research.models import alexnet, convnext, initializers, lenet, mlp, resnet, simple_cnn, vgg, vit
 
 _NOT_KNOBS = {"self", "num_classes", "input_shape", "rngs", "stage_widths", "blocks_per_stage",

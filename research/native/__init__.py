@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from research.errors import UserError, choices_message
+from research.core.errors import UserError, choices_message
 
 SOURCE = Path(__file__).with_name("onednn_conv.cc")
 LIBRARY = Path(__file__).with_name("_build") / "libresearch_onednn.so"

@@ -1,6 +1,6 @@
 import sys
 
-from research.errors import UserError
+from research.core.errors import UserError
 from research.native import main
 
 try:

@@ -22,8 +22,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from research.errors import UserError
-from research.training import rundir
+from research.core import rundir
+from research.core.errors import UserError
 
 INDEX_FILE = "sweep.json"
 LOCK_FILE = ".sweep.lock"

@@ -35,9 +35,9 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from research.errors import UserError
+from research.core import rundir
+from research.core.errors import DIVERGED_EXIT_CODE, UserError
 from research.sweeps import index as index_lib
-from research.training import DIVERGED_EXIT_CODE, rundir
 from research.training.config import FREE_FORM, config_keys, unknown_key_message
 
 BAD_INPUT_EXIT_CODE = 2  # experiments.train: one `error:` line; retrying would fail the same way

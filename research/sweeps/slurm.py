@@ -14,7 +14,7 @@ Not tested on a Slurm cluster in this repository (none is available to its tests
 import subprocess
 from pathlib import Path
 
-from research.errors import UserError
+from research.core.errors import UserError
 
 SUBMITIT_VERSION = "1.5.4"
 

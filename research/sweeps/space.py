@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy.stats import qmc
 
-from research.errors import UserError
+from research.core.errors import UserError
 
 Override = dict[str, object]
 

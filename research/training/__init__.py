@@ -1,8 +1,8 @@
-"""Training: losses, Optax optimizers and schedules, SAM, the train state and step, the resumable loop,
-checkpoints, the run directory, the device mesh. Entry: `train_and_evaluate(config, workdir)`."""
+"""Training: Optax optimizers and schedules, SAM, the train state and step, the resumable loop,
+checkpoints. Entry: `train_and_evaluate(config, workdir, evaluators=None)`. It knows the evaluator
+protocol (`research.core.evaluator`), never an evaluator by name."""
 
 from research.training.config import default_config, validate
-from research.training.loop import DIVERGED_EXIT_CODE, Context, Evaluator, load_run, train_and_evaluate
+from research.training.loop import build_state, load_run, schedule_lengths, train_and_evaluate
 
-__all__ = ["DIVERGED_EXIT_CODE", "Context", "Evaluator", "default_config", "load_run", "train_and_evaluate",
-           "validate"]
+__all__ = ["build_state", "default_config", "load_run", "schedule_lengths", "train_and_evaluate", "validate"]

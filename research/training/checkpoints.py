@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orbax.checkpoint as ocp
 
-from research.errors import UserError
+from research.core.errors import UserError
 from research.training import state as state_lib
 
 

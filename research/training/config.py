@@ -22,73 +22,24 @@ Sections:
   `num_epochs` (exactly one of them > 0).
 - `eval`: `every_steps` or `every_epochs`, `batch_size`, `splits`; early stopping on `early_stop_metric`
   (e.g. "valid/accuracy", "" = off) with `patience` evaluations and `early_stop_mode` (max | min).
-- `curvature`: the Hessian tracked during training (`curvature_config`, research/curvature/tracking.py).
-- `measures`: sharpness and generalization measures (`measures_config`, research/measures/tracking.py).
-- `compression`: post-training quantization and pruning at the end (`compression_config`,
-  research/measures/compression_tracking.py).
-- `landscape`: a loss-landscape scan at the end of training (`landscape_config`,
-  research/landscape/tracking.py).
+- one section per registered evaluator (`research.core.evaluator`), its schema owned by the evaluator's
+  module: `curvature`, `measures`, `compression`, `landscape` (`research/evaluators/`) and any a user
+  registers.
 - `log_every` (steps), `checkpoint_every` (steps; 0 = at each evaluation), `keep_checkpoints`,
   `tensorboard`, `progress` (auto | bar | lines | none).
 """
 
 import ml_collections
 
-from research.errors import UserError
+from research.core import evaluator
+from research.core.errors import UserError
 from research.training import optimizers, schedules
 
 FREE_FORM = ("model.knobs", "data.options")
 
 
-def curvature_config() -> ml_collections.ConfigDict:
-  """Curvature tracked during training (research/curvature/tracking.py); off unless every_steps > 0
-  or at_end. A fixed probe set: the first `num_examples` examples of `split` (0: all)."""
-  return ml_collections.ConfigDict(dict(
-      every_steps=0, at_end=False, split="train", num_examples=1000, chunk_size=1000, bn_mode="eval",
-      k=1, tol=1e-3, max_restarts=10, lambda_min=False, trace_probes=0, trace_every=0, preconditioned=False,
-      gradient=False, noise_scale=False, save_every=0, density_every=0, density_probes=3,
-      density_steps=60, seed=0))
 
 
-def compression_config() -> ml_collections.ConfigDict:
-  """Accuracy after post-training compression of the final weights (research/measures/
-  compression_tracking.py); off unless at_end. Kernels only: `bits` int-b fake quantization (per output
-  `granularity`: channel | tensor), magnitude pruning to each of `sparsities` (`scope`: global | layer);
-  evaluated on `splits` (train, eval_train, valid, test), the first `num_examples` of each (0: all),
-  `chunk_size` examples per forward pass (0: all at once)."""
-  return ml_collections.ConfigDict(dict(
-      at_end=False, bits=(8, 4), sparsities=(0.5, 0.7, 0.9), scope="global", granularity="channel",
-      splits=("test", "eval_train"), num_examples=0, chunk_size=1000))
-
-
-def measures_config() -> ml_collections.ConfigDict:
-  """Sharpness and generalization measures of the trained network (research/measures/tracking.py); off
-  unless every_steps > 0 or at_end. `names`: comma-separated (research.measures.tracking.MEASURES);
-  `rescale_alphas`: comma-separated alphas of Dinh et al.'s function-preserving rescaling of the layers
-  `rescale_layers` ("first,second" for `rescale_kind` relu, "layer,norm" for batchnorm)."""
-  return ml_collections.ConfigDict(dict(
-      every_steps=0, at_end=False, names="worst_case,worst_case_adaptive", split="train",
-      num_examples=1000, chunk_size=1000, bn_mode="eval", seed=0,
-      rho=0.05, adaptive_rho=0.5, norm="l2", steps=20, restarts=1, m=0,
-      average_rho=0.01, average_adaptive_rho=0.1, average_pairs=16,
-      epsilon=1e-3, epsilon_subspace=0,
-      pac_bayes_target=0.1, pac_bayes_samples=10, pac_bayes_sigma_max=2.0, pac_bayes_depth=15,
-      pac_bayes_tolerance=1e-2, pac_bayes_magnitude_eps=1e-3,
-      margin_percentile=10.0, lambda_max_tol=1e-3, trace_probes=20,
-      rescale_alphas="", rescale_kind="relu", rescale_layers=""))
-
-
-def landscape_config() -> ml_collections.ConfigDict:
-  """A loss-landscape scan of the trained parameters (research/landscape/tracking.py); off unless
-  at_end or every_steps > 0. `kind` 1d | 2d, `num_points` per axis (odd: the centre is on the grid),
-  coefficients in [-span, span] along `directions` (random: Gaussian, `normalization` filter | layer |
-  none, Li et al. 2018; eigen: the top Hessian eigenvectors, unit norm), on the first `num_examples`
-  examples of each of `splits` (0: all), BatchNorm in `bn_mode` (eval | batch | recompute; recompute
-  uses the first `stats_examples` training images in batches of `stats_batch_size`)."""
-  return ml_collections.ConfigDict(dict(
-      at_end=False, every_steps=0, kind="2d", num_points=11, span=1.0, directions="random",
-      normalization="filter", splits=("eval_train", "test"), num_examples=512, chunk_size=512,
-      bn_mode="eval", stats_examples=1024, stats_batch_size=256, seed=0))
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -113,10 +64,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict(dict(every_steps=0, every_epochs=1, batch_size=1000,
                                           splits=("eval_train", "valid", "test"), early_stop_metric="",
                                           early_stop_mode="max", patience=0))
-  c.curvature = curvature_config()
-  c.compression = compression_config()
-  c.measures = measures_config()
-  c.landscape = landscape_config()
+  for section, registration in evaluator.registered().items():  # each evaluator's own section
+    c[section] = registration.default_config()
   c.log_every = 50
   c.checkpoint_every = 0
   c.keep_checkpoints = 2

@@ -9,7 +9,6 @@ call the evaluators (curvature, sharpness) on theirs; stop on a non-finite loss 
 `diverged`), on early stopping, or at the last step; write `summary.json`.
 """
 
-import dataclasses
 import json
 import math
 import sys
@@ -24,42 +23,15 @@ import tqdm
 from flax import nnx
 
 from research import data, models, xla
-from research.errors import UserError
-from research.training import checkpoints, optimizers, rundir, schedules
-from research.training import mesh as mesh_lib
+from research.core import evaluator as evaluator_lib
+from research.core import mesh as mesh_lib
+from research.core import rundir
+from research.core.errors import UserError
+from research.core.evaluator import Context, Evaluator
+from research.training import checkpoints, optimizers, schedules
 from research.training import state as state_lib
 from research.training import step as step_lib
 from research.training.config import FREE_FORM, default_config, validate
-
-DIVERGED_EXIT_CODE = 3
-
-
-@dataclasses.dataclass
-class Context:
-  """What an evaluator sees at a step: the state, the pieces to build a pure loss, the data.
-
-  `tag` goes at the end of the stem of every record file an evaluator writes (`step<S>...<tag>.json`):
-  empty in training; post-hoc measurements tag theirs so that they never overwrite training's."""
-  step: int
-  state: state_lib.TrainState
-  graphdef: object
-  dataset: data.Dataset
-  config: ml_collections.ConfigDict
-  workdir: Path
-  tag: str = ""
-
-
-@dataclasses.dataclass
-class Evaluator:
-  """A measurement run inside training on a step schedule (the curvature and sharpness hooks).
-
-  `fn(context) -> dict` returns metrics (named `curv/...`, `sharp/...`) that go into the step's
-  `metrics.jsonl` record; it may write files under `workdir/curvature/`.
-  """
-  name: str
-  fn: Callable[[Context], dict]
-  every_steps: int
-  at_end: bool = True
 
 
 def _resolved(config) -> dict:
@@ -140,45 +112,37 @@ def _finite(metrics: dict) -> bool:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
-                       evaluators: Sequence[Evaluator] = ()) -> dict:
+                       evaluators: Sequence[Evaluator] | None = None) -> dict:
   """Trains as `config` says, writing the run directory `workdir`; resumes from its checkpoints.
 
-  Returns the summary (also in `summary.json`): status (done | diverged | early_stopped), steps,
-  final and best metrics, generalization gaps, wall time.
+  `evaluators` run on their step schedules (`research.core.evaluator`); None: the ones the config's
+  sections switch on (`evaluator.build_all(config)`). Returns the summary (also in `summary.json`):
+  status (done | diverged | early_stopped), steps, final and best metrics, generalization gaps, wall
+  time.
   """
   config = validate(config)
-  evaluators = (*evaluators, *builtin_evaluators(config))
+  evaluators = evaluator_lib.build_all(config) if evaluators is None else tuple(evaluators)
   workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
+  writer = rundir.is_writer()  # every process trains; process 0 alone writes the run directory
+  if writer:
+    workdir.mkdir(parents=True, exist_ok=True)
   _check_same_run(workdir, config)
-  rundir.write_json_atomic(workdir / "config.json", _resolved(config))
   meta = rundir.read_json(workdir / "meta.json") or {"created": rundir.now(), "resumed": []}
   meta.update(status="running", seed=config.seed, **rundir.environment())
   meta.pop("error", None)
-  rundir.write_json_atomic(workdir / "meta.json", meta)
+  write_meta = lambda m: rundir.write_json_atomic(workdir / "meta.json", m) if writer else None
+  if writer:
+    rundir.write_json_atomic(workdir / "config.json", _resolved(config))
+  write_meta(meta)
   try:
-    summary = _run(config, workdir, meta, evaluators)
+    summary = _run(config, workdir, meta, evaluators, write_meta, writer)
   except BaseException as e:
     meta.update(status="failed", error=f"{type(e).__name__}: {e}".splitlines()[0], ended=rundir.now())
-    rundir.write_json_atomic(workdir / "meta.json", meta)
+    write_meta(meta)
     raise
   meta.update(status=summary["status"], ended=rundir.now())
-  rundir.write_json_atomic(workdir / "meta.json", meta)
+  write_meta(meta)
   return summary
-
-
-def builtin_evaluators(config: ml_collections.ConfigDict) -> tuple[Evaluator, ...]:
-  """The evaluators the config's own sections switch on (`curvature`, `measures`, `compression`,
-  `landscape`), in the order they run."""
-  # imported here: these modules import training modules
-  from research.curvature import tracking
-  from research.landscape import tracking as landscape_tracking
-  from research.measures import compression_tracking
-  from research.measures import tracking as measures_tracking
-
-  builders = (tracking.evaluator, measures_tracking.evaluator, compression_tracking.evaluator,
-              landscape_tracking.evaluator)
-  return tuple(e for e in (build(config) for build in builders) if e is not None)
 
 
 def schedule_lengths(config, ds: data.Dataset) -> tuple[int, int]:
@@ -259,7 +223,8 @@ def _tuples(value):
   return value
 
 
-def _run(config, workdir: Path, meta: dict, evaluators: Sequence[Evaluator]) -> dict:
+def _run(config, workdir: Path, meta: dict, evaluators: Sequence[Evaluator], write_meta: Callable,
+         writer_process: bool) -> dict:
   t_start = time.time()
   ds = _load_data(config)
   t_cfg, e_cfg = config.training, config.eval
@@ -286,14 +251,17 @@ def _run(config, workdir: Path, meta: dict, evaluators: Sequence[Evaluator]) -> 
   state = jax.device_put(state, mesh_lib.replicated(mesh))
   ckpt = checkpoints.Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
   start = ckpt.latest_step()
+  kept_step = -1  # the records kept from an earlier session: those up to the restored checkpoint
   if start is not None:
     state = ckpt.restore(state, start)
-    records = rundir.truncate_metrics(workdir / "metrics.jsonl", start)
     meta.setdefault("resumed", []).append({"step": start, "at": rundir.now()})
+    kept_step = start
   else:
     start = 0
-    records = rundir.truncate_metrics(workdir / "metrics.jsonl", -1)
-  rundir.write_json_atomic(workdir / "meta.json", meta | {"total_steps": total_steps})
+  metrics_path = workdir / "metrics.jsonl"
+  records = (rundir.truncate_metrics(metrics_path, kept_step) if writer_process
+             else [r for r in rundir.read_metrics(metrics_path) if r["step"] <= kept_step])
+  write_meta(meta | {"total_steps": total_steps})
 
   train_step = xla.jit(step_lib.make_train_step(
       graphdef, optimizer, schedule, loss_name=config.loss.name,
@@ -327,11 +295,18 @@ def _run(config, workdir: Path, meta: dict, evaluators: Sequence[Evaluator]) -> 
                         name)
     return out | _gaps(out)
 
+  def initial_params():
+    return build_state(config, ds, total_steps, spe)[1].params
+
+  def context(step: int, state) -> Context:
+    return Context(step, state, graphdef, ds, config, workdir, total_steps=total_steps,
+                   initial_params_fn=initial_params, is_writer=writer_process)
+
   def run_evaluators(state, step: int) -> dict:
     out = {}
     for ev in evaluators:
-      if (ev.every_steps and step % ev.every_steps == 0) or (ev.at_end and step == total_steps):
-        out |= ev.fn(Context(step, state, graphdef, ds, config, workdir))
+      if ev.due(step, total_steps):
+        out |= ev.fn(context(step, state))
     return out
 
   # Early stopping and best values are recomputed from the records, so they resume exactly.
@@ -345,13 +320,13 @@ def _run(config, workdir: Path, meta: dict, evaluators: Sequence[Evaluator]) -> 
       else:
         since_best += 1
 
-  writer = rundir.MetricsWriter(workdir / "metrics.jsonl")
+  writer = rundir.MetricsWriter(metrics_path, enabled=writer_process)
   tb = None
-  if config.tensorboard:
+  if config.tensorboard and writer_process:
     from tensorboardX import SummaryWriter  # imported only when asked for
 
     tb = SummaryWriter(str(workdir / "tensorboard"))
-  progress = _Progress(config.progress, total_steps, start)
+  progress = _Progress(config.progress if writer_process else "none", total_steps, start)
   status, last_finite, diverged_step = "done", None, None
   step = start
   t_loop = t_first = time.time()
@@ -401,7 +376,7 @@ def _run(config, workdir: Path, meta: dict, evaluators: Sequence[Evaluator]) -> 
     initial = {}
     for ev in evaluators:
       if ev.every_steps:
-        initial |= ev.fn(Context(0, state, graphdef, ds, config, workdir))
+        initial |= ev.fn(context(0, state))
     if initial:
       writer.write(0, initial | {"epoch": 0.0})
 
@@ -440,7 +415,7 @@ def _run(config, workdir: Path, meta: dict, evaluators: Sequence[Evaluator]) -> 
     ckpt.close()
   wall = time.time() - t_start
   steps_run = step - start
-  all_records = rundir.read_metrics(workdir / "metrics.jsonl")
+  all_records = records + writer.records
   summary = _summary(all_records, status=status, step=diverged_step or step, total_steps=total_steps,
                      spe=spe,
                      diverged_step=diverged_step, last_finite=last_finite, best_metric=metric,
@@ -450,7 +425,8 @@ def _run(config, workdir: Path, meta: dict, evaluators: Sequence[Evaluator]) -> 
               "steps_per_s": steady, "examples_per_s": steady * batch_size,
               "num_params": models.num_params(nnx.merge(graphdef, state.params, state.model_state)),
               "num_train": n_train, "batch_size": batch_size, "devices": n_dev}
-  rundir.write_json_atomic(workdir / "summary.json", summary)
+  if writer_process:
+    rundir.write_json_atomic(workdir / "summary.json", summary)
   return summary
 
 

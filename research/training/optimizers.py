@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from research.errors import UserError, choices_message
+from research.core.errors import UserError, choices_message
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad", "lion", "lars", "lamb")
 WEIGHT_DECAY_MASKS = ("all", "no_bias_norm")

@@ -30,7 +30,7 @@ Config fields (`default_schedule_config()` gives all of them with their defaults
 import ml_collections
 import optax
 
-from research.errors import UserError, choices_message
+from research.core.errors import UserError, choices_message
 
 SCHEDULES = ("constant", "step", "cosine", "warmup_cosine", "linear", "one_cycle")
 

@@ -25,9 +25,10 @@ import optax
 from flax import nnx
 
 from research import xla
+from research.core import losses
 from research.data import transforms
 from research.models.functional import set_modes
-from research.training import losses, sam
+from research.training import sam
 from research.training.state import TrainState
 
 

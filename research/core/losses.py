@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from research.errors import UserError, choices_message
+from research.core.errors import UserError, choices_message
 
 LOSSES = ("cross_entropy", "mse")
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from research import curvature, landscape, training
-from research.errors import UserError
-from research.landscape import tracking
+from research.core.errors import UserError
+from research.evaluators import landscape as tracking
 
 SYNTH = dict(synthetic_train=96, synthetic_test=48, image_shape=(4, 4, 1), num_classes=3, valid_size=0,
              eval_train_size=48)
@@ -85,13 +85,13 @@ def test_nonconvex_fraction_closed_forms():
 def test_bad_landscape_settings_are_named():
   c = tiny_config(**{"landscape.at_end": True, "landscape.kind": "3d"})
   with pytest.raises(UserError, match="landscape.kind") as e:
-    tracking.evaluator(c)
+    tracking.build(c)
   assert "1d, 2d" in str(e.value) and "\n" not in str(e.value)
   with pytest.raises(UserError, match="odd"):
-    tracking.evaluator(tiny_config(**{"landscape.at_end": True, "landscape.num_points": 4}))
+    tracking.build(tiny_config(**{"landscape.at_end": True, "landscape.num_points": 4}))
   with pytest.raises(UserError, match="landscape.splits"):
-    tracking.evaluator(tiny_config(**{"landscape.at_end": True, "landscape.splits": ("tests",)}))
-  assert tracking.evaluator(tiny_config()) is None  # off by default
+    tracking.build(tiny_config(**{"landscape.at_end": True, "landscape.splits": ("tests",)}))
+  assert tracking.build(tiny_config()) is None  # off by default
 
 
 def test_batch_size_post_sweep_interpolates_small_to_large_batch(tmp_path):

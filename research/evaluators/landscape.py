@@ -1,8 +1,8 @@
 """The loss landscape of the trained network: an `Evaluator` that scans around the parameters at the end
 of training (and optionally every N steps).
 
-Settings: the `landscape` section of the training config (`research.training.config.landscape_config`;
-`at_end = False` and `every_steps = 0`: off).
+Settings: the `landscape` section of the run config, owned here (`default_config()`; `at_end = False`
+and `every_steps = 0`: off).
 
 At each of its steps it evaluates loss and accuracy at theta + a d_1 (`kind = "1d"`) or
 theta + a d_1 + b d_2 (`"2d"`) for a, b on `num_points` evenly spaced values in [-span, span] (an odd
@@ -37,8 +37,9 @@ import jax
 import ml_collections
 import numpy as np
 
+from research.core.errors import UserError, choices_message
+from research.core.evaluator import Evaluator, register
 from research.curvature import operators
-from research.errors import UserError, choices_message
 from research.landscape import directions as directions_lib
 from research.landscape.model import BN_MODES, point_model
 from research.landscape.scan import ScanResult, scan
@@ -131,10 +132,21 @@ def _subset(split, n: int):
   return split.images[:n], split.labels[:n]
 
 
-def evaluator(config: ml_collections.ConfigDict):
-  """The landscape `Evaluator` for a training config (`config.landscape`), or None when it is off."""
-  from research.training.loop import Evaluator  # the loop imports this module's users, not this module
+def default_config() -> ml_collections.ConfigDict:
+  """A loss-landscape scan of the trained parameters (research/landscape/tracking.py); off unless
+  at_end or every_steps > 0. `kind` 1d | 2d, `num_points` per axis (odd: the centre is on the grid),
+  coefficients in [-span, span] along `directions` (random: Gaussian, `normalization` filter | layer |
+  none, Li et al. 2018; eigen: the top Hessian eigenvectors, unit norm), on the first `num_examples`
+  examples of each of `splits` (0: all), BatchNorm in `bn_mode` (eval | batch | recompute; recompute
+  uses the first `stats_examples` training images in batches of `stats_batch_size`)."""
+  return ml_collections.ConfigDict(dict(
+      at_end=False, every_steps=0, kind="2d", num_points=11, span=1.0, directions="random",
+      normalization="filter", splits=("eval_train", "test"), num_examples=512, chunk_size=512,
+      bn_mode="eval", stats_examples=1024, stats_batch_size=256, seed=0))
 
+
+def build(config: ml_collections.ConfigDict):
+  """The landscape `Evaluator` for a training config (`config.landscape`), or None when it is off."""
   c = config.landscape
   if not c.every_steps and not c.at_end:
     return None
@@ -173,10 +185,14 @@ def evaluator(config: ml_collections.ConfigDict):
             "settings": c.to_dict()}
     result = scan(model, params, dirs, [axis] * num, splits, loss_name=ctx.config.loss.name,
                   chunk_size=chunk, info=info)
-    out_dir = Path(ctx.workdir) / "landscape"
-    result.save(out_dir / f"step{ctx.step}_{c.kind}{ctx.tag}")
+    if ctx.is_writer:
+      out_dir = Path(ctx.workdir) / "landscape"
+      result.save(out_dir / f"step{ctx.step}_{c.kind}{ctx.tag}")
     metrics = summary_metrics(result)
     metrics["land/seconds"] = time.time() - start
     return metrics
 
   return Evaluator("landscape", measure, every_steps=c.every_steps, at_end=c.at_end)
+
+
+register('landscape', default_config=default_config, build=build)

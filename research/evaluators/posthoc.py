@@ -17,16 +17,16 @@ from pathlib import Path
 
 import ml_collections
 
-from research.errors import UserError, choices_message
+from research.core import evaluator as evaluator_lib
+from research.core import rundir
+from research.core.errors import UserError, choices_message
 from research.training import config as config_lib
-from research.training import rundir
-from research.training.loop import Context, builtin_evaluators, load_run
+from research.training.loop import build_state, load_run, schedule_lengths
 
 
 def sections() -> tuple[str, ...]:
-  """Config sections that have an evaluator (an `at_end` key)."""
-  c = config_lib.default_config()
-  return tuple(k for k, v in c.items() if isinstance(v, ml_collections.ConfigDict) and "at_end" in v)
+  """Config sections of the registered evaluators that can run once (an `at_end` key)."""
+  return tuple(name for name, reg in evaluator_lib.registered().items() if "at_end" in reg.default_config())
 
 
 def _set(config: ml_collections.ConfigDict, key: str, value) -> None:
@@ -69,13 +69,17 @@ def measure_checkpoint(workdir: str | Path, sections_to_run: Sequence[str], *,
   config_lib.validate(config)
   start = time.time()
   tag = "_posthoc" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-  ctx = Context(step, state, graphdef, ds, config, workdir, tag=tag)
+  spe, total = schedule_lengths(config, ds)
+  ctx = evaluator_lib.Context(step, state, graphdef, ds, config, workdir, total_steps=total,
+                              initial_params_fn=lambda: build_state(config, ds, total, spe)[1].params,
+                              tag=tag, is_writer=rundir.is_writer())
   metrics = {}
-  for evaluator in builtin_evaluators(config):
+  for evaluator in evaluator_lib.build_all(config):
     metrics |= evaluator.fn(ctx)
   record = {"step": step, "sections": list(sections_to_run), "overrides": overrides, "tag": tag,
             "time": rundir.now(),
             "seconds": time.time() - start, **metrics}
-  with open(workdir / "posthoc.jsonl", "a") as f:
-    f.write(json.dumps(record, default=str) + "\n")
+  if ctx.is_writer:
+    with open(workdir / "posthoc.jsonl", "a") as f:
+      f.write(json.dumps(record, default=str) + "\n")
   return metrics

@@ -1,6 +1,5 @@
-"""Sharpness and generalization measures of the trained network: an `Evaluator` (the `measures` section of
-the training config, `research.training.config.measures_config`; `every_steps = 0` and `at_end = False`:
-off), registered after the curvature tracker in `research.training.loop.builtin_evaluators`.
+"""Sharpness and generalization measures of the trained network: an `Evaluator` (it owns the `measures`
+section of the run config, `default_config()` here; `every_steps = 0` and `at_end = False`: off).
 
 At each of its steps it measures the network on a fixed probe set (the first `num_examples` examples
 of `split`, BatchNorm in `bn_mode`, the training loss `config.loss.name` without label smoothing or
@@ -28,8 +27,8 @@ in the order of `MEASURES`):
 
 Only the trainable parameters (`params.*`) are perturbed or counted; BatchNorm statistics stay fixed.
 The initial parameters (distance from init, `fro_dist`, PAC-Bayes `init` terms) are the run's step-0
-parameters, rebuilt from `config.seed` by `research.training.loop.build_state`, the same code the loop
-starts from. Keys: measure `name` at step S uses fold_in(fold_in(key(seed), S), MEASURES.index(name)),
+parameters, rebuilt from `config.seed` by the loop's own initialization (`Context.initial_params`).
+Keys: measure `name` at step S uses fold_in(fold_in(key(seed), S), MEASURES.index(name)),
 the same for every rescaling, so two parameter sets see the same random starts and noise draws.
 PAC-Bayes bounds use m = the number of training examples.
 
@@ -56,12 +55,13 @@ import ml_collections
 import numpy as np
 
 from research import xla
+from research.core import rundir
+from research.core.errors import UserError, choices_message
+from research.core.evaluator import Evaluator, register
 from research.curvature import operators, trace
-from research.errors import UserError, choices_message
 from research.measures import hessian, norms, pac_bayes, reparameterize, sharpness
 from research.measures.common import Measurement
 from research.models.functional import BN_MODES
-from research.training import rundir
 
 MEASURES = ("worst_case", "worst_case_adaptive", "average", "average_adaptive", "epsilon", "pac_bayes",
             "pac_bayes_magnitude", "margin", "norms", "path_norm", "fisher_rao", "lambda_max",
@@ -233,15 +233,30 @@ def rescaled(c, alpha: float, layers: list[str], tree: dict) -> dict:
   return {"params": params, "model_state": state}
 
 
-def evaluator(config: ml_collections.ConfigDict):
-  """The measures `Evaluator` for a training config (`config.measures`), or None when it is off."""
-  from research.training.loop import Evaluator  # the loop imports this module's users, not this module
+def default_config() -> ml_collections.ConfigDict:
+  """Sharpness and generalization measures of the trained network (research/measures/tracking.py); off
+  unless every_steps > 0 or at_end. `names`: comma-separated (`MEASURES` above);
+  `rescale_alphas`: comma-separated alphas of Dinh et al.'s function-preserving rescaling of the layers
+  `rescale_layers` ("first,second" for `rescale_kind` relu, "layer,norm" for batchnorm)."""
+  return ml_collections.ConfigDict(dict(
+      every_steps=0, at_end=False, names="worst_case,worst_case_adaptive", split="train",
+      num_examples=1000, chunk_size=1000, bn_mode="eval", seed=0,
+      rho=0.05, adaptive_rho=0.5, norm="l2", steps=20, restarts=1, m=0,
+      average_rho=0.01, average_adaptive_rho=0.1, average_pairs=16,
+      epsilon=1e-3, epsilon_subspace=0,
+      pac_bayes_target=0.1, pac_bayes_samples=10, pac_bayes_sigma_max=2.0, pac_bayes_depth=15,
+      pac_bayes_tolerance=1e-2, pac_bayes_magnitude_eps=1e-3,
+      margin_percentile=10.0, lambda_max_tol=1e-3, trace_probes=20,
+      rescale_alphas="", rescale_kind="relu", rescale_layers=""))
 
+
+def build(config: ml_collections.ConfigDict):
+  """The measures `Evaluator` for a training config (`config.measures`), or None when it is off."""
   c = config.get("measures")
   if c is None or (not c.every_steps and not c.at_end):
     return None
   names, alphas, layers = _check(c)
-  memory = {"fns": None, "init": None}
+  memory = {"fns": None}
 
   def functions(graphdef, preprocess, loss_name) -> dict:
     """loss_fn / logits_fn of {"params", "model_state"}, built once per run (compiled once)."""
@@ -258,15 +273,6 @@ def evaluator(config: ml_collections.ConfigDict):
                        "raw_logits": make(identity, 1)}
     return memory["fns"]
 
-  def initial_params(ctx):
-    if memory["init"] is None:
-      from research.training.loop import build_state, schedule_lengths
-
-      spe, total = schedule_lengths(ctx.config, ctx.dataset)
-      _, state0, _, _ = build_state(ctx.config, ctx.dataset, total, spe)
-      memory["init"] = state0.params
-    return memory["init"]
-
   def run(ctx) -> dict:
     start = time.time()
     chunks = operators.first_examples(getattr(ctx.dataset, c.split), c.num_examples, c.chunk_size)
@@ -276,7 +282,7 @@ def evaluator(config: ml_collections.ConfigDict):
     tree = {"params": ctx.state.params, "model_state": ctx.state.model_state}
     init_tree = None
     if any(n in NEEDS_INIT for n in names):
-      init_tree = {"params": initial_params(ctx), "model_state": ctx.state.model_state}
+      init_tree = {"params": ctx.initial_params, "model_state": ctx.state.model_state}
     key = jax.random.fold_in(jax.random.key(c.seed), ctx.step)
     kw = dict(input_shape=tuple(ctx.dataset.input_shape), num_train=len(ctx.dataset.train),
               loss_name=loss_name)
@@ -297,12 +303,14 @@ def evaluator(config: ml_collections.ConfigDict):
                                          "num_train": kw["num_train"]},
               "values": values, "measurements": records, "rescaled": rescalings, "metrics": metrics,
               "seconds": time.time() - start}
-    out_dir = Path(ctx.workdir) / "measures"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rundir.write_json_atomic(out_dir / f"step{ctx.step}{ctx.tag}.json", trace.to_jsonable(record))
+    if ctx.is_writer:
+      out_dir = Path(ctx.workdir) / "measures"
+      out_dir.mkdir(parents=True, exist_ok=True)
+      rundir.write_json_atomic(out_dir / f"step{ctx.step}{ctx.tag}.json", trace.to_jsonable(record))
     metrics["sharp/seconds"] = time.time() - start
     return metrics
 
   return Evaluator("measures", run, every_steps=c.every_steps, at_end=c.at_end)
 
 
+register('measures', default_config=default_config, build=build)

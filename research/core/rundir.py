@@ -52,18 +52,32 @@ def read_json(path: Path) -> dict | None:
 
 
 class MetricsWriter:
-  """Appends `{"step": n, **metrics}` lines to `metrics.jsonl`."""
+  """Appends `{"step": n, **metrics}` lines to `metrics.jsonl` and keeps them in `records`.
 
-  def __init__(self, path: Path):
+  With `enabled=False` (a process other than the writer, `is_writer()`) it only keeps them, so every
+  process can summarize the run from the same records while one writes them."""
+
+  def __init__(self, path: Path, enabled: bool = True):
     self.path = Path(path)
-    self._file = open(self.path, "a")
+    self.records: list[dict] = []
+    self._file = open(self.path, "a") if enabled else None
 
   def write(self, step: int, metrics: dict) -> None:
-    self._file.write(json.dumps(_clean({"step": int(step), **metrics}), sort_keys=True) + "\n")
-    self._file.flush()
+    record = json.loads(json.dumps(_clean({"step": int(step), **metrics}), sort_keys=True))
+    self.records.append(record)
+    if self._file is not None:
+      self._file.write(json.dumps(record, sort_keys=True) + "\n")
+      self._file.flush()
 
   def close(self) -> None:
-    self._file.close()
+    if self._file is not None:
+      self._file.close()
+
+
+def is_writer() -> bool:
+  """Whether this process writes run directories: process 0 of a multi-process JAX job (DESIGN.md:
+  every process computes, one writes), or the only process."""
+  return jax.process_index() == 0
 
 
 def read_metrics(path: Path) -> list[dict]:

@@ -1,6 +1,6 @@
 """Curvature tracked during training: an `Evaluator` that measures on a fixed probe set every N steps.
 
-Settings: the `curvature` section of the training config (`research.training.config`; `every_steps = 0`
+Settings: the `curvature` section of the run config, owned here (`default_config()`; `every_steps = 0`
 and `at_end = False`: off).
 
 At each of its steps it builds the Hessian of the training loss (`config.loss.name`; label smoothing
@@ -34,10 +34,11 @@ import jax
 import ml_collections
 import numpy as np
 
+from research.core import rundir
+from research.core.errors import UserError, choices_message
+from research.core.evaluator import Evaluator, register
 from research.curvature import density, lanczos, operators, quantities, trace
-from research.errors import UserError, choices_message
 from research.models.functional import BN_MODES
-from research.training import rundir
 
 SPLITS = ("train", "eval_train")
 
@@ -71,10 +72,18 @@ def _latest_vectors(directory: Path, split: str) -> np.ndarray | None:
   return None
 
 
-def evaluator(config: ml_collections.ConfigDict):
-  """The tracking `Evaluator` for a training config (`config.curvature`), or None when it is off."""
-  from research.training.loop import Evaluator  # the loop imports this module's users, not this module
+def default_config() -> ml_collections.ConfigDict:
+  """Curvature tracked during training (research/curvature/tracking.py); off unless every_steps > 0
+  or at_end. A fixed probe set: the first `num_examples` examples of `split` (0: all)."""
+  return ml_collections.ConfigDict(dict(
+      every_steps=0, at_end=False, split="train", num_examples=1000, chunk_size=1000, bn_mode="eval",
+      k=1, tol=1e-3, max_restarts=10, lambda_min=False, trace_probes=0, trace_every=0, preconditioned=False,
+      gradient=False, noise_scale=False, save_every=0, density_every=0, density_probes=3,
+      density_steps=60, seed=0))
 
+
+def build(config: ml_collections.ConfigDict):
+  """The tracking `Evaluator` for a training config (`config.curvature`), or None when it is off."""
   c = config.curvature
   if not c.every_steps and not c.at_end:
     return None
@@ -126,7 +135,7 @@ def evaluator(config: ml_collections.ConfigDict):
                   "curv/lambda_min_converged": float(bottom.converged[0])}
       results["bottom"] = bottom.to_dict()
     results["spectrum"] = quantities.spectrum_summary(top, bottom)
-    final = ctx.step == _total_steps(ctx)
+    final = ctx.step == ctx.total_steps
     if c.trace_probes and (not c.trace_every or ctx.step % c.trace_every == 0 or final):
       est = trace.hutchinson(op, jax.random.fold_in(key, 2), c.trace_probes, batch=1)
       metrics |= {"curv/trace": est.estimate, "curv/trace_se": est.std_error}
@@ -157,7 +166,8 @@ def evaluator(config: ml_collections.ConfigDict):
                             "num_steps": min(c.density_steps, op.size), "outliers": outl.to_dict()}
       arrays |= {"slq_nodes": quad.nodes, "slq_weights": quad.weights}
       metrics["curv/num_outliers"] = outl.count
-    if (c.save_every and ctx.step % c.save_every == 0) or final or "density" in results:
+    saved = (c.save_every and ctx.step % c.save_every == 0) or final or "density" in results
+    if saved and ctx.is_writer:
       out_dir.mkdir(parents=True, exist_ok=True)
       stem = out_dir / f"step{ctx.step}_hessian_{c.split}{ctx.tag}"
       np.savez(f"{stem}.npz", **arrays)
@@ -184,7 +194,5 @@ def _is_parameter(name: str) -> bool:
   return name.startswith("params.")
 
 
-def _total_steps(ctx) -> int:
-  from research.training.loop import schedule_lengths
 
-  return schedule_lengths(ctx.config, ctx.dataset)[1]
+register('curvature', default_config=default_config, build=build)

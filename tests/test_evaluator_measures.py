@@ -1,4 +1,4 @@
-"""The measures evaluator (research/measures/tracking.py) on a tiny MLP run: its records equal direct calls
+"""The measures evaluator (research/evaluators/measures.py) on a tiny MLP run: its records equal direct calls
 of the library functions on the loaded final checkpoint, its rescaled copies compute the same function,
 distance from init is zero when training does not move the weights, bad settings are one-line errors."""
 
@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from research import curvature, training
-from research.errors import UserError
+from research.core.errors import UserError
+from research.evaluators import measures as tracking
 from research.measures import (
   average_sharpness,
   norm_measures,
   output_margin,
   rescale_relu_layers,
-  tracking,
   worst_case_sharpness,
 )
 

@@ -1,8 +1,8 @@
 """Compression at the end of training: an `Evaluator` that quantizes and prunes the final weights and
 measures what it costs in accuracy and loss (`research.measures.compression`).
 
-Settings: the `compression` section of the training config (`research.training.config.
-compression_config`; `at_end = False`: off). Kernels only (biases and normalization scales are kept),
+Settings: the `compression` section of the run config, owned here (`default_config()`; `at_end = False`:
+off). Kernels only (biases and normalization scales are kept),
 BatchNorm in eval mode with the running statistics of the uncompressed model (no recalibration), the
 loss `config.loss.name` without label smoothing or weight decay.
 
@@ -23,11 +23,12 @@ import time
 
 import ml_collections
 
+from research.core import rundir
+from research.core.errors import UserError, choices_message
+from research.core.evaluator import Evaluator, register
 from research.curvature import operators
-from research.errors import UserError, choices_message
 from research.measures import compression
 from research.measures.common import check_choice
-from research.training import rundir
 
 SPLITS = ("train", "eval_train", "valid", "test")
 
@@ -51,10 +52,18 @@ def _check(c) -> list[tuple[str, float]]:
   return levels
 
 
-def evaluator(config: ml_collections.ConfigDict):
-  """The compression `Evaluator` of a training config (`config.compression`), or None when it is off."""
-  from research.training.loop import Evaluator  # the loop imports this module's users, not this module
+def default_config() -> ml_collections.ConfigDict:
+  """Accuracy after post-training compression of the final weights; off unless at_end. Kernels only:
+  `bits` int-b fake quantization (per output `granularity`: channel | tensor), magnitude pruning to each
+  of `sparsities` (`scope`: global | layer); evaluated on `splits` (train, eval_train, valid, test), the
+  first `num_examples` of each (0: all), `chunk_size` examples per forward pass (0: all at once)."""
+  return ml_collections.ConfigDict(dict(
+      at_end=False, bits=(8, 4), sparsities=(0.5, 0.7, 0.9), scope="global", granularity="channel",
+      splits=("test", "eval_train"), num_examples=0, chunk_size=1000))
 
+
+def build(config: ml_collections.ConfigDict):
+  """The compression `Evaluator` of a training config (`config.compression`), or None when it is off."""
   c = config.compression
   if not c.at_end:
     return None
@@ -97,9 +106,13 @@ def evaluator(config: ml_collections.ConfigDict):
                            "granularity": c.granularity, "bn_mode": "eval", "loss": loss_name,
                            "chunk_size": c.chunk_size, "which": "kernels"},
               "splits": splits, "compressions": records, "metrics": metrics}
-    out_dir = ctx.workdir / "compression"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rundir.write_json_atomic(out_dir / f"step{ctx.step}{ctx.tag}.json", record)
+    if ctx.is_writer:
+      out_dir = ctx.workdir / "compression"
+      out_dir.mkdir(parents=True, exist_ok=True)
+      rundir.write_json_atomic(out_dir / f"step{ctx.step}{ctx.tag}.json", record)
     return metrics
 
   return Evaluator("compression", measure, every_steps=0, at_end=True)
+
+
+register('compression', default_config=default_config, build=build)

@@ -13,3 +13,7 @@ class UserError(ValueError):
 def choices_message(what: str, value: object, valid) -> str:
   """`unknown dataset 'foo'; valid choices: a, b, c` for error messages."""
   return f"unknown {what} {value!r}; valid choices: {', '.join(map(str, valid))}"
+
+
+USER_ERROR_EXIT_CODE = 2  # an entry point's exit status after printing `error: <message>`
+DIVERGED_EXIT_CODE = 3  # training stopped on a non-finite loss, gradient or parameter

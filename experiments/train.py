@@ -63,8 +63,22 @@ def _check_config_file(argv: list[str]) -> None:
       raise UserError(f"config file {path.split(':', 1)[0]!r} not found; studies: {', '.join(studies)}")
 
 
+def launch_record(argv: list[str]) -> dict:
+  """How this run was launched, for `meta.json`'s `launch` (the report's Reproduce section reads it):
+  the command line as typed, the config file[:variant] and the `--config.*` overrides."""
+  config = None
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      config = arg.split("=", 1)[1]
+    elif arg == "--config" and i + 1 < len(argv):
+      config = argv[i + 1]
+  return {"argv": ["python", "-m", "experiments.train", *argv[1:]], "cwd": str(Path.cwd()),
+          "config": config, "overrides": [a for a in argv[1:] if a.startswith("--config.")]}
+
+
 def main(argv: list[str] | None = None) -> int:
   argv = sys.argv if argv is None else argv
+  launch = launch_record(argv)
   try:
     argv, free = _split_free_form(argv)
     sys.argv = list(argv)  # config_flags finds `--config.*` overrides in sys.argv itself
@@ -107,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
   xla.use_compilation_cache()
 
   try:
-    summary = training.train_and_evaluate(config, _WORKDIR.value)
+    summary = training.train_and_evaluate(config, _WORKDIR.value, launch=launch)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -112,13 +112,14 @@ def _finite(metrics: dict) -> bool:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
-                       evaluators: Sequence[Evaluator] | None = None) -> dict:
+                       evaluators: Sequence[Evaluator] | None = None, *, launch: dict | None = None) -> dict:
   """Trains as `config` says, writing the run directory `workdir`; resumes from its checkpoints.
 
   `evaluators` run on their step schedules (`research.core.evaluator`); None: the ones the config's
-  sections switch on (`evaluator.build_all(config)`). Returns the summary (also in `summary.json`):
-  status (done | diverged | early_stopped), steps, final and best metrics, generalization gaps, wall
-  time.
+  sections switch on (`evaluator.build_all(config)`). `launch` (the command line, from the entry point)
+  goes to `meta.json` as `launch`, for reports to show how to reproduce the run. Returns the summary
+  (also in `summary.json`): status (done | diverged | early_stopped), steps, final and best metrics,
+  generalization gaps, wall time.
   """
   config = validate(config)
   evaluators = evaluator_lib.build_all(config) if evaluators is None else tuple(evaluators)
@@ -130,6 +131,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
   meta = rundir.read_json(workdir / "meta.json") or {"created": rundir.now(), "resumed": []}
   meta.update(status="running", seed=config.seed, **rundir.environment())
   meta.pop("error", None)
+  if launch is not None:
+    meta["launch"] = launch
   write_meta = lambda m: rundir.write_json_atomic(workdir / "meta.json", m) if writer else None
   if writer:
     rundir.write_json_atomic(workdir / "config.json", _resolved(config))

@@ -300,13 +300,15 @@ def post_sweep(sweep_dir, arg):
   statuses = json.loads((Path(sweep_dir) / "sweep.json").read_text())["trials"]
   if {fail}:
     raise ValueError("no pair to compare")
-  (Path(sweep_dir) / "post.json").write_text(json.dumps([arg, [t["status"] for t in statuses]]))
+  import os
+  (Path(sweep_dir) / "post.json").write_text(json.dumps([arg, [t["status"] for t in statuses], os.getpid()]))
 """
 
 
 def test_post_sweep_runs_once_every_trial_finished_and_failures_keep_trials(tmp_path):
   """post_sweep waits for every trial (skipped finished ones count), sees the finished index; a failing
-  post step is recorded in sweep.json and its traceback logged, the trials stay done."""
+  post step is recorded in sweep.json and its traceback logged, the trials stay done. It runs as its own
+  job (a process of the launcher), not in the sweep process."""
   fake = tmp_path / "fake_train.py"
   fake.write_text(FAKE_TRAINER.replace('"--config.seed=1" in sys.argv or n == 1', "False"))
   config = write_config(tmp_path, sweeps.seeds(2))
@@ -317,8 +319,10 @@ def test_post_sweep_runs_once_every_trial_finished_and_failures_keep_trials(tmp_
   index = run(only=[0])
   assert index["post_sweep"]["status"] == "pending" and not (workdir / "post.json").exists()
   index = run()  # trial 0 is skipped (done), trial 1 runs, then the post step
-  assert json.loads((workdir / "post.json").read_text()) == [None, ["done", "done"]]
-  assert index["post_sweep"]["status"] == "done" and "post_sweep: running" in lines
+  arg, statuses, pid = json.loads((workdir / "post.json").read_text())
+  assert [arg, statuses] == [None, ["done", "done"]]
+  assert pid != os.getpid() and index["post_sweep"]["job"] == pid
+  assert index["post_sweep"]["status"] == "done" and f"post_sweep: running (job {pid})" in lines
   config.write_text(config.read_text().replace("if False:", "if True:"))
   index = run()
   assert index["post_sweep"]["status"] == "failed"

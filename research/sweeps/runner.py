@@ -11,14 +11,16 @@ sweep on the same directory refuses to start; each trial's training process hold
 `.trial.lock`, so a trial still running (e.g. orphaned) is never started twice. On Linux a trial process
 is killed when its sweep process dies (prctl PR_SET_PDEATHSIG), so killing a sweep stops its trials.
 
-Post step: when the config file defines `post_sweep(sweep_dir: Path, arg: str | None)`, it is called in
-the sweep process, under the sweep's lock, once every trial of the sweep has finished (status done,
+Post step: when the config file defines `post_sweep(sweep_dir: Path, arg: str | None)`, it runs as its
+own job (`python -m experiments.post_sweep`, through the same launcher as the trials: a subprocess
+locally, a Slurm job under `--launcher slurm`, so that no JAX work runs in the sweep process or on a
+login node), while the sweep holds its lock, once every trial of the sweep has finished (status done,
 early_stopped or diverged; trials skipped because they had finished earlier count), after this
 invocation's trials, e.g. to compare trained runs with each other (the batch_size study interpolates
 between small- and large-batch solutions). It writes only outside the trials' run directories (e.g.
 `<sweep_dir>/interpolation/`) and may be re-run: a later invocation of the sweep calls it again. Its
-outcome goes to `sweep.json` as `post_sweep` (status done | failed, error line, seconds), its output
-and any traceback to `<sweep_dir>/post_sweep.log`; a failure never changes a trial's status, but the
+outcome goes to `sweep.json` as `post_sweep` (status done | failed, error line, seconds, job id), its
+output and any traceback to `<sweep_dir>/post_sweep.log`; a failure never changes a trial's status, but the
 sweep command then exits 1. It is not called by a dry run, nor while some trial has not finished.
 """
 
@@ -30,7 +32,6 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -42,13 +43,14 @@ from research.training.config import FREE_FORM, config_keys, unknown_key_message
 
 BAD_INPUT_EXIT_CODE = 2  # experiments.train: one `error:` line; retrying would fail the same way
 TRAIN_COMMAND = (sys.executable, "-m", "experiments.train")
+POST_SWEEP_COMMAND = (sys.executable, "-m", "experiments.post_sweep")
 LAUNCHERS = ("local", "slurm")
 
 
 POST_SWEEP_LOG = "post_sweep.log"
 
 
-def _config_module(config: str):
+def config_module(config: str):
   """(module, path, variant) of `path/to/config.py[:variant]`."""
   path, _, variant = config.partition(":")
   variant = variant or None
@@ -67,7 +69,7 @@ def _config_module(config: str):
 def load_definition(config: str, common: dict | None = None) -> dict:
   """A fresh index (all trials pending) from `path/to/config.py[:variant]`: calls `get_sweep(variant)`
   and `get_config(variant)` of the file, checks that every override names a config key."""
-  module, path, variant = _config_module(config)
+  module, path, variant = config_module(config)
   file = Path(path)
   if not callable(getattr(module, "get_sweep", None)):
     raise UserError(f"{path} defines no get_sweep(arg) returning the list of overrides of the trials "
@@ -257,7 +259,7 @@ def run_sweep(config: str, workdir: str | Path, *, parallel: int = 1, launcher: 
   else:
     backend = LocalLauncher()
   workdir.mkdir(parents=True, exist_ok=True)
-  with SweepLock(workdir):
+  with SweepLock(workdir) as lock:
     old = rundir.read_json(workdir / index_lib.INDEX_FILE)
     if old is not None:
       diff = index_lib.same_definition(old, index)
@@ -270,15 +272,30 @@ def run_sweep(config: str, workdir: str | Path, *, parallel: int = 1, launcher: 
     _run_trials(index, workdir, selected, backend, parallel=parallel, retries=retries, cwd=cwd,
                 train_command=train_command, out=out)
     out(index_lib.summary_table(workdir, index))
-    post = getattr(_config_module(config)[0], "post_sweep", None)
-    if callable(post):
-      run_post_sweep(post, index, workdir, out=out)
+    if callable(getattr(config_module(config)[0], "post_sweep", None)):
+      run_post_sweep(index, workdir, backend, lock_fd=lock.fd, cwd=cwd, out=out)
   return index
 
 
-def run_post_sweep(post: Callable, index: dict, workdir: Path, *, out: Callable[[str], None]) -> None:
-  """Calls `post(workdir, variant)` if every trial has finished and records the outcome in the index
-  as `post_sweep` (see the module docstring); never raises for the post step's own errors."""
+def post_sweep_argv(index: dict, workdir: Path) -> list[str]:
+  spec = index["config_path"] + (f":{index['variant']}" if index["variant"] else "")
+  return [*POST_SWEEP_COMMAND, "--config", spec, "--workdir", str(workdir)]
+
+
+def call_post_sweep(config: str, workdir: str | Path) -> None:
+  """What the post step's job runs: `post_sweep(workdir, variant)` of the config file `file[:variant]`."""
+  module, _, variant = config_module(config)
+  post = getattr(module, "post_sweep", None)
+  if not callable(post):
+    raise UserError(f"{config.partition(':')[0]} defines no post_sweep(sweep_dir, arg)")
+  post(Path(workdir), variant)
+
+
+def run_post_sweep(index: dict, workdir: Path, backend, *, lock_fd: int, cwd: Path,
+                   out: Callable[[str], None]) -> None:
+  """Runs the post step as a job of `backend` if every trial has finished, waits for it, and records
+  the outcome in the index as `post_sweep` (see the module docstring); never raises for the post
+  step's own errors."""
   unfinished = [t["name"] for t in index["trials"] if t["status"] not in index_lib.FINISHED]
   if unfinished:
     index["post_sweep"] = {"status": "pending", "error": None, "waiting_for": unfinished[:5]}
@@ -286,19 +303,23 @@ def run_post_sweep(post: Callable, index: dict, workdir: Path, *, out: Callable[
     index_lib.write(workdir, index)
     return
   start = time.time()
-  out("post_sweep: running")
   log_path = workdir / POST_SWEEP_LOG
+  argv = post_sweep_argv(index, workdir)
   with open(log_path, "a") as log:
-    log.write(f"=== post_sweep at {rundir.now()}\n")
+    log.write(f"=== post_sweep at {rundir.now()}: {' '.join(argv)}\n")
     log.flush()
+    handle = backend.start(argv, cwd, log, lock_fd)
+    job = backend.ident(handle)
+    out(f"post_sweep: running (job {job})")
     try:
-      post(workdir, index["variant"])
-      record = {"status": "done", "error": None}
-    except Exception as e:  # the post step's failure is reported, the trials stay as they are
-      log.write(traceback.format_exc())
-      line = f"{type(e).__name__}: {e}".splitlines()[0]
-      record = {"status": "failed", "error": line}
-  record |= {"seconds": round(time.time() - start, 3), "ended": rundir.now()}
+      while (code := backend.poll(handle)) is None:
+        time.sleep(0.1)
+    except KeyboardInterrupt:
+      backend.stop(handle)
+      raise
+  record = ({"status": "done", "error": None} if code == 0
+            else {"status": "failed", "error": _error_line(log_path, code)})
+  record |= {"exit_code": code, "job": job, "seconds": round(time.time() - start, 3), "ended": rundir.now()}
   index["post_sweep"] = record
   index_lib.write(workdir, index)
   if record["status"] == "done":

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     index = sweeps.run_sweep(args.config, args.workdir, parallel=args.parallel, launcher=args.launcher,
                              only=args.only, retries=args.retries, dry_run=args.dry_run, common=args.common,
-                             slurm=args.slurm)
+                             slurm=args.slurm, command=["python", "-m", "experiments.sweep", *argv])
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

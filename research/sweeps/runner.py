@@ -219,8 +219,8 @@ def _parse_only(only: Sequence[int] | None, n: int) -> list[int]:
 def run_sweep(config: str, workdir: str | Path, *, parallel: int = 1, launcher: str = "local",
               only: Sequence[int] | None = None, retries: int = 1, dry_run: bool = False,
               common: dict | None = None, slurm: dict | None = None,
-              train_command: Sequence[str] = TRAIN_COMMAND, out: Callable[[str], None] | None = None
-              ) -> dict:
+              train_command: Sequence[str] = TRAIN_COMMAND, out: Callable[[str], None] | None = None,
+              command: Sequence[str] | None = None) -> dict:
   """Runs (or continues) the sweep of `config` (`file.py[:variant]`) in `workdir`; returns the index.
 
   Args:
@@ -232,6 +232,8 @@ def run_sweep(config: str, workdir: str | Path, *, parallel: int = 1, launcher: 
     dry_run: print the trials, their status and command lines; write nothing.
     common: overrides applied to every trial (may not repeat a key the sweep sets).
     train_command: the trainer (default `python -m experiments.train`), run from the current directory.
+    command: the sweep's own command line as typed, kept in the index as `command` (with `cwd`) for
+      reports to show how to reproduce the sweep.
   """
   out = out or (lambda line: print(line, flush=True))
   if launcher not in LAUNCHERS:
@@ -267,6 +269,8 @@ def run_sweep(config: str, workdir: str | Path, *, parallel: int = 1, launcher: 
         raise UserError(f"{workdir} holds another sweep ({diff}); use another --workdir or the same "
                         "definition to continue it")
       index = old
+    if command is not None:
+      index["command"] = {"argv": list(command), "cwd": str(cwd)}
     index_lib.refresh(workdir, index)
     index_lib.write(workdir, index)
     _run_trials(index, workdir, selected, backend, parallel=parallel, retries=retries, cwd=cwd,

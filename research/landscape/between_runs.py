@@ -19,6 +19,7 @@ from flax import nnx
 from research.core.errors import UserError, choices_message
 from research.landscape.interpolation import InterpolationResult, interpolate
 from research.landscape.model import BN_MODES, point_model
+from research.training import load_run
 
 SPLITS = ("eval_train", "test", "valid", "train")
 
@@ -42,8 +43,6 @@ def interpolate_runs(run_a: str | Path, run_b: str | Path, *, ts=None,
   each split (0: all). The data of run_a is used; the runs must have the same data and model configs
   (data order and seed aside: `data.options.seed` defaults to the run's seed, so pair runs of one seed).
   """
-  from research.training import load_run  # imported here: research.training imports this package
-
   if bn_mode not in (*BN_MODES, "auto"):
     raise UserError(choices_message("BatchNorm mode", bn_mode, (*BN_MODES, "auto")))
   for split in splits:

@@ -39,6 +39,7 @@ from pathlib import Path
 from research.core import rundir
 from research.core.errors import DIVERGED_EXIT_CODE, UserError
 from research.sweeps import index as index_lib
+from research.sweeps import slurm as slurm_lib
 from research.training.config import FREE_FORM, config_keys, unknown_key_message
 
 BAD_INPUT_EXIT_CODE = 2  # experiments.train: one `error:` line; retrying would fail the same way
@@ -255,8 +256,6 @@ def run_sweep(config: str, workdir: str | Path, *, parallel: int = 1, launcher: 
                                                                   train_command)))
     return index
   if launcher == "slurm":
-    from research.sweeps import slurm as slurm_lib
-
     backend = slurm_lib.SlurmLauncher(workdir / "slurm", dict(slurm or {}))
   else:
     backend = LocalLauncher()

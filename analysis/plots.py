@@ -18,6 +18,7 @@ interpolations, measures, compression) plug in as soon as they exist:
 - `per_class_accuracy`, `compression_curves`.
 """
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import stats, style
+from research.core import spectral
 
 SPLIT_NAMES = {"train": "train (minibatch)", "eval_train": "train (full eval)", "valid": "validation",
                "test": "test"}
@@ -234,13 +236,17 @@ def _normalized_lambda_curves(curves, thresholds, threshold_label, path):
   return _finish(fig, path)
 
 
-def _quadrature(nodes, weights):
-  from research.curvature import density
+@dataclasses.dataclass(frozen=True)
+class _Quadrature:
+  """SLQ nodes and weights as read from a run's .npz (the operator's size is not needed here)."""
+  nodes: np.ndarray
+  weights: np.ndarray
+  size: int = 0
 
-  nodes = np.atleast_2d(np.asarray(nodes, np.float64))
-  weights = np.atleast_2d(np.asarray(weights, np.float64))
-  steps = (weights > 0).sum(axis=1)
-  return density.QuadratureResult(nodes, weights, steps, size=0, num_products=int(steps.sum()), info={})
+
+def _quadrature(nodes, weights) -> _Quadrature:
+  as_2d = lambda a: np.atleast_2d(np.asarray(a, np.float64))
+  return _Quadrature(as_2d(nodes), as_2d(weights))
 
 
 def spectral_density(spectra: Mapping[str, tuple[np.ndarray, np.ndarray]], *, num_params: int | None = None,
@@ -248,12 +254,10 @@ def spectral_density(spectra: Mapping[str, tuple[np.ndarray, np.ndarray]], *, nu
   """Smoothed SLQ spectral densities on a log density axis, outliers above the bulk marked.
 
   spectra: label -> (nodes, weights), each (num_probes, num_steps) as `density.slq` returns them
-  (research.curvature.density: `smooth`, `outliers`). The kernel width is 1/200 of the node range;
-  the density axis is cut 7 decades below its peak. Outliers (`density.outliers`) are drawn as
+  (research.core.spectral: `smooth`, `outliers`). The kernel width is 1/200 of the node range;
+  the density axis is cut 7 decades below its peak. Outliers (`spectral.outliers`) are drawn as
   triangles at their Ritz values along the bottom of the plot.
   """
-  from research.curvature import density
-
   quads = {k: _quadrature(*v) for k, v in spectra.items()}
   live = np.concatenate([q.nodes[q.weights > 0] for q in quads.values()])
   lo, hi = float(live.min()), float(live.max())
@@ -264,9 +268,9 @@ def spectral_density(spectra: Mapping[str, tuple[np.ndarray, np.ndarray]], *, nu
   peak = 0.0
   marks = []
   for i, (label, q) in enumerate(quads.items()):
-    dens = density.smooth(q, grid, sigma)
+    dens = spectral.smooth(q, grid, sigma)
     peak = max(peak, float(dens.max()))
-    outl = density.outliers(q)
+    outl = spectral.outliers(q)
     text = f"{label} ({outl.count} outliers)" if len(quads) > 1 else f"density ({outl.count} outliers)"
     ax.plot(grid, np.maximum(dens, 1e-300), color=style.color(i), linestyle=style.linestyle(i), label=text)
     marks.append((i, outl.values))

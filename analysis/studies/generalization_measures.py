@@ -1,7 +1,7 @@
 """Report template of the `generalization_measures` study (experiments/configs/generalization_measures.py):
 every measure of the final networks ranked by Kendall's tau with the generalization gap over all runs and
 by Jiang et al.'s granulated Kendall coefficient Psi over the hyperparameter axes of the grid
-(research.measures.kendall_tau, granulated_kendall), with measure-vs-gap scatter plots of the best ones.
+(research.core.ranking.kendall_tau, granulated_kendall), with measure-vs-gap scatter plots of the best ones.
 
 Each measure is taken in its "complexity" orientation, as Jiang et al. do (larger should mean a larger
 gap): 1/sigma^2 for the PAC-Bayes sigmas, 1/gamma^2 for the output margin; sharpness, norms, lambda_max
@@ -18,7 +18,7 @@ from analysis import plots, stats, tables
 from analysis.report import Finding, Section, TableBlock
 from analysis.templates import Context, Template, num, pct, standard_results
 from research.core.errors import UserError
-from research.measures import granulated_kendall, kendall_tau
+from research.core.ranking import granulated_kendall, kendall_tau
 
 TITLE = "Generalization measures"
 GAP = "gap/accuracy"

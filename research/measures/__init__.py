@@ -10,12 +10,13 @@ keys, returning a record of its settings and its own error estimate:
 - `generalization`: train/test gaps, per class, with confidence intervals;
 - `compression`: post-training int-b fake quantization and magnitude pruning, and the accuracy
   they cost (`compression_curve`);
-- `ranking`: Kendall's tau and the granulated Kendall coefficient over runs;
+- Kendall's tau and the granulated Kendall coefficient over runs (in `research.core.ranking`);
 - `reparameterize`: Dinh et al.'s function-preserving rescalings;
 - `tracking` (imported on its own): the training evaluator that computes any of these at the end of
   training (the `measures` config section), into `sharp/` metrics and `measures/step<S>.json`.
 """
 
+from research.core.ranking import granulated_kendall, kendall_tau
 from research.measures.common import Measurement, as_chunks
 from research.measures.compression import CompressionRecord, compression_curve, prune, quantize
 from research.measures.generalization import GapReport, generalization_gap, per_example
@@ -30,7 +31,6 @@ from research.measures.norms import (
   path_norm,
 )
 from research.measures.pac_bayes import pac_bayes_bounds, pac_bayes_sigma
-from research.measures.ranking import granulated_kendall, kendall_tau
 from research.measures.reparameterize import rescale_before_batchnorm, rescale_relu_layers
 from research.measures.sharpness import average_sharpness, epsilon_sharpness, worst_case_sharpness
 

@@ -29,12 +29,19 @@ from research.core.evaluator import Evaluator, register
 from research.curvature import operators
 from research.measures import compression
 from research.measures.common import check_choice
+from research.training import config as config_lib
 
 SPLITS = ("train", "eval_train", "valid", "test")
 
 
+# The domain of each numeric key (`research.training.config.Interval` syntax; a tuple's entries each).
+RANGES = {"bits": "[2, 16]", "sparsities": "[0, 1]", "num_examples": "[0, inf); 0: all",
+          "chunk_size": "[0, inf); 0: all at once"}
+
+
 def _check(c) -> list[tuple[str, float]]:
   """The (method, level) pairs of the section; raises UserError on a bad setting."""
+  config_lib.check_ranges("compression", c, RANGES)
   if not c.splits:
     raise UserError(choices_message("compression.splits", c.splits, SPLITS))
   for s in c.splits:

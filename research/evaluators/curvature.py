@@ -39,11 +39,22 @@ from research.core.errors import UserError, choices_message
 from research.core.evaluator import Evaluator, register
 from research.curvature import density, lanczos, operators, quantities, trace
 from research.models.functional import BN_MODES
+from research.training import config as config_lib
 
 SPLITS = ("train", "eval_train")
 
 
+# The domain of each numeric key (`research.training.config.Interval` syntax).
+RANGES = {
+    "every_steps": "[0, inf); 0: off", "num_examples": "[0, inf); 0: all", "chunk_size": "[0, inf)",
+    "k": "[1, inf)", "tol": "(0, inf)", "max_restarts": "[0, inf)", "trace_probes": "[0, inf); 0: off",
+    "trace_every": "[0, inf); 0: off", "save_every": "[0, inf); 0: off", "density_every": "[0, inf); 0: off",
+    "density_probes": "[1, inf)", "density_steps": "[1, inf)", "seed": "[0, inf)",
+}
+
+
 def _check(c) -> None:
+  config_lib.check_ranges("curvature", c, RANGES)
   if c.split not in SPLITS:
     raise UserError(choices_message("curvature.split", c.split, SPLITS))
   if c.bn_mode not in BN_MODES:

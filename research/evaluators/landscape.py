@@ -43,6 +43,7 @@ from research.curvature import operators
 from research.landscape import directions as directions_lib
 from research.landscape.model import BN_MODES, point_model
 from research.landscape.scan import ScanResult, scan
+from research.training import config as config_lib
 
 KINDS = ("1d", "2d")
 DIRECTIONS = ("random", "eigen")
@@ -50,7 +51,16 @@ SPLITS = ("eval_train", "test", "valid", "train")
 NONCONVEX_TOLERANCE = 0.01  # relative to the largest absolute curvature on the grid
 
 
+# The domain of each numeric key (`research.training.config.Interval` syntax).
+RANGES = {
+    "every_steps": "[0, inf); 0: off", "num_points": "[3, inf)", "span": "(0, inf)",
+    "num_examples": "[0, inf); 0: all", "chunk_size": "[0, inf)", "stats_examples": "[0, inf)",
+    "stats_batch_size": "[1, inf)", "seed": "[0, inf)",
+}
+
+
 def _check(c) -> None:
+  config_lib.check_ranges("landscape", c, RANGES)
   if c.kind not in KINDS:
     raise UserError(choices_message("landscape.kind", c.kind, KINDS))
   if c.directions not in DIRECTIONS:

@@ -62,6 +62,7 @@ from research.curvature import operators, trace
 from research.measures import hessian, norms, pac_bayes, reparameterize, sharpness
 from research.measures.common import Measurement
 from research.models.functional import BN_MODES
+from research.training import config as config_lib
 
 MEASURES = ("worst_case", "worst_case_adaptive", "average", "average_adaptive", "epsilon", "pac_bayes",
             "pac_bayes_magnitude", "margin", "norms", "path_norm", "fisher_rao", "lambda_max",
@@ -96,7 +97,21 @@ def parse_alphas(text: str) -> list[float]:
   return out
 
 
+# The domain of each numeric key (`research.training.config.Interval` syntax).
+RANGES = {
+    "every_steps": "[0, inf); 0: off", "num_examples": "[0, inf); 0: all", "chunk_size": "[0, inf)",
+    "seed": "[0, inf)", "rho": "(0, inf)", "adaptive_rho": "(0, inf)", "steps": "[1, inf)",
+    "restarts": "[1, inf)", "m": "[0, inf); 0: the whole probe set", "average_rho": "(0, inf)",
+    "average_adaptive_rho": "(0, inf)", "average_pairs": "[1, inf)", "epsilon": "(0, inf)",
+    "epsilon_subspace": "[0, inf); 0: the full space", "pac_bayes_target": "(0, inf)",
+    "pac_bayes_samples": "[1, inf)", "pac_bayes_sigma_max": "(0, inf)", "pac_bayes_depth": "[1, inf)",
+    "pac_bayes_tolerance": "(0, inf)", "pac_bayes_magnitude_eps": "[0, inf)",
+    "margin_percentile": "[0, 100]", "lambda_max_tol": "(0, inf)", "trace_probes": "[1, inf)",
+}
+
+
 def _check(c) -> tuple[list[str], list[float], list[str]]:
+  config_lib.check_ranges("measures", c, RANGES)
   names = parse_names(c.names)
   if c.split not in SPLITS:
     raise UserError(choices_message("measures.split", c.split, SPLITS))

@@ -1,9 +1,10 @@
 """The run configuration: every key a run reads, with its default and type, and its validation.
 
 A study config (`experiments/configs/<study>.py`) starts from `default_config()` and changes values;
-`validate(config)` then rejects, before any work, a key that does not exist here or a value of the wrong
-type, with one line naming the key and the valid keys. Free-form sections: `model.knobs` (checked by
-`research.models.create`) and `data.options` (checked by `research.data.parse_options`).
+`validate(config)` then rejects, before any work, a key that does not exist here, a value of the wrong
+type or out of its domain (`RANGES`: intervals such as "[1, inf)"; every float finite in float32, every
+int within int32), with one line naming the key and the valid keys or range. Free-form sections: `model.knobs`
+(checked by `research.models.create`) and `data.options` (checked by `research.data.parse_options`).
 
 Sections:
 - `seed`: the root seed (init, data order, dropout, augmentation); recorded, never tuned.
@@ -29,6 +30,9 @@ Sections:
   `tensorboard`, `progress` (auto | bar | lines | none).
 """
 
+import dataclasses
+import math
+
 import ml_collections
 
 from research.core import evaluator
@@ -36,10 +40,88 @@ from research.core.errors import UserError
 from research.training import optimizers, schedules
 
 FREE_FORM = ("model.knobs", "data.options")
+INT_LIMIT = 2**31  # step counters, seeds and sizes are int32 on the device
+FLOAT32_MAX = 3.4028234663852886e38  # floats reach the device as float32
+# Keys that change what a run shows, not what it computes: they may differ when a run is resumed.
+DISPLAY_KEYS = ("progress", "tensorboard")
 
 
+@dataclasses.dataclass(frozen=True)
+class Interval:
+  """A number's domain, written "[low, high)" (brackets: inclusive, parentheses: exclusive); `note`
+  says what a special value means (e.g. "0: off")."""
+  low: float
+  high: float
+  low_open: bool
+  high_open: bool
+  note: str = ""
+
+  @classmethod
+  def parse(cls, text: str) -> "Interval":
+    interval, _, note = text.partition(";")
+    low, high = (float(x) for x in interval.strip()[1:-1].split(","))
+    return cls(low, high, interval.strip()[0] == "(", interval.strip()[-1] == ")", note.strip())
+
+  def __contains__(self, x) -> bool:
+    above = x > self.low if self.low_open else x >= self.low
+    below = x < self.high if self.high_open else x <= self.high
+    return above and below
+
+  def __str__(self) -> str:
+    fmt = lambda x: str(int(x)) if float(x).is_integer() else str(x)
+    if self.high == math.inf:
+      text = f"{'>' if self.low_open else '>='} {fmt(self.low)}"
+    else:
+      text = (f"in {'(' if self.low_open else '['}{fmt(self.low)}, {fmt(self.high)}"
+              f"{')' if self.high_open else ']'}")
+    return f"{text} ({self.note})" if self.note else text
 
 
+# The domain of every numeric key of the run config (a tuple's entries each); the optimizer's, the
+# schedule's and each evaluator's are declared in their modules.
+RANGES = {
+    "seed": "[0, inf)",
+    "data.augment.crop_padding": "[0, inf)",
+    "loss.label_smoothing": "[0, 1)",
+    "optimizer.sam.rho": "[0, inf); 0: off",
+    "optimizer.sam.eta": "[0, inf)",
+    "optimizer.sam.micro_batch": "[0, inf); 0: the whole batch",
+    "training.batch_size": "[1, inf)",
+    "training.chunk_size": "[0, inf); 0: the whole batch",
+    "training.num_steps": "[0, inf); 0: use num_epochs",
+    "training.num_epochs": "[0, inf); 0: use num_steps",
+    "eval.every_steps": "[0, inf); 0: off",
+    "eval.every_epochs": "[0, inf); 0: off",
+    "eval.batch_size": "[1, inf)",
+    "eval.patience": "[0, inf); 0: off",
+    "log_every": "[1, inf)",
+    "checkpoint_every": "[0, inf); 0: at each evaluation",
+    "keep_checkpoints": "[1, inf)",
+} | {f"optimizer.{k}": v for k, v in optimizers.RANGES.items()} | {
+    f"schedule.{k}": v for k, v in schedules.RANGES.items()}
+
+
+def check_value(path: str, value, interval: str | None = None) -> None:
+  """Raises UserError unless the number `value` (each entry of a tuple) is finite, within int32 and in
+  `interval` (`Interval.parse` syntax)."""
+  for x in (value if isinstance(value, tuple | list) else (value,)):
+    if isinstance(x, bool) or not isinstance(x, int | float):
+      continue
+    if isinstance(x, float) and not math.isfinite(x):
+      raise UserError(f"config key {path!r} must be finite, got {x!r}")
+    if isinstance(x, float) and abs(x) > FLOAT32_MAX:
+      raise UserError(f"config key {path!r} must be finite in float32 (|x| <= {FLOAT32_MAX:.4g}), got {x!r}")
+    if isinstance(x, int) and not -INT_LIMIT < x < INT_LIMIT:
+      raise UserError(f"config key {path!r} must be < {INT_LIMIT} in magnitude (int32), got {x!r}")
+    if interval is not None and x not in Interval.parse(interval):
+      raise UserError(f"config key {path!r} must be {Interval.parse(interval)}, got {x!r}")
+
+
+def check_ranges(section: str, config: ml_collections.ConfigDict, ranges: dict[str, str]) -> None:
+  """`check_value` for each key of `ranges` ({key: interval}) in the config section named `section`
+  (an evaluator's `_check` calls this with its own table)."""
+  for key, interval in ranges.items():
+    check_value(f"{section}.{key}", config[key], interval)
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -115,10 +197,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     ok = (isinstance(value, type(expected))
           or (isinstance(expected, float) and isinstance(value, int) and not isinstance(value, bool))
           or (isinstance(expected, tuple) and isinstance(value, list)))
-    if isinstance(expected, int) and not isinstance(expected, bool) and isinstance(value, bool):
+    if isinstance(expected, int | float) and not isinstance(expected, bool) and isinstance(value, bool):
       ok = False
     if not ok:
       raise UserError(f"config key {path!r} must be {type(expected).__name__}, got {value!r}")
+    check_value(path, value, RANGES.get(path))
   t, e, s = config.training, config.eval, config.optimizer.sam
   if (t.num_steps > 0) == (t.num_epochs > 0):
     raise UserError(f"set exactly one of training.num_steps and training.num_epochs > 0, got "

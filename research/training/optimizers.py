@@ -50,6 +50,16 @@ from research.core.errors import UserError, choices_message
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad", "lion", "lars", "lamb")
 WEIGHT_DECAY_MASKS = ("all", "no_bias_norm")
 _OWN_WEIGHT_DECAY = ("adamw", "lion", "lamb", "lars")
+# The domain of each numeric field (`research.training.config.Interval` syntax), checked by `validate`.
+RANGES = {
+    "momentum": "[0, 1)",
+    "b1": "[0, 1)",
+    "b2": "[0, 1)",
+    "eps": "[0, inf)",
+    "weight_decay": "[0, inf)",
+    "l1": "[0, inf)",
+    "grad_clip_norm": "[0, inf); 0: off",
+}
 
 
 def default_optimizer_config() -> ml_collections.ConfigDict:

@@ -33,6 +33,17 @@ import optax
 from research.core.errors import UserError, choices_message
 
 SCHEDULES = ("constant", "step", "cosine", "warmup_cosine", "linear", "one_cycle")
+# The domain of each numeric field (`research.training.config.Interval` syntax), checked by `validate`.
+RANGES = {
+    "lr": "(0, inf)",
+    "warmup_steps": "[0, inf); 0: no warm-up",
+    "boundaries": "(0, 1)",
+    "decay_factor": "(0, inf)",
+    "final_lr_fraction": "[0, 1]",
+    "pct_start": "(0, 1)",
+    "div_factor": "(0, inf)",
+    "final_div_factor": "(0, inf)",
+}
 
 
 def default_schedule_config() -> ml_collections.ConfigDict:

@@ -5,8 +5,13 @@ optimizer; restore the latest checkpoint of `workdir` if there is one (the run t
 where it stopped: data order and augmentation are functions of (seed, step), the dropout stream and
 BatchNorm statistics are in the state); run jitted train steps with the state donated and the batch
 sharded over all devices; log every `log_every` steps, evaluate and checkpoint on the eval schedule,
-call the evaluators (curvature, sharpness) on theirs; stop on a non-finite loss or gradient (status
-`diverged`), on early stopping, or at the last step; write `summary.json`.
+call the evaluators (curvature, sharpness) on theirs; stop on a non-finite loss, gradient, parameter or
+update norm (status `diverged`, with what went non-finite, the step and its learning rate), on early
+stopping, or at the last step; write `summary.json`.
+
+A finished run (done, diverged, early_stopped) is never rewritten: the same config returns its summary,
+another one is refused; `force=True` moves it aside first. Display settings (`DISPLAY_KEYS`) may differ
+when a run resumes; the change is recorded in meta.json's resume entry.
 """
 
 import json
@@ -31,29 +36,68 @@ from research.core.evaluator import Context, Evaluator
 from research.training import checkpoints, optimizers, schedules
 from research.training import state as state_lib
 from research.training import step as step_lib
-from research.training.config import FREE_FORM, default_config, validate
+from research.training.config import DISPLAY_KEYS, FREE_FORM, default_config, validate
+
+FINISHED = ("done", "diverged", "early_stopped")  # statuses of a run that is never rewritten
+_WATCHED = {"loss": "loss", "grad_norm": "gradient norm", "param_norm": "parameter norm",
+            "update_norm": "update norm"}  # train-step metrics whose non-finite value is divergence
 
 
 def _resolved(config) -> dict:
   return json.loads(config.to_json_best_effort())
 
 
-def _check_same_run(workdir: Path, config) -> None:
+def _flat(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    out |= _flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
+  return out
+
+
+def _check_same_run(workdir: Path, config) -> tuple[dict | None, dict]:
+  """(summary, changed) for a new session in `workdir`: the summary of a finished run with this config
+  (None: train), and the display keys that differ from the saved config ({key: [old, new]}).
+
+  Raises UserError when `workdir` holds a finished or trained run with another config."""
   old = rundir.read_json(workdir / "config.json")
+  status = (rundir.read_json(workdir / "meta.json") or {}).get("status")
+  finished = status in FINISHED
   ckpt_dir = workdir / "checkpoints"
   trained = ckpt_dir.is_dir() and any(p.name.isdigit() for p in ckpt_dir.iterdir())
-  if old is None or not trained:  # nothing to resume: the new config replaces the old one
-    return
-  new = _resolved(config)
-  old = _with_defaults(old, _resolved(default_config()))  # keys added to the code since: at defaults
-  if old != new:
-    flat = lambda d, p="": ({f"{p}{k}": v for k, v in d.items() if not isinstance(v, dict)}
-                            | {k2: v2 for k, v in d.items() if isinstance(v, dict)
-                               for k2, v2 in flat(v, f"{p}{k}.").items()})
-    a, b = flat(old), flat(new)
-    diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-    raise UserError(f"{workdir} holds a run with another config (differs in {', '.join(diff[:5])}); "
-                    "use another workdir or the same config to resume")
+  start_over = "use another workdir or --force (python -m experiments.train) to start over"
+  if not finished and (old is None or not trained):  # nothing to resume: the new config replaces the old
+    return None, {}
+  if old is None:
+    raise UserError(f"{workdir} holds a finished run ({status}) without a readable config.json; {start_over}")
+  a = _flat(_with_defaults(old, _resolved(default_config())))  # keys added to the code since: at defaults
+  b = _flat(_resolved(config))
+  diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+  changed = {k: [a.get(k), b.get(k)] for k in diff if k in DISPLAY_KEYS}
+  other = [k for k in diff if k not in DISPLAY_KEYS]
+  if other:
+    what = f"a finished run ({status})" if finished else "a run"
+    raise UserError(f"{workdir} holds {what} with another config (differs in {', '.join(other[:5])}); "
+                    f"{'its config shows it' if finished else 'the same config resumes it'}; {start_over}")
+  if not finished:
+    return None, changed
+  summary = rundir.read_json(workdir / "summary.json")
+  if summary is None:
+    raise UserError(f"{workdir} holds a finished run ({status}) without a readable summary.json; "
+                    f"{start_over}")
+  return summary | {"already_finished": True}, changed
+
+
+def set_aside(workdir: Path) -> Path | None:
+  """Moves `workdir` (a run directory, or whatever is at that path) to the sibling
+  `<name>.replaced-<UTC time>`; nothing is deleted. Returns the new path (None: nothing there)."""
+  if not workdir.exists() and not workdir.is_symlink():
+    return None
+  stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+  target, n = workdir.with_name(f"{workdir.name}.replaced-{stamp}"), 1
+  while target.exists():
+    target, n = workdir.with_name(f"{workdir.name}.replaced-{stamp}-{n}"), n + 1
+  workdir.rename(target)
+  return target
 
 
 def _load_data(config) -> data.Dataset:
@@ -112,23 +156,42 @@ def _finite(metrics: dict) -> bool:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
-                       evaluators: Sequence[Evaluator] | None = None, *, launch: dict | None = None) -> dict:
+                       evaluators: Sequence[Evaluator] | None = None, *, launch: dict | None = None,
+                       force: bool = False) -> dict:
   """Trains as `config` says, writing the run directory `workdir`; resumes from its checkpoints.
 
   `evaluators` run on their step schedules (`research.core.evaluator`); None: the ones the config's
   sections switch on (`evaluator.build_all(config)`). `launch` (the command line, from the entry point)
   goes to `meta.json` as `launch`, for reports to show how to reproduce the run. Returns the summary
   (also in `summary.json`): status (done | diverged | early_stopped), steps, final and best metrics,
-  generalization gaps, wall time.
+  generalization gaps, wall time; `divergence` (what went non-finite, step, lr) when diverged.
+
+  A finished run in `workdir` is returned as it is (`already_finished`), nothing trained or written;
+  another config for it is a UserError. `force`: first move whatever is at `workdir` to
+  `<workdir>.replaced-<UTC time>` (`set_aside`) and start over.
   """
   config = validate(config)
   evaluators = evaluator_lib.build_all(config) if evaluators is None else tuple(evaluators)
   workdir = Path(workdir)
   writer = rundir.is_writer()  # every process trains; process 0 alone writes the run directory
+  aside = None
+  if force:
+    aside = set_aside(workdir) if writer else None
+    if jax.process_count() > 1:  # the others look at the workdir after process 0 has moved it
+      from jax.experimental import multihost_utils
+
+      multihost_utils.sync_global_devices("research.training.loop.set_aside")
   if writer:
-    workdir.mkdir(parents=True, exist_ok=True)
-  _check_same_run(workdir, config)
+    try:
+      workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+      raise UserError(f"cannot create the run directory {workdir}: {e.strerror or e}") from None
+  finished, changed = _check_same_run(workdir, config)
+  if finished is not None:  # a finished run is never rewritten
+    return finished
   meta = rundir.read_json(workdir / "meta.json") or {"created": rundir.now(), "resumed": []}
+  if aside is not None:
+    meta["replaced_run"] = str(aside)
   meta.update(status="running", seed=config.seed, **rundir.environment())
   meta.pop("error", None)
   if launch is not None:
@@ -138,11 +201,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     rundir.write_json_atomic(workdir / "config.json", _resolved(config))
   write_meta(meta)
   try:
-    summary = _run(config, workdir, meta, evaluators, write_meta, writer)
-  except BaseException as e:
+    summary = _run(config, workdir, meta, evaluators, write_meta, writer, changed)
+  except BaseException as e:  # only an unfinished run gets here: finished ones returned above
     meta.update(status="failed", error=f"{type(e).__name__}: {e}".splitlines()[0], ended=rundir.now())
     write_meta(meta)
     raise
+  if "divergence" in summary:
+    meta["divergence"] = summary["divergence"]
   meta.update(status=summary["status"], ended=rundir.now())
   write_meta(meta)
   return summary
@@ -227,7 +292,7 @@ def _tuples(value):
 
 
 def _run(config, workdir: Path, meta: dict, evaluators: Sequence[Evaluator], write_meta: Callable,
-         writer_process: bool) -> dict:
+         writer_process: bool, changed: dict) -> dict:
   t_start = time.time()
   ds = _load_data(config)
   t_cfg, e_cfg = config.training, config.eval
@@ -257,7 +322,8 @@ def _run(config, workdir: Path, meta: dict, evaluators: Sequence[Evaluator], wri
   kept_step = -1  # the records kept from an earlier session: those up to the restored checkpoint
   if start is not None:
     state = ckpt.restore(state, start)
-    meta.setdefault("resumed", []).append({"step": start, "at": rundir.now()})
+    meta.setdefault("resumed", []).append({"step": start, "at": rundir.now()}
+                                          | ({"changed": changed} if changed else {}))
     kept_step = start
   else:
     start = 0
@@ -330,15 +396,20 @@ def _run(config, workdir: Path, meta: dict, evaluators: Sequence[Evaluator], wri
 
     tb = SummaryWriter(str(workdir / "tensorboard"))
   progress = _Progress(config.progress if writer_process else "none", total_steps, start)
-  status, last_finite, diverged_step = "done", None, None
+  status, last_finite, diverged_step, divergence = "done", None, None, None
   step = start
   t_loop = t_first = time.time()
 
   def finish_step(done_step: int, metrics: dict, state) -> str | None:
     """Host side of a finished step: divergence check, logging, eval, checkpoint. Returns a status."""
-    nonlocal best, since_best, last_finite
+    nonlocal best, since_best, last_finite, divergence
     metrics = {f"train/{k}": float(v) for k, v in jax.device_get(metrics).items()}
-    if not (math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["train/grad_norm"])):
+    bad = [k for k in _WATCHED if f"train/{k}" in metrics and not math.isfinite(metrics[f"train/{k}"])]
+    if bad:
+      lr = metrics.get("train/lr")
+      divergence = {"step": done_step, "non_finite": bad, "lr": lr,
+                    "message": f"non-finite {', '.join(_WATCHED[k] for k in bad)} at step {done_step}"
+                               + (f" (learning rate {lr:.4g})" if lr is not None else "")}
       writer.write(done_step, metrics | {"epoch": done_step / spe, "diverged": True})
       return "diverged"
     last_finite = (done_step, metrics)
@@ -422,7 +493,7 @@ def _run(config, workdir: Path, meta: dict, evaluators: Sequence[Evaluator], wri
   summary = _summary(all_records, status=status, step=diverged_step or step, total_steps=total_steps,
                      spe=spe,
                      diverged_step=diverged_step, last_finite=last_finite, best_metric=metric,
-                     mode=mode)
+                     mode=mode, divergence=divergence)
   steady = max(steps_run - 1, 0) / max(time.time() - t_first, 1e-9)  # steps/s after the first step
   summary |= {"wall_time_s": wall, "loop_time_s": time.time() - t_loop, "steps_this_session": steps_run,
               "steps_per_s": steady, "examples_per_s": steady * batch_size,
@@ -434,7 +505,7 @@ def _run(config, workdir: Path, meta: dict, evaluators: Sequence[Evaluator], wri
 
 
 def _summary(records: list[dict], *, status, step, total_steps, spe, diverged_step, last_finite,
-             best_metric, mode) -> dict:
+             best_metric, mode, divergence=None) -> dict:
   evals = [r for r in records if any(k.endswith("/accuracy") and not k.startswith("train/") for k in r)]
   final = {k: v for k, v in (evals[-1] if evals else {}).items()}
   best = {}
@@ -457,5 +528,6 @@ def _summary(records: list[dict], *, status, step, total_steps, spe, diverged_st
       out["early_stopping"] = {"metric": best_metric, "best": v, "best_step": s}
   if status == "diverged":
     out["diverged_step"] = diverged_step
+    out["divergence"] = divergence
     out["last_finite"] = {"step": last_finite[0], **last_finite[1]} if last_finite else None
   return out

@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except OSError as e:  # the workdir or the dataset on disk (permissions, space, a file in the way)
+    print(f"error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""), file=sys.stderr)
+    return 2
   print(json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}, indent=1))
   return 0
 

@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except OSError as e:  # the workdir or the dataset on disk (permissions, space, a file in the way)
+    print(f"error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""), file=sys.stderr)
+    return 2
   except KeyboardInterrupt:
     return 130
   if args.dry_run:

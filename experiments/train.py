@@ -1,8 +1,11 @@
 """python -m experiments.train --config experiments/configs/<study>.py[:variant] --workdir DIR
 [--config.key=value ...]
 
-Trains one run into DIR (see DESIGN.md's run directory) and resumes it if DIR has checkpoints.
-Exit status: 0 done, 2 bad input (one `error:` line), 3 diverged (non-finite loss or gradient).
+Trains one run into DIR (see DESIGN.md's run directory) and resumes it if DIR has checkpoints. A finished
+run in DIR is never rewritten: the same config prints its result, another one is refused; `--force`
+moves DIR to DIR.replaced-<UTC time> (nothing is deleted) and starts over.
+Exit status: 0 done, 2 bad input or an unusable workdir or dataset (one `error:` line), 3 diverged
+(non-finite loss, gradient or parameters).
 """
 
 import ast
@@ -18,6 +21,8 @@ FLAGS = flags.FLAGS
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Study config file[:variant].",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it has checkpoints).")
+_FORCE = flags.DEFINE_bool("force", False, "Start over: move whatever is at --workdir (e.g. a finished run) "
+                           "to <workdir>.replaced-<UTC time> first; nothing is deleted.")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first "
                                  "(multi-host runs; the cluster comes from Slurm or JAX_* variables).")
 
@@ -121,13 +126,21 @@ def main(argv: list[str] | None = None) -> int:
   xla.use_compilation_cache()
 
   try:
-    summary = training.train_and_evaluate(config, _WORKDIR.value, launch=launch)
+    summary = training.train_and_evaluate(config, _WORKDIR.value, launch=launch, force=_FORCE.value)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except OSError as e:  # the workdir or the dataset on disk (permissions, space, a file in the way)
+    print(f"error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""), file=sys.stderr)
+    return 2
   final = summary.get("final", {})
   shown = {k: round(v, 4) for k, v in final.items() if isinstance(v, float)}
-  print(f"{summary['status']} at step {summary['step']}: {shown}")
+  if summary.get("already_finished"):
+    print(f"{_WORKDIR.value} is a finished run (nothing trained; --force starts over)")
+  if summary["status"] == "diverged" and summary.get("divergence"):
+    print(f"diverged at step {summary['step']}: {summary['divergence']['message']}")
+  else:
+    print(f"{summary['status']} at step {summary['step']}: {shown}")
   return DIVERGED_EXIT_CODE if summary["status"] == "diverged" else 0
 
 

@@ -18,3 +18,25 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def batch_sharding(mesh: Mesh, axis: int = 0) -> NamedSharding:
   """Shards axis `axis` of an array over the devices (the example axis of a batch)."""
   return NamedSharding(mesh, PartitionSpec(*([None] * axis), "data"))
+
+
+
+def global_batch(images: np.ndarray, labels: np.ndarray, index: np.ndarray, mask: np.ndarray,
+                 sharding: NamedSharding) -> dict:
+  """{"image", "label" (int32), "mask" (float32)} of the examples `index` of (images, labels), placed
+  with `sharding`: `index` and `mask` have the batch's layout S (e.g. (batch,) or (num_chunks, chunk);
+  `mask` 1 for real examples, 0 for padding), and `sharding` splits one axis of S over the devices.
+
+  Each process gathers only the examples of its own devices (`jax.make_array_from_callback` asks each
+  process for its devices' slices), so the processes of a multi-process run, given the same `index` from
+  the same seeded order, build one global batch: the single-process one. With one process this equals
+  `jax.device_put(batch, sharding)`.
+  """
+  rank = index.ndim
+
+  def put(shape, gather):
+    return jax.make_array_from_callback(shape, sharding, lambda slices: gather(tuple(slices)[:rank]))
+
+  return {"image": put(index.shape + images.shape[1:], lambda s: images[index[s]]),
+          "label": put(index.shape, lambda s: labels[index[s]].astype(np.int32)),
+          "mask": put(index.shape, lambda s: np.asarray(mask[s], np.float32))}

@@ -9,196 +9,103 @@ Writes, under OUT (default DIR/report):
   tables/*.md, .tex    every table (LaTeX booktabs)
   findings.json        each finding's sentence and the numbers in it
 
-The sections of the results depend on the study (`config.study`, see `analysis.templates`); an unknown
-or mixed study gets the generic report. Damaged or missing files never stop the report: they are listed
-in its last section.
+The sections, in this order: Setup, Results, Findings, Comparison with the published result,
+Limitations (analysis.sections and the study's template), Reproduce (the command lines the run
+directories record) and Missing or unreadable. The results depend on the study: `config.study` is a key
+into `analysis.studies.TEMPLATES` and nothing else; an unknown or mixed study gets the generic report.
+Damaged, missing or mistyped files and fields never stop the report: they are listed in its last
+section. Nothing a run directory names is executed.
 """
 
 import argparse
-import base64
 import dataclasses
-import html
 import json
-import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from analysis import tables
-from research.core.errors import UserError
+from analysis import runs, sections, tables
+from analysis.document import Report, Section, to_html, to_markdown
+from analysis.results import Context, Parts
+from analysis.studies import GENERIC, TEMPLATES
+from research.core.errors import UserError, choices_message
 
 
-@dataclasses.dataclass
-class Figure:
-  """A figure file (PNG; the PDF sits next to it) and its caption; `number` is set when rendered."""
-  name: str
-  path: Path
-  caption: str
-  number: int = 0
+def _failure(e: Exception) -> str:
+  return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}"
 
 
-@dataclasses.dataclass
-class TableBlock:
-  name: str
-  table: tables.Table
+def _guarded(title: str, make: Callable[[], Section], problems: list) -> Section:
+  """`make()`, or a section saying it could not be built (a report is never a crash)."""
+  try:
+    return make()
+  except Exception as e:  # a field of a type no reader expected: report it, keep the rest
+    problems.append(runs.Problem("report", title, f"not built ({_failure(e)})"))
+    return Section(title, [f"Could not be built from these runs ({_failure(e)})."])
 
 
-@dataclasses.dataclass
-class Code:
-  text: str
+def _template_parts(study: runs.Study, out: Path, name: str, problems: list, notes: list):
+  """(template, parts): the named study's template if it exists, applies and runs, else the generic
+  one, with notes saying why."""
+  chosen = TEMPLATES.get(name)
+  if chosen is None:
+    notes.append(f"No report template for study `{name}`; this is the generic report "
+                 f"(templates: {', '.join(sorted(TEMPLATES))}).")
+    chosen = GENERIC
+  for template in dict.fromkeys([chosen, GENERIC]):
+    try:
+      reason = template.applies(Context.of(study, out))
+      if reason is not None:
+        notes.append(f"The `{template.name}` template does not apply ({reason}); this is the generic report.")
+        continue
+      return template, template(study, out)
+    except Exception as e:  # mistyped fields a template did not expect: say so, fall back
+      problems.append(runs.Problem("report", f"the {template.name} template", f"failed ({_failure(e)})"))
+      if template is not GENERIC:
+        notes.append(f"The `{template.name}` template failed on these runs; this is the generic report.")
+  results = [Section("Results", ["The results could not be computed from these runs (see Missing or "
+                                 "unreadable)."])]
+  return GENERIC, Parts(results, [], [], [], [])
 
 
-@dataclasses.dataclass
-class Finding:
-  """A sentence stating a result and the numbers it states (for checks and findings.json)."""
-  text: str
-  values: dict
-
-
-@dataclasses.dataclass
-class Section:
-  title: str
-  blocks: list  # of str (a Markdown paragraph), list[str] (bullets), Code, Figure, TableBlock, Section
-
-
-@dataclasses.dataclass
-class Report:
-  title: str
-  question: str
-  template: str
-  sections: list[Section]
-  findings: list[Finding]
-  problems: list
-
-  def figures(self) -> list[Figure]:
-    out = []
-
-    def walk(blocks):
-      for b in blocks:
-        if isinstance(b, Figure):
-          out.append(b)
-        elif isinstance(b, Section):
-          walk(b.blocks)
-
-    walk(self.sections)
-    return out
-
-  def table_blocks(self) -> list[TableBlock]:
-    out = []
-
-    def walk(blocks):
-      for b in blocks:
-        if isinstance(b, TableBlock):
-          out.append(b)
-        elif isinstance(b, Section):
-          walk(b.blocks)
-
-    walk(self.sections)
-    return out
-
-
-def _number(report: Report) -> None:
-  for i, f in enumerate(report.figures(), start=1):
-    f.number = i
-
-
-def to_markdown(report: Report, out_dir: Path) -> str:
-  """report.md text; figures are linked relative to `out_dir`."""
-  _number(report)
-  lines = [f"# {report.title}", "", f"**Question.** {report.question}", ""]
-
-  def render(blocks, level):
-    for b in blocks:
-      if isinstance(b, Section):
-        lines.extend([f"{'#' * level} {b.title}", ""])
-        render(b.blocks, level + 1)
-      elif isinstance(b, Figure):
-        rel = b.path.relative_to(out_dir) if b.path.is_relative_to(out_dir) else b.path
-        lines.extend([f"![Figure {b.number}]({rel.as_posix()})", "",
-                      f"*Figure {b.number}. {b.caption}* (`{rel.as_posix()}`)", ""])
-      elif isinstance(b, TableBlock):
-        lines.extend([tables.markdown(b.table), ""])
-      elif isinstance(b, Code):
-        lines.extend(["```bash", b.text.rstrip(), "```", ""])
-      elif isinstance(b, list):
-        lines.extend([f"- {item}" for item in b] + [""])
-      else:
-        lines.extend([str(b), ""])
-
-  render(report.sections, 2)
-  return "\n".join(lines).rstrip() + "\n"
-
-
-def _inline(text: str) -> str:
-  """Minimal Markdown inline markup (code, bold, italics) to HTML, after escaping."""
-  parts = re.split(r"(`[^`]*`)", str(text))
-  out = []
-  for p in parts:
-    if p.startswith("`") and p.endswith("`") and len(p) >= 2:
-      out.append(f"<code>{html.escape(p[1:-1])}</code>")
-      continue
-    p = html.escape(p)
-    p = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", p)
-    p = re.sub(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])", r"<em>\1</em>", p)
-    out.append(p)
-  return "".join(out)
-
-
-_CSS = """
-body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;max-width:60rem;margin:2rem auto;
-padding:0 1rem;line-height:1.5;color:#222}
-h1{font-size:1.6rem}h2{font-size:1.3rem;border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
-h3{font-size:1.1rem}figure{margin:1.2rem 0}figure img{max-width:100%;height:auto}
-figcaption{font-size:.9rem;color:#444}table{border-collapse:collapse;margin:1rem 0;font-size:.9rem}
-th,td{padding:.25rem .6rem}thead th{border-top:2px solid #222;border-bottom:1px solid #222}
-tbody tr:last-child td{border-bottom:2px solid #222}td.r,th.r{text-align:right}caption{caption-side:bottom;
-font-size:.85rem;color:#444;text-align:left;padding-top:.3rem}pre{background:#f6f6f6;padding:.6rem;
-overflow-x:auto;font-size:.85rem}code{font-size:.9em}
-"""
-
-
-def _html_table(t: tables.Table) -> str:
-  align = t.align or "l" + "r" * (len(t.header) - 1)
-  cls = lambda j: ' class="r"' if j < len(align) and align[j] == "r" else ""
-  head = "".join(f"<th{cls(j)}>{_inline(h)}</th>" for j, h in enumerate(t.header))
+def build(study: runs.Study, out: Path, template: str | None = None) -> Report:
+  """The report of a loaded study (figures are drawn into out/figures); `study` is not changed."""
+  if template is not None and template not in TEMPLATES:
+    raise UserError(choices_message("template", template, sorted(TEMPLATES)))
+  out = Path(out)
+  problems: list = []
+  fields = sections.Fields()
+  notes: list[str] = []
+  name = template or study.study or "generic"
+  if not study.runs:
+    chosen, parts = GENERIC, Parts([Section("Results", ["No run could be read."])], [], ["No runs."], [], [])
+  else:
+    chosen, parts = _template_parts(study, out, name, problems, notes)
+  if not study.study and len({r.study for r in study.runs}) > 1:
+    notes.append("The runs belong to different studies (`config.study`); this is the generic report.")
+  ctx = Context.of(study, out)
   body = []
-  for row, bold in zip(t.rows, t.bold):
-    cells = "".join(f"<td{cls(j)}>{'<strong>' if b else ''}{html.escape(c)}{'</strong>' if b else ''}</td>"
-                    for j, (c, b) in enumerate(zip(row, bold)))
-    body.append(f"<tr>{cells}</tr>")
-  cap = f"<caption>{_inline(t.caption)}</caption>" if t.caption else ""
-  return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def to_html(report: Report) -> str:
-  """A self-contained HTML page (figures inlined as base64 PNG)."""
-  _number(report)
-  out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-         f"<title>{html.escape(report.title)}</title><style>{_CSS}</style></head><body>",
-         f"<h1>{html.escape(report.title)}</h1>",
-         f"<p><strong>Question.</strong> {_inline(report.question)}</p>"]
-
-  def render(blocks, level):
-    for b in blocks:
-      if isinstance(b, Section):
-        out.append(f"<h{level}>{html.escape(b.title)}</h{level}>")
-        render(b.blocks, min(level + 1, 6))
-      elif isinstance(b, Figure):
-        data = base64.b64encode(b.path.read_bytes()).decode("ascii")
-        out.append(f'<figure id="fig{b.number}"><img alt="Figure {b.number}" '
-                   f'src="data:image/png;base64,{data}"><figcaption><strong>Figure {b.number}.</strong> '
-                   f"{_inline(b.caption)}</figcaption></figure>")
-      elif isinstance(b, TableBlock):
-        out.append(_html_table(b.table))
-      elif isinstance(b, Code):
-        out.append(f"<pre><code>{html.escape(b.text.rstrip())}</code></pre>")
-      elif isinstance(b, list):
-        out.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in b) + "</ul>")
-      else:
-        out.append(f"<p>{_inline(b)}</p>")
-
-  render(report.sections, 2)
-  out.append("</body></html>")
-  return "\n".join(out) + "\n"
+  if study.runs:
+    body.append(_guarded("Setup", lambda: sections.setup_section(ctx, fields), problems))
+  body += parts.results
+  body.append(Section("Findings", [[f.text for f in parts.findings] if parts.findings else
+                                   "No finding: no run has a readable test accuracy."]))
+  body.append(Section("Comparison with the published result", parts.comparison))
+  limitations = parts.limitations
+  if study.runs:
+    try:
+      limitations = sections.common_limitations(ctx, fields) + limitations
+    except Exception as e:  # as _guarded
+      problems.append(runs.Problem("report", "Limitations", f"not all stated ({_failure(e)})"))
+  body.append(Section("Limitations", [limitations] if limitations else ["None recorded."]))
+  body.append(_guarded("Reproduce", lambda: sections.reproduce_section(ctx, fields), problems))
+  problems = list(dict.fromkeys(study.problems + [p for r in study.runs for p in r.problems]
+                                + parts.problems + fields.problems() + problems))
+  body.append(sections.missing_section(problems))
+  root = study.root.resolve().name
+  title = f"{chosen.title} study: {root}" if chosen is not GENERIC else f"Report: {root}"
+  question = chosen.question + ("" if not notes else " " + " ".join(notes))
+  return Report(title, question, chosen.name, body, parts.findings, problems)
 
 
 @dataclasses.dataclass
@@ -215,13 +122,11 @@ def write_report(directory: str | Path, out: str | Path | None = None, *,
                  template: str | None = None) -> Written:
   """Builds the report of `directory` (a run, a sweep or a folder of runs) and writes it under `out`
   (default `directory/report`). `template` forces a study template (default: from `config.study`)."""
-  from analysis import runs, templates
-
   directory = Path(directory)
   study = runs.load(directory)
   out = Path(out) if out is not None else directory / "report"
   out.mkdir(parents=True, exist_ok=True)
-  report = templates.build(study, out, template=template)
+  report = build(study, out, template=template)
   table_paths = []
   (out / "tables").mkdir(exist_ok=True)
   for tb in report.table_blocks():
@@ -246,10 +151,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--out", default=None, help="output folder (default DIR/report)")
   parser.add_argument("--template", default=None, help="study template (default: config.study)")
   args = parser.parse_args(argv)
-  from analysis.report import write_report as write  # the module's classes, not __main__'s copies
-
   try:
-    written = write(args.directory, args.out, template=args.template)
+    written = write_report(args.directory, args.out, template=args.template)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

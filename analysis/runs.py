@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from research.core.errors import UserError
+
 INDEX_FILES = ("sweep.json", "index.jsonl")
 # Metric prefixes of the evaluators run inside training; their last values become runs-table columns.
 EVALUATOR_PREFIXES = ("curv/", "sharp/", "compress/", "land/")
@@ -77,12 +79,15 @@ class Run:
 
   @property
   def study(self) -> str:
-    return self.flat_config.get("study") or ""
+    """`config.study`, a name used only as a key into the report templates ("" unless a string)."""
+    value = self.flat_config.get("study")
+    return value if isinstance(value, str) else ""
 
   def final_metrics(self) -> dict:
     """Scalar final metrics: summary.json's `final` and `gaps`, else the last evaluation record."""
     if self.summary and isinstance(self.summary.get("final"), dict) and self.summary["final"]:
-      out = dict(self.summary["final"]) | dict(self.summary.get("gaps") or {})
+      gaps = self.summary.get("gaps")
+      out = dict(self.summary["final"]) | (gaps if isinstance(gaps, dict) else {})
     else:
       evals = [r for r in self.metrics if any(k.endswith("/accuracy") and not k.startswith("train/")
                                               for k in r)]
@@ -214,6 +219,18 @@ def read_metrics(path: Path, run: str, problems: list[Problem]) -> list[dict]:
   return records
 
 
+def _check_numbers(records: list[dict], run: str, file: str, problems: list[Problem]) -> None:
+  """Notes each metric that holds a string where a number belongs (the readers skip such values)."""
+  bad: dict[str, tuple] = {}
+  for r in records:
+    for k, v in r.items():
+      if isinstance(v, str) and k != "step" and not _is_number(v):
+        bad.setdefault(k, (r.get("step"), v))
+  for k, (step, v) in bad.items():
+    problems.append(Problem(run, file, f"`{k}` unreadable (the string {v[:30]!r} at step {step}, not a "
+                                       "number); ignored"))
+
+
 def load_run(path: str | Path, *, name: str | None = None, root: str | Path | None = None) -> Run:
   """Reads one run directory; never raises for missing or damaged files (see `Run.problems`)."""
   path = Path(path)
@@ -234,6 +251,13 @@ def load_run(path: str | Path, *, name: str | None = None, root: str | Path | No
       npz = f.with_suffix(".npz")
       curvature.append(record | {"file": str(f), "arrays": str(npz) if npz.exists() else None})
   posthoc = read_metrics(path / "posthoc.jsonl", name, problems) if (path / "posthoc.jsonl").exists() else []
+  _check_numbers(metrics, name, "metrics.jsonl", problems)
+  final = (summary or {}).get("final")
+  if final is not None and not isinstance(final, dict):
+    what = f"`final` unreadable (a {type(final).__name__}, not an object)"
+    problems.append(Problem(name, "summary.json", what))
+  elif final:
+    _check_numbers([final | {"step": "final"}], name, "summary.json", problems)
   run = Run(path, name, config, flatten(config), meta, summary, metrics, curvature, problems,
             posthoc=posthoc)
   status = run.status
@@ -312,8 +336,6 @@ def load(path: str | Path) -> Study:
   directory; an empty folder gives a Study without runs (and a problem saying so)."""
   root = Path(path)
   if not root.is_dir():
-    from research.core.errors import UserError
-
     raise UserError(f"{root} is not a directory (give a run directory or a sweep directory)")
   problems: list[Problem] = []
   index = None if (root / "config.json").exists() else _read_index(root, problems)

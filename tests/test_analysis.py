@@ -5,7 +5,6 @@ Numbers are checked against independent computations: the summary.json files rea
 NumPy's mean and std, a dense Hessian eigendecomposition for lambda_max, the files written.
 """
 
-import ast
 import json
 import re
 import shlex
@@ -66,13 +65,21 @@ def dense_lambda_max(ctx) -> dict:
 LAMBDA = Evaluator("lambda_max", dense_lambda_max, every_steps=4)
 
 
+def launch_of(run: Path, seed: int, norm: str) -> dict:
+  """A launch record as experiments.train writes it into meta.json."""
+  overrides = [f"--config.seed={seed}", f"--config.model.knobs.norm={norm}", "--config.study=bn_ablation"]
+  return {"argv": ["python", "-m", "experiments.train", "--config", "experiments/configs/default.py:quick",
+                   "--workdir", str(run), *overrides], "cwd": "/repo",
+          "config": "experiments/configs/default.py:quick", "overrides": overrides}
+
+
 @pytest.fixture(scope="module")
 def studies(tmp_path_factory):
   """Three directories: a bn_ablation folder of 6 runs (2 seeds x 3 norms, lambda_max tracked in
   training, post-hoc curvature on the seed-0 runs with and without BatchNorm), an edge_of_stability
   folder (full-batch GD at two step sizes) and a damaged copy of one run (no summary.json, a
   half-written metrics line, unreadable meta.json, a truncated curvature .npz)."""
-  from analysis import curvature as curvature_cli
+  from experiments import measure
 
   root = tmp_path_factory.mktemp("studies")
   bn = root / "bn"
@@ -80,10 +87,10 @@ def studies(tmp_path_factory):
     for seed in SEEDS:
       c = tiny_config(**{"study": "bn_ablation", "seed": seed, "model.knobs.norm": norm})
       run = bn / f"norm={norm}-seed={seed}"
-      training.train_and_evaluate(c, run, evaluators=[LAMBDA])
+      training.train_and_evaluate(c, run, evaluators=[LAMBDA], launch=launch_of(run, seed, norm))
       if seed == 0 and norm in ("batch", "none"):
-        curvature_cli.measure(run, what=["lambda_max", "trace", "density"], num_examples=48, chunk_size=48,
-                              num_probes=3, num_steps=12)
+        measure.measure_operator(run, what=["lambda_max", "trace", "density"], num_examples=48, chunk_size=48,
+                                 num_probes=3, num_steps=12)
   eos = root / "eos"
   for lr in (0.5, 2.0):
     c = tiny_config(**{"study": "edge_of_stability", "optimizer.name": "sgd", "schedule.lr": lr,
@@ -336,56 +343,43 @@ def test_bn_ablation_report_states_the_numbers_of_the_runs(studies, tmp_path):
       checked += 1
   assert checked == 4  # lambda_max ratio and accuracy difference, for none and layer
   assert "Santurkar" in md and "Ghorbani" in md
-  assert "python -m experiments.train --config experiments/configs/default.py" in md
-  assert "python -m analysis.curvature --workdir" in md and "--num_examples 48" in md
+  reproduce = md.split("## Reproduce")[1].split("## Missing or unreadable")[0]
+  for d in sorted(studies["bn"].iterdir()):
+    assert shlex.join(json.loads((d / "meta.json").read_text())["launch"]["argv"]) in reproduce
+  assert "python -m experiments.measure --workdir" in reproduce and "--num_examples=48" in reproduce
   tex = (tmp_path / "out" / "tables" / "summary.tex").read_text()
   assert tex.startswith(r"\begin{table}")
 
 
-def test_reproduce_command_rebuilds_the_config(studies):
-  """The train command of a run, applied to its config file, gives the run's config (data options the
-  run does not set at their LoadOptions defaults)."""
-  from analysis import templates
-
-  run = runs.load(studies["bn"]).runs[0]
-  cmd = templates.base_command(run)
-  spec = cmd.split("--config ")[1].split()[0]
-  file, _, variant = spec.partition(":")
-  rebuilt = templates._load_config_file(templates.ROOT / file, variant or None)
-  for arg in shlex.split(cmd.replace("\\\n", " ")):
-    if arg.startswith("--config."):
-      key, value = arg[len("--config."):].split("=", 1)
-      try:
-        value = ast.literal_eval(value)
-      except (ValueError, SyntaxError):
-        pass
-      rebuilt[key] = value
-  expected = {k: v for k, v in run.flat_config.items() if not isinstance(v, dict)}
-  defaults = templates._option_defaults()
-  for k in rebuilt:
-    if k not in expected and k in defaults:
-      expected[k] = defaults[k]
-  assert {k: v for k, v in rebuilt.items() if not isinstance(v, dict)} == expected
-  assert "approximate" not in cmd
+def test_reproduce_shows_recorded_commands_only(studies, tmp_path):
+  """Runs without a launch record (the edge-of-stability runs) are said to be unrecorded, never guessed."""
+  written = report.write_report(studies["eos"], tmp_path / "out")
+  md = written.markdown.read_text()
+  reproduce = md.split("## Reproduce")[1].split("## Missing or unreadable")[0]
+  assert "experiments.train" not in reproduce and "the training command is not recorded" in reproduce
+  missing = md.split("## Missing or unreadable")[1]
+  assert "`launch` missing: the command that trained the run is not recorded" in missing
 
 
-def test_curvature_command_reproduces_the_record(studies, tmp_path):
-  """The report's `analysis.curvature` command for a post-hoc record, run on a copy of the run, gives
+def test_measure_command_reproduces_the_record(studies, tmp_path):
+  """The report's `experiments.measure` command for a post-hoc record, run on a copy of the run, gives
   the same settings (SLQ probes and steps, tolerance, examples) and the same lambda_max, trace and
   density nodes."""
-  from analysis import curvature as curvature_cli
-  from analysis import templates
+  from experiments import measure
 
   source = studies["bn"] / "norm=batch-seed=0"
   run_dir = tmp_path / "copy"
   shutil.copytree(source, run_dir)
   old = json.loads(next((source / "curvature").glob("*_hessian_train.json")).read_text())
-  cmd = templates._curvature_command(runs.load_run(run_dir), old)
-  argv = shlex.split(cmd)[3:]  # after "python -m analysis.curvature"
+  md = report.write_report(source, tmp_path / "out").markdown.read_text()
+  cmd = next(line for line in md.splitlines() if line.startswith("python -m experiments.measure"))
+  assert shlex.split(cmd) == old["launch"]["argv"]
+  argv = [str(run_dir) if a == str(source) else a.replace(f"={source}", f"={run_dir}")
+          for a in shlex.split(cmd)[3:]]  # after "python -m experiments.measure"
   before = {p.name: p.read_bytes() for p in (run_dir / "curvature").iterdir()}
-  assert curvature_cli.main(argv) == 0
+  assert measure.main(argv) == 0
   written = sorted(set(p.name for p in (run_dir / "curvature").iterdir()) - set(before))
-  assert [Path(n).suffix for n in written] == [".json", ".npz", ".png"]  # beside the old, not over it
+  assert [Path(n).suffix for n in written] == [".json", ".npz"]  # beside the old, not over it
   assert all((run_dir / "curvature" / n).read_bytes() == b for n, b in before.items())
   new = json.loads((run_dir / "curvature" / written[0]).read_text())
   assert new["operator"] == old["operator"]
@@ -523,9 +517,9 @@ def test_top_k_gap_counts_the_eigenvalues_above_the_largest_ratio():
 
 def test_figure_names_keep_their_tails(tmp_path):
   """Metric names with dots (sharp/x@alpha=0.1 and @alpha=0.5) give distinct figure files."""
-  from analysis import templates
+  from analysis.results import Context
 
-  ctx = templates.Context(runs.Study(tmp_path, [], None, [], []), None, tmp_path, [])
+  ctx = Context(runs.Study(tmp_path, [], None, [], []), None, tmp_path, [])
 
   def draw(path):
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -534,3 +528,59 @@ def test_figure_names_keep_their_tails(tmp_path):
   a = ctx.figure("gap_vs_sharp/x@alpha=0.1", draw, "a")
   b = ctx.figure("gap_vs_sharp/x@alpha=0.5", draw, "b")
   assert a.path != b.path and a.path.exists() and b.path.exists()
+
+
+@pytest.mark.parametrize("where", ["relative", "absolute"])
+def test_report_never_executes_a_file_the_run_names(studies, tmp_path, where):
+  """A run whose config.json names a Python file as its study (a `../` or absolute path): the report runs
+  nothing (the file would write a marker), exits 0 and names the study as unknown."""
+  import subprocess
+  import sys
+
+  marker = tmp_path / "marker"
+  evil = tmp_path / "evil.py"
+  evil.write_text(f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\n"
+                  "def get_config(arg=None):\n  pass\n")
+  run = tmp_path / "a" / "b" / "run"
+  shutil.copytree(studies["bn"] / "norm=none-seed=0", run)
+  study = "../../evil" if where == "relative" else str(evil.with_suffix(""))
+  config = json.loads((run / "config.json").read_text()) | {"study": study}
+  (run / "config.json").write_text(json.dumps(config))
+  root = Path(report.__file__).resolve().parents[1]
+  result = subprocess.run([sys.executable, "-m", "analysis.report", str(run), "--out", str(tmp_path / "out")],
+                          cwd=root, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr
+  assert not marker.exists()
+  md = (tmp_path / "out" / "report.md").read_text()
+  assert f"No report template for study `{study}`" in md
+
+
+def test_missing_and_mistyped_fields_are_reported_not_fatal(studies, tmp_path):
+  """summary.json without total_steps, a run without meta.json, a metric that is a string: the report is
+  written and names each in Missing or unreadable."""
+  root = tmp_path / "runs"
+  for name in ("a", "b", "c"):
+    shutil.copytree(studies["bn"] / "norm=batch-seed=0", root / name)
+  summary = json.loads((root / "a" / "summary.json").read_text())
+  del summary["total_steps"]
+  (root / "a" / "summary.json").write_text(json.dumps(summary))
+  (root / "b" / "meta.json").unlink()
+  lines = (root / "c" / "metrics.jsonl").read_text().splitlines()
+  i = next(i for i, line in enumerate(lines) if "/loss" in line)
+  first = json.loads(lines[i])
+  loss = next(k for k in first if k.endswith("/loss"))
+  lines[i] = json.dumps(first | {loss: "abc"})
+  (root / "c" / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+  summary_c = json.loads((root / "c" / "summary.json").read_text())
+  summary_c["final"]["test/accuracy"] = "high"
+  summary_c["total_steps"] = "twelve"
+  (root / "c" / "summary.json").write_text(json.dumps(summary_c))
+  assert report.main([str(root), "--out", str(tmp_path / "out")]) == 0
+  md = (tmp_path / "out" / "report.md").read_text()
+  missing = md.split("## Missing or unreadable")[1]
+  assert "`a`: `summary.json`: `total_steps` missing" in missing
+  assert "`b`: `meta.json`: missing" in missing
+  assert f"`c`: `metrics.jsonl`: `{loss}` unreadable (the string 'abc' at step {first['step']}" in missing
+  assert "`c`: `summary.json`: `test/accuracy` unreadable (the string 'high'" in missing
+  assert "`c`: `summary.json`: `total_steps` unreadable (str 'twelve', expected a number)" in missing
+  assert "# b: not recorded (meta.json missing or unreadable)" in md.split("## Reproduce")[1]

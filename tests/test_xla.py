@@ -59,7 +59,7 @@ def test_tuned_host_allocator_reuses_freed_memory():
 def test_importing_the_library_touches_no_device():
   """The allocator setting must come before JAX's threads allocate: no module may start a backend."""
   script = ("import research.curvature, research.measures, research.landscape, research.training, "
-            "research.evaluators, research.evaluators.posthoc, analysis.curvature\n"
+            "research.evaluators, research.evaluators.posthoc, experiments.measure\n"
             "from jax._src import xla_bridge\nprint(bool(xla_bridge._backends))")
   result = _run(script)
   assert result.returncode == 0, result.stderr

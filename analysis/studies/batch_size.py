@@ -13,8 +13,8 @@ import math
 import numpy as np
 
 from analysis import landscapes, plots, runs, stats, tables
-from analysis.report import Finding, Section, TableBlock
-from analysis.templates import Context, Template, ci_text, num, pct, seeds_text, standard_results
+from analysis.document import Finding, Section, TableBlock
+from analysis.results import Context, Template, ci_text, num, pct, seeds_text, standard_results
 
 TITLE = "Batch size"
 BATCH_KEY = "training.batch_size"
@@ -257,7 +257,8 @@ def _limitations(ctx: Context) -> list[str]:
 
 
 TEMPLATE = Template(
-    "batch_size", "Does large-batch training at the same learning rate and epochs find sharper minima that "
+    "batch_size", TITLE,
+    "Does large-batch training at the same learning rate and epochs find sharper minima that "
     "generalize worse (Keskar et al. 2017)? Accuracy, generalization gap, λ_max and sharpness per batch "
     "size over seeds, and the loss along the line from the small-batch to the large-batch solution.",
     _applies, _results, _comparison, _limitations)

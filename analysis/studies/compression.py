@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from analysis import plots, stats, tables
-from analysis.report import Finding, Section, TableBlock
-from analysis.templates import (
+from analysis.document import Finding, Section, TableBlock
+from analysis.results import (
   Context,
   Template,
   ci_text,
@@ -255,7 +255,8 @@ def _limitations(ctx: Context) -> list[str]:
 
 
 TEMPLATE = Template(
-    "compression", "Do flatter minima lose less accuracy under post-training compression? Solutions of "
+    "compression", TITLE,
+    "Do flatter minima lose less accuracy under post-training compression? Solutions of "
     "differing flatness (λ_max, Hessian trace) quantized to fewer bits and magnitude-pruned to higher "
     "sparsity: the accuracy drop per level, and its rank correlation with flatness over runs.",
     _applies, _results, _comparison, _limitations)

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from analysis import runs, stats, tables
-from analysis.report import Finding, Section, TableBlock
-from analysis.templates import (
+from analysis.document import Finding, Section, TableBlock
+from analysis.results import (
   Context,
   Template,
   ci_text,
@@ -178,7 +178,8 @@ def _limitations(ctx: Context) -> list[str]:
 
 
 TEMPLATE = Template(
-    "depth_width", "At a fixed parameter count, is it better to be deep and narrow or shallow and wide, and "
+    "depth_width", TITLE,
+    "At a fixed parameter count, is it better to be deep and narrow or shallow and wide, and "
     "which finds the flatter minimum? Test accuracy, generalization gap and the training-loss Hessian's "
     "λ_max and trace of networks of several depths with widths matched to the same number of parameters.",
     _applies, _results, _comparison, _limitations)

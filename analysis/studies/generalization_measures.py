@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from analysis import plots, stats, tables
-from analysis.report import Finding, Section, TableBlock
-from analysis.templates import Context, Template, num, pct, standard_results
+from analysis.document import Finding, Section, TableBlock
+from analysis.results import Context, Template, num, pct, standard_results
 from research.core.errors import UserError
 from research.core.ranking import granulated_kendall, kendall_tau
 
@@ -236,6 +236,7 @@ def _limitations(ctx: Context) -> list[str]:
 
 
 TEMPLATE = Template(
-    "generalization_measures", "Which sharpness, norm and margin measures of the trained networks rank a "
+    "generalization_measures", TITLE,
+    "Which sharpness, norm and margin measures of the trained networks rank a "
     "population of networks by their generalization gap (Jiang et al. 2020; Andriushchenko et al. 2023)?",
     _applies, _results, _comparison, _limitations)

@@ -14,16 +14,15 @@ import numpy as np
 import pandas as pd
 
 from analysis import plots, runs, tables
-from analysis.report import Finding, Section, TableBlock
-from analysis.templates import (
+from analysis.document import Finding, Section, TableBlock
+from analysis.results import (
   CLASS_NAMES,
   Context,
   Template,
-  _spectrum,
-  add_condition_key,
   missing_text,
   num,
   pct,
+  spectrum,
 )
 
 TITLE = "Hessian spectrum"
@@ -79,7 +78,7 @@ def largest_gap(values) -> int | None:
 
 def _measurement(r: runs.Run) -> dict | None:
   """The run's latest curvature record with a density: nodes, weights, top values, outliers, step."""
-  s = _spectrum([r])
+  s = spectrum([r])
   if s is None:
     return None
   nodes, weights, _, rec = s
@@ -92,16 +91,20 @@ def _measurement(r: runs.Run) -> dict | None:
           "lambda_max": float(top[0]) if top else (res.get("spectrum") or {}).get("lambda_max")}
 
 
+def _prepare(ctx: Context) -> Context:
+  """The conditions are named by `KEY` alone."""
+  return ctx.with_key(KEY, _labeler(ctx), label=True)
+
+
 def _applies(ctx: Context) -> str | None:
-  if not any(_spectrum([r]) is not None for r in ctx.study.runs):
+  if not any(spectrum([r]) is not None for r in ctx.study.runs):
     return ("no run has a spectral density under curvature/ (config `curvature.density_every`, or "
-            "`python -m analysis.curvature --what density`)")
+            "`experiments.measure --sections curvature --config.curvature.density_every=1`)")
   return None
 
 
 def _results(ctx: Context):
   label_of = _labeler(ctx)
-  add_condition_key(ctx, KEY, label_of)
   meas = {}  # condition -> (run, measurement) of its first run (seed) with a spectrum
   for r in ctx.study.runs:
     if label_of(r) not in meas and (m := _measurement(r)) is not None:
@@ -319,6 +322,8 @@ def _limitations(ctx: Context) -> list[str]:
 
 
 TEMPLATE = Template(
-    "hessian_spectrum", "What does the Hessian's eigenvalue density look like at initialization and after "
+    "hessian_spectrum", TITLE,
+    "What does the Hessian's eigenvalue density look like at initialization and after "
     "training, with and without BatchNorm, and how many outliers leave the bulk as the number of classes "
-    "changes?", _applies, _results, _comparison, _limitations)
+    "changes?", _applies, _results, _comparison, _limitations,
+    _prepare)

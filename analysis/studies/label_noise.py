@@ -12,8 +12,8 @@ import math
 import numpy as np
 
 from analysis import runs, stats
-from analysis.report import Finding, Section
-from analysis.templates import (
+from analysis.document import Finding, Section
+from analysis.results import (
   Context,
   Template,
   ci_text,
@@ -61,12 +61,12 @@ def peak_drop(run: runs.Run, metric: str = "test/accuracy") -> tuple[float, floa
   return float(values[i]), float(steps[i]), float(values[i] - values[-1])
 
 
+def _prepare(ctx: Context) -> Context:
+  """The noise level is a condition key even in a folder of runs without a sweep index."""
+  return ctx.with_key(KEY, noise_of)
+
+
 def _results(ctx: Context):
-  if KEY not in ctx.study.override_keys:  # a folder of runs without a sweep index: name the key
-    ctx.study.override_keys.insert(0, KEY)
-    for r in ctx.study.runs:
-      r.overrides.setdefault(KEY, noise_of(r))
-    ctx.table[KEY] = [noise_of(r) for r in ctx.study.runs]
   bars = ("test/accuracy", "eval_train/accuracy", "gap/accuracy", "curv/lambda_max", "curv/trace")
   blocks = standard_results(ctx, bar_metrics=bars, bar_key=KEY, thresholds=False,
                             curve_splits=("eval_train", "test"))
@@ -189,7 +189,9 @@ def _limitations(ctx: Context) -> list[str]:
 
 
 TEMPLATE = Template(
-    "label_noise", "What does fitting wrong labels do to generalization and to the sharpness of the "
+    "label_noise", TITLE,
+    "What does fitting wrong labels do to generalization and to the sharpness of the "
     "solution? The same network trained on clean labels and with a fraction of its training labels "
     "flipped: how many flipped labels it fits, test accuracy and gap, whether test accuracy peaks and then "
-    "falls, and λ_max and the trace.", _applies, _results, _comparison, _limitations)
+    "falls, and λ_max and the trace.", _applies, _results, _comparison, _limitations,
+    _prepare)

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from analysis import plots, runs, stats, tables
-from analysis.report import Finding, Section, TableBlock
-from analysis.templates import Context, Template, lambda_max_history, missing_text, num, pct, standard_results
+from analysis.document import Finding, Section, TableBlock
+from analysis.results import Context, Template, lambda_max_history, missing_text, num, pct, standard_results
 
 TITLE = "Learning rate over batch size"
 LR, BATCH = "schedule.lr", "training.batch_size"
@@ -222,7 +222,8 @@ def _limitations(ctx: Context) -> list[str]:
 
 
 TEMPLATE = Template(
-    "lr_batch_ratio", "Does the ratio of learning rate to batch size, η/B, set how sharp the minimum SGD "
+    "lr_batch_ratio", TITLE,
+    "Does the ratio of learning rate to batch size, η/B, set how sharp the minimum SGD "
     "finds is? The final λ_max of plain SGD on a grid of η × B against η/B and against the stability "
     "bound 2/η, with test accuracy and the generalization gap.", _applies, _results, _comparison,
     _limitations)

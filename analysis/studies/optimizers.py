@@ -14,12 +14,11 @@ import numpy as np
 import pandas as pd
 
 from analysis import plots, runs, stats, tables
-from analysis.report import Finding, Section, TableBlock
-from analysis.templates import (
+from analysis.document import Finding, Section, TableBlock
+from analysis.results import (
   ADAPTIVE,
   Context,
   Template,
-  add_condition_key,
   ci_text,
   generic_findings,
   group_runs,
@@ -57,6 +56,11 @@ def _labeler(ctx: Context):
                     else f"{optimizer_label(r)}, η={r.flat_config.get('schedule.lr'):g}")
 
 
+def _prepare(ctx: Context) -> Context:
+  """The conditions are named by `KEY` alone."""
+  return ctx.with_key(KEY, _labeler(ctx), label=True)
+
+
 def _applies(ctx: Context) -> str | None:
   labels = {optimizer_label(r) for r in ctx.study.runs}
   if len(labels) < 2:
@@ -70,7 +74,6 @@ def _final(ctx: Context, rs: list[runs.Run], metric: str) -> np.ndarray:
 
 def _results(ctx: Context):
   label_of = _labeler(ctx)
-  add_condition_key(ctx, KEY, label_of)
   groups = group_runs(ctx, label_of)
   blocks = standard_results(ctx, bar_metrics=("test/accuracy", "gap/accuracy", "curv/lambda_max"),
                             bar_key=KEY, curve_splits=("train", "eval_train", "test"))
@@ -216,7 +219,9 @@ def _limitations(ctx: Context) -> list[str]:
 
 
 TEMPLATE = Template(
-    "optimizers", "At a matched number of steps, which optimizer (full-batch GD, minibatch SGD, heavy-ball "
+    "optimizers", TITLE,
+    "At a matched number of steps, which optimizer (full-batch GD, minibatch SGD, heavy-ball "
     "momentum, Adam) ends in the flattest minimum and with the smallest generalization gap? Final λ_max (for "
     "Adam also the preconditioned λ_max) against each optimizer's stability threshold, training and test "
-    "accuracy and the gap.", _applies, _results, _comparison, _limitations)
+    "accuracy and the gap.", _applies, _results, _comparison, _limitations,
+    _prepare)

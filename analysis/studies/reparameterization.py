@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from analysis import style, tables
-from analysis.report import Finding, Section, TableBlock
-from analysis.templates import Context, Template, num, seeds_text, standard_results
+from analysis.document import Finding, Section, TableBlock
+from analysis.results import Context, Template, num, seeds_text, standard_results
 
 TITLE = "Reparameterization"
 NORM_KEY = "model.knobs.norm"
@@ -289,6 +289,7 @@ def _limitations(ctx: Context) -> list[str]:
 
 
 TEMPLATE = Template(
-    "reparameterization", "Which sharpness and complexity measures change when a trained ReLU network is "
+    "reparameterization", TITLE,
+    "Which sharpness and complexity measures change when a trained ReLU network is "
     "rescaled without changing the function it computes (Dinh et al. 2017), and which do not?",
     _applies, _results, _comparison, _limitations)

@@ -10,8 +10,8 @@ import dataclasses
 import math
 
 from analysis import plots, stats, tables
-from analysis.report import Finding, Section, TableBlock
-from analysis.templates import Context, Template, ci_text, num, pct, seeds_text, standard_results
+from analysis.document import Finding, Section, TableBlock
+from analysis.results import Context, Template, ci_text, num, pct, seeds_text, standard_results
 
 TITLE = "Sharpness-aware minimization"
 METHOD = "method"
@@ -40,9 +40,9 @@ def _applies(ctx: Context) -> str | None:
 def _results(ctx: Context):
   table = ctx.table.copy()
   table[METHOD] = [method_of(r.flat_config) for r in ctx.study.runs]
-  for r in ctx.study.runs:
-    r.overrides[METHOD] = method_of(r.flat_config)
-  study = dataclasses.replace(ctx.study, override_keys=[METHOD])
+  rs = [dataclasses.replace(r, overrides=r.overrides | {METHOD: method_of(r.flat_config)})
+        for r in ctx.study.runs]
+  study = dataclasses.replace(ctx.study, runs=rs, override_keys=[METHOD])
   mctx = dataclasses.replace(ctx, study=study, table=table)
   bars = ("test/accuracy", "gap/accuracy", "curv/lambda_max", "sharp/worst_case_l2",
           "sharp/worst_case_adaptive_l2")
@@ -132,5 +132,6 @@ def _limitations(ctx: Context) -> list[str]:
 
 
 TEMPLATE = Template(
-    "sam", "Do SAM and ASAM find flatter minima (λ_max, trace, worst-case sharpness) that generalize better "
+    "sam", TITLE,
+    "Do SAM and ASAM find flatter minima (λ_max, trace, worst-case sharpness) that generalize better "
     "than SGD at the same learning rate and step budget?", _applies, _results, _comparison, _limitations)

@@ -14,8 +14,8 @@ import math
 import numpy as np
 
 from analysis import landscapes, plots, runs, stats, tables
-from analysis.report import Finding, Section, TableBlock
-from analysis.templates import Context, Template, ci_text, num, pct, seeds_text, standard_results
+from analysis.document import Finding, Section, TableBlock
+from analysis.results import Context, Template, ci_text, num, pct, seeds_text, standard_results
 
 TITLE = "Skip connections"
 SKIP_KEY = "model.knobs.skip"
@@ -212,6 +212,7 @@ def _limitations(ctx: Context) -> list[str]:
 
 
 TEMPLATE = Template(
-    "skip_connections", "What do skip connections do to the loss landscape and the Hessian, and does that "
+    "skip_connections", TITLE,
+    "What do skip connections do to the loss landscape and the Hessian, and does that "
     "change with depth? ResNets with and without their skip connections: accuracy, λ_max, |λ_min/λ_max| and "
     "2-D filter-normalized loss landscapes (Li et al. 2018).", _applies, _results, _comparison, _limitations)

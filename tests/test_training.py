@@ -262,12 +262,12 @@ def _cli(workdir, *extra, **popen):
 
 def _final_params(workdir):
   steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
-  path = workdir / "checkpoints" / str(steps[-1]) / "default"
+  path = workdir / "checkpoints" / str(steps[-1]) / "state"  # the named train state (checkpoints.py)
   checkpointer = ocp.PyTreeCheckpointer()  # as NumPy arrays, whatever devices wrote them
   as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
                           checkpointer.metadata(path).item_metadata.tree)
   tree = checkpointer.restore(path, restore_args=as_numpy)
-  return steps[-1], [np.asarray(x) for x in tree["leaves"]]
+  return steps[-1], [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
 def test_kill_and_resume_is_bitwise_identical(tmp_path):

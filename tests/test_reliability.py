@@ -191,10 +191,10 @@ def test_train_entry_point_prints_the_divergence(tmp_path):
 def test_force_flag_on_the_entry_point(tmp_path):
   workdir = tmp_path / "run"
   assert _cli("--workdir", str(workdir)).returncode == 0
-  out = _cli("--workdir", str(workdir), "--config.schedule.lr=0.05")
+  out = _cli("--workdir", str(workdir), "--config.schedule.lr=0.02")
   lines = _error_lines(out)
   assert out.returncode == 2 and len(lines) == 1 and "--force" in lines[0], out.stderr[-2000:]
-  out = _cli("--workdir", str(workdir), "--config.schedule.lr=0.05", "--force")
+  out = _cli("--workdir", str(workdir), "--config.schedule.lr=0.02", "--force")
   assert out.returncode == 0, out.stderr[-2000:]
   assert sorted(p.name.split("-")[0] for p in tmp_path.iterdir()) == ["run", "run.replaced"]
 

@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
   if summary.get("already_finished"):
     print(f"{_WORKDIR.value} is a finished run (nothing trained; --force starts over)")
   if summary["status"] == "diverged" and summary.get("divergence"):
-    print(f"diverged at step {summary['step']}: {summary['divergence']['message']}")
+    print(f"diverged: {summary['divergence']['message']}")
   else:
     print(f"{summary['status']} at step {summary['step']}: {shown}")
   return DIVERGED_EXIT_CODE if summary["status"] == "diverged" else 0

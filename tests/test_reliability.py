@@ -185,7 +185,7 @@ def test_train_entry_point_prints_the_divergence(tmp_path):
   out = _cli("--workdir", str(tmp_path / "run"), "--config.schedule.lr=1e30", "--config.loss.name=mse")
   assert out.returncode == 3, out.stderr[-2000:]
   (line,) = [x for x in out.stdout.splitlines() if x.startswith("diverged")]
-  assert line.startswith("diverged at step ") and "non-finite " in line and "learning rate 1e+30" in line
+  assert line.startswith("diverged: non-finite ") and " at step " in line and "(learning rate 1e+30)" in line
 
 
 def test_force_flag_on_the_entry_point(tmp_path):

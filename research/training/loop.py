@@ -77,7 +77,8 @@ def _check_same_run(workdir: Path, config) -> tuple[dict | None, dict]:
   if other:
     what = f"a finished run ({status})" if finished else "a run"
     raise UserError(f"{workdir} holds {what} with another config (differs in {', '.join(other[:5])}); "
-                    f"{'its config shows it' if finished else 'the same config resumes it'}; {start_over}")
+                    f"{'a finished run is never rewritten' if finished else 'the same config resumes it'}; "
+                    f"{start_over}")
   if not finished:
     return None, changed
   summary = rundir.read_json(workdir / "summary.json")

@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 IDX_DIR := /usr/share/datasets/fashion-mnist
-NATIVE := research/native/_build/libresearch_onednn.so
+NATIVE := research/backend/native/_build/libresearch_onednn.so
 HAVE_ONEDNN := [ -f /usr/include/oneapi/dnnl/dnnl.hpp ] && command -v g++ >/dev/null
 
 .PHONY: setup fashion-mnist-files onednn-files native data study test lint
@@ -27,7 +27,7 @@ fashion-mnist-files:
 	       "or set FASHION_MNIST_IDX_DIR"; \
 	fi
 
-# oneDNN convolutions for XLA:CPU (research/native): g++ and Debian's libdnnl-dev, installed when missing
+# oneDNN convolutions for XLA:CPU (research/backend/native): g++ and Debian's libdnnl-dev, installed when missing
 # and allowed; without them the library keeps XLA's own convolutions (slower on CPU, same results).
 onednn-files:
 	@if $(HAVE_ONEDNN); then :; \
@@ -40,10 +40,10 @@ onednn-files:
 	       "convolutions on CPU"; \
 	fi
 
-$(NATIVE): research/native/onednn_conv.cc $(STAMP)
+$(NATIVE): research/backend/native/onednn_conv.cc $(STAMP)
 	@if $(HAVE_ONEDNN); then \
-	  $(PY) -m research.native build || echo "note: research/native did not build: XLA's convolutions are used"; \
-	else echo "note: skipping research/native (no oneDNN headers or g++): XLA's convolutions are used"; fi
+	  $(PY) -m research.backend.native build || echo "note: research/backend/native did not build: XLA's convolutions are used"; \
+	else echo "note: skipping research/backend/native (no oneDNN headers or g++): XLA's convolutions are used"; fi
 
 native: onednn-files $(STAMP)
 	@$(MAKE) --no-print-directory $(NATIVE)

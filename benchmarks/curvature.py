@@ -54,7 +54,8 @@ from flax import nnx
 from jax.flatten_util import ravel_pytree
 
 from benchmarks import models as model_bench
-from research import curvature, models, xla
+from research import curvature, models
+from research.backend import xla
 from research.curvature import density, trace
 from research.models import functional
 

@@ -31,7 +31,8 @@ import numpy as np
 from flax import nnx
 
 from benchmarks import models as model_bench
-from research import data, landscape, models, xla
+from research import data, landscape, models
+from research.backend import xla
 from research.core.errors import UserError
 from research.curvature import operators
 

@@ -23,16 +23,18 @@ load from other processes hits all of them alike; every JAX step blocks on its r
   equivalent explicit list (the same DebugOptions field XLA_FLAGS sets); `--check_xla_flags` re-runs the
   JAX steps in a subprocess with the flag in XLA_FLAGS to confirm;
 - `jax, ynn conv off, pool grad, taps` (simple_cnn) and `jax, ynn conv off, materialize, taps`
-  (resnet20): also the layers as the library has them: `layers.max_pool_2x2` (an elementwise-gradient
-  JVP rule), `layers.materialize` on each ResNet block output (the residual stream computed once, not
-  recomputed inside the weight-gradient transposes) and the first convolution (3x3x1 or 3x3x3) as a sum
-  of shifted products (`layers.conv_general_dilated`). The two other JAX lines use `max_pool_2x2_plain`
-  below, no materialize and native convolutions, the layers as they were before (same values and
-  gradients, checked). This last line is how the library trains on CPU;
+  (resnet20): also the CPU operations of `research.backend` installed (`backend.installed()`, what
+  `backend.setup()` installs): `backend.cpu.max_pool_2x2` (an elementwise-gradient JVP rule),
+  `backend.cpu.materialize` on each ResNet block output (the residual stream computed once, not
+  recomputed inside the weight-gradient transposes), the first convolution (3x3x1 or 3x3x3) as a sum of
+  shifted products and the others through oneDNN (`backend.cpu.conv_router`; `, xla convs`: without
+  oneDNN). The two other JAX lines use the model zoo's plain operations (`research.core.ops`: a
+  reshape-and-max pool, no materialize, XLA's convolutions; same values and gradients, checked). The
+  last line is how the library trains on CPU (the oneDNN verdicts are computed while it compiles);
 - `torch` (NCHW, the default layout) and `torch channels_last`, `torch.get_num_threads()` threads (the
   default: one per core).
 
-Before anything runs, glibc's malloc is tuned as the library's entry points do (`host_allocator`, for
+Before anything runs, glibc's malloc is tuned as `research.backend.setup()` does (`host_allocator`, for
 both frameworks in this process); `RESEARCH_HOST_MALLOC=glibc` keeps glibc's defaults (printed).
 
 FLOPs: XLA's cost analysis of the compiled default JAX step (`compiled.cost_analysis()["flops"]`),
@@ -48,7 +50,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -56,8 +57,10 @@ import numpy as np
 import optax
 from flax import nnx
 
-from research import models, native, xla
-from research.models import functional, layers
+from research import backend, models
+from research.backend import cpu, native, xla
+from research.core import ops
+from research.models import functional
 
 SHAPES = {"simple_cnn": (28, 28, 1), "resnet20": (32, 32, 3)}
 NUM_CLASSES = 10
@@ -74,16 +77,16 @@ LIBRARY_LABEL = {"simple_cnn": "jax, ynn conv off, pool grad, taps",
 
 
 def convolutions() -> str:
-  """Which convolutions the library's layers run on CPU in this process (research/native)."""
+  """Which convolutions the backend runs on CPU in this process (research/backend/native)."""
   reason = native.why_not()
   return f"oneDNN {native.onednn_version()}" if reason is None else f"XLA's ({reason})"
 
 
 def host_allocator() -> str:
-  """Tunes glibc's malloc as the library's entry points do (`research.xla.tune_host_allocator`, before
+  """Tunes glibc's malloc as `research.backend.setup()` does (`backend.xla.tune_host_allocator`, before
   JAX runs anything; it holds for PyTorch in this process too) and says what is in effect."""
   if xla.tune_host_allocator():
-    return "tuned by research.xla.tune_host_allocator (RESEARCH_HOST_MALLOC=glibc: glibc's defaults)"
+    return "tuned by research.backend.xla.tune_host_allocator (RESEARCH_HOST_MALLOC=glibc: glibc's defaults)"
   return f"glibc as configured (RESEARCH_HOST_MALLOC={os.environ.get('RESEARCH_HOST_MALLOC', '')!r}, " \
          f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r})"
 
@@ -116,15 +119,6 @@ def jax_train_step(model: nnx.Module):
   return step, (params, rest)
 
 
-def max_pool_2x2_plain(x: jax.Array) -> jax.Array:
-  """The 2x2 max-pool as it was before `layers.max_pool_2x2` got its elementwise JVP rule: a reshape and
-  a max, differentiated by plain autodiff (which counts tied maxima with a reduction over the window
-  axes in the backward pass, slow on XLA:CPU). Same values and derivatives; the "before" baseline."""
-  n, h, w, c = x.shape
-  x = x[:, : h - h % 2, : w - w % 2]
-  return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
-
-
 class JaxRunner:
   """A compiled train step and its (donated) state; calling it runs one step and blocks."""
 
@@ -133,13 +127,8 @@ class JaxRunner:
     model = models.create(name, num_classes=NUM_CLASSES, input_shape=SHAPES[name], rngs=nnx.Rngs(0))
     step, self.state = jax_train_step(model)
     self.images, self.labels = jnp.asarray(images), jnp.asarray(labels)
-    with contextlib.ExitStack() as before:  # the model calls these layers when traced, i.e. when lowered
-      if not library_layers:  # as before: plain max-pool, no materialized stream, native first convs
-        before.enter_context(mock.patch.object(layers, "max_pool_2x2", max_pool_2x2_plain))
-        before.enter_context(mock.patch.object(layers, "materialize", lambda x: x))
-        before.enter_context(mock.patch.object(layers, "_few_taps_pads", lambda *args: None))
-      if not (library_layers and onednn):  # XLA's own convolutions
-        before.enter_context(mock.patch.object(layers, "_onednn_spec", lambda *args: None))
+    # the model calls research.core.ops when traced, i.e. when lowered: plain, or the backend's
+    with backend.installed(onednn=onednn) if library_layers else contextlib.nullcontext():
       lowered = jax.jit(step, donate_argnums=0).lower(self.state, self.images, self.labels)
     self.compiled = lowered.compile(compiler_options=compiler_options or {})
     self.flops = self.compiled.cost_analysis()["flops"]
@@ -322,12 +311,12 @@ def check_twin(name: str, images: np.ndarray) -> tuple[int, float]:
 
 def check_pool_gradient() -> float:
   """Max |difference| of the values, gradients and Hessian-vector products (forward-over-reverse) of
-  layers.max_pool_2x2 (elementwise-gradient JVP rule) and the plain reshape-and-max, on ReLU outputs
+  backend.cpu.max_pool_2x2 (elementwise-gradient JVP rule) and the plain reshape-and-max, on ReLU outputs
   (many tied zeros) and odd sizes."""
   x = jax.nn.relu(jax.random.normal(jax.random.key(1), (4, 9, 7, 3)))
   v = jax.random.normal(jax.random.key(2), x.shape)
   out = []
-  for pool in (max_pool_2x2_plain, layers.max_pool_2x2):
+  for pool in (ops.plain_max_pool_2x2, cpu.max_pool_2x2):
     loss = lambda x, pool=pool: jnp.sum(jnp.sin(pool(x)) * jnp.arange(3.0))
     out.append((pool(x), jax.grad(loss)(x), jax.jvp(jax.grad(loss), (x,), (v,))[1]))
   return max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(*out))
@@ -425,10 +414,11 @@ def main() -> None:
     if native.why_not() is None:
       variants[LIBRARY_LABEL[name]] = (YNN_CONV_OFF, True)
     report(name, bench_model(name, args, variants), args.batch)
-  print(f"\nynn conv off = {YNN_CONV_OFF_FLAGS}; pool grad = layers.max_pool_2x2 with its elementwise "
-        "JVP rule; materialize = layers.materialize on each ResNet block output; taps = the first "
-        "convolution as a sum of shifted products (layers.conv_general_dilated) (the other lines: "
-        "max_pool_2x2_plain, no materialize, native convolutions; same values)")
+  print(f"\nynn conv off = {YNN_CONV_OFF_FLAGS}; pool grad = backend.cpu.max_pool_2x2 with its "
+        "elementwise JVP rule; materialize = backend.cpu.materialize on each ResNet block output; taps = "
+        "the first convolution as a sum of shifted products (backend.cpu.conv_router) (the other lines: "
+        "research.core.ops' plain pool, no materialize, XLA's convolutions; same values)")
+  print(f"backend verdicts so far: {backend.describe()['onednn_verdicts']}")
   if args.check_xla_flags:
     cmd = [sys.executable, "-m", "benchmarks.models", "--jax_only", "--models", args.models,
            "--repeats", str(args.repeats), "--batch", str(args.batch)]

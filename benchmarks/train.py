@@ -19,7 +19,8 @@ import numpy as np
 from flax import nnx
 
 from benchmarks import models as model_bench
-from research import data, models, training, xla
+from research import data, models, training
+from research.backend import xla
 from research.training import optimizers, schedules
 from research.training import state as state_lib
 from research.training import step as step_lib

@@ -201,13 +201,11 @@ def main(argv: list[str] | None = None) -> int:
                      help="SLQ probes of the density (default: min(num_probes, 10))")
   group.add_argument("--num_steps", type=int, default=60, help="Lanczos steps per SLQ probe")
   args, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-  from research import native, xla
+  from research import backend
   from research.evaluators import posthoc
 
   try:
-    xla.tune_host_allocator()  # before JAX runs anything
-    native.conv_choice()  # $RESEARCH_CONV checked before any work
-    xla.use_compilation_cache()
+    backend.setup()  # before JAX runs anything
     if args.what is not None:
       if extra:
         raise UserError(f"unrecognized argument {extra[0]!r} (config overrides go with --sections)")

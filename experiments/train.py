@@ -109,11 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     message = " ".join(" ".join(lines).split()) or type(e).__name__
     print(f"error: {message}", file=sys.stderr)
     return 2
-  from research import native, xla  # after flag parsing, so that errors above come fast
+  from research import backend  # after flag parsing, so that errors above come fast
 
   try:
-    xla.tune_host_allocator()  # before JAX runs anything
-    native.conv_choice()  # $RESEARCH_CONV checked before any work
+    backend.setup()  # before JAX runs anything; touches no device
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -122,8 +121,6 @@ def main(argv: list[str] | None = None) -> int:
 
     jax.distributed.initialize()
   from research import training
-
-  xla.use_compilation_cache()
 
   try:
     summary = training.train_and_evaluate(config, _WORKDIR.value, launch=launch, force=_FORCE.value)

@@ -203,37 +203,42 @@ def test_initializers():
 
 
 def test_max_pool_derivatives_equal_plain_autodiff():
-  """The pooling's custom JVP rule against autodiff of the plain reshape-and-max, ties and odd sizes."""
-  from research.models import layers
+  """The backend's pooling (a custom JVP rule) against autodiff of the plain reshape-and-max
+  (`core.ops`' default), ties and odd sizes."""
+  from research.backend import cpu
+  from research.core import ops
 
   plain = lambda x: x[:, :4, :4].reshape(2, 2, 2, 2, 2, 3).max(axis=(2, 4))
   x = jax.nn.relu(jax.random.normal(jax.random.key(0), (2, 5, 5, 3)))  # zeros give tied maxima
   v = jax.random.normal(jax.random.key(1), x.shape)
   w = jax.random.normal(jax.random.key(2), (2, 2, 2, 3))
-  np.testing.assert_array_equal(layers.max_pool_2x2(x), plain(x))
-  for pool_fn in (layers.max_pool_2x2, plain):
+  np.testing.assert_array_equal(cpu.max_pool_2x2(x), plain(x))
+  for pool_fn in (cpu.max_pool_2x2, plain, ops.plain_max_pool_2x2):
     assert pool_fn(x).shape == (2, 2, 2, 3)
   f = lambda pool_fn: lambda x: jnp.sum(w * jnp.tanh(pool_fn(x)))
-  np.testing.assert_allclose(jax.grad(f(layers.max_pool_2x2))(x), jax.grad(f(plain))(x), atol=1e-6)
+  np.testing.assert_allclose(jax.grad(f(cpu.max_pool_2x2))(x), jax.grad(f(plain))(x), atol=1e-6)
+  np.testing.assert_array_equal(jax.grad(f(ops.plain_max_pool_2x2))(x), jax.grad(f(plain))(x))
   hvp = lambda g: jax.jvp(jax.grad(g), (x,), (v,))[1]
-  np.testing.assert_allclose(hvp(f(layers.max_pool_2x2)), hvp(f(plain)), atol=1e-6)
+  np.testing.assert_allclose(hvp(f(cpu.max_pool_2x2)), hvp(f(plain)), atol=1e-6)
 
 
 @pytest.mark.usefixtures("float64")
 def test_materialize_is_an_exact_identity_for_values_and_derivatives():
-  """layers.materialize (an identity matmul on CPU) changes nothing: values bit for bit in float32,
+  """The backend's materialize (an identity matmul on CPU) changes nothing: values bit for bit in float32,
   bfloat16 and float64; a ResNet's gradients and forward-over-reverse products (float64) equal those
-  without it."""
+  without it (the plain residual stream)."""
   from unittest import mock
 
-  from research.models import functional, layers
+  from research import backend
+  from research.backend import cpu
+  from research.models import functional
 
   for dtype in (jnp.float32, jnp.bfloat16, jnp.float64):
     x = jax.random.normal(jax.random.key(0), (2, 3, 3, 5), dtype) * 100
-    np.testing.assert_array_equal(jax.jit(layers.materialize)(x), x)
+    np.testing.assert_array_equal(jax.jit(cpu.materialize)(x), x)
   v = jax.random.normal(jax.random.key(1), x.shape, x.dtype)
-  np.testing.assert_array_equal(jax.jvp(layers.materialize, (x,), (v,))[1], v)
-  np.testing.assert_array_equal(jax.vjp(layers.materialize, x)[1](v)[0], v)
+  np.testing.assert_array_equal(jax.jvp(cpu.materialize, (x,), (v,))[1], v)
+  np.testing.assert_array_equal(jax.vjp(cpu.materialize, x)[1](v)[0], v)
 
   model = models.create("resnet20", num_classes=3, input_shape=(8, 8, 3), rngs=nnx.Rngs(0), width=0.25)
   graphdef, params, rest = functional.split(model)
@@ -243,9 +248,9 @@ def test_materialize_is_an_exact_identity_for_values_and_derivatives():
   loss = lambda p: jnp.sum(jnp.sin(functional.apply_fn(graphdef, rest, bn_mode="batch")(p, images)))
   tangent = jax.tree.map(jnp.ones_like, params)
   derivatives = lambda p: (jax.grad(loss)(p), jax.jvp(jax.grad(loss), (p,), (tangent,))[1])
-  with mock.patch.object(layers, "materialize", lambda x: x):
-    plain = jax.jit(lambda p: derivatives(p))(params)  # a new function each time: traced anew
-  with mock.patch.object(layers, "materialize", wraps=layers.materialize) as spy:
+  plain = jax.jit(lambda p: derivatives(p))(params)  # a new function each time: traced anew
+  with mock.patch.object(cpu, "materialize", wraps=cpu.materialize) as spy, \
+       backend.installed(taps=False, onednn=False, pool=False):
     ours = jax.jit(lambda p: derivatives(p))(params)
   assert spy.call_count == 2 * 10  # two traces (gradient, product) x (the stem and 9 block outputs)
   for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(ours)):  # two programs: rounding only
@@ -264,12 +269,16 @@ def _conv_derivatives(conv, x, k, v, padding):
 
 @pytest.mark.usefixtures("float64")
 def test_few_tap_convolution_equals_the_native_one():
-  """layers.conv_general_dilated, a sum of shifted products for a first layer on CPU, equals
+  """The backend's convolution, a sum of shifted products for a first layer on CPU, equals
   lax.conv_general_dilated (float64): values, gradients in both arguments, forward-over-reverse products;
   SAME, VALID and explicit padding; and the models send exactly their few-tap convolutions through it."""
   from unittest import mock
 
-  from research.models import functional, layers
+  from research import backend
+  from research.backend import cpu
+  from research.models import functional
+
+  taps_conv = cpu.conv_router(taps=True, onednn=False)
 
   cases = (((2, 7, 6, 1), (3, 3, 1, 4), "SAME"), ((2, 9, 9, 3), (3, 3, 3, 5), "SAME"),
            ((2, 12, 12, 1), (5, 5, 1, 3), "VALID"), ((1, 6, 5, 2), (2, 3, 2, 3), "SAME"),
@@ -279,19 +288,20 @@ def test_few_tap_convolution_equals_the_native_one():
                for i, s in enumerate((x_shape, k_shape, k_shape)))
     derivatives = jax.jit(_conv_derivatives, static_argnums=(0, 4))
     native = derivatives(jax.lax.conv_general_dilated, x, k, v, padding)
-    with mock.patch.object(layers, "_taps_conv", wraps=layers._taps_conv) as spy:
-      ours = derivatives(layers.conv_general_dilated, x, k, v, padding)
+    with mock.patch.object(cpu, "_taps_conv", wraps=cpu._taps_conv) as spy:
+      ours = derivatives(taps_conv, x, k, v, padding)
     assert spy.call_count >= 3  # not the native path
     for a, b in zip(jax.tree.leaves(native), jax.tree.leaves(ours), strict=True):
       np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
   x, k = jnp.ones((2, 5, 5, 1), jnp.bfloat16), jnp.ones((3, 3, 1, 2), jnp.bfloat16)
-  assert layers.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=_NHWC).dtype == jnp.bfloat16
+  assert taps_conv(x, k, (1, 1), "SAME", dimension_numbers=_NHWC).dtype == jnp.bfloat16
 
   shapes = {"simple_cnn": (28, 28, 1), "lenet5": (28, 28, 1), "resnet20": (8, 8, 3), "vgg11": (32, 32, 3)}
   for name, shape in shapes.items():  # only the first layer is few-tap (3x3x1, 5x5x1, 3x3x3)
     knobs = {} if name == "lenet5" else {"width": 0.25}
     graphdef, params, rest = functional.split(_abstract(name, shape, **knobs))
-    with mock.patch.object(layers, "_taps_conv", wraps=layers._taps_conv) as spy:  # traced, not run
+    with mock.patch.object(cpu, "_taps_conv", wraps=cpu._taps_conv) as spy, \
+         backend.installed(onednn=False):  # traced, not run
       apply = lambda p, r, x, g=graphdef: functional.apply_fn(g, r, bn_mode="eval")(p, x)
       jax.eval_shape(apply, params, rest, jnp.zeros((1, *shape)))
     assert spy.call_count == 1, name

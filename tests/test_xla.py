@@ -1,4 +1,5 @@
-"""research.xla: the host allocator setting and import without side effects."""
+"""research.backend: the host allocator setting, the one switch and its settings, and import without side
+effects."""
 
 import json
 import os
@@ -15,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # by mmap and unmaps it on free, so by default every round faults all 16,384 pages in again.
 FAULTS = """
 import ctypes, json, resource
-from research import xla
+from research.backend import xla
 tuned = xla.tune_host_allocator()
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
@@ -64,3 +65,41 @@ def test_importing_the_library_touches_no_device():
   result = _run(script)
   assert result.returncode == 0, result.stderr
   assert result.stdout.strip() == "False"
+
+
+def test_importing_the_library_registers_nothing():
+  """No import registers the oneDNN primitive or replaces a model operation; `setup()` does both (on
+  CPU with the kernels built) and `describe()` says so; `RESEARCH_BACKEND=plain` does neither."""
+  script = ("import json, research.models, research.training, research.evaluators, research.backend\n"
+            "from research import backend\nfrom research.core import ops\n"
+            "from research.backend.native import onednn_conv\n"
+            "before = (onednn_conv.primitive.cache_info().currsize, ops.installed() == ops.PLAIN)\n"
+            "backend.setup()\n"
+            "print(json.dumps([before, onednn_conv.primitive.cache_info().currsize, backend.describe()]))")
+  env = dict(RESEARCH_COMPILATION_CACHE="0", JAX_PLATFORMS="cpu")
+  result = _run(script, **env)
+  assert result.returncode == 0, result.stderr
+  before, registered, described = json.loads(result.stdout)
+  assert before == [0, True]
+  assert described["choice"] == "auto" and described["max_pool_elementwise_gradient"]
+  assert described["materialize_residual_stream"] and described["first_layer_taps"]
+  assert described["compilation_cache"] is None and described["compiler_options"]
+  from research.backend import native
+  assert registered == (native.why_not() is None)
+  assert described["convolutions"] == ("onednn" if native.why_not() is None else "xla")
+  plain = _run(script, RESEARCH_BACKEND="plain", **env)
+  before, registered, described = json.loads(plain.stdout)
+  assert registered == 0 and described["choice"] == "plain" and described["convolutions"] == "xla"
+  assert described["allocator"] == "as configured" and described["compiler_options"] == {}
+  assert not (described["first_layer_taps"] or described["max_pool_elementwise_gradient"]
+              or described["materialize_residual_stream"])
+
+
+@pytest.mark.parametrize("name, value, choices", [("RESEARCH_BACKEND", "fast", "auto, plain"),
+                                                  ("RESEARCH_CONV", "mkl", "onednn, xla")])
+def test_a_bad_backend_setting_is_one_line(name, value, choices):
+  command = [sys.executable, "-m", "experiments.measure", "--workdir", "nowhere", "--sections", "x"]
+  cli = subprocess.run(command, env=dict(os.environ, **{name: value}), cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+  message = f"error: unknown ${name} {value!r}; valid choices: {choices}"
+  assert cli.returncode == 2 and cli.stderr.strip().splitlines() == [message]

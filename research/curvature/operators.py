@@ -37,7 +37,7 @@ from flax import nnx
 from jax.flatten_util import ravel_pytree
 from jax.sharding import NamedSharding
 
-from research import xla
+from research.backend import xla
 from research.core import losses
 from research.core import mesh as mesh_lib
 from research.core.errors import UserError, choices_message

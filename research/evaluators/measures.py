@@ -54,7 +54,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from research import xla
+from research.backend import xla
 from research.core import rundir
 from research.core.errors import UserError, choices_message
 from research.core.evaluator import Evaluator, register

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from research import xla
+from research.backend import xla
 from research.core import losses
 from research.core import mesh as mesh_lib
 from research.core.errors import UserError, choices_message

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from research import xla
+from research.backend import xla
 from research.core.errors import UserError, choices_message
 from research.curvature import operators
 from research.curvature.operators import Chunks

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
-from research import xla
+from research.backend import xla
 from research.core import losses
 from research.core.errors import UserError, choices_message
 from research.curvature.trace import to_jsonable

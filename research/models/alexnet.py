@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from research.core import ops
 from research.models import layers
 
 
@@ -35,7 +36,7 @@ class AlexNet(nnx.Module):
                rngs=rngs)
     ch = max(1, round(channels * width))
     self.convs = nnx.List([nnx.Conv(c, ch, (kernel, kernel), use_bias=norm == "none",
-                                    conv_general_dilated=layers.conv_general_dilated, **kw),
+                                    conv_general_dilated=ops.conv_general_dilated, **kw),
                            nnx.Conv(ch, ch, (kernel, kernel), use_bias=norm == "none", **kw)])
     self.norms = nnx.List([layers.norm_layer(norm, ch, **nkw) for _ in range(2)])
     for _ in range(2):

@@ -8,6 +8,7 @@ Parameters for 32x32x1 inputs and 10 classes: 61,706.
 import jax.numpy as jnp
 from flax import nnx
 
+from research.core import ops
 from research.models import layers
 
 
@@ -25,7 +26,7 @@ class LeNet5(nnx.Module):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     nkw = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, dtype=dtype, param_dtype=param_dtype,
                rngs=rngs)
-    self.conv1 = nnx.Conv(c, 6, (5, 5), padding="VALID", conv_general_dilated=layers.conv_general_dilated,
+    self.conv1 = nnx.Conv(c, 6, (5, 5), padding="VALID", conv_general_dilated=ops.conv_general_dilated,
                           **kw)
     self.norm1 = layers.norm_layer(norm, 6, **nkw)
     self.conv2 = nnx.Conv(6, 16, (5, 5), padding="VALID", **kw)

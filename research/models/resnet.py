@@ -17,6 +17,7 @@ same parameters as its skip model, so landscapes and spectra compare like with l
 import jax.numpy as jnp
 from flax import nnx
 
+from research.core import ops
 from research.models import layers
 
 
@@ -78,7 +79,7 @@ class ResNet(nnx.Module):
     self.act = layers.activation(activation)
     self.preact, self.skip = preact, skip
     ckw = dict(use_bias=norm == "none", dtype=dtype, param_dtype=param_dtype,
-               conv_general_dilated=layers.conv_general_dilated)
+               conv_general_dilated=ops.conv_general_dilated)
     nkw = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, dtype=dtype, param_dtype=param_dtype)
     stem = max(1, round(stem_width * width))
     self.stem = nnx.Conv(input_shape[-1], stem, (3, 3), **ckw, rngs=rngs)
@@ -98,8 +99,8 @@ class ResNet(nnx.Module):
     self.head = nnx.Linear(in_ch, num_classes, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
   def __call__(self, x):
-    # With skips, each block output is the residual stream, computed once (see layers.materialize).
-    stream = layers.materialize if self.skip else (lambda x: x)
+    # With skips, each block output is the residual stream (a backend may compute it once: core.ops).
+    stream = ops.residual_stream if self.skip else (lambda x: x)
     x = self.stem(x)
     if not self.preact:
       x = stream(self.act(self.stem_norm(x)))

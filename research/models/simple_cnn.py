@@ -5,6 +5,7 @@ of 32 and 64 channels, dense 128) is the baseline of the quick studies."""
 import jax.numpy as jnp
 from flax import nnx
 
+from research.core import ops
 from research.models import layers
 
 
@@ -24,7 +25,7 @@ class SimpleCNN(nnx.Module):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     widths = [max(1, round(channels * width * 2 ** i)) for i in range(blocks)]
     stride = 1 if self.pool else 2
-    conv = layers.conv_general_dilated  # few-tap first layer: a sum of shifted products on CPU
+    conv = ops.conv_general_dilated
     self.convs = nnx.List([nnx.Conv(a, b, (kernel, kernel), strides=stride, conv_general_dilated=conv, **kw)
                            for a, b in zip([c] + widths[:-1], widths)])
     self.norms = nnx.List([layers.norm_layer(norm, b, bn_momentum=bn_momentum, bn_epsilon=bn_epsilon,
@@ -43,6 +44,6 @@ class SimpleCNN(nnx.Module):
     for conv, norm in zip(self.convs, self.norms):
       x = self.act(norm(conv(x)))
       if self.pool:
-        x = layers.max_pool_2x2(x)
+        x = ops.max_pool_2x2(x)
     x = self.dropout(self.act(self.fc(x.reshape(x.shape[0], -1))))
     return self.head(x)

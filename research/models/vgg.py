@@ -9,6 +9,7 @@ the last pooling is skipped when the map is already 1x1).
 import jax.numpy as jnp
 from flax import nnx
 
+from research.core import ops
 from research.models import layers
 
 CONFIGS = {
@@ -31,7 +32,7 @@ class VGG(nnx.Module):
       raise ValueError(f"VGG depth must be one of {sorted(CONFIGS)}, got {depth}")
     self.act = layers.activation(activation)
     ckw = dict(use_bias=norm == "none", dtype=dtype, param_dtype=param_dtype, rngs=rngs,
-               conv_general_dilated=layers.conv_general_dilated)
+               conv_general_dilated=ops.conv_general_dilated)
     nkw = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, dtype=dtype, param_dtype=param_dtype,
                rngs=rngs)
     self.plan = tuple(item if item == "M" else max(1, round(item * width)) for item in CONFIGS[depth])
@@ -50,7 +51,7 @@ class VGG(nnx.Module):
     for item in self.plan:
       if item == "M":
         if min(x.shape[1:3]) >= 2:
-          x = layers.max_pool_2x2(x)
+          x = ops.max_pool_2x2(x)
       else:
         x = self.act(self.norms[i](self.convs[i](x)))
         i += 1

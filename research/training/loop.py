@@ -27,7 +27,8 @@ import numpy as np
 import tqdm
 from flax import nnx
 
-from research import data, models, xla
+from research import backend, data, models
+from research.backend import xla
 from research.core import evaluator as evaluator_lib
 from research.core import mesh as mesh_lib
 from research.core import rundir
@@ -193,7 +194,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
   meta = rundir.read_json(workdir / "meta.json") or {"created": rundir.now(), "resumed": []}
   if aside is not None:
     meta["replaced_run"] = str(aside)
-  meta.update(status="running", seed=config.seed, **rundir.environment())
+  meta.update(status="running", seed=config.seed, **rundir.environment(), backend_setup=backend.describe())
   meta.pop("error", None)
   if launch is not None:
     meta["launch"] = launch

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from research import xla
+from research.backend import xla
 from research.core import losses
 from research.data import transforms
 from research.models.functional import set_modes

@@ -1,4 +1,4 @@
-// 2-D convolutions for XLA:CPU through oneDNN, as XLA FFI handlers (see research/native/__init__.py).
+// 2-D convolutions for XLA:CPU through oneDNN, as XLA FFI handlers (see research/backend/native/__init__.py).
 //
 // Three handlers, one per derivative of the trilinear form <conv(x, w), dy>, all float32:
 //   ResearchConvForward      x (N, H, W, C) NHWC, w (KH, KW, C, O) HWIO       -> y (N, OH, OW, O)

@@ -1,17 +1,16 @@
-"""Backend-specific compiler options, kept in one place so that GPU/TPU keep XLA's defaults.
+"""XLA settings of the backend: compiler options, the compilation cache, the host allocator.
 
-On XLA:CPU this jaxlib hands convolutions to YNNPACK by default, whose weight-gradient convolutions are
-2-7x slower than XLA's Eigen path on small images (benchmarks/models.py: ResNet-20's train step 1.7x
-faster, simple_cnn's 1.2-1.3x with them kept on Eigen). We keep YNNPACK for dots and reductions only.
-`jit(fn, **kw)` is `jax.jit` with these options on CPU.
+`jit(fn, **kw)` is `jax.jit` with `CPU_OPTIONS` on XLA:CPU (none on GPU/TPU or with
+`RESEARCH_BACKEND=plain`): this jaxlib hands convolutions to YNNPACK by default, whose weight-gradient
+convolutions are slower than XLA's Eigen path on small images; we keep YNNPACK for dots and reductions.
 
-`use_compilation_cache()` turns on JAX's persistent compilation cache for the entry points (training,
-post-hoc measurement, the curvature CLI), so the trials of a sweep, which are separate processes
-compiling the same programs, and re-runs load compiled programs from disk instead of compiling them.
+`use_compilation_cache()` turns on JAX's persistent compilation cache, so the trials of a sweep, which
+are separate processes compiling the same programs, and re-runs load compiled programs from disk.
 
-`tune_host_allocator()` makes glibc keep freed memory for reuse (entry points call it first): with
-glibc's defaults, XLA:CPU's buffers come from fresh memory at every execution and are page-faulted in
-again each time (benchmarks/README.md: ResNet-20's train step 1.2-1.3x, its Hessian product 1.1-1.4x).
+`tune_host_allocator()` makes glibc keep freed memory for reuse: with glibc's defaults, XLA:CPU's
+buffers come from fresh memory at every execution and are page-faulted in again each time.
+
+`research.backend.setup()` calls the last two; the measured gains are in benchmarks/README.md.
 """
 
 import ctypes
@@ -33,7 +32,8 @@ CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type":
 
 @functools.cache
 def compiler_options() -> dict:
-  return dict(CPU_OPTIONS) if jax.default_backend() == "cpu" else {}
+  plain = os.environ.get("RESEARCH_BACKEND") == "plain"  # research.backend.ENV
+  return dict(CPU_OPTIONS) if jax.default_backend() == "cpu" and not plain else {}
 
 
 def jit(fn, **kwargs):
@@ -100,23 +100,26 @@ def tune_host_allocator() -> bool:
   did; `$RESEARCH_HOST_MALLOC=glibc` (or malloc settings in `GLIBC_TUNABLES`) leaves glibc as it is.
 
   Why: glibc serves blocks over 32 MB and the per-thread arenas' heaps by `mmap` and gives them back on
-  `free`, so XLA:CPU's buffers, allocated at each execution, are fresh pages that fault in every time.
-  On ResNet-20 (2 cores here) that was 83,000 page faults and 0.27 s of system time per train step
-  (batch 128) and 447,000 faults, 1.5-2 s, per cached Hessian product on 512 examples; tuned, 0.54 vs
-  0.63 s per step and 3.1-4.4 vs 4.3-5.0 s per product (two runs). The cost: the process keeps its
-  peak heap.
+  `free`, so XLA:CPU's buffers, allocated at each execution, are fresh pages that fault in every time
+  (page faults and system time per step: benchmarks/README.md). The cost: the process keeps its peak
+  heap.
 
   Call it before JAX runs anything: threads that have already allocated keep their own arena. Process-
   wide, so PyTorch in the same process gets it too.
   """
-  choice = os.environ.get(MALLOC_ENV, "tuned")
-  if choice not in MALLOC_CHOICES:
-    raise UserError(choices_message(f"${MALLOC_ENV}", choice, MALLOC_CHOICES))
-  if (choice == "glibc" or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "")
+  if (malloc_choice() == "glibc" or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "")
       or sys.platform != "linux" or platform.libc_ver()[0] != "glibc" or not _cpu_only()):
     return False
   libc = ctypes.CDLL(None)
   return all(libc.mallopt(param, value) == 1 for param, value in _TUNED)
+
+
+def malloc_choice() -> str:
+  """`$RESEARCH_HOST_MALLOC` (default tuned); an unknown value is a `UserError` naming the choices."""
+  choice = os.environ.get(MALLOC_ENV, "tuned")
+  if choice not in MALLOC_CHOICES:
+    raise UserError(choices_message(f"${MALLOC_ENV}", choice, MALLOC_CHOICES))
+  return choice
 
 
 def _cpu_only() -> bool:

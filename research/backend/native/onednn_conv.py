@@ -10,8 +10,12 @@ compositions (forward-over-reverse Hessian products, linearize) stay within the 
 the oneDNN custom call on CPU when the kernels are built, the computation runs on one device and
 `supported` says oneDNN gets it right; XLA's convolution (`lax.conv_general_dilated` and its transposes)
 otherwise, e.g. on GPU/TPU or under a multi-device sharding, which XLA cannot partition a custom call
-for. `vmap` folds a batched activation
-into the batch dimension; other batchings use XLA's convolution.
+for, or when `verdicts` found oneDNN wrong on that signature on this machine. `vmap` folds a batched
+activation into the batch dimension; other batchings use XLA's convolution.
+
+Importing this module registers nothing: `primitive()` creates the primitive and registers its rules
+(through `jax._src.dispatch`, a private JAX API) on first call, made by `research.backend.setup()` or a
+first `conv`; `registered()` registers the FFI targets with XLA on first lowering.
 """
 
 import functools
@@ -23,7 +27,8 @@ from jax._src import dispatch
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
-from research import native
+from research.backend import native
+from research.backend.native import verdicts
 
 _TARGETS = {"forward": "research_onednn_conv_forward", "backward_data": "research_onednn_conv_backward_data",
             "backward_weights": "research_onednn_conv_backward_weights"}
@@ -31,12 +36,25 @@ _SYMBOLS = {"forward": "ResearchConvForward", "backward_data": "ResearchConvBack
             "backward_weights": "ResearchConvBackwardWeights"}
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
-conv_p = Primitive("research_onednn_conv")
+
+
+@functools.cache
+def primitive() -> Primitive:
+  """The primitive `research_onednn_conv`, created with its rules on first call."""
+  p = Primitive("research_onednn_conv")
+  p.def_abstract_eval(_abstract_eval)
+  p.def_impl(functools.partial(dispatch.apply_primitive, p))
+  ad.defbilinear(p, _transpose_lhs, _transpose_rhs)
+  batching.primitive_batchers[p] = _batch
+  mlir.register_lowering(p, _lower_reference)
+  mlir.register_lowering(p, _lower_cpu, platform="cpu")
+  return p
 
 
 @functools.cache
 def registered() -> bool:
-  """Registers the custom calls with XLA on first use; False when the kernels are unavailable."""
+  """Registers the custom calls (FFI targets) with XLA on first use; False when the kernels are
+  unavailable."""
   lib = native.library() if native.why_not() is None else None
   if lib is None:
     return False
@@ -47,7 +65,7 @@ def registered() -> bool:
 
 def conv(x, kernel, strides=(1, 1), pads=((0, 0), (0, 0))):
   """(n, H, W, Cin) x (kh, kw, Cin, Cout) -> (n, H', W', Cout), float32. See the module docstring."""
-  return conv_p.bind(x, kernel, kind="forward", strides=_pair(strides), pads=_pads(pads), shape=None)
+  return primitive().bind(x, kernel, kind="forward", strides=_pair(strides), pads=_pads(pads), shape=None)
 
 
 def supported(x_shape, kernel_shape, strides, pads) -> bool:
@@ -85,6 +103,28 @@ def reference(kind, a, b, *, strides, pads, shape):
   return jax.linear_transpose(fwd, jax.ShapeDtypeStruct(shape, a.dtype))(b)[0]
 
 
+def run_onednn(kind, a, b, strides, pads, shape):
+  """One kind on concrete float32 arrays through the oneDNN custom call directly (for `verdicts`)."""
+  out_shape = shape if kind != "forward" else jax.eval_shape(
+      functools.partial(_lax_forward, strides=strides, pads=pads), a, b).shape
+  (top, bottom), (left, right) = pads
+  call = jax.ffi.ffi_call(_TARGETS[kind], jax.ShapeDtypeStruct(out_shape, np.float32))
+  return jax.jit(lambda a, b: call(a, b, stride_h=np.int64(strides[0]), stride_w=np.int64(strides[1]),
+                                   pad_top=np.int64(top), pad_bottom=np.int64(bottom),
+                                   pad_left=np.int64(left), pad_right=np.int64(right)))(a, b)
+
+
+def _run_reference(kind, a, b, strides, pads, shape):
+  return jax.jit(functools.partial(reference, kind, strides=strides, pads=pads, shape=shape))(a, b)
+
+
+def verdict_ok(kind, x_shape, k_shape, strides, pads) -> bool:
+  """Whether this signature passed (or now passes) its comparison with XLA on this machine."""
+  where = verdicts.directory(native.onednn_version(), native.LIBRARY)
+  return verdicts.accepted(kind, x_shape, k_shape, strides, pads, onednn=run_onednn, xla=_run_reference,
+                           where=where)
+
+
 def _abstract_eval(a, b, *, kind, strides, pads, shape):
   if kind == "forward":
     out = jax.eval_shape(functools.partial(_lax_forward, strides=strides, pads=pads),
@@ -93,13 +133,9 @@ def _abstract_eval(a, b, *, kind, strides, pads, shape):
   return jax.core.ShapedArray(shape, a.dtype)
 
 
-conv_p.def_abstract_eval(_abstract_eval)
-conv_p.def_impl(functools.partial(dispatch.apply_primitive, conv_p))
-
-
 def _bind(kind, a, b, strides, pads, shape=None):
   shape = None if shape is None else tuple(shape)
-  return conv_p.bind(a, b, kind=kind, strides=strides, pads=pads, shape=shape)
+  return primitive().bind(a, b, kind=kind, strides=strides, pads=pads, shape=shape)
 
 
 # Transposes. forward(x, k) = y; backward_data(dy, k) = dx; backward_weights(x, dy) = dk.
@@ -119,9 +155,6 @@ def _transpose_rhs(ct, a, b, *, kind, strides, pads, shape):
   return _bind("forward", a, ct, strides, pads)  # d/ddy <backward_weights(x, dy), ct> = forward(x, ct)
 
 
-ad.defbilinear(conv_p, _transpose_lhs, _transpose_rhs)
-
-
 def _batch(args, dims, *, kind, strides, pads, shape):
   """vmap: a batched activation with an unbatched kernel folds into the batch dimension."""
   (a, b), (da, db) = args, dims
@@ -137,9 +170,6 @@ def _batch(args, dims, *, kind, strides, pads, shape):
   return jax.vmap(ref, in_axes=dims)(a, b), 0
 
 
-batching.primitive_batchers[conv_p] = _batch
-
-
 def _lower_reference(ctx, a, b, *, kind, strides, pads, shape):
   fn = functools.partial(reference, kind, strides=strides, pads=pads, shape=shape)
   return mlir.lower_fun(fn, multiple_results=False)(ctx, a, b)
@@ -151,13 +181,9 @@ def _lower_cpu(ctx, a, b, *, kind, strides, pads, shape):
   x_shape = {"forward": a_aval.shape, "backward_data": shape, "backward_weights": a_aval.shape}[kind]
   k_shape = {"forward": b_aval.shape, "backward_data": b_aval.shape, "backward_weights": shape}[kind]
   if not (one_device and a_aval.dtype == np.float32 and supported(x_shape, k_shape, strides, pads)
-          and registered()):
+          and registered() and verdict_ok(kind, x_shape, k_shape, strides, pads)):
     return _lower_reference(ctx, a, b, kind=kind, strides=strides, pads=pads, shape=shape)
   (top, bottom), (left, right) = pads
   return jax.ffi.ffi_lowering(_TARGETS[kind])(
       ctx, a, b, stride_h=np.int64(strides[0]), stride_w=np.int64(strides[1]), pad_top=np.int64(top),
       pad_bottom=np.int64(bottom), pad_left=np.int64(left), pad_right=np.int64(right))
-
-
-mlir.register_lowering(conv_p, _lower_reference)
-mlir.register_lowering(conv_p, _lower_cpu, platform="cpu")

@@ -2,9 +2,11 @@
 
 `onednn_conv.cc` runs 2-D float32 convolutions (forward and both gradients) through oneDNN, whose
 kernels are faster on this kind of CPU than XLA:CPU's for small images (benchmarks/README.md). It is
-built by `python -m research.native build` (run by `make setup`: needs g++ and Debian's `libdnnl-dev`)
-into `research/native/_build/`. Without it the library uses XLA's own convolutions everywhere; so do
-GPU and TPU, which never see these kernels.
+built by `python -m research.backend.native build` (run by `make setup`: needs g++ and Debian's
+`libdnnl-dev`) into `research/backend/native/_build/`. `research.backend.setup()` puts them to use;
+without them (or with `RESEARCH_CONV=xla` or `RESEARCH_BACKEND=plain`) the library uses XLA's own
+convolutions everywhere; so do GPU and TPU, which never see these kernels. `verdicts` checks each
+convolution signature against XLA's once per machine before oneDNN runs it.
 """
 
 import ctypes
@@ -60,7 +62,7 @@ def why_not() -> str | None:
   if conv_choice() != "onednn":
     return f"{CONV_ENV}={conv_choice()}"
   if not LIBRARY.exists():
-    return f"not built ({LIBRARY} missing: run `python -m research.native build`)"
+    return f"not built ({LIBRARY} missing: run `python -m research.backend.native build`)"
   if library() is None:
     return f"{LIBRARY} does not load (is Debian's libdnnl2 installed?)"
   return None
@@ -82,5 +84,5 @@ def main(argv: list[str]) -> int:
     reason = why_not()
     print(f"oneDNN convolutions: {'on, oneDNN ' + onednn_version() if reason is None else 'off: ' + reason}")
     return 0
-  print("usage: python -m research.native build|info", file=sys.stderr)
+  print("usage: python -m research.backend.native build|info", file=sys.stderr)
   return 2

@@ -1,7 +1,7 @@
 import sys
 
+from research.backend.native import main
 from research.core.errors import UserError
-from research.native import main
 
 try:
   sys.exit(main(sys.argv))

@@ -199,8 +199,8 @@ def test_old_flat_checkpoint_is_refused_then_converted(tmp_path):
     ckpt.restore(_state(seed=1), 20)
   ckpt.close()
   assert str(e.value) == (f"checkpoint step 20 in {tmp_path / 'checkpoints'} is in the old flat format "
-                          "(arrays without names): convert it with `python -m research.training.checkpoints "
-                          f"convert {tmp_path}` or re-train")
+                          "(arrays without names): convert it with "
+                          f"`python -m experiments.convert_checkpoints {tmp_path}` or re-train")
   assert checkpoints.convert_flat(tmp_path / "checkpoints", _state(seed=1)) == [10, 20]
   assert (tmp_path / "checkpoints.flat/20/default").is_dir()
   ckpt = checkpoints.Checkpointer(tmp_path / "checkpoints")
@@ -253,8 +253,6 @@ def test_train_cli_on_a_garbled_checkpoint_is_one_error_line(trained_run, tmp_pa
     training.load_run(workdir)
 
 
-@pytest.mark.xfail(reason="the loop marks a finished run `failed` when its resume fails (issue 20); the "
-                          "loop's owner fixes that", strict=False)
 def test_train_cli_leaves_a_finished_run_with_a_garbled_checkpoint_as_it_was(trained_run, tmp_path):
   """Running a finished run again (same config) with a garbled checkpoint: no traceback, and no file of
   the run directory changes (meta.json's status stays `done`)."""
@@ -266,3 +264,20 @@ def test_train_cli_leaves_a_finished_run_with_a_garbled_checkpoint_as_it_was(tra
   assert out.returncode in (0, 2) and "Traceback" not in out.stderr, out.stderr[-2000:]
   assert json.loads((workdir / "meta.json").read_text())["status"] == "done", out.stderr[-1000:]
   assert {p.name: p.read_bytes() for p in workdir.iterdir() if p.is_file()} == before
+
+
+def test_convert_command_turns_a_flat_run_into_a_named_one(trained_run, tmp_path):
+  """`python -m experiments.convert_checkpoints RUN`: a run whose checkpoint is in the old flat format
+  restores, after the command, to the same arrays (by name, verified)."""
+  workdir = tmp_path / "run"
+  shutil.copytree(trained_run, workdir)
+  *_, state, step = training.load_run(workdir)
+  shutil.rmtree(workdir / "checkpoints")
+  _save_flat(workdir / "checkpoints", state, step)
+  with pytest.raises(UserError, match="old flat format"):
+    training.load_run(workdir)
+  out = subprocess.run([sys.executable, "-m", "experiments.convert_checkpoints", str(workdir)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0 and "converted steps 20; step 20 restored by name and verified" in out.stdout, \
+      out.stderr[-2000:]
+  _assert_same(training.load_run(workdir)[3], state)

@@ -11,10 +11,9 @@ Restoring matches arrays by name against the live state (shapes, dtypes, shardin
 reshaped array is a one-line `UserError` naming it. Every array is then checked against its checksum;
 a garbled or unreadable file is one line naming the step and the array and offering the previous step.
 We hash ourselves because Orbax 0.12 checks no array data (its only CRC covers the zarr shard index).
-SHA-256 runs at about 1.2 GB/s on one core, so a save of a 1M-parameter state with momentum costs ~7 ms.
 
 Checkpoints of the old flat format (a list of arrays, `default/`) are refused with the remedy; convert
-them with `python -m research.training.checkpoints convert RUN_DIR`.
+them with `python -m experiments.convert_checkpoints RUN_DIR` (`convert_flat`).
 """
 
 import hashlib
@@ -136,7 +135,6 @@ def _registry():
 class Checkpointer:
   """`save(step, state)`, `restore(template, step)` of a run's `checkpoints/` folder (keeps `keep`)."""
 
-  convert_flat_on_restore = False  # set by the `convert` command: restore converts old flat steps first
 
   def __init__(self, directory: Path, *, keep: int = 2):
     self.directory = Path(directory).absolute()
@@ -169,13 +167,8 @@ class Checkpointer:
   def _check_format(self, step: int, template) -> None:
     path = self.directory / str(step)
     if (path / FLAT_ITEM).is_dir() and not (path / STATE).exists():
-      if self.convert_flat_on_restore:
-        self.manager.close()
-        convert_flat(self.directory, template)
-        self.manager = self._open()
-        return
       raise UserError(f"checkpoint step {step} in {self.directory} is in the old flat format (arrays "
-                      "without names): convert it with `python -m research.training.checkpoints convert "
+                      "without names): convert it with `python -m experiments.convert_checkpoints "
                       f"{self.directory.parent}` or re-train")
 
   def _saved_arrays(self, step: int) -> dict[str, object]:
@@ -322,29 +315,3 @@ def convert_flat(directory: Path, template) -> list[int]:
   staging.rename(directory)
   return steps
 
-
-def main(argv: list[str]) -> int:
-  """`python -m research.training.checkpoints convert RUN_DIR`: old flat checkpoints to named ones."""
-  if len(argv) != 3 or argv[1] != "convert":
-    print("usage: python -m research.training.checkpoints convert RUN_DIR", file=sys.stderr)
-    return 2
-  # The run's state at step 0 comes from its config through `load_run`, which restores its latest
-  # checkpoint: with conversion on, that restore converts every flat step, then reads the converted one
-  # back by name with its checksums. Run with -m, this file is `__main__`, a second copy of the module:
-  # the switch is set on the copy the loop imported. (Only this entry point imports the loop.)
-  from research.training import checkpoints, loop
-
-  checkpoints.Checkpointer.convert_flat_on_restore = True
-  try:
-    step = loop.load_run(argv[2])[-1]
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  ckpt_dir = Path(argv[2]) / "checkpoints"
-  print(f"{ckpt_dir} is in the named format (step {step} restored and verified); old flat steps, if any, "
-        f"are kept in {ckpt_dir.name}.flat until you delete it")
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main(sys.argv))

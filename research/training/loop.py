@@ -246,25 +246,37 @@ def build_state(config, ds: data.Dataset, total_steps: int, steps_per_epoch: int
   return graphdef, state, optimizer, schedule
 
 
+def run_config(workdir: str | Path) -> ml_collections.ConfigDict:
+  """The validated config of a run directory (keys added to the code since the run: at their defaults)."""
+  raw = rundir.read_json(Path(workdir) / "config.json")
+  if raw is None:
+    raise UserError(f"{workdir} is not a run directory (no readable config.json)")
+  return validate(ml_collections.ConfigDict(_tuples(_with_defaults(raw, default_config().to_dict()))))
+
+
+def initial_state(config):
+  """(dataset, graphdef, state at step 0) of a config: the seeded model and optimizer state that a
+  checkpoint of its run restores into."""
+  ds = _load_data(config)
+  spe, total = schedule_lengths(config, ds)
+  graphdef, state, _, _ = build_state(config, ds, total, spe)
+  return ds, graphdef, state
+
+
 def load_run(workdir: str | Path, step: int | None = None):
   """(config, dataset, graphdef, state, step) of a run directory's checkpoint (default: the latest).
 
   For measuring a trained model afterwards (curvature, sharpness, landscapes).
   """
   workdir = Path(workdir)
-  raw = rundir.read_json(workdir / "config.json")
-  if raw is None:
-    raise UserError(f"{workdir} is not a run directory (no readable config.json)")
-  config = validate(ml_collections.ConfigDict(_tuples(_with_defaults(raw, default_config().to_dict()))))
+  config = run_config(workdir)
   ckpt_dir = workdir / "checkpoints"
   steps = sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit()) if ckpt_dir.is_dir() else []
   if not steps:
     raise UserError(f"{workdir} has no checkpoint to load")
   if step is not None and step not in steps:
     raise UserError(f"no checkpoint at step {step} in {workdir}; available: {', '.join(map(str, steps))}")
-  ds = _load_data(config)
-  spe, total = schedule_lengths(config, ds)
-  graphdef, state, _, _ = build_state(config, ds, total, spe)
+  ds, graphdef, state = initial_state(config)
   ckpt = checkpoints.Checkpointer(ckpt_dir, keep=config.keep_checkpoints)
   step = steps[-1] if step is None else step
   state = ckpt.restore(state, step)

@@ -21,9 +21,9 @@ BatchNorm in `bn_mode`) and logs into `metrics.jsonl`:
 - `curv/seconds`: the time the measurement took.
 Every `save_every` steps (and at the end) the eigenvalues, residuals and settings go to
 `curvature/step<S>_hessian_<split>.json` and the eigenvectors to its `.npz`, in the record format of
-`analysis.curvature` (so reports read both alike); `density_every` adds a stochastic Lanczos quadrature
-(`results.density` with its outliers, `slq_nodes` / `slq_weights` in the `.npz`). After a resume the
-warm start comes from the latest saved eigenvectors.
+`experiments.measure --what` (so reports read both alike); `density_every` adds a stochastic Lanczos
+quadrature (`results.density` with its outliers, `slq_nodes` / `slq_weights` in the `.npz`). After a
+resume the warm start comes from the latest saved eigenvectors.
 """
 
 import time
@@ -84,7 +84,7 @@ def _latest_vectors(directory: Path, split: str) -> np.ndarray | None:
 
 
 def default_config() -> ml_collections.ConfigDict:
-  """Curvature tracked during training (research/curvature/tracking.py); off unless every_steps > 0
+  """Curvature tracked during training; off unless every_steps > 0
   or at_end. A fixed probe set: the first `num_examples` examples of `split` (0: all)."""
   return ml_collections.ConfigDict(dict(
       every_steps=0, at_end=False, split="train", num_examples=1000, chunk_size=1000, bn_mode="eval",

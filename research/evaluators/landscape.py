@@ -143,7 +143,7 @@ def _subset(split, n: int):
 
 
 def default_config() -> ml_collections.ConfigDict:
-  """A loss-landscape scan of the trained parameters (research/landscape/tracking.py); off unless
+  """A loss-landscape scan of the trained parameters; off unless
   at_end or every_steps > 0. `kind` 1d | 2d, `num_points` per axis (odd: the centre is on the grid),
   coefficients in [-span, span] along `directions` (random: Gaussian, `normalization` filter | layer |
   none, Li et al. 2018; eigen: the top Hessian eigenvectors, unit norm), on the first `num_examples`

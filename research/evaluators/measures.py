@@ -249,8 +249,8 @@ def rescaled(c, alpha: float, layers: list[str], tree: dict) -> dict:
 
 
 def default_config() -> ml_collections.ConfigDict:
-  """Sharpness and generalization measures of the trained network (research/measures/tracking.py); off
-  unless every_steps > 0 or at_end. `names`: comma-separated (`MEASURES` above);
+  """Sharpness and generalization measures of the trained network; off unless every_steps > 0 or
+  at_end. `names`: comma-separated (`MEASURES` above);
   `rescale_alphas`: comma-separated alphas of Dinh et al.'s function-preserving rescaling of the layers
   `rescale_layers` ("first,second" for `rescale_kind` relu, "layer,norm" for batchnorm)."""
   return ml_collections.ConfigDict(dict(

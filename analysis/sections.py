@@ -132,6 +132,15 @@ def setup_section(ctx: Context, fields: Fields) -> Section:
   wall_text = num(float(np.mean(wall))) if wall else "n/a"
   items.append(f"**Hardware**: {show(hw)}; wall time per run {wall_text} s"
                + (f" (total {num(float(np.sum(wall)))} s)." if len(wall) > 1 else "."))
+  speedups = []
+  for b in meta("backend_setup", "dict"):
+    v = b.get("onednn_verdicts") if isinstance(b.get("onednn_verdicts"), dict) else {}
+    refused = v.get("refused") if isinstance(v.get("refused"), list) else []
+    speedups.append(f"convolutions {b.get('convolutions', '?')}"
+                    + (" (first layer as shifted products)" if b.get("first_layer_taps") else "")
+                    + f", oneDNN verdicts {v.get('hits', 0)} cached / {v.get('checks', 0)} checked / "
+                    f"{len(refused)} refused")
+  items.append(f"**Speed-ups** (`research.backend`, meta.json `backend_setup`): {show(speedups)}.")
   versions: dict[str, list] = {}
   for v in meta("versions", "dict"):
     for k, x in v.items():

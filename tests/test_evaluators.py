@@ -47,6 +47,8 @@ def test_a_registered_evaluator_owns_its_section_and_logs_into_metrics(toy, tmp_
   # the initial parameters the context hands out are the step-0 parameters the loop trained from
   np.testing.assert_allclose(rows[8]["toy/initial_norm"], rows[0]["toy/param_norm"] / 2.0, rtol=1e-6)
   assert rows[4]["toy/fraction_done"] == 0.5
+  setup = rundir.read_json(tmp_path / "meta.json")["backend_setup"]  # what ran is recorded
+  assert setup["convolutions"] in ("onednn", "xla") and "refused" in setup["onednn_verdicts"]
 
 
 def test_the_loop_names_no_evaluator():

@@ -210,7 +210,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     raise
   if "divergence" in summary:
     meta["divergence"] = summary["divergence"]
-  meta.update(status=summary["status"], ended=rundir.now())
+  # again at the end, with the oneDNN verdicts of this run's compilations
+  meta.update(status=summary["status"], ended=rundir.now(), backend_setup=backend.describe())
   write_meta(meta)
   return summary
 

@@ -10,3 +10,14 @@ def float64():
   jax.config.update("jax_enable_x64", True)
   yield
   jax.config.update("jax_enable_x64", False)
+
+
+@pytest.fixture(autouse=True)
+def plain_ops():
+  """Each test starts and ends with the operations `research.core.ops` had before it: an entry point
+  called in-process (`experiments.measure.main`) switches the backend on for the whole process."""
+  from research.core import ops
+
+  before = ops.installed()
+  yield
+  ops.install(**before)

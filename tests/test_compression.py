@@ -213,8 +213,8 @@ def test_compression_at_end_equals_a_direct_evaluation_of_the_final_checkpoint(t
 
 @pytest.mark.parametrize("changes, words", [
     ({"compression.splits": ("test", "holdout")}, ["holdout", "eval_train"]),
-    ({"compression.bits": (8, 1)}, ["bits", "2..16"]),
-    ({"compression.sparsities": (1.2,)}, ["sparsity", "[0, 1]"]),
+    ({"compression.bits": (8, 1)}, ["compression.bits", "[2, 16]", "got 1"]),
+    ({"compression.sparsities": (1.2,)}, ["compression.sparsities", "[0, 1]", "got 1.2"]),
     ({"compression.scope": "net"}, ["compression.scope", "global, layer"]),
     ({"compression.bits": (), "compression.sparsities": ()}, ["at least one level"]),
     ({"compression.every": 3}, ["unknown config key", "compression.at_end"]),

@@ -254,7 +254,7 @@ def test_one_and_four_devices_agree(tmp_path):
 
 
 def test_curvature_cli_measures_a_checkpoint(tmp_path):
-  from analysis import curvature as cli
+  from experiments import measure as cli
   from research import training
 
   jax.config.update("jax_enable_x64", False)  # a normal float32 run
@@ -274,7 +274,6 @@ def test_curvature_cli_measures_a_checkpoint(tmp_path):
     assert record["operator"]["num_examples"] == 40 and record["operator"]["bn_mode"] == "eval"
     assert record["results"]["top"]["converged"][0] and record["results"]["spectrum"]["lambda_max"] > 0
     assert record["results"]["trace_hutchinson"]["std_error"] > 0
-    assert (tmp_path / "curvature" / "step10_hessian_train_density.png").stat().st_size > 1000
     assert set(np.load(tmp_path / "curvature" / "step10_hessian_train.npz")) >= {"top_vectors", "slq_nodes"}
     assert cli.main(["--workdir", str(tmp_path), "--what", "lambda_max", "--checkpoint", "3"]) == 2
   finally:

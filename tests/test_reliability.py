@@ -58,7 +58,8 @@ def _error_lines(out: subprocess.CompletedProcess) -> list[str]:
     ("eval.every_steps", -5, "config key 'eval.every_steps' must be >= 0 (0: off), got -5"),
     ("keep_checkpoints", 0, "config key 'keep_checkpoints' must be >= 1, got 0"),
     ("schedule.lr", math.inf, "config key 'schedule.lr' must be finite, got inf"),
-    ("schedule.lr", 0.0, "config key 'schedule.lr' must be > 0, got 0.0"),
+    ("schedule.lr", -0.1, "config key 'schedule.lr' must be >= 0 (0: the parameters stay at "
+                          "initialization), got -0.1"),
     ("optimizer.b2", 1.5, "config key 'optimizer.b2' must be in [0, 1), got 1.5"),
     ("loss.label_smoothing", math.nan, "config key 'loss.label_smoothing' must be finite, got nan"),
     ("training.batch_size", 2**40, "config key 'training.batch_size' must be < 2147483648"),

@@ -35,7 +35,7 @@ from research.core.errors import UserError, choices_message
 SCHEDULES = ("constant", "step", "cosine", "warmup_cosine", "linear", "one_cycle")
 # The domain of each numeric field (`research.training.config.Interval` syntax), checked by `validate`.
 RANGES = {
-    "lr": "(0, inf)",
+    "lr": "[0, inf); 0: the parameters stay at initialization",
     "warmup_steps": "[0, inf); 0: no warm-up",
     "boundaries": "(0, 1)",
     "decay_factor": "(0, inf)",

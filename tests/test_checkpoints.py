@@ -64,7 +64,9 @@ def _saved(tmp_path, steps=(10, 20), state=None):
 
 
 def _largest_file(step_dir: Path) -> Path:
-  return max((p for p in (step_dir / checkpoints.STATE).rglob("*") if p.is_file()),
+  """The largest array-data file of a step (OCDBT's `d/` folders): not `_sharding` or other metadata
+  that a restore by name does not read, which can be larger when the data is split over files."""
+  return max((p for p in (step_dir / checkpoints.STATE).rglob("*") if p.is_file() and p.parent.name == "d"),
              key=lambda p: p.stat().st_size)
 
 

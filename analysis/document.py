@@ -55,6 +55,7 @@ class Report:
   sections: list[Section]
   findings: list[Finding]
   problems: list
+  verdicts: list = dataclasses.field(default_factory=list)  # analysis.criteria.Verdict, one per criterion
 
   def figures(self) -> list[Figure]:
     out = []

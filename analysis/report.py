@@ -8,13 +8,16 @@ Writes, under OUT (default DIR/report):
   figures/*.png, .pdf  every figure (PDF for papers)
   tables/*.md, .tex    every table (LaTeX booktabs)
   findings.json        each finding's sentence and the numbers in it
+  verdicts.json        the verdict of each pre-registered criterion, with the study, its variant, seeds,
+                       runtime and code version (what `python -m analysis.index` tabulates)
 
-The sections, in this order: Setup, Results, Findings, Comparison with the published result,
-Limitations (analysis.sections and the study's template), Reproduce (the command lines the run
-directories record) and Missing or unreadable. The results depend on the study: `config.study` is a key
-into `analysis.studies.TEMPLATES` and nothing else; an unknown or mixed study gets the generic report.
-Damaged, missing or mistyped files and fields never stop the report: they are listed in its last
-section. Nothing a run directory names is executed.
+The sections, in this order: Verdicts (the study's pre-registered criteria, recorded in sweep.json
+before the runs, judged by `analysis.criteria`), Setup, Results, Findings, Comparison with the
+published result, Limitations (analysis.sections and the study's template), Reproduce (the command
+lines the run directories record) and Missing or unreadable. The results depend on the study:
+`config.study` is a key into `analysis.studies.TEMPLATES` and nothing else; an unknown or mixed study
+gets the generic report. Damaged, missing or mistyped files and fields never stop the report: they are
+listed in its last section. Nothing a run directory names is executed.
 """
 
 import argparse
@@ -24,8 +27,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from analysis import runs, sections, tables
-from analysis.document import Report, Section, to_html, to_markdown
+from analysis import criteria, runs, sections, tables
+from analysis.document import Report, Section, TableBlock, to_html, to_markdown
 from analysis.results import Context, Parts
 from analysis.studies import GENERIC, TEMPLATES
 from research.core.errors import UserError, choices_message
@@ -85,6 +88,10 @@ def build(study: runs.Study, out: Path, template: str | None = None) -> Report:
     notes.append("The runs belong to different studies (`config.study`); this is the generic report.")
   ctx = Context.of(study, out)
   body = []
+  verdicts = []
+  if study.runs:
+    body.append(_guarded("Verdicts", lambda: _verdict_section(study, ctx, parts, verdicts, problems),
+                         problems))
   if study.runs:
     body.append(_guarded("Setup", lambda: sections.setup_section(ctx, fields), problems))
   body += parts.results
@@ -105,7 +112,29 @@ def build(study: runs.Study, out: Path, template: str | None = None) -> Report:
   root = study.root.resolve().name
   title = f"{chosen.title} study: {root}" if chosen is not GENERIC else f"Report: {root}"
   question = chosen.question + ("" if not notes else " " + " ".join(notes))
-  return Report(title, question, chosen.name, body, parts.findings, problems)
+  return Report(title, question, chosen.name, body, parts.findings, problems, verdicts)
+
+
+def _verdict_section(study: runs.Study, ctx: Context, parts: Parts, verdicts: list,
+                     problems: list) -> Section:
+  """The Verdicts section (first in the report), filling `verdicts`."""
+  recorded, bad = criteria.recorded(study)
+  problems += bad
+  if not recorded:
+    return Section("Verdicts", ["No pre-registered criteria are recorded for these runs (a sweep records its "
+                                "config's `get_criteria` in sweep.json before the first trial)."])
+  table = ctx.table.copy()
+  for run, quantities in (parts.quantities or {}).items():
+    for q, v in quantities.items():
+      if q not in table.columns:
+        table[q] = float("nan")
+      table.loc[table["run"] == run, q] = v
+  verdicts += criteria.judge(recorded, study, table)
+  when = (study.index or {}).get("criteria_registered")
+  return Section("Verdicts", [
+      "The published claims this study tests, as criteria registered "
+      f"{'on ' + str(when) + ' ' if when else ''}before any run ({criteria.summary(verdicts)}).",
+      TableBlock("verdicts", criteria.verdict_table(verdicts))])
 
 
 @dataclasses.dataclass
@@ -142,6 +171,11 @@ def write_report(directory: str | Path, out: str | Path | None = None, *,
   findings = out / "findings.json"
   records = [dataclasses.asdict(f) for f in report.findings]
   findings.write_text(json.dumps(records, indent=1, default=str) + "\n")
+  idx = study.index or {}
+  summary = {"study": study.study, "template": report.template, "directory": str(directory),
+             "variant": idx.get("variant"), "criteria_registered": idx.get("criteria_registered"),
+             "verdicts": [v.to_dict() for v in report.verdicts]} | runs.provenance(study)
+  (out / "verdicts.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
   return Written(report, md, page, [f.path for f in report.figures()], table_paths, findings)
 
 

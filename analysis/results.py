@@ -129,6 +129,7 @@ class Parts:
   comparison: list
   limitations: list[str]
   problems: list
+  quantities: dict = dataclasses.field(default_factory=dict)  # run name -> {derived quantity: value}
 
 
 def _same(ctx: Context) -> Context:
@@ -147,13 +148,16 @@ class Template:
   comparison: Callable[[Context, list[Finding]], list]
   limitations: Callable[[Context], list[str]] = lambda ctx: []
   prepare: Callable[[Context], Context] = _same
+  # run name -> {quantity: value}: per-run quantities the study's criteria name beyond the final metrics
+  # (e.g. the fraction of steps in the stability window), judged like metrics
+  quantities: Callable[[Context], dict[str, dict[str, float]]] = lambda ctx: {}
 
   def __call__(self, study: runs.Study, out: Path) -> Parts:
     """This template's parts of the report of `study` (read, never changed); figures go to out/figures."""
     ctx = self.prepare(Context.of(study, out))
     sections, findings = self.results(ctx)
     return Parts(sections, findings, self.comparison(ctx, findings), self.limitations(ctx),
-                 list(ctx.problems))
+                 list(ctx.problems), self.quantities(ctx))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ Tables:
 """
 
 import dataclasses
+import datetime
 import json
 import math
 from pathlib import Path
@@ -470,3 +471,27 @@ def condition_label(overrides: dict, keys: list[str]) -> str:
     name = ".".join(k.split(".")[-2:]) if short.count(name) > 1 else name  # loss.name vs optimizer.name
     parts.append(f"{name}={v}")
   return ", ".join(parts) if parts else "all runs"
+
+
+def provenance(study: Study) -> dict:
+  """What a results index states next to a study's verdicts: runs, seeds per condition (min and max),
+  the sweep's wall time (first trial start to last trial end, seconds; None when not recorded) and the
+  code versions (`git` of the runs' meta.json)."""
+  per_condition: dict[str, int] = {}
+  for r in study.runs:
+    key = json.dumps({k: r.overrides.get(k) for k in study.group_keys}, sort_keys=True, default=str)
+    per_condition[key] = per_condition.get(key, 0) + 1
+  trials = (study.index or {}).get("trials") or []
+  starts = [t.get("started") for t in trials if isinstance(t, dict) and isinstance(t.get("started"), str)]
+  ends = [t.get("ended") for t in trials if isinstance(t, dict) and isinstance(t.get("ended"), str)]
+  wall = None
+  if starts and ends:
+    try:
+      wall = (datetime.datetime.fromisoformat(max(ends)) - datetime.datetime.fromisoformat(min(starts)))
+      wall = round(wall.total_seconds(), 1)
+    except ValueError:
+      wall = None
+  versions = sorted({str(r.meta.get("git")) for r in study.runs if r.meta and r.meta.get("git")})
+  counts = list(per_condition.values())
+  return {"runs": len(study.runs), "seeds_min": min(counts, default=0), "seeds_max": max(counts, default=0),
+          "wall_time_s": wall, "code_versions": versions}

@@ -2,7 +2,8 @@
 
 ```
 <sweep dir>/sweep.json            the definition (config file, variant, study, common overrides, the
-                                  overrides of every trial) and each trial's index, name, status, exit
+                                  overrides of every trial, the study's pre-registered `criteria` and
+                                  when they were registered) and each trial's index, name, status, exit
                                   code, attempts, wall time, pid while running, last error line
 <sweep dir>/.sweep.lock           held (fcntl.flock) by the sweep process running on this directory
 <sweep dir>/<name>/               the trial's run directory (DESIGN.md), plus `log.txt` (its stdout and
@@ -75,11 +76,15 @@ def _canonical(value):
 
 
 def new_index(*, config: str, config_path: str, variant: str | None, study: str, common: dict,
-              overrides: Sequence[dict]) -> dict:
+              overrides: Sequence[dict], criteria: Sequence[dict] = ()) -> dict:
+  """A fresh index, every trial pending; `criteria` (checked dicts) are recorded with the time, before
+  any trial runs, and never rewritten by a resumed sweep."""
   names = trial_names(overrides)
   return {
       "config": config, "config_path": config_path, "variant": variant, "study": study,
       "common_overrides": _canonical(common), "created": rundir.now(), "updated": rundir.now(),
+      "criteria": [_canonical(c) for c in criteria],
+      "criteria_registered": rundir.now() if criteria else None,
       "trials": [{"index": i, "name": name, "overrides": _canonical(o), "status": "pending",
                   "exit_code": None, "attempts": 0, "wall_time_s": 0.0, "pid": None, "started": None,
                   "ended": None, "error": None}

@@ -36,6 +36,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from research.core import criteria as criteria_lib
 from research.core import rundir
 from research.core.errors import DIVERGED_EXIT_CODE, UserError
 from research.sweeps import index as index_lib
@@ -97,9 +98,19 @@ def load_definition(config: str, common: dict | None = None) -> dict:
   for key in {k for o in overrides for k in o} | common.keys():
     if key not in reference and not any(key.startswith(p + ".") for p in FREE_FORM):
       raise UserError(unknown_key_message(key, reference))
+  criteria = []
+  if callable(getattr(module, "get_criteria", None)):
+    try:
+      specs = module.get_criteria(variant)
+    except UserError:
+      raise
+    except Exception as e:
+      message = f"{path}:{variant or ''}: get_criteria: {type(e).__name__}: {e}"
+      raise UserError(message.splitlines()[0]) from None
+    criteria = [c.to_dict() for c in criteria_lib.parse(specs)]
   return index_lib.new_index(config=config, config_path=str(file.resolve()), variant=variant,
                              study=str(base.get("study", "")), common=common,
-                             overrides=[dict(o) for o in overrides])
+                             overrides=[dict(o) for o in overrides], criteria=criteria)
 
 
 def _cli_value(value) -> str:

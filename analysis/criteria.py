@@ -1,0 +1,216 @@
+"""Judging a study's pre-registered criteria (`research.core.criteria`) from its runs.
+
+The criteria come from `sweep.json` (recorded before the first trial ran), never from the config file
+as it is now: a criterion edited after the runs is not the one they were run against. Each criterion
+(per value of its `each` key) gets one verdict:
+
+  holds         the interval lies on the claimed side of the threshold (or inside the +-margin band
+                for "no difference"); for `every`, every run is on the claimed side
+  fails         the interval lies on the other side (or outside the band); for `every`, some run is not
+  inconclusive  the interval straddles the threshold, with the number of seeds that made it so
+  not measured  no run of a group has the quantity
+
+The intervals and the words are those of every template (`analysis.stats`, `analysis.wording.judge`);
+Kendall's tau is judged by its two-sided p-value at 1 - level.
+
+A quantity `metric@stat` is a statistic of the metric over training, per run (`HISTORY_STATS`: mean,
+median, max or min over the logged values after step 0; the initialization is not what training did),
+e.g. `smooth/beta@mean` for Santurkar et al.'s effective beta-smoothness along the trajectory.
+"""
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pandas as pd
+
+from analysis import runs, stats, tables, wording
+from research.core.criteria import Criterion, parse_one
+from research.core.errors import UserError
+
+VERDICTS = ("holds", "fails", "inconclusive", "not measured")
+HISTORY_STATS = {"mean": np.mean, "median": np.median, "max": np.max, "min": np.min}
+_FROM_WORDING = {"shows": "holds", "no difference": "holds", "contradicts": "fails",
+                 "inconclusive": "inconclusive"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+  criterion: Criterion
+  scope: str  # "" or "lr=0.1" for a criterion judged per value of `each`
+  verdict: str  # one of VERDICTS
+  measured: str  # the estimate with its interval and seed counts, as the table shows it
+  values: dict  # the numbers (for findings.json / verdicts.json)
+
+  def to_dict(self) -> dict:
+    return {"id": self.criterion.id, "scope": self.scope, "verdict": self.verdict, "measured": self.measured,
+            "claim": self.criterion.claim, "source": self.criterion.source,
+            "criterion": self.criterion.to_dict(), "values": self.values}
+
+
+def recorded(study: runs.Study) -> tuple[list[Criterion], list[runs.Problem]]:
+  """The criteria of the study's sweep index, each checked; an unreadable one is a problem, not an error."""
+  specs = (study.index or {}).get("criteria") or []
+  out, problems = [], []
+  if not isinstance(specs, list):
+    return [], [runs.Problem(study.root.name, "sweep.json", "criteria is not a list; ignored")]
+  for i, spec in enumerate(specs):
+    try:
+      out.append(parse_one(spec, f"criterion {i}"))
+    except UserError as e:
+      problems.append(runs.Problem(study.root.name, "sweep.json", f"{e}; not judged"))
+  return out, problems
+
+
+def _value_of(run: runs.Run, key: str):
+  return run.overrides.get(key, run.flat_config.get(key))
+
+
+def _same(a, b) -> bool:
+  if isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool):
+    return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+  return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
+def _matches(run: runs.Run, group: dict) -> bool:
+  return all(_same(_value_of(run, k), v) for k, v in group.items())
+
+
+def _values(table: pd.DataFrame, group_runs: list[runs.Run], quantity: str) -> np.ndarray:
+  if quantity not in table.columns or not group_runs:
+    return np.zeros(0)
+  names = {r.name for r in group_runs}
+  col = pd.to_numeric(table.loc[table["run"].isin(names), quantity], errors="coerce")
+  return col[np.isfinite(col)].to_numpy(np.float64)
+
+
+def _fmt(x: float) -> str:
+  if not math.isfinite(x):
+    return "n/a"
+  return f"{x:.3g}" if abs(x) < 1e4 else f"{x:.3e}"
+
+
+def _judge_one(c: Criterion, table: pd.DataFrame, members: list[runs.Run],
+               level: float) -> tuple[str, str, dict]:
+  a_runs = [r for r in members if _matches(r, c.a)]
+  a = _values(table, a_runs, c.quantity)
+  ref = c.reference
+  if c.compare in ("ratio", "difference"):
+    b = _values(table, [r for r in members if _matches(r, c.b)], c.quantity)
+    if not (len(a) and len(b)):
+      return "not measured", f"no value of `{c.quantity}` in {'group a' if not len(a) else 'group b'}", {}
+    compute = stats.ratio_interval if c.compare == "ratio" else stats.difference_interval
+    interval = compute(a, b, level=level)
+  elif c.compare == "mean":
+    if not len(a):
+      return "not measured", f"no value of `{c.quantity}`", {}
+    interval = stats.mean_interval(a, level=level)
+  elif c.compare == "every":
+    if not len(a):
+      return "not measured", f"no value of `{c.quantity}`", {}
+    ok = {">": a > ref, "<": a < ref, "=": np.abs(a - ref) <= (c.margin or 0.0)}[c.expected]
+    verdict = "holds" if ok.all() else "fails"
+    text = (f"{int(ok.sum())} of {len(a)} runs {c.expected} {_fmt(ref)} (values {', '.join(map(_fmt, a))})")
+    return verdict, text, {"values": a.tolist(), "passing": int(ok.sum()), "n": len(a), "threshold": ref}
+  else:  # kendall
+    by_run = dict(zip(table["run"], pd.to_numeric(table[c.quantity], errors="coerce"))) \
+        if c.quantity in table.columns else {}
+    xs = [_value_of(r, c.by) for r in a_runs]
+    ys = [by_run.get(r.name, np.nan) for r in a_runs]
+    tau, p, n = stats.kendall_tau(xs, ys)
+    if n < 3:
+      return "not measured", f"{n} runs with `{c.quantity}` and `{c.by}` (Kendall's tau needs 3)", {"n": n}
+    alpha = 1 - level
+    side = (tau > ref) if c.expected == ">" else (tau < ref)
+    if c.expected == "=":
+      inside = abs(tau - ref) <= c.margin and p >= alpha
+      verdict = "holds" if inside else ("fails" if p < alpha else "inconclusive")
+    else:
+      verdict = ("holds" if side else "fails") if p < alpha else "inconclusive"
+    return verdict, f"Kendall τ = {tau:+.2f} (p = {p:.2g}, {n} runs)", {"tau": tau, "p_value": p, "n": n}
+  j = wording.judge(interval, c.expected, threshold=ref, margin=c.margin)
+  measured = f"{_fmt(interval.estimate)}; {wording.interval_text(interval)}"
+  values = {"estimate": interval.estimate, "lo": interval.lo, "hi": interval.hi, "method": interval.method,
+            "n": list(interval.n), "p_value": interval.p_value, "threshold": ref, "level": interval.level}
+  return _FROM_WORDING[j.verdict], measured, values
+
+
+def with_history(table: pd.DataFrame, study: runs.Study, criteria: list[Criterion]) -> pd.DataFrame:
+  """`table` with a column per `metric@stat` quantity the criteria name (nan where a run logged none)."""
+  table = table.copy()
+  for c in criteria:
+    metric, at, stat = c.quantity.rpartition("@")[0], "@" in c.quantity, c.quantity.rpartition("@")[2]
+    if not at or c.quantity in table.columns or stat not in HISTORY_STATS:
+      continue
+    values = {}
+    for r in study.runs:
+      steps, ys = r.curve(metric)
+      ys = ys[(steps > 0) & np.isfinite(ys)]
+      values[r.name] = float(HISTORY_STATS[stat](ys)) if len(ys) else np.nan
+    table[c.quantity] = table["run"].map(values).astype(float)
+  return table
+
+
+def judge(criteria: list[Criterion], study: runs.Study, table: pd.DataFrame, *,
+          level: float = 0.95) -> list[Verdict]:
+  """One `Verdict` per criterion and value of its `each` key, from the runs table (`table` has a `run`
+  column and one column per quantity, derived ones included)."""
+  out = []
+  table = with_history(table, study, criteria)
+  for c in criteria:
+    scopes = [("", study.runs)]
+    if c.each:
+      seen: dict[str, list[runs.Run]] = {}
+      for r in study.runs:
+        if _matches(r, c.a) or (c.b is not None and _matches(r, c.b)):
+          seen.setdefault(json.dumps(_value_of(r, c.each), default=str), []).append(r)
+      short = c.each.rsplit(".", 1)[-1]
+      scopes = [(f"{short}={json.loads(k) if k != 'null' else 'unset'}", rs)
+                for k, rs in seen.items()] or scopes
+    for scope, members in scopes:
+      try:
+        verdict, measured, values = _judge_one(c, table, members, level)
+      except (TypeError, ValueError) as e:  # a quantity of an unexpected type: say so, keep the rest
+        verdict, measured, values = "not measured", f"could not be judged ({type(e).__name__}: {e})"[:160], {}
+      out.append(Verdict(c, scope, verdict, measured, values))
+  return out
+
+
+def _expected_text(c: Criterion) -> str:
+  what = {"ratio": "ratio a / b", "difference": "a − b", "mean": "mean", "every": "every run",
+          "kendall": f"Kendall τ with {c.by}"}[c.compare]
+  groups = ""
+  if c.compare in ("ratio", "difference"):
+    groups = f" (a: {_group_text(c.a)}; b: {_group_text(c.b)})"
+  elif c.a:
+    groups = f" ({_group_text(c.a)})"
+  band = f" ± {c.margin:g}" if c.expected == "=" else ""
+  return f"`{c.quantity}`: {what} {c.expected} {c.reference:g}{band}{groups}"
+
+
+def _group_text(group: dict | None) -> str:
+  if not group:
+    return "all runs"
+  return ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in group.items())
+
+
+def verdict_table(verdicts: list[Verdict]) -> tables.Table:
+  """The report's first table: one row per verdict."""
+  rows = []
+  for v in verdicts:
+    c = v.criterion
+    claim = c.claim + (f" [{v.scope}]" if v.scope else "")
+    rows.append([c.id, claim, _expected_text(c), c.source, v.measured, f"**{v.verdict}**"])
+  header = ["criterion", "claim", "test", "source", "measured", "verdict"]
+  return tables.Table(header, rows, [[False] * len(header) for _ in rows],
+                      caption="Pre-registered criteria (recorded in sweep.json before the runs) and their "
+                              "verdicts: 95% intervals valid for the number of seeds (t for means, Welch for "
+                              "differences, Welch on the logs for ratios).", align="llllll")
+
+
+def summary(verdicts: list[Verdict]) -> str:
+  """`3 of 4 criteria hold, 1 inconclusive` (counts per verdict, in VERDICTS order)."""
+  counts = {k: sum(v.verdict == k for v in verdicts) for k in VERDICTS}
+  parts = [f"{n} {k}" for k, n in counts.items() if n]
+  return f"{len(verdicts)} judged: " + ", ".join(parts) if verdicts else "no criteria"

@@ -1,0 +1,139 @@
+"""Pre-registered criteria: the schema (research.core.criteria), their recording by a sweep before any
+trial, their judgement in the report (analysis.criteria) and the generated index of studies."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from analysis import criteria as judging
+from analysis import index, report, runs
+from research.core import criteria
+from research.core.errors import UserError
+from research.sweeps import runner
+
+RATIO = {"id": "sharper", "claim": "Without BatchNorm lambda_max is higher",
+         "source": "Santurkar et al. 2018",
+         "quantity": "curv/lambda_max", "compare": "ratio", "expected": ">",
+         "a": {"model.knobs.norm": "none"}, "b": {"model.knobs.norm": "batch"}}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"compare": "median"}, "compare"),
+    ({"expected": ">="}, "expected"),
+    ({"b": None}, "needs the second group"),
+    ({"expected": "="}, "margin"),
+    ({"colour": "red"}, "unknown field 'colour'"),
+    ({"claim": ""}, "missing field 'claim'"),
+    ({"threshold": float("nan")}, "finite number"),
+    ({"compare": "kendall"}, "needs `by`"),
+])
+def test_a_bad_criterion_is_one_line_naming_the_problem(change, message):
+  spec = {k: v for k, v in (RATIO | change).items() if v is not None}
+  with pytest.raises(UserError, match=message) as e:
+    criteria.parse([spec])
+  assert "\n" not in str(e.value)
+
+
+def test_duplicate_ids_are_refused():
+  with pytest.raises(UserError, match="used twice"):
+    criteria.parse([RATIO, RATIO])
+
+
+def test_a_sweep_records_its_criteria_before_any_trial(tmp_path):
+  """load_definition is what run_sweep writes to sweep.json before launching: the criteria are in it,
+  checked, with the time they were registered."""
+  cfg = tmp_path / "study.py"
+  cfg.write_text(
+      "from research import sweeps\nfrom research.training import default_config\n"
+      "def get_config(arg=None):\n  c = default_config()\n  c.study = 'toy'\n  return c\n"
+      "def get_sweep(arg=None):\n  return sweeps.seeds(2)\n"
+      f"def get_criteria(arg=None):\n  return [{RATIO!r}]\n")
+  index_ = runner.load_definition(str(cfg))
+  assert index_["criteria"] == [criteria.parse([RATIO])[0].to_dict()]
+  assert index_["criteria_registered"]
+  cfg.write_text(cfg.read_text().replace("'ratio'", "'ratios'"))
+  with pytest.raises(UserError, match="compare"):
+    runner.load_definition(str(cfg))
+
+
+def _write_run(d: Path, config: dict, final: dict, history: list[dict]) -> None:
+  d.mkdir(parents=True)
+  (d / "config.json").write_text(json.dumps(config))
+  (d / "meta.json").write_text(json.dumps({"status": "done", "seed": config["seed"], "git": "abc123def4567"}))
+  (d / "summary.json").write_text(json.dumps({"status": "done", "final": final}))
+  (d / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in history + [{"step": 100} | final]))
+
+
+def _study(root: Path, values: dict, specs: list[dict]) -> Path:
+  """A sweep of norm x seed whose final lambda_max and smooth/beta history are the given values."""
+  trials = []
+  i = 0
+  for norm, lams in values.items():
+    for seed, lam in enumerate(lams):
+      name = f"{i:03d}-norm={norm}-seed={seed}"
+      cfg = {"study": "toy", "seed": seed, "model": {"knobs": {"norm": norm}}, "schedule": {"lr": 0.1}}
+      history = [{"step": 0, "smooth/beta": 1000.0}, {"step": 50, "smooth/beta": lam},
+                 {"step": 100, "smooth/beta": 3 * lam}]
+      _write_run(root / name, cfg, {"test/accuracy": 0.8, "curv/lambda_max": lam}, history)
+      trials.append({"index": i, "name": name, "overrides": {"model.knobs.norm": norm, "seed": seed},
+                     "status": "done", "started": f"2026-12-02T10:0{i}:00+00:00",
+                     "ended": f"2026-12-02T10:0{i + 1}:30+00:00"})
+      i += 1
+  (root / "sweep.json").write_text(json.dumps({
+      "study": "toy", "variant": "quick", "common_overrides": {}, "trials": trials,
+      "criteria": specs, "criteria_registered": "2026-12-02T10:00:00+00:00"}))
+  return root
+
+
+def test_verdicts_follow_the_welch_interval_and_the_seed_count(tmp_path):
+  clear = {"none": [10.0, 11.0, 12.0], "batch": [5.0, 5.5, 6.0]}
+  overlapping = {"none": [10.0, 4.0], "batch": [5.0, 6.0]}
+  every = RATIO | {"id": "every", "compare": "every", "threshold": 7.0, "a": {"model.knobs.norm": "none"}}
+  history = RATIO | {"id": "beta", "quantity": "smooth/beta@mean"}
+  for values, expected in ((clear, "holds"), (overlapping, "inconclusive")):
+    root = _study(tmp_path / expected, values, [RATIO, every, history])
+    study = runs.load(root)
+    found = judging.judge(judging.recorded(study)[0], study, runs.runs_table(study))
+    by_id = {v.criterion.id: v for v in found}
+    assert by_id["sharper"].verdict == expected
+    logs = {k: np.log(v) for k, v in values.items()}
+    ref = scipy.stats.ttest_ind(logs["none"], logs["batch"], equal_var=False)
+    assert by_id["sharper"].values["p_value"] == pytest.approx(ref.pvalue, rel=1e-9)
+    assert by_id["sharper"].values["estimate"] == pytest.approx(
+        np.exp(logs["none"].mean() - logs["batch"].mean()), rel=1e-12)
+    assert by_id["every"].verdict == ("holds" if min(values["none"]) > 7 else "fails")
+    # @mean: the mean of the logged values after step 0 (lam and 3 lam), not the 1000 at initialization
+    assert by_id["beta"].verdict == expected
+    assert by_id["beta"].values["estimate"] == pytest.approx(
+        np.exp(np.log(values["none"]).mean() - np.log(values["batch"]).mean()), rel=1e-12)
+
+
+def test_the_report_opens_with_the_verdicts_and_the_index_is_generated_from_them(tmp_path):
+  root = _study(tmp_path / "s", {"none": [10.0, 11.0, 12.0], "batch": [5.0, 5.5, 6.0]},
+                [RATIO, RATIO | {"id": "lower", "expected": "<", "claim": "BatchNorm is sharper"}])
+  written = report.write_report(root)
+  md = written.markdown.read_text()
+  first = md.index("## ")
+  assert md[first:].startswith("## Verdicts")
+  assert "| sharper |" in md and "**holds**" in md and "**fails**" in md
+  record = json.loads((root / "report" / "verdicts.json").read_text())
+  assert [v["verdict"] for v in record["verdicts"]] == ["holds", "fails"]
+  assert record["seeds_min"] == record["seeds_max"] == 3 and record["wall_time_s"] == 390.0
+  readme = tmp_path / "README.md"
+  readme.write_text(f"intro\n{index.BEGIN}\nold hand-typed table\n{index.END}\nrest\n")
+  assert index.main([str(root), "--readme", str(readme)]) == 0
+  text = readme.read_text()
+  assert "old hand-typed" not in text and text.startswith("intro\n") and text.endswith("rest\n")
+  assert "✔ holds" in text and "✘ fails" in text and "6 min 30 s" in text and "abc123def456" in text
+  readme.write_text("no markers\n")
+  assert index.main([str(root), "--readme", str(readme)]) == 2
+  assert readme.read_text() == "no markers\n"
+
+
+def test_a_study_without_criteria_says_so(tmp_path):
+  root = _study(tmp_path / "s", {"none": [1.0, 2.0], "batch": [1.0, 2.0]}, [])
+  md = report.write_report(root).markdown.read_text()
+  assert "No pre-registered criteria" in md

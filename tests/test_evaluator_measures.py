@@ -48,11 +48,17 @@ def test_records_equal_direct_calls_on_the_final_checkpoint(tmp_path):
   k = lambda name: jax.random.fold_in(key, tracking.MEASURES.index(name))
   direct = worst_case_sharpness(loss_fn, state.params, chunks, k("worst_case"), rho=0.05, steps=10)
   assert last["sharp/worst_case_l2"] == pytest.approx(direct.value, rel=1e-5)
+  # The default 10 restarts: every restart's value in the record, best minus median in the metrics.
+  assert last["sharp/worst_case_l2_restart_spread"] == pytest.approx(direct.details["restart_spread"],
+                                                                     rel=1e-4, abs=1e-9)
+  saved = record["measurements"][0]["records"][0]["details"]
+  assert len(saved["restart_values"]) == record["settings"]["restarts"] == 10
+  assert max(saved["restart_values"]) == pytest.approx(last["sharp/worst_case_l2"], rel=1e-12)
   direct = worst_case_sharpness(loss_fn, state.params, chunks, k("worst_case_adaptive"), rho=0.5,
                                 adaptive=True, steps=10)
   assert last["sharp/worst_case_adaptive_l2"] == pytest.approx(direct.value, rel=1e-5)
-  direct = average_sharpness(loss_fn, state.params, chunks, k("average_adaptive"), rho=0.1, adaptive=True,
-                             num_pairs=4)
+  direct = average_sharpness(loss_fn, state.params, chunks, k("average_adaptive"), sigma=0.1,
+                             adaptive=True, num_pairs=4)
   assert last["sharp/average_adaptive"] == pytest.approx(direct.value, rel=1e-5)
   assert last["sharp/average_adaptive_se"] == pytest.approx(direct.std_error, rel=1e-5)
   margin = output_margin(logits_fn, state.params, chunks)
@@ -104,6 +110,8 @@ def test_distance_from_init_is_zero_when_the_weights_do_not_move(tmp_path):
     ({"measures.split": "test"}, ["measures.split", "eval_train"]),
     ({"measures.rescale_alphas": "0.1,-2", "measures.rescale_layers": "hidden.0,head"}, ["positive"]),
     ({"measures.rescale_alphas": "10", "measures.rescale_layers": "hidden.0"}, ["rescale_layers"]),
+    ({"measures.average_rho": 0.01}, ["'measures.average_rho' was renamed", "'measures.average_sigma'"]),
+    ({"measures.average_adaptive_rho": 0.1}, ["renamed", "'measures.average_adaptive_sigma'"]),
 ])
 def test_bad_settings_are_one_line_errors(tmp_path, changes, words):
   with pytest.raises(UserError) as e:

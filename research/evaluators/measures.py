@@ -6,12 +6,13 @@ of `split`, BatchNorm in `bn_mode`, the training loss `config.loss.name` without
 weight decay) with the library functions of `research.measures`, every one of `names` (comma-separated,
 in the order of `MEASURES`):
 
-  name                 function                           metrics (`sharp/...` in metrics.jsonl)
-  worst_case           worst_case_sharpness (rho, norm)   worst_case_l2 (or _linf; + _se with m > 0)
-  worst_case_adaptive  ... adaptive=True (adaptive_rho)   worst_case_adaptive_l2
-  average              average_sharpness (average_rho)    average_plain, average_plain_se
-  average_adaptive     ... adaptive (average_adaptive_rho) average_adaptive, average_adaptive_se
-  epsilon              epsilon_sharpness (Keskar)         epsilon_sharpness
+  name                 function                            metrics (`sharp/...` in metrics.jsonl)
+  worst_case           worst_case_sharpness (rho, norm)    worst_case_l2 (or _linf; + _se with m > 0),
+                                                           worst_case_l2_restart_spread
+  worst_case_adaptive  ... adaptive=True (adaptive_rho)    worst_case_adaptive_l2(_restart_spread)
+  average              average_sharpness (average_sigma)   average_plain, average_plain_se
+  average_adaptive     ... (average_adaptive_sigma)        average_adaptive, average_adaptive_se
+  epsilon              epsilon_sharpness (Keskar)          epsilon_sharpness(_restart_spread)
   pac_bayes            pac_bayes_sigma + pac_bayes_bounds pac_bayes_sigma(_se), pacbayes_init, _orig,
                                                           pacbayes_flatness
   pac_bayes_magnitude  ... magnitude_aware=True           pac_bayes_sigma_magnitude(_se), pacbayes_mag_*
@@ -24,6 +25,13 @@ in the order of `MEASURES`):
   lambda_max           lambda_max (lambda_max_tol)        lambda_max, lambda_max_se (Ritz residual)
   hessian_trace        hessian_trace (trace_probes)       hessian_trace, hessian_trace_se
   num_params           num_params                         num_params
+
+`rho` and `adaptive_rho` are radii of the worst-case ball; `average_sigma` and `average_adaptive_sigma`
+are per-coordinate standard deviations of the average-case Gaussian (formerly `average_rho` and
+`average_adaptive_rho`; an old config naming those keys is refused with the new name). The maxima are
+the best of `restarts` random starts (default 10: one start can stop at a lower local maximum, see
+`research.measures.sharpness`); `..._restart_spread` is the best minus the median restart (0 when the
+restarts agreed; the record keeps every restart's value).
 
 Only the trainable parameters (`params.*`) are perturbed or counted; BatchNorm statistics stay fixed.
 The initial parameters (distance from init, `fro_dist`, PAC-Bayes `init` terms) are the run's step-0
@@ -70,6 +78,8 @@ MEASURES = ("worst_case", "worst_case_adaptive", "average", "average_adaptive", 
 SPLITS = ("train", "eval_train")
 RESCALE_KINDS = ("relu", "batchnorm")
 NEEDS_INIT = ("pac_bayes", "pac_bayes_magnitude", "norms")
+config_lib.rename_key("measures.average_rho", "measures.average_sigma")
+config_lib.rename_key("measures.average_adaptive_rho", "measures.average_adaptive_sigma")
 
 
 def parse_names(text: str) -> list[str]:
@@ -101,8 +111,8 @@ def parse_alphas(text: str) -> list[float]:
 RANGES = {
     "every_steps": "[0, inf); 0: off", "num_examples": "[0, inf); 0: all", "chunk_size": "[0, inf)",
     "seed": "[0, inf)", "rho": "(0, inf)", "adaptive_rho": "(0, inf)", "steps": "[1, inf)",
-    "restarts": "[1, inf)", "m": "[0, inf); 0: the whole probe set", "average_rho": "(0, inf)",
-    "average_adaptive_rho": "(0, inf)", "average_pairs": "[1, inf)", "epsilon": "(0, inf)",
+    "restarts": "[1, inf)", "m": "[0, inf); 0: the whole probe set", "average_sigma": "(0, inf)",
+    "average_adaptive_sigma": "(0, inf)", "average_pairs": "[1, inf)", "epsilon": "(0, inf)",
     "epsilon_subspace": "[0, inf); 0: the full space", "pac_bayes_target": "(0, inf)",
     "pac_bayes_samples": "[1, inf)", "pac_bayes_sigma_max": "(0, inf)", "pac_bayes_depth": "[1, inf)",
     "pac_bayes_tolerance": "(0, inf)", "pac_bayes_magnitude_eps": "[0, inf)",
@@ -174,6 +184,8 @@ def measure(names: list[str], c, fns: dict, tree: dict, init_tree: dict | None, 
     out[_metric(metric)] = m.value
     if np.isfinite(m.std_error):
       out[_metric(metric) + "_se"] = m.std_error
+    if "restart_spread" in m.details:
+      out[_metric(metric) + "_restart_spread"] = m.details["restart_spread"]
     return m.to_dict()
 
   def plain(values: dict, settings: dict) -> list[dict]:
@@ -195,7 +207,7 @@ def measure(names: list[str], c, fns: dict, tree: dict, init_tree: dict | None, 
     elif name in ("average", "average_adaptive"):
       adaptive = name == "average_adaptive"
       m = sharpness.average_sharpness(loss_fn, tree, chunks, k,
-                                      rho=c.average_adaptive_rho if adaptive else c.average_rho,
+                                      sigma=c.average_adaptive_sigma if adaptive else c.average_sigma,
                                       adaptive=adaptive, num_pairs=c.average_pairs, **only)
       recs = [add(m)]
     elif name == "epsilon":
@@ -256,8 +268,8 @@ def default_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       every_steps=0, at_end=False, names="worst_case,worst_case_adaptive", split="train",
       num_examples=1000, chunk_size=1000, bn_mode="eval", seed=0,
-      rho=0.05, adaptive_rho=0.5, norm="l2", steps=20, restarts=1, m=0,
-      average_rho=0.01, average_adaptive_rho=0.1, average_pairs=16,
+      rho=0.05, adaptive_rho=0.5, norm="l2", steps=20, restarts=10, m=0,
+      average_sigma=0.01, average_adaptive_sigma=0.1, average_pairs=16,
       epsilon=1e-3, epsilon_subspace=0,
       pac_bayes_target=0.1, pac_bayes_samples=10, pac_bayes_sigma_max=2.0, pac_bayes_depth=15,
       pac_bayes_tolerance=1e-2, pac_bayes_magnitude_eps=1e-3,

@@ -175,8 +175,21 @@ def config_keys() -> dict:
   return dict(_walk(default_config()))
 
 
+# Keys renamed after release: old dotted path -> new one. A section's module registers its own with
+# `rename_key`, so an old config gets one line naming the new key, not the generic unknown-key message.
+RENAMED_KEYS: dict[str, str] = {}
+
+
+def rename_key(old: str, new: str) -> None:
+  """Records that config key `old` (dotted path) is now `new`."""
+  RENAMED_KEYS[old] = new
+
+
 def unknown_key_message(path: str, reference: dict | None = None) -> str:
-  """`unknown config key 'a.b'; valid keys here: a.c, a.d` (the keys of the same section)."""
+  """`unknown config key 'a.b'; valid keys here: a.c, a.d` (the keys of the same section), or
+  `config key 'a.b' was renamed to 'a.c'` for a key in `RENAMED_KEYS`."""
+  if path in RENAMED_KEYS:
+    return f"config key {path!r} was renamed to {RENAMED_KEYS[path]!r}; set that key instead"
   reference = config_keys() if reference is None else reference
   section = path.rsplit(".", 1)[0] + "." if "." in path else ""
   valid = sorted(k for k in reference if k.startswith(section) and "." not in k[len(section):])

@@ -9,6 +9,7 @@ name; it imports none of them. Importing this package registers the built-in eva
   measures     sharpness and generalization measures (`sharp/...`)
   compression  accuracy after post-training quantization and pruning (`compress/...`)
   landscape    a 1-D or 2-D loss-landscape scan around the parameters (`land/...`)
+  smoothness   loss range, gradient change and effective beta along the gradient step (`smooth/...`)
 
 `posthoc.measure_checkpoint` runs the same evaluators once on a saved checkpoint.
 
@@ -16,4 +17,4 @@ A new measurement is one module that calls `register(...)` at import, imported b
 this package for built-in ones, by the user's own code otherwise); see docs/design.md.
 """
 
-from research.evaluators import compression, curvature, landscape, measures  # noqa: F401  (registers)
+from research.evaluators import compression, curvature, landscape, measures, smoothness  # noqa: F401  (registers)

@@ -12,6 +12,8 @@ keys, returning a record of its settings and its own error estimate:
   they cost (`compression_curve`);
 - Kendall's tau and the granulated Kendall coefficient over runs (in `research.core.ranking`);
 - `reparameterize`: Dinh et al.'s function-preserving rescalings;
+- `smoothness`: Santurkar et al.'s loss range, gradient change and effective beta-smoothness along the
+  gradient step;
 - `tracking` (imported on its own): the training evaluator that computes any of these at the end of
   training (the `measures` config section), into `sharp/` metrics and `measures/step<S>.json`.
 """
@@ -33,10 +35,11 @@ from research.measures.norms import (
 from research.measures.pac_bayes import pac_bayes_bounds, pac_bayes_sigma
 from research.measures.reparameterize import rescale_before_batchnorm, rescale_relu_layers
 from research.measures.sharpness import average_sharpness, epsilon_sharpness, worst_case_sharpness
+from research.measures.smoothness import gradient_step_smoothness
 
 __all__ = ["CompressionRecord", "GapReport", "Measurement", "as_chunks", "average_sharpness",
            "compression_curve", "distance_from_init", "epsilon_sharpness", "fisher_rao_norm",
-           "generalization_gap", "granulated_kendall", "hessian_measures", "hessian_operator",
-           "hessian_trace", "kendall_tau", "lambda_max", "margins", "norm_measures", "num_params",
-           "output_margin", "pac_bayes_bounds", "pac_bayes_sigma", "path_norm", "per_example", "prune",
-           "quantize", "rescale_before_batchnorm", "rescale_relu_layers", "worst_case_sharpness"]
+           "generalization_gap", "gradient_step_smoothness", "granulated_kendall", "hessian_measures",
+           "hessian_operator", "hessian_trace", "kendall_tau", "lambda_max", "margins", "norm_measures",
+           "num_params", "output_margin", "pac_bayes_bounds", "pac_bayes_sigma", "path_norm", "per_example",
+           "prune", "quantize", "rescale_before_batchnorm", "rescale_relu_layers", "worst_case_sharpness"]

@@ -14,7 +14,7 @@ import tensorflow_datasets as tfds
 
 from research import data
 from research.core.errors import UserError
-from research.data import fashion_mnist_offline, leakage, sources
+from research.data import fashion_mnist_offline, leakage, sources, transforms
 
 IDX_PRESENT = all(
     (fashion_mnist_offline.idx_dir() / f).is_file()
@@ -165,6 +165,49 @@ def test_normalization_statistics_come_from_train_only():
   assert unit.min() >= 0.0 and unit.max() <= 1.0
 
 
+def test_per_pixel_standardization_uses_training_pixels_only(monkeypatch):
+  """standardize_pixel: (H, W, C) mean and std of the training split (numpy float64 here), applied to
+  every split by `preprocess`; a pixel constant over the training split is divided by the floor."""
+  from research.data import dataset as dataset_module
+  original = dataset_module.raw_splits
+
+  def blank_corner(name, opts):  # pixel (0, 0) black in every training image (std 0), as MNIST's borders
+    raw = original(name, opts)
+    raw.train_images[:, 0, 0, :] = 0
+    raw.test_images[:5, 0, 0, :] = 255
+    return raw
+
+  monkeypatch.setattr(dataset_module, "raw_splits", blank_corner)
+  ds = _synthetic(seed=0, valid_size=100, normalization="standardize_pixel")
+  assert ds.pixel_mean.shape == ds.pixel_std.shape == ds.input_shape == (8, 8, 3)
+  train = ds.train.images.astype(np.float64) / 255.0
+  np.testing.assert_allclose(ds.pixel_mean, train.mean(0), rtol=1e-6, atol=1e-7)
+  raw_std = train.std(0)
+  floor = transforms.PIXEL_STD_FLOOR
+  np.testing.assert_allclose(ds.pixel_std, np.maximum(raw_std, floor), rtol=1e-6)
+  assert raw_std[0, 0].max() == 0.0 and (raw_std[1:, 1:] > floor).all()
+
+  x = np.asarray(ds.preprocess(ds.train.images), np.float64)
+  live = raw_std > floor
+  np.testing.assert_allclose(x.mean(0), 0.0, atol=1e-5)
+  np.testing.assert_allclose(x.std(0)[live], 1.0, atol=1e-5)
+  assert (x[:, 0, 0, :] == 0).all()  # constant pixel: (0 - 0) / floor
+  # Valid and test use the training statistics, not their own (no leakage).
+  for split in (ds.valid, ds.test):
+    y = np.asarray(ds.preprocess(split.images), np.float64)
+    by_hand = (split.images.astype(np.float64) / 255.0 - train.mean(0)) / np.maximum(raw_std, floor)
+    np.testing.assert_allclose(y, by_hand, rtol=1e-5, atol=1e-5)
+    assert np.isfinite(y).all()
+    assert not np.allclose(y.mean(0), 0.0, atol=1e-3)
+  y = np.asarray(ds.preprocess(ds.test.images[:5]))
+  np.testing.assert_allclose(y[:, 0, 0, :], 255.0, rtol=1e-6)  # 1.0 / (1 / 255): finite
+  stats = ds.metadata()["pixel_statistics"]
+  assert stats["num_floored"] == 3 and stats["std_floor"] == floor
+  # Per channel stays what `standardize` means; the per-pixel arrays exist only when asked for.
+  plain = _synthetic(seed=0, valid_size=100)
+  assert plain.pixel_mean is None and "pixel_statistics" not in plain.metadata()
+
+
 def test_augmentation_is_deterministic_and_crops_shifted_windows():
   images = jax.random.randint(jax.random.key(0), (6, 8, 8, 3), 0, 256).astype(np.uint8)
   key = jax.random.key(7)
@@ -235,7 +278,8 @@ def test_load_option_drops_test_duplicates(monkeypatch):
     (lambda: data.load("imagenet_foo"), "unknown dataset 'imagenet_foo'; valid choices: cifar10"),
     (lambda: data.load("synthetic", valid_sz=3), "unknown dataset option 'valid_sz'; valid choices"),
     (lambda: data.load("synthetic", valid_size="many"), "'valid_size' must be of type int"),
-    (lambda: data.load("synthetic", normalization="zca"), "unknown normalization 'zca'"),
+    (lambda: data.load("synthetic", normalization="zca"),
+     "unknown normalization 'zca'; valid choices: standardize, standardize_pixel, unit, none"),
     (lambda: data.load("synthetic", label_noise=1.5), "'label_noise' must be in"),
     (lambda: data.load("synthetic", classes=(0, 42)), "'classes' must list"),
     (lambda: data.load("synthetic", synthetic_train=20, num_train=1000), "num_train = 1000 needs"),

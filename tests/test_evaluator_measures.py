@@ -94,6 +94,25 @@ def test_records_equal_direct_calls_on_the_final_checkpoint(tmp_path):
   assert record["rescaled"][0]["layers"] == ["hidden.0", "head"]
 
 
+def test_per_pixel_standardization_reaches_the_measured_loss(tmp_path):
+  """data.options.normalization = standardize_pixel: lambda_max of the evaluator equals the dense Hessian's
+  on inputs standardized by hand with the training split's per-pixel mean and std (numpy float64)."""
+  c = _config(**{"training.num_steps": 4, "eval.every_steps": 4, "measures.names": "lambda_max",
+                 "measures.rescale_alphas": ""})
+  c.data.options.normalization = "standardize_pixel"
+  training.train_and_evaluate(c, tmp_path)
+  last = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()][-1]
+  _, ds, graphdef, state, _ = training.load_run(tmp_path)
+  train = ds.train.images.astype(np.float64) / 255.0
+  images = (ds.train.images[:64] / 255.0 - train.mean(0)) / np.maximum(train.std(0), 1 / 255)
+  from jax.flatten_util import ravel_pytree
+  flat, unravel = ravel_pytree(state.params)
+  raw_loss, _ = curvature.model_functions(graphdef, state.model_state, preprocess=lambda x: x)
+  batch = {"image": np.asarray(images, np.float32), "label": ds.train.labels[:64]}
+  dense = np.asarray(jax.hessian(lambda w: raw_loss(unravel(w), batch))(flat), np.float64)
+  assert last["sharp/lambda_max"] == pytest.approx(np.linalg.eigvalsh(0.5 * (dense + dense.T))[-1], rel=1e-3)
+
+
 def test_distance_from_init_is_zero_when_the_weights_do_not_move(tmp_path):
   c = _config(**{"training.num_steps": 2, "eval.every_steps": 2, "schedule.lr": 0.0,
                  "measures.names": "norms,pac_bayes", "measures.rescale_alphas": "",

@@ -13,7 +13,8 @@ The order of operations on the raw TFDS splits:
 5. flip a fraction `label_noise` of the training labels to another class, uniformly (recorded);
 6. pick `eval_train`, a fixed subset of the (possibly noisy) training split, as large as the test
    split by default, evaluated with the same code as test;
-7. compute per-channel normalization statistics from the final training split only.
+7. compute the normalization statistics from the final training split only: per channel (always), and
+   per pixel for `normalization = "standardize_pixel"`; every split is normalized with them.
 `test` is never touched beyond step 1.
 """
 
@@ -26,7 +27,7 @@ import numpy as np
 from research.core.errors import UserError, choices_message
 from research.data import leakage, sources, synthetic, transforms
 
-NORMALIZATIONS = ("standardize", "unit", "none")
+NORMALIZATIONS = transforms.MODES
 DEDUP_CHOICES = ("none", "exact", "near")
 
 
@@ -57,7 +58,9 @@ class LoadOptions:
   classes: tuple[int, ...] | None = None  # subset of the original class ids, relabelled 0..k-1
   label_noise: float = 0.0  # fraction of training labels flipped to a uniformly drawn other class
   drop_test_duplicates: str = "none"  # none | exact | near: drop train images that copy a test one
-  normalization: str = "standardize"  # standardize (train mean/std) | unit ([0, 1]) | none ([0, 255])
+  # standardize (train mean/std per channel) | standardize_pixel (per pixel, Cohen et al. 2021) |
+  # unit ([0, 1]) | none ([0, 255])
+  normalization: str = "standardize"
   data_dir: str | None = None  # TFDS data dir; default $TFDS_DATA_DIR or ~/tensorflow_datasets
   image_key: str = "image"
   label_key: str = "label"
@@ -71,7 +74,9 @@ class LoadOptions:
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  """Splits and metadata. `mean`/`std` are per-channel, in [0, 1] units, from `train` only."""
+  """Splits and metadata. `mean`/`std` are per-channel, in [0, 1] units, from `train` only;
+  `pixel_mean`/`pixel_std` the same per pixel ((H, W, C), std floored at
+  `transforms.PIXEL_STD_FLOOR`), computed only for `normalization = "standardize_pixel"`."""
   name: str
   train: Split
   valid: Split
@@ -87,9 +92,13 @@ class Dataset:
   clean_train_labels: np.ndarray  # `train` labels before noise
   options: LoadOptions
   source: str  # the TFDS builder read (or `synthetic(...)`) and its data dir
+  pixel_mean: np.ndarray | None = None  # (H, W, C) float32, standardize_pixel only
+  pixel_std: np.ndarray | None = None  # (H, W, C) float32, floored, standardize_pixel only
 
   def preprocess(self, images):
     """uint8 images -> float32, normalized as chosen; jit-able (numpy or jax arrays)."""
+    if self.normalization == "standardize_pixel":
+      return transforms.normalize(images, self.pixel_mean, self.pixel_std, self.normalization)
     return transforms.normalize(images, self.mean, self.std, self.normalization)
 
   def metadata(self) -> dict:
@@ -101,7 +110,17 @@ class Dataset:
         "mean": self.mean.tolist(), "std": self.std.tolist(), "normalization": self.normalization,
         "num_noisy_labels": int(len(self.noisy_indices)),
         "options": dataclasses.asdict(self.options),
-    }
+    } | self._pixel_metadata()
+
+  def _pixel_metadata(self) -> dict:
+    """A summary of the per-pixel statistics (the arrays follow from the training split and `options`)."""
+    if self.pixel_std is None:
+      return {}
+    floor = transforms.PIXEL_STD_FLOOR
+    return {"pixel_statistics": {
+        "std_floor": floor, "num_floored": int(np.sum(self.pixel_std <= floor)),
+        "mean_range": [float(self.pixel_mean.min()), float(self.pixel_mean.max())],
+        "std_range": [float(self.pixel_std.min()), float(self.pixel_std.max())]}}
 
 
 def available() -> list[str]:
@@ -261,10 +280,15 @@ def load(name: str, **options) -> Dataset:
   eval_train = train.take(eval_idx)
 
   mean, std = transforms.channel_stats(train.images)
+  pixel_mean = pixel_std = None
+  if opts.normalization == "standardize_pixel":
+    pixel_mean, pixel_std = transforms.pixel_stats(train.images)
+    pixel_mean = pixel_mean.astype(np.float32)
+    pixel_std = np.maximum(pixel_std, transforms.PIXEL_STD_FLOOR).astype(np.float32)
   return Dataset(
       name=name, train=train, valid=valid, test=test, eval_train=eval_train,
       num_classes=num_classes, class_names=class_names,
       input_shape=tuple(int(d) for d in train.images.shape[1:]),
       mean=mean.astype(np.float32), std=np.maximum(std, 1e-8).astype(np.float32),
       normalization=opts.normalization, noisy_indices=noisy_idx, clean_train_labels=clean_labels,
-      options=opts, source=f"{raw.name} ({raw.source})")
+      options=opts, source=f"{raw.name} ({raw.source})", pixel_mean=pixel_mean, pixel_std=pixel_std)

@@ -8,11 +8,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# The smallest per-pixel standard deviation `standardize_pixel` divides by, in [0, 1] units: one grey
+# level. A pixel that (nearly) never changes over the training split (MNIST's borders: std 0) is divided
+# by this instead, so it stays finite; its standardized training values then have std < 1.
+PIXEL_STD_FLOOR = 1.0 / 255.0
+MODES = ("standardize", "standardize_pixel", "unit", "none")  # normalizations, see `normalize`
+
 
 def normalize(images, mean, std, mode: str = "standardize"):
-  """uint8 (..., C) images -> float32.
+  """uint8 (..., H, W, C) images -> float32.
 
-  Modes: `standardize` ((x/255 - mean) / std, per channel; mean and std in [0, 1] units),
+  Modes: `standardize` ((x/255 - mean) / std, per channel: mean and std of shape (C,)),
+  `standardize_pixel` (the same per pixel: mean and std of shape (H, W, C), Cohen et al. 2021's
+  convention; std floored, `PIXEL_STD_FLOOR`), both in [0, 1] units and from the training split;
   `unit` (x/255 in [0, 1]), `none` (x as float32, in [0, 255]).
   """
   x = jnp.asarray(images).astype(jnp.float32)
@@ -21,9 +29,9 @@ def normalize(images, mean, std, mode: str = "standardize"):
   x = x / 255.0
   if mode == "unit":
     return x
-  if mode == "standardize":
+  if mode in ("standardize", "standardize_pixel"):
     return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
-  raise ValueError(f"unknown normalization {mode!r}; valid choices: standardize, unit, none")
+  raise ValueError(f"unknown normalization {mode!r}; valid choices: {', '.join(MODES)}")
 
 
 def random_crop(key: jax.Array, images: jax.Array, padding: int) -> jax.Array:
@@ -69,3 +77,21 @@ def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mean.append(m)
     std.append(float(np.sqrt(max(p @ (levels - m) ** 2, 0.0))))
   return np.array(mean), np.array(std)
+
+
+def pixel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+  """Per-pixel mean and standard deviation (over the n images) of uint8 (n, H, W, C) images: two (H, W, C)
+  float64 arrays in [0, 1] units, not floored.
+
+  Exact: integer sums of x and x^2 in int64 (chunks of `chunk` images), var = (n S2 - S1^2) / n^2.
+  """
+  n = len(images)
+  s1 = np.zeros(images.shape[1:], np.int64)
+  s2 = np.zeros(images.shape[1:], np.int64)
+  for start in range(0, n, chunk):
+    x = images[start:start + chunk].astype(np.int64)
+    s1 += x.sum(axis=0)
+    s2 += (x * x).sum(axis=0)
+  mean = s1 / (n * 255.0)
+  var = (n * s2 - s1 * s1) / (float(n) * n * 255.0**2)
+  return mean, np.sqrt(np.maximum(var, 0.0))

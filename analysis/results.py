@@ -10,7 +10,6 @@ and stability thresholds, and helpers for sentences.
 """
 
 import dataclasses
-import math
 import re
 import zipfile
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import plots, runs, stats, style, tables
+from analysis import plots, runs, stats, style, tables, wording
 from analysis.document import Figure, Finding, Section, TableBlock, ci_text, distinct, num, pct, seeds_text
 
 CLASS_NAMES = {
@@ -169,20 +168,6 @@ def mean_ci_text(values, fmt: Callable[[float], str] = num) -> str:
   if not d["n"]:
     return "n/a"
   return f"{fmt(d['mean'])} ({seeds_text(d['n'])}, {ci_text(d['ci_low'], d['ci_high'], fmt)})"
-
-
-def verdict(lo: float, hi: float, *, expected: str, null: float = 0.0) -> str:
-  """Whether an interval (lo, hi) of a difference (null 0) or ratio (null 1) agrees with an expected
-  direction (`above` or `below` the null): a phrase to follow "this ...". Not an interval: cannot be
-  judged."""
-  if not (math.isfinite(lo) and math.isfinite(hi)):
-    return "cannot be judged (fewer than 2 seeds per condition)"
-  above, below = lo > null, hi < null
-  if (above and expected == "above") or (below and expected == "below"):
-    return "is consistent with it"
-  if above or below:
-    return "contradicts it (the interval excludes the published direction)"
-  return f"is inconclusive (the interval contains {null:g})"
 
 
 def group_runs(ctx: Context, label_of: Callable[[runs.Run], str]) -> dict[str, list[runs.Run]]:
@@ -384,12 +369,12 @@ def generic_findings(ctx: Context) -> list[Finding]:
   ranked = sorted(((a.mean(), label) for label, a in accs.items() if len(a)), reverse=True)
   if len(ranked) >= 2:
     (m1, best), (_, second) = ranked[0], ranked[1]
-    diff, lo, hi = stats.difference_ci(accs[best], accs[second])
+    iv = stats.difference_interval(accs[best], accs[second])
     out.append(Finding(
-        f"The highest mean test accuracy was {best}, {pct(m1)}, {100 * diff:.2f} points above {second} "
-        f"({seeds_text(len(accs[best]))} vs {seeds_text(len(accs[second]))}, "
-        f"{ci_text(100 * lo, 100 * hi, lambda x: f'{x:.2f}', ' points')}).",
-        {"best": best, "best mean": m1, "second": second, "difference": diff, "ci": (lo, hi)}))
+        f"The highest mean test accuracy was {best}, {pct(m1)}, {100 * iv.estimate:.2f} points above "
+        f"{second} ({wording.interval_text(iv, **wording.POINTS)}).",
+        {"best": best, "best mean": m1, "second": second, "difference": iv.estimate, "ci": (iv.lo, iv.hi),
+         "interval": iv.as_dict()}))
   for m in ("curv/lambda_max",):
     if m in ctx.table.columns and "gap/loss" in ctx.table.columns and ctx.table[m].notna().sum() >= 3:
       tau, p, n = stats.kendall_tau(ctx.table[m], ctx.table["gap/loss"])

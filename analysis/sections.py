@@ -258,9 +258,9 @@ def common_limitations(ctx: Context, fields: Fields) -> list[str]:
   per = [len(v) for v in ctx.groups().values()]
   if per and min(per) < 5:
     span = f"{min(per)}" if min(per) == max(per) else f"{min(per)}–{max(per)}"
-    out.append(f"{span} seed(s) per condition: bootstrap intervals over so few seeds are "
-               "narrow by construction (they cannot exceed the spread of the seeds) and understate the "
-               "uncertainty; treat them as descriptive.")
+    out.append(f"{span} seed(s) per condition: the intervals are t (Welch) intervals, valid for normally "
+               "distributed seed-to-seed variation and wide with so few seeds; a comparison whose interval "
+               "contains no effect is reported as inconclusive, not as no difference.")
   steps = fields.values(ctx.study.runs, "summary.json", "total_steps", "number")
   if steps and max(steps) < 2000:
     out.append(f"Short training ({num(max(steps))} steps at most): numbers describe early training, not "

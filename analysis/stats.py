@@ -1,15 +1,64 @@
-"""Statistics over seeds: mean, standard deviation, percentile-bootstrap confidence intervals, Kendall tau.
+"""Statistics over seeds: t and Welch intervals, a bootstrap interval for large samples, Kendall tau.
 
-With few seeds (3-5) a bootstrap interval is crude: it cannot be wider than the spread of the seeds
-and is exactly a point when all seeds agree. Reports therefore always state the number of seeds next
-to an interval. Resampling is seeded (`seed`), so the same runs give the same intervals.
+Seeds are few (2-5), so intervals come from the t distribution: Student's t for one group, Welch's
+unequal-variance t with the Welch-Satterthwaite degrees of freedom for a difference of two groups
+(Welch 1947), and Welch's interval on the logarithms for a ratio (a ratio of geometric means). These keep
+their stated coverage for normal data at any n >= 2, where a percentile bootstrap over 2-3 seeds cannot
+be wider than the spread of the seeds (a 2-vs-2 bootstrap interval is the extreme cross-differences of
+the four values). The bootstrap is therefore offered only from 5 values on (Efron & Tibshirani 1993,
+ch. 13). Every interval carries its method, its seed counts and, for t and Welch, a two-sided p-value.
 """
 
+import dataclasses
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 import scipy.stats
+
+NAN = float("nan")
+BOOTSTRAP_MIN = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class Interval:
+  """An estimate with a two-sided interval over seeds.
+
+  estimate: mean, difference of means, or ratio (of geometric means); lo, hi: the interval (nan when it
+  cannot be computed, then `reason` says why); method: "t", "welch", "welch-log" or "bootstrap"; n: finite
+  values per group, e.g. (3,) or (3, 3); null: the value of "no effect" (0 for means and differences, 1
+  for ratios); p_value: two-sided test of estimate == null (t / Welch), nan for the bootstrap.
+  """
+  estimate: float
+  lo: float
+  hi: float
+  level: float
+  method: str
+  n: tuple
+  null: float
+  p_value: float = NAN
+  reason: str = ""
+
+  def seeds(self) -> str:
+    """'1 seed', '3 seeds' or '3 vs 2 seeds'."""
+    if len(self.n) == 1:
+      return f"{self.n[0]} seed" + ("" if self.n[0] == 1 else "s")
+    return " vs ".join(str(k) for k in self.n) + " seeds"
+
+  @property
+  def finite(self) -> bool:
+    """Whether lo and hi are numbers."""
+    return math.isfinite(self.lo) and math.isfinite(self.hi)
+
+  def as_dict(self) -> dict:
+    """The fields as plain JSON values (for a Finding's `values` and findings.json)."""
+    return dataclasses.asdict(self) | {"n": list(self.n)}
+
+  @classmethod
+  def from_dict(cls, d: dict) -> "Interval":
+    """Inverse of `as_dict`."""
+    return cls(**{**d, "n": tuple(d["n"])})
 
 
 def _finite(values) -> np.ndarray:
@@ -17,60 +66,93 @@ def _finite(values) -> np.ndarray:
   return x[np.isfinite(x)]
 
 
-def bootstrap_ci(values: Sequence[float], *, level: float = 0.95, num_resamples: int = 10000,
-                 seed: int = 0, statistic: Callable[[np.ndarray], np.ndarray] = None) -> tuple[float, float]:
-  """Percentile bootstrap interval (lo, hi) of a statistic (default: the mean) of finite `values`.
-
-  Resamples the values with replacement `num_resamples` times (Efron & Tibshirani 1993, ch. 13).
-  Fewer than 2 values: (nan, nan). `statistic` maps (num_resamples, n) -> (num_resamples,).
-  """
-  x = _finite(values)
-  if len(x) < 2:
-    return float("nan"), float("nan")
-  rng = np.random.default_rng(seed)
-  samples = x[rng.integers(0, len(x), size=(num_resamples, len(x)))]
-  stats = samples.mean(axis=1) if statistic is None else statistic(samples)
-  alpha = (1 - level) / 2
-  lo, hi = np.quantile(stats, [alpha, 1 - alpha])
-  return float(lo), float(hi)
+def _t_based(estimate: float, se: float, df: float, level: float, method: str, n: tuple, null: float,
+             transform: Callable[[float], float] = float) -> Interval:
+  """estimate +- t_{df, (1+level)/2} se and the two-sided p-value of estimate == null, on the scale where
+  the estimate is t-distributed; `transform` maps estimate and ends back (exp for a ratio)."""
+  if se == 0:
+    return Interval(transform(estimate), transform(estimate), transform(estimate), level, method, n,
+                    transform(null), NAN, "the values are identical within each group (zero spread)")
+  q = float(scipy.stats.t.ppf((1 + level) / 2, df))
+  p = float(2 * scipy.stats.t.sf(abs(estimate - null) / se, df))
+  lo, hi = transform(estimate - q * se), transform(estimate + q * se)
+  return Interval(transform(estimate), lo, hi, level, method, n, transform(null), p)
 
 
-def ratio_ci(numerator: Sequence[float], denominator: Sequence[float], *, level: float = 0.95,
-             num_resamples: int = 10000, seed: int = 0) -> tuple[float, float, float]:
-  """(ratio of means, lo, hi): mean(numerator) / mean(denominator) with a percentile bootstrap interval,
-  the two groups resampled independently (e.g. lambda_max without BatchNorm / with, over seeds).
-
-  Fewer than 2 values in either group: the interval is (nan, nan).
-  """
-  a, b = _finite(numerator), _finite(denominator)
-  ratio = float(a.mean() / b.mean()) if len(a) and len(b) and b.mean() != 0 else float("nan")
-  if len(a) < 2 or len(b) < 2:
-    return ratio, float("nan"), float("nan")
-  rng = np.random.default_rng(seed)
-  ma = a[rng.integers(0, len(a), size=(num_resamples, len(a)))].mean(axis=1)
-  mb = b[rng.integers(0, len(b), size=(num_resamples, len(b)))].mean(axis=1)
-  with np.errstate(divide="ignore", invalid="ignore"):
-    ratios = ma / mb
-  ratios = ratios[np.isfinite(ratios)]
-  if not len(ratios):
-    return ratio, float("nan"), float("nan")
-  alpha = (1 - level) / 2
-  lo, hi = np.quantile(ratios, [alpha, 1 - alpha])
-  return ratio, float(lo), float(hi)
-
-
-def describe(values: Sequence[float], *, level: float = 0.95, seed: int = 0) -> dict:
-  """{n, mean, std, ci_low, ci_high} of the finite values; std is the sample std (ddof=1, nan for n=1)."""
+def mean_interval(values: Sequence[float], level: float = 0.95) -> Interval:
+  """Mean of the finite values with Student's t interval (n - 1 degrees of freedom) and the p-value of
+  mean == 0. Fewer than 2 values: lo = hi = nan."""
   x = _finite(values)
   n = len(x)
-  lo, hi = bootstrap_ci(x, level=level, seed=seed)
-  return {"n": n, "mean": float(x.mean()) if n else float("nan"),
-          "std": float(x.std(ddof=1)) if n > 1 else float("nan"), "ci_low": lo, "ci_high": hi}
+  mean = float(x.mean()) if n else NAN
+  if n < 2:
+    return Interval(mean, NAN, NAN, level, "t", (n,), 0.0, reason="an interval needs at least 2 seeds")
+  return _t_based(mean, float(x.std(ddof=1) / math.sqrt(n)), n - 1, level, "t", (n,), 0.0)
 
 
-def aggregate(table: pd.DataFrame, by: Sequence[str], metrics: Sequence[str], *, level: float = 0.95,
-              seed: int = 0) -> pd.DataFrame:
-  """Long table, one row per (group, metric): the `by` columns, `metric`, n, mean, std, ci_low, ci_high.
+def _welch(x: np.ndarray, y: np.ndarray, level: float, method: str, null: float,
+           transform: Callable[[float], float] = float) -> Interval:
+  nx, ny = len(x), len(y)
+  est = float(x.mean() - y.mean()) if nx and ny else NAN
+  if nx < 2 or ny < 2:
+    return Interval(transform(est), NAN, NAN, level, method, (nx, ny), transform(null),
+                    reason="an interval needs at least 2 seeds per group")
+  vx, vy = x.var(ddof=1) / nx, y.var(ddof=1) / ny
+  se = math.sqrt(vx + vy)
+  df = (vx + vy) ** 2 / (vx**2 / (nx - 1) + vy**2 / (ny - 1)) if se > 0 else 1.0
+  return _t_based(est, se, df, level, method, (nx, ny), null, transform)
+
+
+def difference_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> Interval:
+  """mean(a) - mean(b) with Welch's interval (Welch-Satterthwaite degrees of freedom) and Welch's p-value;
+  as scipy.stats.ttest_ind(a, b, equal_var=False). Fewer than 2 finite values in a group: nan."""
+  return _welch(_finite(a), _finite(b), level, "welch", 0.0)
+
+
+def ratio_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> Interval:
+  """exp(mean log a - mean log b), the ratio of geometric means, with Welch's interval on the logarithms
+  mapped back by exp (null 1). Any non-positive value: estimate and interval nan, `reason` says so."""
+  x, y = _finite(a), _finite(b)
+  bad = int((x <= 0).sum() + (y <= 0).sum())
+  if bad:
+    return Interval(NAN, NAN, NAN, level, "welch-log", (len(x), len(y)), 1.0,
+                    reason=f"a ratio needs positive values ({bad} non-positive)")
+  return _welch(np.log(x), np.log(y), level, "welch-log", 0.0, math.exp)
+
+
+def bootstrap_interval(values: Sequence[float], level: float = 0.95,
+                       statistic: Callable[[np.ndarray], np.ndarray] | None = None, seed: int = 0,
+                       num_resamples: int = 10000) -> Interval:
+  """Percentile bootstrap interval of a statistic (default: the mean) of the finite values (Efron &
+  Tibshirani 1993, ch. 13); `statistic` maps (num_resamples, n) -> (num_resamples,). Resampling is seeded.
+  Fewer than 5 values: nan (a percentile interval of so few cannot exceed their spread)."""
+  x = _finite(values)
+  n = len(x)
+  stat = (lambda s: s.mean(axis=1)) if statistic is None else statistic
+  est = float(stat(x[None, :])[0]) if n else NAN
+  if n < BOOTSTRAP_MIN:
+    return Interval(est, NAN, NAN, level, "bootstrap", (n,), 0.0,
+                    reason=f"bootstrap needs at least {BOOTSTRAP_MIN} values per group")
+  rng = np.random.default_rng(seed)
+  s = stat(x[rng.integers(0, n, size=(num_resamples, n))])
+  alpha = (1 - level) / 2
+  lo, hi = np.quantile(s, [alpha, 1 - alpha])
+  return Interval(est, float(lo), float(hi), level, "bootstrap", (n,), 0.0)
+
+
+def describe(values: Sequence[float], *, level: float = 0.95) -> dict:
+  """{n, mean, std, ci_low, ci_high} of the finite values: std is the sample std (ddof=1, nan for n = 1),
+  the interval Student's t (`mean_interval`)."""
+  iv = mean_interval(values, level)
+  x = _finite(values)
+  return {"n": len(x), "mean": iv.estimate, "std": float(x.std(ddof=1)) if len(x) > 1 else NAN,
+          "ci_low": iv.lo, "ci_high": iv.hi}
+
+
+def aggregate(table: pd.DataFrame, by: Sequence[str], metrics: Sequence[str], *,
+              level: float = 0.95) -> pd.DataFrame:
+  """Long table, one row per (group, metric): the `by` columns, `metric`, n, mean, std, ci_low, ci_high
+  (Student's t interval of the mean).
 
   Groups are the distinct values of `by` (typically every override except the seed), in order of
   first appearance; an empty `by` is one group of all rows. Non-finite values are left out (n counts
@@ -83,7 +165,7 @@ def aggregate(table: pd.DataFrame, by: Sequence[str], metrics: Sequence[str], *,
   for key, group in groups:
     key = key if isinstance(key, tuple) else (key,)
     for m in metrics:
-      rows.append(dict(zip(by, key)) | {"metric": m} | describe(group[m], level=level, seed=seed))
+      rows.append(dict(zip(by, key)) | {"metric": m} | describe(group[m], level=level))
   return pd.DataFrame(rows, columns=[*by, "metric", "n", "mean", "std", "ci_low", "ci_high"])
 
 
@@ -98,19 +180,3 @@ def kendall_tau(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, i
     return float("nan"), float("nan"), n
   res = scipy.stats.kendalltau(x[ok], y[ok])
   return float(res.statistic), float(res.pvalue), n
-
-
-def difference_ci(a: Sequence[float], b: Sequence[float], *, level: float = 0.95, num_resamples: int = 10000,
-                  seed: int = 0) -> tuple[float, float, float]:
-  """(mean(a) - mean(b), lo, hi) with a percentile bootstrap interval, groups resampled independently.
-  Fewer than 2 values in either group: the interval is (nan, nan)."""
-  x, y = _finite(a), _finite(b)
-  diff = float(x.mean() - y.mean()) if len(x) and len(y) else float("nan")
-  if len(x) < 2 or len(y) < 2:
-    return diff, float("nan"), float("nan")
-  rng = np.random.default_rng(seed)
-  mx = x[rng.integers(0, len(x), size=(num_resamples, len(x)))].mean(axis=1)
-  my = y[rng.integers(0, len(y), size=(num_resamples, len(y)))].mean(axis=1)
-  alpha = (1 - level) / 2
-  lo, hi = np.quantile(mx - my, [alpha, 1 - alpha])
-  return diff, float(lo), float(hi)

@@ -12,9 +12,9 @@ import math
 
 import numpy as np
 
-from analysis import landscapes, plots, runs, stats, tables
+from analysis import landscapes, plots, runs, stats, tables, wording
 from analysis.document import Finding, Section, TableBlock
-from analysis.results import Context, Template, ci_text, num, pct, seeds_text, standard_results
+from analysis.results import Context, Template, num, pct, standard_results
 
 TITLE = "Batch size"
 BATCH_KEY = "training.batch_size"
@@ -127,35 +127,36 @@ def _findings(ctx: Context, curves: dict) -> list[Finding]:
     a = ctx.values(rs, "test/accuracy")
     if not len(a):
       continue
-    d = stats.describe(a)
+    iv = stats.mean_interval(a)
     g = ctx.values(rs, "gap/accuracy")
     lam = ctx.values(rs, "curv/lambda_max")
-    text = (f"Batch {b}: test accuracy {pct(d['mean'])} ({seeds_text(d['n'])}, "
-            f"{ci_text(d['ci_low'], d['ci_high'], pct)})")
+    text = f"Batch {b}: test accuracy {pct(iv.estimate)} ({wording.interval_text(iv, fmt=pct)})"
     if len(g):
       text += f", gap {100 * g.mean():.2f} points"
     if len(lam):
       text += f", λ_max {num(lam.mean())}"
-    out.append(Finding(text + ".", {"batch_size": b, "test/accuracy mean": d["mean"], "n": d["n"]}))
+    out.append(Finding(text + ".", {"batch_size": b, "test/accuracy mean": iv.estimate, "n": iv.n[0],
+                                    "interval": iv.as_dict()}))
   if len(groups) >= 2:
     small, large = min(groups), max(groups)
     for metric, name in (("test/accuracy", "test accuracy"), ("gap/accuracy", "the accuracy gap")):
       x, y = ctx.values(groups[large], metric), ctx.values(groups[small], metric)
       if len(x) and len(y):
-        d, lo, hi = stats.difference_ci(x, y)
+        iv = stats.difference_interval(x, y)
         out.append(Finding(
-            f"Batch {large} vs {small}: {name} {100 * d:+.2f} points ({seeds_text(len(x))} vs "
-            f"{seeds_text(len(y))}, {ci_text(100 * lo, 100 * hi, lambda v: f'{v:+.2f}', ' points')}).",
-            {"metric": metric, "large": large, "small": small, "difference": d, "ci": (lo, hi)}))
+            f"Batch {large} vs {small}: {name} {100 * iv.estimate:+.2f} points "
+            f"({wording.interval_text(iv, **wording.POINTS)}).",
+            {"metric": metric, "large": large, "small": small, "difference": iv.estimate,
+             "ci": (iv.lo, iv.hi), "interval": iv.as_dict()}))
     for metric in ("curv/lambda_max", "curv/trace", *_sharp_columns(ctx), "land/rise_eval_train"):
       x, y = ctx.values(groups[large], metric), ctx.values(groups[small], metric)
       if len(x) and len(y) and y.mean() != 0:
-        r, lo, hi = stats.ratio_ci(x, y)
+        iv = stats.ratio_interval(x, y)
         out.append(Finding(
-            f"Batch {large} vs {small}: {metric} {num(x.mean())} vs {num(y.mean())}, {r:.2f}x "
-            f"({ci_text(lo, hi, lambda v: f'{v:.2f}', 'x')}).",
-            {"metric": metric, "large": large, "small": small, "ratio": r, "ci": (lo, hi),
-             "mean large": float(x.mean()), "mean small": float(y.mean())}))
+            f"Batch {large} vs {small}: {metric} {num(x.mean())} vs {num(y.mean())}, {iv.estimate:.2f}x "
+            f"(ratio of geometric means; {wording.interval_text(iv, **wording.TIMES)}).",
+            {"metric": metric, "large": large, "small": small, "ratio": iv.estimate, "ci": (iv.lo, iv.hi),
+             "interval": iv.as_dict(), "mean large": float(x.mean()), "mean small": float(y.mean())}))
   for split in ("eval_train", "test"):
     rises = [r for s in curves.values() if (r := _end_rises(s, split)) is not None]
     if rises:
@@ -163,12 +164,15 @@ def _findings(ctx: Context, curves: dict) -> list[Finding]:
       first = next(iter(curves.values()))
       t0, t1 = first.axes[0][0], first.axes[0][-1]
       where = "training" if split == "eval_train" else "test"
+      iv = stats.mean_interval(after - before)  # paired by seed
       out.append(Finding(
           f"Interpolation ({len(rises)} seed pair(s)), {where} loss: it rises by {before.mean():.3g} nats "
           f"from the small-batch solution to α = {t0:g} and by {after.mean():.3g} nats from the large-batch "
-          f"solution to α = {t1:g}; barrier between them {np.nanmean(barrier):.3g} nats.",
+          f"solution to α = {t1:g} (large minus small side, paired: "
+          f"{wording.interval_text(iv, 'nats', lambda v: f'{v:+.3g}')}); barrier between them "
+          f"{np.nanmean(barrier):.3g} nats.",
           {"split": split, "rise small side": float(before.mean()), "rise large side": float(after.mean()),
-           "barrier": float(np.nanmean(barrier)), "pairs": len(rises)}))
+           "barrier": float(np.nanmean(barrier)), "pairs": len(rises), "interval": iv.as_dict()}))
   return out
 
 
@@ -194,41 +198,36 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
     tr_l = ctx.values(groups[large], "eval_train/accuracy")
     gap = _find(findings, metric="gap/accuracy")
     if len(tr_s) and len(tr_l) and gap:
-      similar = abs(tr_l.mean() - tr_s.mean()) < 0.02
-      fit = ("similar training accuracy, as in Keskar et al.; " if similar else
-             "the large batch did not fit the training set as well, unlike Keskar et al.'s runs, so its gap "
-             "is not comparable; ")
+      same = wording.judge(stats.difference_interval(tr_l, tr_s), "=", margin=0.02, **wording.POINTS)
+      fit = {"no difference": "training accuracy within ±2 points, as in Keskar et al.; ",
+             "contradicts": "the training accuracies differ by more than 2 points, unlike Keskar et al.'s "
+                            "runs, so the gaps are not comparable; "}.get(
+                                same.verdict, "training accuracy not shown to be within ±2 points; ")
+      wider = wording.judge(stats.Interval.from_dict(gap["interval"]), ">", **wording.POINTS)
       items.append(f"Training accuracy (eval_train): {pct(tr_l.mean())} with batch {large} vs "
-                   f"{pct(tr_s.mean())} with batch {small}; accuracy gap {100 * gap['difference']:+.2f} "
-                   "points with the large batch: " + fit
-                   + ("a larger gap, as they report." if gap["difference"] > 0 else
-                      "a smaller gap, unlike their larger one."))
+                   f"{pct(tr_s.mean())} with batch {small} (this {same.text}); accuracy gap "
+                   f"{100 * gap['difference']:+.2f} points with the large batch: " + fit
+                   + f"a larger gap, as they report: this {wider.text}.")
   v = _find(findings, metric="test/accuracy")
   if v:
-    lo, hi = v["ci"]
-    lower = v["difference"] < 0
-    sure = math.isfinite(hi) and hi < 0
+    j = wording.judge(stats.Interval.from_dict(v["interval"]), "<", **wording.POINTS)
     items.append(f"Test accuracy, batch {v['large']} minus {v['small']}: {100 * v['difference']:+.2f} "
-                 "points: "
-                 + ("lower with the large batch, as Keskar et al. report" + ("" if sure else
-                    " (the interval includes no change or there are too few seeds)") if lower
-                    else "not lower with the large batch, unlike Keskar et al.") + ".")
+                 f"points; lower with the large batch, as Keskar et al. report: this {j.text}.")
   for metric, name in (("curv/lambda_max", "λ_max"), *((c, c) for c in _sharp_columns(ctx))):
     v = _find(findings, metric=metric)
     if v:
-      items.append(f"{name}: {v['ratio']:.2f}x with batch {v['large']} vs {v['small']}: "
-                   + ("sharper with the large batch, as Keskar et al. report." if v["ratio"] > 1 else
-                      "not sharper with the large batch, unlike Keskar et al."))
+      j = wording.judge(stats.Interval.from_dict(v["interval"]), ">", **wording.TIMES)
+      items.append(f"{name}: {v['ratio']:.2f}x with batch {v['large']} vs {v['small']}; sharper with the "
+                   f"large batch, as Keskar et al. report: this {j.text}.")
   if not _sharp_columns(ctx):
     items.append("Keskar et al.'s ε-sharpness was not measured in these runs (no `sharp/` metrics); λ_max "
                  "and the trace stand in for it.")
   v = _find(findings, split="eval_train")
   if v:
-    steeper = v["rise large side"] > v["rise small side"]
+    j = wording.judge(stats.Interval.from_dict(v["interval"]), ">", unit="nats", fmt=lambda x: f"{x:+.3g}")
     items.append(f"Interpolation, training loss: {v['rise large side']:.3g} nats beyond the large-batch end "
-                 f"vs {v['rise small side']:.3g} beyond the small-batch end: "
-                 + ("steeper on the large-batch side, as in Keskar et al.'s Figure 3." if steeper else
-                    "not steeper on the large-batch side, unlike Keskar et al.'s Figure 3."))
+                 f"vs {v['rise small side']:.3g} beyond the small-batch end; steeper on the large-batch "
+                 f"side, as in Keskar et al.'s Figure 3: this {j.text}.")
   if not items:
     items.append("No pair of batch sizes with readable results: no comparison is made.")
   return out + [items] + [

@@ -2,10 +2,8 @@
 layer over seeds, on accuracy, generalization gap, lambda_max, trace and spectral density, compared with
 Santurkar et al. 2018 and Ghorbani et al. 2019."""
 
-import math
-
-from analysis import runs, stats
-from analysis.document import Finding, Section, ci_text, distinct, num, pct, seeds_text
+from analysis import runs, stats, wording
+from analysis.document import Finding, Section, distinct, num, pct, seeds_text
 from analysis.results import Context, Template, standard_results
 
 TITLE = "BatchNorm ablation"
@@ -27,16 +25,6 @@ def _bn_groups(ctx: Context) -> dict[str, list[runs.Run]]:
   for r in ctx.study.runs:
     out.setdefault(_norm_of(r), []).append(r)
   return out
-
-
-def _verdict(lo: float, hi: float, expected_above: bool) -> str:
-  if not (math.isfinite(lo) and math.isfinite(hi)):
-    return "cannot be judged (fewer than 2 seeds per condition)"
-  if (lo > 1 and expected_above) or (hi < 1 and not expected_above):
-    return "is consistent with it"
-  if (hi < 1 and expected_above) or (lo > 1 and not expected_above):
-    return "contradicts it"
-  return "is inconclusive (the interval contains 1)"
 
 
 def _norm_of(run: runs.Run):
@@ -62,25 +50,26 @@ def _bn_results(ctx: Context):
       a, b = ctx.values(rs, metric), ctx.values(base, metric)
       if not (len(a) and len(b)):
         continue
-      r, lo, hi = stats.ratio_ci(a, b)
+      iv = stats.ratio_interval(a, b)
+      r = iv.estimate
       verb = "raised" if r > 1 else "lowered"
       findings.append(Finding(
-          f"{what} {verb} {name} {r:.2f}x ({num(a.mean())} vs {num(b.mean())}; {seeds_text(len(a))} vs "
-          f"{seeds_text(len(b))}, {ci_text(lo, hi, lambda x: f'{x:.2f}', 'x')}).",
-          {"norm": norm, "metric": metric, "ratio": r, "ci": (lo, hi), "mean": float(a.mean()),
-           "mean batch": float(b.mean()), "n": len(a), "n batch": len(b)}))
+          f"{what} {verb} {name} {r:.2f}x (ratio of geometric means; means {num(a.mean())} vs "
+          f"{num(b.mean())}; {wording.interval_text(iv, **wording.TIMES)}).",
+          {"norm": norm, "metric": metric, "ratio": r, "ci": (iv.lo, iv.hi), "interval": iv.as_dict(),
+           "mean": float(a.mean()), "mean batch": float(b.mean()), "n": len(a), "n batch": len(b)}))
     for metric, name in (("test/accuracy", "test accuracy"), ("gap/accuracy", "the accuracy gap")):
       a, b = ctx.values(rs, metric), ctx.values(base, metric)
       if not (len(a) and len(b)):
         continue
-      d, lo, hi = stats.difference_ci(a, b)
+      iv = stats.difference_interval(a, b)
+      d = iv.estimate
       show = pct if metric == "test/accuracy" else (lambda x: f"{100 * x:.2f} points")
       findings.append(Finding(
           f"{what} changed {name} by {100 * d:+.2f} points ({show(a.mean())} vs {show(b.mean())}; "
-          f"{seeds_text(len(a))} vs {seeds_text(len(b))}, "
-          f"{ci_text(100 * lo, 100 * hi, lambda x: f'{x:+.2f}', ' points')}).",
-          {"norm": norm, "metric": metric, "difference": d, "ci": (lo, hi), "mean": float(a.mean()),
-           "mean batch": float(b.mean()), "n": len(a), "n batch": len(b)}))
+          f"{wording.interval_text(iv, **wording.POINTS)}).",
+          {"norm": norm, "metric": metric, "difference": d, "ci": (iv.lo, iv.hi), "interval": iv.as_dict(),
+           "mean": float(a.mean()), "mean batch": float(b.mean()), "n": len(a), "n batch": len(b)}))
     a, b = ctx.values(rs, "curv/num_outliers"), ctx.values(base, "curv/num_outliers")
     if len(a) and len(b):
       findings.append(Finding(
@@ -101,10 +90,8 @@ def _bn_comparison(ctx: Context, findings: list[Finding]) -> list:
   for f in findings:
     v = f.values
     if v.get("metric") == "curv/lambda_max" and v.get("norm") == "none":
-      lo, hi = v["ci"]
-      ci = ci_text(lo, hi, lambda x: f"{x:.2f}", "x")
-      items.append(f"λ_max without / with BatchNorm = {v['ratio']:.2f}x ({ci}): this "
-                   f"{_verdict(lo, hi, True)}.")
+      j = wording.judge(stats.Interval.from_dict(v["interval"]), ">", **wording.TIMES)
+      items.append(f"λ_max without / with BatchNorm = {v['ratio']:.2f}x: this {j.text}.")
     if v.get("metric") == "curv/num_outliers" and v.get("norm") == "none":
       more = v["mean"] > v["mean batch"]
       items.append(f"Outliers: {num(v['mean'])} without vs {num(v['mean batch'])} with BatchNorm; "

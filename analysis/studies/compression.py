@@ -8,18 +8,16 @@ reaches 1 point (else the harshest): milder levels cost nothing measurable, and 
 every network alike.
 """
 
-import math
 import re
 
 import numpy as np
 import pandas as pd
 
-from analysis import plots, stats, tables
+from analysis import plots, stats, tables, wording
 from analysis.document import Finding, Section, TableBlock
 from analysis.results import (
   Context,
   Template,
-  ci_text,
   generic_findings,
   num,
   pct,
@@ -79,16 +77,6 @@ def headline(ctx: Context, split: str, method_levels: list[tuple[str, float]]) -
     if np.nanmean(_drops(ctx, split, name)) >= HEADLINE_POINTS:
       return name
   return method_levels[-1][0] if method_levels else None
-
-
-def _verdict(tau: float, p: float) -> str:
-  if not math.isfinite(tau):
-    return "cannot be judged (fewer than 3 runs with both numbers)"
-  if p < 0.05:
-    return ("is consistent with the prediction (sharper solutions lost more)" if tau > 0 else
-            "contradicts the prediction (sharper solutions lost less)")
-  return "is inconclusive (p >= 0.05)" + (" but points the predicted way" if tau > 0 else
-                                           " and does not even point the predicted way")
 
 
 def _results(ctx: Context):
@@ -186,13 +174,13 @@ def _results(ctx: Context):
       if len(v):
         parts.append(f"{short} {num(float(v.mean()))}")
     for name in heads:
-      dd = stats.describe(_drops(ctx, split, name)[sel])
-      if not dd["n"]:
+      iv = stats.mean_interval(_drops(ctx, split, name)[sel])
+      if not iv.n[0]:
         continue
-      ci = ci_text(dd["ci_low"], dd["ci_high"], lambda x: f"{x:.2f}")
+      ci = wording.interval_text(iv, fmt=lambda x: f"{x:.2f}")
       err = ctx.values(rs, f"compress/weight_error_{name}")
       err_text = f", relative weight error {float(err.mean()):.3f}" if len(err) else ""
-      parts.append(f"drop at {name} {dd['mean']:.2f} points ({ci}{err_text})")
+      parts.append(f"drop at {name} {iv.estimate:.2f} points ({ci}{err_text})")
     if not parts:
       continue
     base = ctx.values(rs, f"compress/{split}_accuracy")
@@ -207,13 +195,15 @@ def _results(ctx: Context):
     ssel = np.asarray([g == sharp for g in grp])
     for name in heads:
       d = _drops(ctx, split, name)
-      diff, lo, hi = stats.difference_ci(d[fsel], d[ssel])
+      iv = stats.difference_interval(d[fsel], d[ssel])
       findings.append(Finding(
           f"At {name} the flattest condition by λ_max ({flat}, λ_max {num(lo_lam)}) lost "
           f"{np.nanmean(d[fsel]):.2f} points and the sharpest ({sharp}, λ_max {num(hi_lam)}) "
-          f"{np.nanmean(d[ssel]):.2f}: a difference of {diff:+.2f} points "
-          f"({ci_text(lo, hi, lambda x: f'{x:+.2f}', ' points')}; negative: the flatter solution lost less).",
-          {"level": name, "flat": flat, "sharp": sharp, "difference": diff, "ci": (lo, hi)}))
+          f"{np.nanmean(d[ssel]):.2f}: a difference of {iv.estimate:+.2f} points "
+          f"({wording.interval_text(iv, 'points', lambda x: f'{x:+.2f}')}; negative: the flatter solution "
+          "lost less).",
+          {"level": name, "flat": flat, "sharp": sharp, "difference": iv.estimate, "ci": (iv.lo, iv.hi),
+           "interval": iv.as_dict()}))
   return [Section("Results", blocks)], findings + generic_findings(ctx)
 
 
@@ -230,8 +220,8 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
     v = f.values
     if "tau" in v and "measure" in v:
       short = dict(MEASURES)[v["measure"]]
-      items.append(f"{v['level']}, {short}: τ = {v['tau']:.2f} (p = {v['p']:.2g}, n = {v['n']}): this "
-                   f"{_verdict(v['tau'], v['p'])}.")
+      j = wording.judge_correlation(v["tau"], v["p"], v["n"], ">")
+      items.append(f"{v['level']}, {short}: sharper solutions lost more (τ > 0): this {j.text}.")
   if not items:
     items.append("No run has both a flatness measure and a compression drop: the comparison cannot be made.")
   return out + [items] + [

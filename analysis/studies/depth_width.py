@@ -1,7 +1,7 @@
 """Report template of the depth-width study (experiments/configs/depth_width.py).
 
 Networks of several depths at a matched parameter count: test accuracy, generalization gap and the
-final lambda_max and trace, shallowest-and-widest against deepest-and-narrowest with bootstrap
+final lambda_max and trace, shallowest-and-widest against deepest-and-narrowest with Welch
 intervals over seeds, and Kendall's tau of depth with each. Compared with Zagoruyko & Komodakis 2016
 (wide shallow residual networks match or beat thin deep ones) and Li et al. 2018 (wider networks have
 flatter minima).
@@ -12,22 +12,20 @@ import re
 import numpy as np
 import pandas as pd
 
-from analysis import runs, stats, tables
+from analysis import runs, stats, tables, wording
 from analysis.document import Finding, Section, TableBlock
 from analysis.results import (
   Context,
   Template,
-  ci_text,
   generic_findings,
   missing_text,
   num,
   pct,
-  seeds_text,
   standard_results,
-  verdict,
 )
 
 TITLE = "Depth against width"
+MATCH = 0.01  # "match": test accuracy within 1 point (a fraction)
 WIDTH_KEY = "model.knobs.width"
 
 
@@ -103,25 +101,26 @@ def _results(ctx: Context):
   shallow, deep = groups[depths[0]], groups[depths[-1]]
   a, b = ctx.values(shallow, "test/accuracy"), ctx.values(deep, "test/accuracy")
   if len(a) and len(b):
-    d, lo, hi = stats.difference_ci(a, b)
+    iv = stats.difference_interval(a, b)
     findings.append(Finding(
         f"The shallowest, widest network, {_shape(shallow)}, reached {pct(a.mean())} test accuracy against "
-        f"{pct(b.mean())} for the deepest, narrowest, {_shape(deep)}: a difference of {100 * d:+.2f} points "
-        f"({seeds_text(len(a))} vs {seeds_text(len(b))}, "
-        f"{ci_text(100 * lo, 100 * hi, lambda x: f'{x:+.2f}', ' points')}).",
+        f"{pct(b.mean())} for the deepest, narrowest, {_shape(deep)}: a difference of "
+        f"{100 * iv.estimate:+.2f} points ({wording.interval_text(iv, **wording.POINTS)}).",
         {"metric": "test/accuracy", "shallow depth": depths[0], "deep depth": depths[-1],
-         "shallow mean": float(a.mean()), "deep mean": float(b.mean()), "difference": d, "ci": (lo, hi)}))
+         "shallow mean": float(a.mean()), "deep mean": float(b.mean()), "difference": iv.estimate,
+         "ci": (iv.lo, iv.hi), "interval": iv.as_dict()}))
   for metric, name in (("curv/lambda_max", "λ_max"), ("curv/trace", "the Hessian trace")):
     a, b = ctx.values(deep, metric), ctx.values(shallow, metric)
     if not (len(a) and len(b)):
       continue
-    r, lo, hi = stats.ratio_ci(a, b)
+    iv = stats.ratio_interval(a, b)
     findings.append(Finding(
-        f"At the end of training {name} of the deepest network was {r:.2f}x that of the shallowest "
-        f"({ci_text(lo, hi, lambda x: f'{x:.2f}', 'x')}; means {num(a.mean())} vs {num(b.mean())}, "
-        f"{seeds_text(len(a))} vs {seeds_text(len(b))}).",
-        {"metric": metric, "shallow depth": depths[0], "deep depth": depths[-1], "ratio": r, "ci": (lo, hi),
-         "deep mean": float(a.mean()), "shallow mean": float(b.mean())}))
+        f"At the end of training {name} of the deepest network was {iv.estimate:.2f}x that of the shallowest "
+        f"(ratio of geometric means; means {num(a.mean())} vs {num(b.mean())}; "
+        f"{wording.interval_text(iv, **wording.TIMES)}).",
+        {"metric": metric, "shallow depth": depths[0], "deep depth": depths[-1], "ratio": iv.estimate,
+         "ci": (iv.lo, iv.hi), "interval": iv.as_dict(), "deep mean": float(a.mean()),
+         "shallow mean": float(b.mean())}))
   depth_col = np.array([depth_of(r) or np.nan if r.status in ("done", "early_stopped") else np.nan
                         for r in ctx.study.runs], np.float64)  # unfinished runs left out
   for metric, name in (("test/accuracy", "test accuracy"), ("curv/lambda_max", "λ_max")):
@@ -143,22 +142,14 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
   for f in findings:
     v = f.values
     if v.get("metric") == "test/accuracy" and "difference" in v:
-      lo, hi = v["ci"]
-      if hi < 0 and np.isfinite(lo):
-        text = ("contradicts it: the deep narrow network was more accurate (the interval excludes 0)")
-      elif lo > 0:
-        text = "is consistent with it: the shallow wide network was more accurate"
-      elif np.isfinite(lo):
-        text = "is consistent with \"match\": the interval contains 0"
-      else:
-        text = "cannot be judged (fewer than 2 seeds per condition)"
+      j = wording.judge(stats.Interval.from_dict(v["interval"]), ">", threshold=-MATCH, **wording.POINTS)
       items.append(f"Test accuracy, depth {v['shallow depth']} minus depth {v['deep depth']}: "
-                   f"{100 * v['difference']:+.2f} points; this {text}.")
+                   f"{100 * v['difference']:+.2f} points; the shallow wide network at least as accurate "
+                   f"(less than {100 * MATCH:g} point below, or better): this {j.text}.")
     if v.get("metric") == "curv/lambda_max" and "ratio" in v:
-      lo, hi = v["ci"]
-      items.append(f"λ_max, depth {v['deep depth']} / depth {v['shallow depth']}: {v['ratio']:.2f}x "
-                   f"({ci_text(lo, hi, lambda x: f'{x:.2f}', 'x')}); this "
-                   f"{verdict(lo, hi, expected='above', null=1.0)} (deeper and narrower: sharper).")
+      j = wording.judge(stats.Interval.from_dict(v["interval"]), ">", **wording.TIMES)
+      items.append(f"λ_max, depth {v['deep depth']} / depth {v['shallow depth']}: {v['ratio']:.2f}x; deeper "
+                   f"and narrower: sharper: this {j.text}.")
   if not items:
     items.append("Neither test accuracy nor λ_max could be compared between the shallowest and deepest "
                  "networks: the comparison cannot be made.")

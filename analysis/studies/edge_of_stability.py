@@ -5,8 +5,8 @@ compared with Cohen et al. 2021."""
 import numpy as np
 import pandas as pd
 
-from analysis import stats, tables
-from analysis.document import Finding, Section, TableBlock, ci_text, distinct, num, seeds_text
+from analysis import stats, tables, wording
+from analysis.document import Finding, Section, TableBlock, distinct, num
 from analysis.results import (
   Context,
   Template,
@@ -52,16 +52,18 @@ def _eos_results(ctx: Context):
         hover.append(float(np.median(ratio[crossed[0]:])))
     if not ratios_end:
       continue
-    d = stats.describe(ratios_end)
+    iv = stats.mean_interval(ratios_end)
+    d = {"mean": iv.estimate, "ci_low": iv.lo, "ci_high": iv.hi, "n": iv.n[0]}
     reached = sum(m >= 0.9 for m in ratios_max)
-    text = (f"{label}: λ_max ended at {d['mean']:.2f} of {tname} = {num(t)} ({seeds_text(d['n'])}, "
-            f"{ci_text(d['ci_low'], d['ci_high'], lambda x: f'{x:.2f}')}); it reached 90% of the threshold "
+    text = (f"{label}: λ_max ended at {d['mean']:.2f} of {tname} = {num(t)} "
+            f"({wording.interval_text(iv, fmt=lambda x: f'{x:.2f}')}); it reached 90% of the threshold "
             f"in {reached} of {len(ratios_max)} run(s)")
     if hover:
       text += f", and after first reaching it hovered at a median {np.mean(hover):.2f} of the threshold"
     findings.append(Finding(text + ".", {
         "condition": label, "threshold": t, "end ratio mean": d["mean"],
-        "end ratio ci": (d["ci_low"], d["ci_high"]), "n": d["n"], "reached": reached,
+        "end ratio ci": (d["ci_low"], d["ci_high"]), "interval": iv.as_dict(), "n": d["n"],
+        "reached": reached,
         "hover": float(np.mean(hover)) if hover else None}))
     rows.append({"condition": label, "threshold": t, "λ_max / threshold (end)": d["mean"],
                  "max λ_max / threshold": float(np.mean(ratios_max)), "seeds": d["n"]})
@@ -90,9 +92,10 @@ def _eos_comparison(ctx: Context, findings: list[Finding]) -> list:
       items.append(f"{v['condition']}: " + ("hovered near the threshold, as Cohen et al. report" if ok else
                    "did not settle at the threshold within this run") + ".")
     else:
+      j = wording.judge(stats.Interval.from_dict(v["interval"]), "<", threshold=1.0,
+                        fmt=lambda x: f"{x:.2f}")
       items.append(f"{v['condition']} (minibatch): λ_max ended at {v['end ratio mean']:.2f} of the "
-                   "threshold" + (", below it as expected for SGD." if v["end ratio mean"] < 1
-                                  else ", at or above it."))
+                   f"threshold; below it, as expected for SGD: this {j.text}.")
   return out + ([items] if items else ["No condition has a stability threshold (unknown optimizer)."])
 
 

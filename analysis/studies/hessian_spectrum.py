@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis import plots, runs, tables
+from analysis import plots, runs, stats, tables, wording
 from analysis.document import Finding, Section, TableBlock
 from analysis.results import (
   CLASS_NAMES,
@@ -225,7 +225,8 @@ def _results(ctx: Context):
           f"{ratio:.2f}x that with it ({num(a[1]['lambda_max'])} vs {num(b[1]['lambda_max'])}), with "
           f"{a[1]['outliers']} vs {b[1]['outliers']} SLQ outliers (one seed each, no interval).",
           {"metric": "bn ratio", "phase": phase, "ratio": ratio, "outliers none": a[1]["outliers"],
-           "outliers batch": b[1]["outliers"]}))
+           "outliers batch": b[1]["outliers"], "interval": stats.ratio_interval(
+               [a[1]["lambda_max"]], [b[1]["lambda_max"]]).as_dict()}))
   for norm in ("batch", "none"):
     a, b = find("trained", norm), find("init", norm)
     if a and b and a[1]["lambda_max"] and b[1]["lambda_max"]:
@@ -275,21 +276,19 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
     if v.get("metric") == "bn ratio" and v["phase"] == "trained":
       r = v["ratio"]
       more = (v["outliers none"] or 0) > (v["outliers batch"] or 0)
-      items.append(f"After training, λ_max without / with BatchNorm = {r:.2f}x: "
-                   + ("**the published direction showed** (a larger top outlier without BatchNorm)"
-                      if r >= 1.2 else
-                      "**the published effect did not show** (λ_max was lower without BatchNorm)"
-                      if r <= 1 / 1.2 else "**no clear difference** (within 20%)")
+      j = wording.judge(stats.Interval.from_dict(v["interval"]), ">", **wording.TIMES)
+      items.append(f"After training, λ_max without / with BatchNorm = {r:.2f}x; a larger top outlier without "
+                   f"BatchNorm (Ghorbani et al.): this {j.text}"
                    + f"; the SLQ outlier count, {v['outliers none']} vs {v['outliers batch']}, is "
-                   + ("in the same direction" if more else "not") + ". One seed, no interval.")
+                   + ("in the same direction" if more else "not") + ".")
     if v.get("metric") == "training ratio":
       si, st = v.get("separation init"), v.get("separation trained")
       if si is None or st is None:
         continue
+      j = wording.judge(stats.ratio_interval([st], [si]), ">", **wording.TIMES)
       items.append(f"Outliers separating from the bulk during training ({NORM_NAMES[v['norm']]}): λ_1/λ_k "
-                   f"{si:.1f} → {st:.1f} (λ_max {v['ratio']:.2f}x): "
-                   + ("**showed**, as Ghorbani et al. report." if st >= 1.2 * si else
-                      "**did not show** (no more separated after training than at initialization)."))
+                   f"{si:.1f} → {st:.1f} (λ_max {v['ratio']:.2f}x); more separated after training (Ghorbani "
+                   f"et al.): this {j.text}.")
     if v.get("metric") == "outliers vs classes":
       counts = v["counts"]
       near = [c for c, o, g in counts if g is not None and abs(g - c) <= 1]

@@ -3,7 +3,7 @@
 The same network trained on clean labels and with a fraction p of the training labels flipped: how much
 of the flipped labels it fits (memorization: accuracy on the noisy training labels above 1 - p), test
 accuracy and gap against the clean run, whether test accuracy peaks and then falls (Arpit et al. 2017),
-and lambda_max and the trace against the clean run, with bootstrap intervals over seeds. Compared with
+and lambda_max and the trace against the clean run, with Welch intervals over seeds. Compared with
 Zhang et al. 2017, Arpit et al. 2017 and Neyshabur et al. 2017.
 """
 
@@ -11,19 +11,17 @@ import math
 
 import numpy as np
 
-from analysis import runs, stats
+from analysis import runs, stats, wording
 from analysis.document import Finding, Section
 from analysis.results import (
   Context,
   Template,
-  ci_text,
   mean_ci_text,
   missing_text,
   num,
   pct,
   seeds_text,
   standard_results,
-  verdict,
 )
 
 TITLE = "Label noise"
@@ -97,21 +95,22 @@ def _results(ctx: Context):
     for metric, name in (("test/accuracy", "test accuracy"), ("gap/accuracy", "the accuracy gap")):
       a, b = ctx.values(rs, metric), ctx.values(clean, metric)
       if len(a) and len(b):
-        d, lo, hi = stats.difference_ci(a, b)
+        iv = stats.difference_interval(a, b)
         show = pct if metric == "test/accuracy" else (lambda x: f"{100 * x:.2f} points")
         findings.append(Finding(
-            f"Noise {p:g} changed {name} by {100 * d:+.2f} points against clean labels ({show(a.mean())} vs "
-            f"{show(b.mean())}; {seeds_text(len(a))} vs {seeds_text(len(b))}, "
-            f"{ci_text(100 * lo, 100 * hi, lambda x: f'{x:+.2f}', ' points')}).",
-            {"noise": p, "metric": metric, "difference": d, "ci": (lo, hi)}))
+            f"Noise {p:g} changed {name} by {100 * iv.estimate:+.2f} points against clean labels "
+            f"({show(a.mean())} vs {show(b.mean())}; {wording.interval_text(iv, **wording.POINTS)}).",
+            {"noise": p, "metric": metric, "difference": iv.estimate, "ci": (iv.lo, iv.hi),
+             "interval": iv.as_dict()}))
     for metric, name in (("curv/lambda_max", "λ_max"), ("curv/trace", "Hessian trace")):
       a, b = ctx.values(rs, metric), ctx.values(clean, metric)
       if len(a) and len(b):
-        r, lo, hi = stats.ratio_ci(a, b)
+        iv = stats.ratio_interval(a, b)
         findings.append(Finding(
-            f"Noise {p:g} multiplied the final {name} by {r:.2f} ({num(a.mean())} vs {num(b.mean())}; "
-            f"{ci_text(lo, hi, lambda x: f'{x:.2f}', 'x')}).",
-            {"noise": p, "metric": metric, "ratio": r, "ci": (lo, hi)}))
+            f"Noise {p:g} multiplied the final {name} by {iv.estimate:.2f} (ratio of geometric means; "
+            f"{num(a.mean())} vs {num(b.mean())}; {wording.interval_text(iv, **wording.TIMES)}).",
+            {"noise": p, "metric": metric, "ratio": iv.estimate, "ci": (iv.lo, iv.hi),
+             "interval": iv.as_dict()}))
   if not any(f.values.get("metric") == "curv/lambda_max" for f in findings):
     blocks.append(missing_text("the sharpness comparison", "`curv/lambda_max` of a clean and a noisy run"))
   drops = {}
@@ -127,7 +126,7 @@ def _results(ctx: Context):
           f"{100 * drop:.2f} points "
           f"below its peak (mean over {seeds_text(len(pd_))}).",
           {"noise": p, "metric": "peak drop", "peak": float(peak), "drop": float(drop),
-           "steps": [x[1] for x in pd_]}))
+           "drops": [float(x[2]) for x in pd_], "steps": [x[1] for x in pd_]}))
   done = [r.status in ("done", "early_stopped") for r in ctx.study.runs]
   xs = [noise_of(r) for r, ok in zip(ctx.study.runs, done) if ok]
   for metric, name in (("test/accuracy", "test accuracy"), ("curv/lambda_max", "λ_max")):
@@ -147,8 +146,9 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
          "memorized later, so test accuracy peaks and then falls. Neyshabur et al. (2017, NeurIPS) find that "
          "sharpness-based measures grow with the fraction of random labels."]
   items = []
-  clean_drop = next((f.values["drop"] for f in findings
-                     if f.values.get("metric") == "peak drop" and f.values["noise"] == 0), None)
+  clean = next((f.values for f in findings
+                if f.values.get("metric") == "peak drop" and f.values["noise"] == 0), None)
+  clean_drop = clean["drop"] if clean else None
   for f in findings:
     v = f.values
     if "memorized lower bound" in v:
@@ -159,22 +159,22 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
                                         "**no memorization** within this budget (the network predicts the "
                                         "true classes of the flipped examples)."))
     if v.get("metric") == "test/accuracy" and "difference" in v:
-      lo, hi = v["ci"]
+      j = wording.judge(stats.Interval.from_dict(v["interval"]), "<", **wording.POINTS)
       items.append(f"Test accuracy, noise {v['noise']:g} minus clean: {100 * v['difference']:+.2f} points; "
-                   f"this {verdict(lo, hi, expected='below')} (Zhang et al.: lower).")
+                   f"lower (Zhang et al.): this {j.text}.")
     if v.get("metric") in ("curv/lambda_max", "curv/trace") and "ratio" in v:
-      lo, hi = v["ci"]
+      j = wording.judge(stats.Interval.from_dict(v["interval"]), ">", **wording.TIMES)
       name = "λ_max" if v["metric"] == "curv/lambda_max" else "Hessian trace"
-      items.append(f"{name}, noise {v['noise']:g} / clean: {v['ratio']:.2f}x; this "
-                   f"{verdict(lo, hi, expected='above', null=1.0)} (Neyshabur et al.: sharper with noise).")
+      items.append(f"{name}, noise {v['noise']:g} / clean: {v['ratio']:.2f}x; sharper with noise (Neyshabur "
+                   f"et al.): this {j.text}.")
     if v.get("metric") == "peak drop" and v["noise"] > 0:
-      base = clean_drop if clean_drop is not None else 0.0
-      shown = v["drop"] > 0.01 and v["drop"] > base + 0.005
+      iv = (stats.difference_interval(v["drops"], clean["drops"]) if clean else
+            stats.mean_interval(v["drops"]))
+      j = wording.judge(iv, ">", **wording.POINTS)
       items.append(f"Peak then fall (Arpit et al.), noise {v['noise']:g}: test accuracy ended "
                    f"{100 * v['drop']:.2f} points below its peak"
-                   + (f" (clean labels: {100 * clean_drop:.2f})" if clean_drop is not None else "") + ": "
-                   + ("**showed**." if shown else "**did not show** (less than 1 point, or no more than with "
-                      "clean labels)."))
+                   + (f" (clean labels: {100 * clean_drop:.2f})" if clean_drop is not None else "")
+                   + f"; a larger fall than {'with clean labels' if clean else 'none'}: this {j.text}.")
   if not items:
     items.append("No noisy run could be compared with a clean one: the comparison cannot be made.")
   return out + [items]

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis import plots, runs, stats, tables
+from analysis import plots, runs, stats, tables, wording
 from analysis.document import Finding, Section, TableBlock
 from analysis.results import Context, Template, lambda_max_history, missing_text, num, pct, standard_results
 
@@ -173,21 +173,11 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
   for f in findings:
     v = f.values
     if v.get("with") == "eta/B" and v.get("metric") == "curv/lambda_max":
-      if not np.isfinite(v["tau"]):
-        items.append("Too few runs with λ_max to rank them against η/B.")
-      elif v["tau"] < 0 and v["p"] < 0.05:
-        items.append(f"Flatter at higher η/B: τ = {v['tau']:.2f} (p = {v['p']:.2g}): **the published effect "
-                     "showed**.")
-      elif v["tau"] < 0:
-        items.append(f"Flatter at higher η/B: τ = {v['tau']:.2f} (p = {v['p']:.2g}): the published "
-                     "direction, but not significant over these runs.")
-      else:
-        items.append(f"Flatter at higher η/B: τ = {v['tau']:.2f} (p = {v['p']:.2g}): **the published effect "
-                     "did not show**.")
+      j = wording.judge_correlation(v["tau"], v["p"], v["n"], "<")
+      items.append(f"Flatter at higher η/B (τ < 0): this {j.text}.")
     if v.get("with") == "eta/B" and v.get("metric") == "test/accuracy" and np.isfinite(v["tau"]):
-      items.append(f"Better test accuracy at higher η/B: τ = {v['tau']:.2f} (p = {v['p']:.2g}): "
-                   + ("as published." if v["tau"] > 0 and v["p"] < 0.05 else
-                      "the published direction, not significant." if v["tau"] > 0 else "not as published."))
+      j = wording.judge_correlation(v["tau"], v["p"], v["n"], ">")
+      items.append(f"Better test accuracy at higher η/B (τ > 0): this {j.text}.")
     if v.get("with") == "eta/B" and v.get("metric") == "gap/accuracy" and np.isfinite(v["tau"]):
       items.append(f"The accuracy gap against η/B: τ = {v['tau']:.2f} (p = {v['p']:.2g})"
                    + (": the gap **grew** with η/B, so the flatter runs did not have the smaller gap (in a "
@@ -199,9 +189,10 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
       same = abs(fit["sum"]) <= 2 * fit["se sum"]
       items.append(f"Dependence through η/B only: the exponents of η and B sum to {fit['sum']:.2f} ± "
                    f"{fit['se sum']:.2f}: "
-                   + ("within two standard errors of 0: consistent with the ratio hypothesis (a weak test "
-                      f"over {fit['n']} runs)" if same else "more than two standard errors from 0, so η "
-                      "and B do not act only through their ratio here")
+                   + ("within two standard errors of 0: not distinguishable from the ratio hypothesis (which "
+                      f"this does not show: a weak test over {fit['n']} runs)" if same else
+                      "more than two standard errors from 0, so η and B do not act only through their ratio "
+                      "here")
                    + f"; the exponent of η, {fit['b']:.2f} ± {fit['se b']:.2f}, is "
                    + ("within" if abs(fit["b"] + 1) <= 2 * fit["se b"] else "more than")
                    + " two standard errors of the −1 of a λ_max that follows 2/η.")

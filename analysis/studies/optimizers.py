@@ -3,7 +3,7 @@
 Full-batch GD, minibatch SGD, heavy-ball momentum and Adam at a matched number of steps: final lambda_max
 (for Adam also the preconditioned lambda_max, `curv/precond_lambda_max`), each relative to its stability
 threshold (2/eta, 3.8/eta, 38/eta), training and test accuracy and the generalization gap, GD against
-SGD and Adam against SGD with bootstrap intervals over seeds. Compared with Keskar et al. 2017 and
+SGD and Adam against SGD with Welch intervals over seeds. Compared with Keskar et al. 2017 and
 Jastrzebski et al. 2017 (noise finds flatter minima), Cohen et al. 2021, 2022 (edge of stability) and
 Wilson et al. 2017 (adaptive methods generalize worse).
 """
@@ -13,13 +13,12 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis import plots, runs, stats, tables
+from analysis import plots, runs, stats, tables, wording
 from analysis.document import Finding, Section, TableBlock
 from analysis.results import (
   ADAPTIVE,
   Context,
   Template,
-  ci_text,
   generic_findings,
   group_runs,
   lambda_max_history,
@@ -27,10 +26,8 @@ from analysis.results import (
   missing_text,
   num,
   pct,
-  seeds_text,
   standard_results,
   threshold_of,
-  verdict,
 )
 
 TITLE = "Optimizers"
@@ -134,11 +131,12 @@ def _results(ctx: Context):
     if a in groups and b in groups:
       x, y = _final(ctx, groups[a], metric), _final(ctx, groups[b], metric)
       if len(x) and len(y):
-        r, lo, hi = stats.ratio_ci(x, y)
+        iv = stats.ratio_interval(x, y)
         findings.append(Finding(
-            f"{a} ended with {r:.2f}x the {name} of {b} ({ci_text(lo, hi, lambda v: f'{v:.2f}', 'x')}; "
-            f"{seeds_text(len(x))} vs {seeds_text(len(y))}).",
-            {"a": a, "b": b, "metric": metric, "ratio": r, "ci": (lo, hi)}))
+            f"{a} ended with {iv.estimate:.2f}x the {name} of {b} (ratio of geometric means; "
+            f"{wording.interval_text(iv, **wording.TIMES)}).",
+            {"a": a, "b": b, "metric": metric, "ratio": iv.estimate, "ci": (iv.lo, iv.hi),
+             "interval": iv.as_dict()}))
   for a, b, metric, name in (("GD", "SGD", "gap/accuracy", "accuracy gap"),
                              ("Adam", "SGD", "test/accuracy", "test accuracy"),
                              ("Adam", "SGD", "gap/accuracy", "accuracy gap"),
@@ -146,13 +144,13 @@ def _results(ctx: Context):
     if a in groups and b in groups:
       x, y = _final(ctx, groups[a], metric), _final(ctx, groups[b], metric)
       if len(x) and len(y):
-        d, lo, hi = stats.difference_ci(x, y)
+        iv = stats.difference_interval(x, y)
         show = pct if metric == "test/accuracy" else (lambda v: f"{100 * v:.2f} points")
         findings.append(Finding(
-            f"{a} minus {b}, {name}: {100 * d:+.2f} points ({show(x.mean())} vs {show(y.mean())}; "
-            f"{seeds_text(len(x))} vs {seeds_text(len(y))}, "
-            f"{ci_text(100 * lo, 100 * hi, lambda v: f'{v:+.2f}', ' points')}).",
-            {"a": a, "b": b, "metric": metric, "difference": d, "ci": (lo, hi)}))
+            f"{a} minus {b}, {name}: {100 * iv.estimate:+.2f} points ({show(x.mean())} vs {show(y.mean())}; "
+            f"{wording.interval_text(iv, **wording.POINTS)}).",
+            {"a": a, "b": b, "metric": metric, "difference": iv.estimate, "ci": (iv.lo, iv.hi),
+             "interval": iv.as_dict()}))
   fit = {label: _final(ctx, rs, "eval_train/accuracy") for label, rs in groups.items()}
   fit = {k: v for k, v in fit.items() if len(v)}
   if fit:
@@ -174,18 +172,15 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
   for f in findings:
     v = f.values
     if v.get("a") == "GD" and v.get("metric") == "curv/lambda_max":
-      lo, hi = v["ci"]
-      items.append(f"GD sharper than SGD (Keskar et al.): λ_max ratio {v['ratio']:.2f}x "
-                   f"({ci_text(lo, hi, lambda x: f'{x:.2f}', 'x')}); this "
-                   f"{verdict(lo, hi, expected='above', null=1.0)}.")
+      j = wording.judge(stats.Interval.from_dict(v["interval"]), ">", **wording.TIMES)
+      items.append(f"GD sharper than SGD (Keskar et al.): λ_max ratio {v['ratio']:.2f}x; this {j.text}.")
     if v.get("a") == "GD" and v.get("metric") == "gap/accuracy":
-      lo, hi = v["ci"]
-      items.append(f"Larger gap for GD than SGD: {100 * v['difference']:+.2f} points; this "
-                   f"{verdict(lo, hi, expected='above')}.")
+      j = wording.judge(stats.Interval.from_dict(v["interval"]), ">", **wording.POINTS)
+      items.append(f"Larger gap for GD than SGD: {100 * v['difference']:+.2f} points; this {j.text}.")
     if v.get("a") == "Adam" and v.get("metric") == "test/accuracy":
-      lo, hi = v["ci"]
+      j = wording.judge(stats.Interval.from_dict(v["interval"]), "<", **wording.POINTS)
       items.append(f"Adam less accurate than SGD (Wilson et al.): {100 * v['difference']:+.2f} points; this "
-                   f"{verdict(lo, hi, expected='below')}.")
+                   f"{j.text}.")
     if v.get("optimizer") in ("GD", "Adam") and "ratio to threshold" in v:
       ratio = v["ratio to threshold"]
       near = 0.8 <= ratio <= 1.3

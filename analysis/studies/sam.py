@@ -1,17 +1,17 @@
 """Report template of the `sam` study (experiments/configs/sam.py): SGD, SAM and ASAM over seeds, compared
 on test accuracy, generalization gap, lambda_max and trace (the curvature tracker) and worst-case
-sharpness, plain and adaptive (the measures evaluator), each method against SGD with bootstrap intervals.
+sharpness, plain and adaptive (the measures evaluator), each method against SGD with Welch intervals over
+seeds (analysis/wording.py words the verdicts).
 
 The method of a run is read from its config: `optimizer.sam.rho = 0` is SGD, `optimizer.sam.adaptive`
 is ASAM, otherwise SAM.
 """
 
 import dataclasses
-import math
 
-from analysis import plots, stats, tables
+from analysis import plots, stats, tables, wording
 from analysis.document import Finding, Section, TableBlock
-from analysis.results import Context, Template, ci_text, num, pct, seeds_text, standard_results
+from analysis.results import Context, Template, num, pct, standard_results
 
 TITLE = "Sharpness-aware minimization"
 METHOD = "method"
@@ -71,36 +71,29 @@ def _results(ctx: Context):
       a, b = rs[metric].dropna().to_numpy(), base[metric].dropna().to_numpy()
       if not (len(a) and len(b)):
         continue
-      d, lo, hi = stats.difference_ci(a, b)
+      iv = stats.difference_interval(a, b)
+      d = iv.estimate
       show = pct if metric == "test/accuracy" else (lambda x: f"{100 * x:.2f} points")
       name = "test accuracy" if metric == "test/accuracy" else "the accuracy gap"
       findings.append(Finding(
           f"{method.upper()} changed {name} by {100 * d:+.2f} points relative to SGD ({show(a.mean())} vs "
-          f"{show(b.mean())}; {seeds_text(len(a))} each, "
-          f"{ci_text(100 * lo, 100 * hi, lambda x: f'{x:+.2f}', ' points')}).",
-          {"method": method, "metric": metric, "difference": d, "ci": (lo, hi), "n": len(a)}))
+          f"{show(b.mean())}; {wording.interval_text(iv, **wording.POINTS)}).",
+          {"method": method, "metric": metric, "difference": d, "ci": (iv.lo, iv.hi), "n": len(a),
+           "interval": iv.as_dict()}))
     for metric in ("curv/lambda_max", "curv/trace", "sharp/worst_case_l2", "sharp/worst_case_adaptive_l2"):
       if metric not in table.columns:
         continue
       a, b = rs[metric].dropna().to_numpy(), base[metric].dropna().to_numpy()
       if not (len(a) and len(b)):
         continue
-      r, lo, hi = stats.ratio_ci(a, b)
+      iv = stats.ratio_interval(a, b)
+      r = iv.estimate
       findings.append(Finding(
-          f"{method.upper()} / SGD {LABELS[metric]}: {r:.2f}x ({num(a.mean())} vs {num(b.mean())}; "
-          f"{ci_text(lo, hi, lambda x: f'{x:.2f}', 'x')}).",
-          {"method": method, "metric": metric, "ratio": r, "ci": (lo, hi), "n": len(a)}))
+          f"{method.upper()} / SGD {LABELS[metric]}: {r:.2f}x (ratio of geometric means; means "
+          f"{num(a.mean())} vs {num(b.mean())}; {wording.interval_text(iv, **wording.TIMES)}).",
+          {"method": method, "metric": metric, "ratio": r, "ci": (iv.lo, iv.hi), "n": len(a),
+           "interval": iv.as_dict()}))
   return [Section("Results", blocks)], findings
-
-
-def _verdict(lo: float, hi: float, lower_expected: bool) -> str:
-  if not (math.isfinite(lo) and math.isfinite(hi)):
-    return "cannot be judged with fewer than 2 seeds"
-  if (hi < 1 and lower_expected) or (lo > 1 and not lower_expected):
-    return "consistent with the published direction"
-  if (lo > 1 and lower_expected) or (hi < 1 and not lower_expected):
-    return "the opposite of the published direction"
-  return "inconclusive (the interval contains 1)"
 
 
 def _comparison(ctx: Context, findings: list[Finding]) -> list:
@@ -113,14 +106,13 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
   for f in findings:
     v = f.values
     if v.get("metric") in ("curv/lambda_max", "sharp/worst_case_l2", "sharp/worst_case_adaptive_l2"):
-      lo, hi = v["ci"]
-      items.append(f"{v['method'].upper()} / SGD {LABELS[v['metric']]} {v['ratio']:.2f}x "
-                   f"({ci_text(lo, hi, lambda x: f'{x:.2f}', 'x')}): {_verdict(lo, hi, True)}.")
+      j = wording.judge(stats.Interval.from_dict(v["interval"]), "<", **wording.TIMES)
+      items.append(f"{v['method'].upper()} / SGD {LABELS[v['metric']]} {v['ratio']:.2f}x; published "
+                   f"direction (lower): this {j.text}.")
     if v.get("metric") == "test/accuracy":
-      lo, hi = v["ci"]
-      sign = ("higher" if lo > 0 else "lower" if hi < 0 else "not distinguishable from SGD")
-      items.append(f"{v['method'].upper()} test accuracy {100 * v['difference']:+.2f} points vs SGD: {sign}"
-                   + (" (the published direction)." if lo > 0 else "."))
+      j = wording.judge(stats.Interval.from_dict(v["interval"]), ">", **wording.POINTS)
+      items.append(f"{v['method'].upper()} test accuracy {100 * v['difference']:+.2f} points vs SGD; "
+                   f"published direction (higher): this {j.text}.")
   if not items:
     items.append("No SAM or ASAM run with the measures to compare.")
   return out + [items]

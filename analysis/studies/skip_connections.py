@@ -13,9 +13,9 @@ import math
 
 import numpy as np
 
-from analysis import landscapes, plots, runs, stats, tables
+from analysis import landscapes, plots, runs, stats, tables, wording
 from analysis.document import Finding, Section, TableBlock
-from analysis.results import Context, Template, ci_text, num, pct, seeds_text, standard_results
+from analysis.results import Context, Template, num, pct, standard_results
 
 TITLE = "Skip connections"
 SKIP_KEY = "model.knobs.skip"
@@ -127,22 +127,23 @@ def _findings(ctx: Context) -> list[Finding]:
       x, y = _values(ctx, a, metric), _values(ctx, b, metric)
       if not (len(x) and len(y)):
         continue
-      n = f"{seeds_text(len(x))} each" if len(x) == len(y) else f"{len(x)} vs {len(y)} seeds"
       if fmt == "diff":
-        d, lo, hi = stats.difference_ci(x, y)
+        iv = stats.difference_interval(x, y)
+        d = iv.estimate
         if metric == "test/accuracy":
           text = (f"{model}: removing the skip connections changed test accuracy by {100 * d:+.2f} points "
-                  f"({pct(x.mean())} vs {pct(y.mean())}; {n}, "
-                  f"{ci_text(100 * lo, 100 * hi, lambda v: f'{v:+.2f}', ' points')}).")
+                  f"({pct(x.mean())} vs {pct(y.mean())}; {wording.interval_text(iv, **wording.POINTS)}).")
         else:
           text = (f"{model}: {name} is {x.mean():.3g} without and {y.mean():.3g} with skip connections "
-                  f"({n}, difference {d:+.3g}, {ci_text(lo, hi, lambda v: f'{v:+.3g}')}).")
-        values = {"model": model, "metric": metric, "difference": d, "ci": (lo, hi)}
+                  f"(difference {d:+.3g}; {wording.interval_text(iv)}).")
+        values = {"model": model, "metric": metric, "difference": d, "ci": (iv.lo, iv.hi)}
       else:
-        r, lo, hi = stats.ratio_ci(x, y)
+        iv = stats.ratio_interval(x, y)
         text = (f"{model}: without skip connections {name} is {num(x.mean())} vs {num(y.mean())} with them, "
-                f"{r:.2f}x ({n}, {ci_text(lo, hi, lambda v: f'{v:.2f}', 'x')}).")
-        values = {"model": model, "metric": metric, "ratio": r, "ci": (lo, hi)}
+                f"{iv.estimate:.2f}x (ratio of geometric means; "
+                f"{wording.interval_text(iv, **wording.TIMES)}).")
+        values = {"model": model, "metric": metric, "ratio": iv.estimate, "ci": (iv.lo, iv.hi)}
+      values["interval"] = iv.as_dict()
       out.append(Finding(text, values | {"without": float(x.mean()), "with": float(y.mean()), "n": len(x)}))
   return out
 
@@ -167,23 +168,24 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
       v = found.get(model)
       if v is None:
         continue
-      more = v["without"] > v["with"]
-      items.append(f"{model}: the {what} is " + ("higher without skips, the direction Li et al. report"
-                                                  if more else "not higher without skips")
-                   + f" ({num(v['without'])} vs {num(v['with'])} with skips).")
+      iv = stats.Interval.from_dict(v["interval"])
+      j = wording.judge(iv, ">", **(wording.TIMES if "ratio" in v else {}))
+      items.append(f"{model}: the {what} is {num(v['without'])} without vs {num(v['with'])} with skips; "
+                   f"higher without skips, the direction Li et al. report: this {j.text}.")
     gaps = [found[m]["without"] - found[m]["with"] for m in models if m in found]
     if len(gaps) >= 2 and all(math.isfinite(g) for g in gaps):
       grows = all(b >= a for a, b in zip(gaps, gaps[1:]))
       items.append(f"The difference in {what} (without minus with skips) across {', '.join(models)}: "
-                   + ", ".join(f"{g:+.3g}" for g in gaps) + (": it grows with depth, as Li et al. report."
-                                                              if grows else ": it does not grow with depth "
-                                                              "here."))
+                   + ", ".join(f"{g:+.3g}" for g in gaps) + (": the means grow with depth" if grows else
+                                                              ": the means do not grow with depth")
+                   + " (means only, no interval across depths: not a test of Li et al.'s trend).")
   acc = _by(findings, "test/accuracy")
   for model in models:
     v = acc.get(model)
     if v is not None:
-      items.append(f"{model}: test accuracy {100 * v['difference']:+.2f} points without skips (Li et al.: "
-                   "lower for deep nets without skips).")
+      j = wording.judge(stats.Interval.from_dict(v["interval"]), "<", **wording.POINTS)
+      items.append(f"{model}: test accuracy {100 * v['difference']:+.2f} points without skips; lower for "
+                   f"deep nets without skips (Li et al.): this {j.text}.")
   if not items:
     items.append("No model has both a run with and one without skip connections: no comparison is made.")
   depth = max((int("".join(c for c in m if c.isdigit()) or 0) for m in models), default=0)

@@ -14,6 +14,7 @@ from jax.flatten_util import ravel_pytree
 from research import curvature, training
 from research.core import rundir
 from research.core.errors import UserError
+from research.evaluators import posthoc
 from research.evaluators import smoothness as tracking
 from research.measures import gradient_step_smoothness
 from research.training import schedules
@@ -105,7 +106,7 @@ def test_small_steps_give_the_directional_curvature_of_the_dense_hessian(x64):
   params, images, labels, loss_fn = _mlp()
   batch = {"image": jnp.asarray(images), "label": jnp.asarray(labels)}
   flat, unravel = ravel_pytree(params)
-  full = lambda f: loss_fn(unravel(f), batch)
+  full = jax.jit(lambda f: loss_fn(unravel(f), batch))
   h = np.asarray(jax.hessian(full)(flat))
   g = np.asarray(jax.grad(full)(flat))
   directional = np.linalg.norm(h @ g) / np.linalg.norm(g)
@@ -159,6 +160,13 @@ def test_the_evaluator_logs_smoothness_equal_to_a_direct_call(tmp_path):
   assert rows[8]["smooth/beta"] == pytest.approx(direct["beta_smoothness"], rel=1e-4)
   assert rows[8]["smooth/grad_norm"] == pytest.approx(direct["grad_norm"], rel=1e-5)
   assert rows[8]["smooth/loss"] == pytest.approx(direct["loss"], rel=1e-5)
+  # afterwards on the checkpoint: the same numbers, a tagged record, metrics.jsonl untouched
+  before = (tmp_path / "metrics.jsonl").read_text()
+  again = posthoc.measure_checkpoint(tmp_path, ["smoothness"])
+  assert (tmp_path / "metrics.jsonl").read_text() == before
+  for name in ("loss_range", "grad_change", "beta", "grad_norm", "loss", "lr"):
+    assert again[f"smooth/{name}"] == pytest.approx(rows[8][f"smooth/{name}"], rel=1e-5)
+  assert len(list((tmp_path / "smoothness").glob("step8_posthoc*.json"))) == 1
   # ghost batches: the batch-statistics loss of 64 examples in two batches of 32 is not the loss of one
   # batch of 64, so the ghost batch size is part of what is measured
   one = curvature.make_chunks(ds.train.images[:64], ds.train.labels[:64], 64)
@@ -191,5 +199,18 @@ def test_the_default_ghost_batch_is_what_a_training_step_normalizes_over():
 
 def test_a_probe_set_of_partial_ghost_batches_is_refused(tmp_path):
   with pytest.raises(UserError, match="whole ghost batches of 32") as e:
-    training.train_and_evaluate(_config(**{"smoothness.num_examples": 40}), tmp_path)
+    training.train_and_evaluate(_config(**{"smoothness.num_examples": 40}), tmp_path / "batch")
   assert "\n" not in str(e.value)
+  # with running statistics the chunks are only memory: a ragged probe set is the exact mean
+  c = _config(**{"smoothness.num_examples": 40, "smoothness.bn_mode": "eval", "smoothness.every_steps": 0,
+                 "smoothness.at_end": True})
+  training.train_and_evaluate(c, tmp_path / "eval")
+  last = rundir.read_metrics(tmp_path / "eval" / "metrics.jsonl")[-1]
+  _, ds, graphdef, state, _ = training.load_run(tmp_path / "eval")
+  loss_fn, _ = curvature.model_functions(graphdef, state.model_state, preprocess=ds.preprocess)
+  batch = {"image": jnp.asarray(ds.train.images[:40]), "label": jnp.asarray(ds.train.labels[:40])}
+  direct = gradient_step_smoothness(loss_fn, state.params, batch, lr=last["smooth/lr"])
+  assert last["smooth/beta"] == pytest.approx(direct["beta_smoothness"], rel=1e-4)
+  assert last["smooth/loss"] == pytest.approx(direct["loss"], rel=1e-5)
+  record = json.loads((tmp_path / "eval" / "smoothness" / "step8.json").read_text())
+  assert record["settings"]["ghost_batch_size"] is None and record["results"]["chunk_size"] == 32

@@ -26,15 +26,15 @@ l-inf, as in PGD; step-size control as in Auto-PGD, Croce & Hein 2020, arXiv:200
 from a random start in the ball (a start at the minimum stalls: the gradient is zero there) it steps
 from the best point so far with step size eta (initially 2 rho), accepts a step only if it raises the
 loss, and halves eta when it does not. It stops after `steps` steps, when eta < 1e-3 rho, or when an
-accepted step gains less than `tol` times the sharpness found. Each start ends at a local maximum, so
-the result is a lower bound of the true maximum, and `num_restarts` random starts (default 10) take the
-best. What holds for p = 2 on a quadratic L(w + u) - L(w) = g^T u + 1/2 u^T A u (A positive
-semi-definite; tests/test_measures.py checks both against the closed form):
+accepted step gains less than `tol` times the sharpness found. Each start ends at (or on its way to)
+a local maximum, so the result is a lower bound of the true maximum, and `num_restarts` random starts
+(default 10) take the best. What holds for p = 2 on a quadratic L(w + u) - L(w) = g^T u + 1/2 u^T A u
+(A positive semi-definite; tests/test_measures.py checks both against the closed form):
 - at its minimum (g = 0) the only local maxima are rho times the top eigenvectors, all global, so one
   start is exact: rho^2 lambda_max(A) / 2;
 - off its minimum (g != 0) the sphere can hold a second, lower local maximum (the trust-region
-  subproblem has at most one local non-global solution, Martinez 1994, SIAM J. Optim. 4(1)), which
-  a start reaches with a probability of its own (about half the starts on the test's quadratic);
+  subproblem has at most one local non-global solution, Martinez 1994, SIAM J. Optim. 4(1)), where
+  some random starts stop, so a single start can be low and restarts are needed;
   the global maximum is u = (t I - A)^-1 g with t > lambda_max(A) the root of ||u|| = rho.
 Every record keeps the per-restart values (`restart_values`, sharpness units), the spread between the
 best and the median restart (`restart_spread`; 0 when the restarts agreed) and the number of restarts

@@ -22,7 +22,10 @@ eigenvalues (`top_k`: k largest and k smallest), Hutch++ next to Hutchinson (`tr
 `RUN/curvature/step<S>_<operator>_<split>.json` (`..._posthoc<UTC time>.json` when that file exists:
 records are never overwritten) with every number's error estimate, its settings and the command line
 that reproduces it (`launch`), and `.npz` (eigenvectors, SLQ nodes and weights; `analysis.report` draws
-the density from them).
+the density from them). `results.spectrum`: the top-k's structure (`quantities.spectrum_summary`: largest
+relative gap, lambda_1 / lambda_k, share of the trace with `trace`); `results.density.resolution`: what
+the SLQ settings cannot resolve. With `--bn_mode batch` every chunk is a ghost batch with its own
+statistics (`operator.ghost_batch_size`), so the number of examples must be a multiple of `--chunk_size`.
 
 Exit status: 0 measured, 2 bad input (one `error:` line).
 """
@@ -46,14 +49,14 @@ SPLITS = ("train", "eval_train", "valid", "test")
 def _summary(record: dict) -> dict:
   """The headline numbers of a `measure_operator` record (spectrum, trace and its standard error)."""
   res = record["results"]
-  out = dict(res.get("spectrum", {}))
+  out = {k: v for k, v in res.get("spectrum", {}).items() if not isinstance(v, list)}
   for name in ("trace_hutchinson", "trace_hutch_plus_plus"):
     if name in res:
       out[name] = res[name]["estimate"]
       if "std_error" in res[name]:
         out[f"{name}_se"] = res[name]["std_error"]
   if "density" in res:
-    out["num_outliers"] = res["density"]["outliers"]["count"]
+    out["density_node_spacing"] = res["density"]["resolution"]["node_spacing"]
   return out
 
 
@@ -84,7 +87,7 @@ def measure_operator(workdir: str | Path, *, what: list[str], checkpoint: int | 
   import jax.numpy as jnp
 
   from research import curvature
-  from research.core import rundir
+  from research.core import rundir, spectral
   from research.curvature import density, quantities, trace
   from research.training import load_run
 
@@ -127,35 +130,36 @@ def measure_operator(workdir: str | Path, *, what: list[str], checkpoint: int | 
             "launch": {"argv": argv, "cwd": str(Path.cwd())}}
   arrays = {}
   timings = {}
-  top = None
+  top = bottom = None
   if "lambda_max" in what or "top_k" in what or "gradient" in what:
     t = time.time()
     kk = k if ("top_k" in what or "gradient" in what) else 1
     top = curvature.eigenpairs(op, kk, "largest", key=jax.random.fold_in(key, 2), tol=tol)
     record["results"]["top"] = top.to_dict()
     arrays["top_vectors"] = top.vectors
-    bottom = None
     if "top_k" in what:  # the most negative eigenvalues converge slowly: only when asked for
       bottom = curvature.eigenpairs(op, kk, "smallest", key=jax.random.fold_in(key, 3), tol=tol)
       record["results"]["bottom"] = bottom.to_dict()
       arrays["bottom_vectors"] = bottom.vectors
-    record["results"]["spectrum"] = quantities.spectrum_summary(top, bottom)
     timings["eigenpairs"] = time.time() - t
+  hutchinson = None
   if "trace" in what:
     t = time.time()
     # One probe per product: a dataset operator vmapped over many probes multiplies activation memory.
-    record["results"]["trace_hutchinson"] = trace.hutchinson(op, jax.random.fold_in(key, 4),
-                                                             num_probes, batch=1).to_dict()
+    hutchinson = trace.hutchinson(op, jax.random.fold_in(key, 4), num_probes, batch=1)
+    record["results"]["trace_hutchinson"] = hutchinson.to_dict()
     record["results"]["trace_hutch_plus_plus"] = trace.hutch_plus_plus(
         op, jax.random.fold_in(key, 5), max(3 * (num_probes // 3), 3), batch=1).to_dict()
     timings["trace"] = time.time() - t
+  if top is not None:  # the top-k's structure, and its share of the trace when both were measured
+    record["results"]["spectrum"] = quantities.spectrum_summary(top, bottom, hutchinson)
   if "density" in what:
     t = time.time()
     probes = min(num_probes, 10) if density_probes is None else density_probes
     steps = min(num_steps, op.size)
     quad = density.slq(op, jax.random.fold_in(key, 6), num_probes=probes, num_steps=steps)
     record["results"]["density"] = {"num_products": quad.num_products, "num_probes": probes,
-                                    "num_steps": steps, "outliers": density.outliers(quad).to_dict()}
+                                    "num_steps": steps, "resolution": spectral.resolution(quad)}
     arrays["slq_nodes"], arrays["slq_weights"] = quad.nodes, quad.weights
     timings["density"] = time.time() - t
   if "noise_scale" in what or "gradient" in what:

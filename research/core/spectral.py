@@ -1,10 +1,17 @@
-"""Reading a spectral density from stochastic Lanczos quadrature nodes and weights: smoothing and the
-outliers above the bulk. Pure NumPy, shared by `research.curvature.density` (which computes the nodes)
-and `analysis` (which reads them from a run's `.npz`).
+"""Reading a Hessian spectrum: the structure of its top eigenvalues, and a spectral density from stochastic
+Lanczos quadrature (SLQ) nodes and weights with the resolution it has. Pure NumPy, shared by
+`research.curvature` (which computes the eigenvalues, nodes and weights) and `analysis` (which reads them
+from a run's records and `.npz`).
 
-Each function takes a quadrature `result`: anything with `nodes` and `weights`, (num_probes, num_steps)
-arrays as `research.curvature.density.slq` returns them (`outliers` also reads `size`, the operator's
-dimension d).
+- `largest_gap(values)`: where the top-k eigenvalues (Lanczos) fall off: the position and size of their
+  largest relative gap, the count of outliers above the bulk that Sagun et al. 2017 (arXiv:1706.04454) and
+  Papyan 2019 (arXiv:1901.08244) read from the top of the spectrum.
+- `smooth`, `log_density`: the density (Gaussian kernel on the nodes); `resolution`: what a quadrature of
+  m steps and n probes can and cannot show (`GHORBANI`: the settings of Ghorbani et al. 2019).
+- `outliers`: a rule on SLQ Ritz values kept for old readers only; not a reported quantity (see there).
+
+The density functions take a quadrature `result`: anything with `nodes` and `weights`, (num_probes,
+num_steps) arrays as `research.curvature.density.slq` returns them, and `size`, the operator's dimension d.
 """
 
 import dataclasses
@@ -78,6 +85,70 @@ def log_density(result: Quadrature, grid_log10: np.ndarray, sigma: float, *,
   return _gaussian_mixture(grid_log10, np.log10(np.maximum(result.nodes, floor)), result.weights, sigma)
 
 
+# Ghorbani, Krishnan & Xiao 2019 (arXiv:1901.10159) SLQ settings, under this project's config names
+# (`--config.curvature.density_steps=90`, ...): m = 90 Lanczos steps per probe; their code's README
+# (google/spectral-density) says 80-90 steps are enough for most models and runs one probe per Lanczos job
+# (`--lanczos_draws=1`), jobs in parallel: how many probes each figure averages is not stated there.
+# Their density code smooths with a Gaussian kernel of variance 1e-5 * max(1, node range).
+GHORBANI = {"density_probes": 1, "density_steps": 90, "kernel_variance": 1e-5}
+
+
+def largest_gap(values) -> tuple[int | None, float]:
+  """(i, lambda_i / lambda_{i+1}) of the largest relative gap among the top eigenvalues.
+
+  values: (k,) top eigenvalues (Lanczos, any order; sorted descending here). Over the positions
+  i = 1 .. k-1 (1-based) where lambda_{i+1} > 0, the ratio lambda_i / lambda_{i+1} >= 1 (the gap on a log
+  scale); i is the position of the largest ratio (the first one on ties). With C outliers above a bulk the
+  gap sits at i = C (Sagun et al. 2017, arXiv:1706.04454; about C, or C - 1 from the rank C - 1 of the
+  softmax output Hessian, Papyan 2019, arXiv:1901.08244), which the top-k can show only when k > C: an
+  index at k - 1 may mean k is too small. (None, nan) with fewer than 3 positive values (no two gaps to
+  compare).
+  """
+  v = np.sort(np.asarray(values, np.float64).ravel())[::-1]
+  if not np.isfinite(v).all():
+    raise UserError(f"eigenvalues must be finite, got {v.tolist()}")
+  v = v[v > 0]  # descending: the positive values are the first ones, at their own positions
+  if len(v) < 3:
+    return None, float("nan")
+  ratios = v[:-1] / v[1:]
+  i = int(np.argmax(ratios))
+  return i + 1, float(ratios[i])
+
+
+def resolution(result: Quadrature, kernel_width: float | None = None) -> dict:
+  """What an SLQ run of m steps and n probes can resolve, as a record: numbers and one sentence.
+
+  m Lanczos steps give m nodes per probe over the range [min, max] of the spectrum, so features of the
+  density narrower than about (max - min) / m (`node_spacing`) are not resolved, and a smoothing kernel
+  narrower than that draws single nodes rather than a density (`kernel_width`: the width used, default
+  the node spacing). At most m distinct eigenvalues appear per probe; an extreme node approximates an
+  eigenvalue only when that eigenvalue is separated from the rest, and the weight of an isolated
+  eigenvalue averages 1/d (d the operator size) with a chi-square(1) spread per probe (Ubaru, Chen & Saad
+  2017): its mass in the density is noise.
+  """
+  live = result.weights > 0
+  if not live.any():
+    raise UserError("the quadrature has no node with positive weight")
+  num_probes, num_steps = result.nodes.shape
+  lo, hi = float(result.nodes[live].min()), float(result.nodes[live].max())
+  spacing = (hi - lo) / num_steps
+  width = spacing if kernel_width is None else float(kernel_width)
+  d = int(result.size)
+  text = (f"{num_probes} probe{'s' if num_probes > 1 else ''} of m = {num_steps} Lanczos steps over nodes "
+          f"in [{lo:.3g}, {hi:.3g}]: density features narrower than (max - min) / m = {spacing:.2g} are not "
+          f"resolved and eigenvalues closer than that merge; at most {num_steps} distinct eigenvalues appear "
+          f"per probe, so no count of separated eigenvalues can be read from the nodes (use the Lanczos "
+          f"top-k and its largest gap); an isolated eigenvalue's weight is 1/d = {1 / d:.2g} on average "
+          f"with a chi-square spread per probe, so its height in the density is noise")
+  if width < spacing:
+    text += f"; the kernel width {width:.2g} is below the node spacing: single nodes show as spikes"
+  text += ("; with one probe the density has no error bar." if num_probes == 1 else
+           f"; the spread over the {num_probes} probes gives the error of the density's moments.")
+  return {"num_steps": int(num_steps), "num_probes": int(num_probes), "size": d, "node_range": [lo, hi],
+          "node_spacing": spacing, "kernel_width": width, "max_distinct_eigenvalues": int(num_steps),
+          "isolated_eigenvalue_weight": 1.0 / d, "cannot_resolve": text}
+
+
 def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, qs) -> np.ndarray:
   order = np.argsort(values)
   cdf = np.cumsum(weights[order])
@@ -86,7 +157,11 @@ def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, qs) -> np.ndarr
 
 
 def outliers(result: Quadrature, threshold: float | None = None, *, gap: float = 0.5) -> Outliers:
-  """Eigenvalues separated above the bulk of the spectrum.
+  """Ritz values above a gap over the SLQ bulk. NOT a reported quantity: kept importable for old readers.
+
+  With a few probes of tens of steps the pooled nodes of the bulk are sparse, so the rule below puts the
+  "bulk edge" inside the bulk and counts most Ritz values as outliers (also at initialization), and the
+  count can never exceed the number of Lanczos steps. Report `largest_gap` of the Lanczos top-k instead.
 
   Rule. The bulk edge `threshold`, unless given: pool the nodes of all probes (weight > 0) with their
   weights (the SLQ estimate of the spectral distribution, in which k outliers weigh only ~k/d); take the

@@ -9,13 +9,15 @@ Ghorbani, Krishnan & Xiao 2019, ICML, "An investigation into neural net optimiza
 eigenvalue density").
 
 `slq` returns the raw nodes and weights (DESIGN.md: smoothing is a separate step); `moments`, `smooth`,
-`log_density` and `outliers` read them. The Lanczos recursion here only needs the tridiagonal
-(eigenvectors and restarts live in `lanczos.py`): a Python loop over the steps calls `op.matvec` on one
-vector (never traced into a jitted loop: on XLA:CPU a convolutional model's product inside a
-`while_loop` runs about 10x slower than as its own call), then one jitted step of fixed shapes updates
-alpha, beta and the basis. The Krylov basis is kept in `basis_dtype` whatever the product dtype, with
-full reorthogonalization (classical Gram-Schmidt, twice) by default, and the tridiagonal is
-diagonalized in float64 by `scipy.linalg.eigh_tridiagonal`. A non-finite product raises a `UserError`.
+`log_density` and `resolution` (what m steps and n probes cannot resolve) read them; `outliers` is kept
+for old readers and is not a reported quantity (`research.core.spectral`). The Lanczos recursion here
+only needs the tridiagonal (eigenvectors and restarts live in `lanczos.py`): a Python loop over the
+steps calls `op.matvec` on one vector (never traced into a jitted loop: on XLA:CPU a convolutional
+model's product inside a `while_loop` runs about 10x slower than as its own call), then one jitted step
+of fixed shapes updates alpha, beta and the basis. The Krylov basis is kept in `basis_dtype` whatever
+the product dtype, with full reorthogonalization (classical Gram-Schmidt, twice) by default, and the
+tridiagonal is diagonalized in float64 by `scipy.linalg.eigh_tridiagonal`. A non-finite product raises
+a `UserError`.
 """
 
 import dataclasses
@@ -27,7 +29,7 @@ import numpy as np
 import scipy.linalg
 
 from research.core.errors import UserError, choices_message
-from research.core.spectral import Outliers, log_density, outliers, smooth  # noqa: F401 (moved to the leaf)
+from research.core.spectral import Outliers, log_density, outliers, resolution, smooth  # noqa: F401 (in the leaf)
 from research.curvature.linear_operator import LinearOperator
 from research.curvature.trace import _Products, check_count, key_info, to_jsonable
 

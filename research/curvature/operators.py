@@ -2,8 +2,11 @@
 
 All of them see pure functions and a params pytree (STYLE.md 3). `model_functions` builds them from an
 NNX model with an explicit BatchNorm mode (`eval`: running statistics, the default; `batch`: each
-chunk's own statistics, never written back, so the chunk size is part of the definition). Dropout and
-augmentation are off.
+chunk's own statistics, never written back, so the chunk size is part of the definition: every chunk is
+a ghost batch, the operator is the mean over chunks of the Hessian of each chunk's batch-statistics loss,
+and its info records `ghost_batch_size`). BatchNorm statistics do not see the mask, so in `batch` mode the
+number of examples must be a multiple of the chunk size (no padded chunk; a `UserError` otherwise).
+Dropout and augmentation are off.
 
 Data is given as `Chunks`: arrays with leading axes (num_chunks, chunk_size) and a `mask` (1 for real
 examples, 0 for the padding of the last chunk). Every operator is the exact mean over the real
@@ -109,7 +112,20 @@ def model_functions(graphdef, model_state, *, bn_mode: str = "eval", preprocess:
     mask = batch.get("mask", jnp.ones_like(per_example))
     return (per_example * mask).sum() / jnp.maximum(mask.sum(), 1.0)
 
+  loss_fn.bn_mode = logits_fn.bn_mode = bn_mode  # read by the operators (ghost batches)
   return loss_fn, logits_fn
+
+
+def check_ghost_batches(chunks: Chunks, bn_mode: str | None) -> dict:
+  """{"ghost_batch_size": chunk size} in BatchNorm `batch` mode ({} otherwise), after checking that no chunk
+  is padded: BatchNorm's batch statistics would include the padding (copies of the first example)."""
+  if bn_mode != "batch":
+    return {}
+  if chunks.num_examples % chunks.chunk_size:
+    raise UserError(f"in BatchNorm mode 'batch' every chunk is a ghost batch and its statistics would "
+                    f"include the last chunk's padding: the number of examples ({chunks.num_examples}) must "
+                    f"be a multiple of the chunk size ({chunks.chunk_size})")
+  return {"ghost_batch_size": chunks.chunk_size}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -223,6 +239,7 @@ def _operator(kind, fn, static, params, chunks: Chunks, param_filter, info: dict
   same product with everything that does not depend on v computed once) and room for every chunk's
   linearization within `cache_bytes`, the first product builds them and every product reuses them.
   """
+  ghost = check_ghost_batches(chunks, getattr(fn, "bn_mode", info.get("bn_mode")))
   chosen, others, treedef, keep, names = _split(params, param_filter)
   flat, _ = ravel_pytree(chosen)
   size = flat.shape[0]
@@ -246,7 +263,7 @@ def _operator(kind, fn, static, params, chunks: Chunks, param_filter, info: dict
     out = run((chosen, others, v.astype(flat.dtype), aux), chunks.arrays)
     return to_flat(out).astype(v.dtype)
 
-  info = dict(info) | chunks.info() | {"num_params": int(size)}
+  info = dict(info) | chunks.info() | ghost | {"num_params": int(size)}
   if param_filter is not None:
     info["parameters"] = names
   return LinearOperator(matvec, int(size), flat.dtype, info)
@@ -418,6 +435,7 @@ def _empirical_fisher_product(logits_fn, loss_name, merge, chosen, v, chunk, ind
 
 def mean_gradient(loss_fn, params, chunks: Chunks, *, param_filter=None) -> jax.Array:
   """The flattened gradient of the dataset-mean loss."""
+  check_ghost_batches(chunks, getattr(loss_fn, "bn_mode", None))
   chosen, others, treedef, keep, _ = _split(params, param_filter)
   run = _chunk_mean(_product_fn(_gradient, loss_fn, None, treedef, keep), chunks)
   return _ravel(run((chosen, others, ravel_pytree(chosen)[0], None), chunks.arrays))

@@ -1,7 +1,8 @@
 """Numbers researchers log next to the spectrum.
 
-- `spectrum_summary`: lambda_max, lambda_min, lambda_1 / lambda_2 and |lambda_min| / lambda_max from
-  Lanczos results (with their convergence flags).
+- `spectrum_summary`: the top-k's structure (lambda_1 / lambda_k, the position and size of its largest
+  relative gap, its share of the Hutchinson trace) and lambda_min, from Lanczos results with their
+  residuals and convergence flags.
 - `gradient_curvature`: g^T H g / |g|^2, the curvature along the gradient (one product).
 - `top_subspace_fraction`: |P_k g|^2 / |g|^2, the fraction of the gradient in the top-k eigenspace
   (Gur-Ari, Roberts & Dyer 2018, arXiv:1812.04754).
@@ -16,21 +17,50 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from research.core import spectral
 from research.core.errors import UserError
 from research.curvature import operators
 from research.curvature.lanczos import EigenResult
 from research.curvature.linear_operator import LinearOperator
+from research.curvature.trace import TraceEstimate
 
 
-def spectrum_summary(top: EigenResult, bottom: EigenResult | None = None) -> dict:
-  """lambda_max (and lambda_2 ratio if k >= 2), lambda_min and |lambda_min| / lambda_max if `bottom`."""
-  out = {"lambda_max": float(top.values[0]), "lambda_max_converged": bool(top.converged[0])}
-  if len(top.values) > 1:
-    out["lambda_1_over_lambda_2"] = float(top.values[0] / top.values[1])
+def spectrum_summary(top: EigenResult, bottom: EigenResult | None = None,
+                     trace: TraceEstimate | None = None) -> dict:
+  """The structure of the top-k spectrum, from Lanczos results (and a Hutchinson trace when measured).
+
+  - `lambda_max` with its residual and convergence flag; `top_values`, `top_residual_norms`,
+    `top_converged` (k,);
+  - k >= 2: `lambda_1_over_lambda_2`, and `lambda_1_over_lambda_k` when lambda_k > 0;
+  - `top_gap_index`, `top_gap_ratio`: `research.core.spectral.largest_gap` of the top-k (1-based i of the
+    largest lambda_i / lambda_{i+1}; needs 3 positive values);
+  - with `trace`: `top_trace_fraction` = sum of the top-k eigenvalues / tr(H) and its standard error
+    `top_trace_fraction_se` = fraction * trace_se / |trace| (delta method; the top-k taken as exact, their
+    residuals being far smaller). tr(H) counts negative eigenvalues too, so the fraction can exceed 1
+    and is not the share of positive curvature; `trace`, `trace_se` are copied next to it;
+  - with `bottom`: `lambda_min` and |lambda_min| / lambda_max.
+  """
+  values = np.asarray(top.values, np.float64)
+  out = {"lambda_max": float(values[0]), "lambda_max_residual": float(top.residual_norms[0]),
+         "lambda_max_converged": bool(top.converged[0]), "k": len(values), "top_values": values.tolist(),
+         "top_residual_norms": np.asarray(top.residual_norms, np.float64).tolist(),
+         "top_converged": [bool(c) for c in top.converged]}
+  if len(values) > 1:
+    out["lambda_1_over_lambda_2"] = float(values[0] / values[1])
+    if values[-1] > 0:
+      out["lambda_1_over_lambda_k"] = float(values[0] / values[-1])
+  index, ratio = spectral.largest_gap(values)
+  if index is not None:
+    out["top_gap_index"], out["top_gap_ratio"] = index, ratio
+  if trace is not None and trace.estimate != 0:
+    fraction = float(values.sum() / trace.estimate)
+    out |= {"top_trace_fraction": fraction,
+            "top_trace_fraction_se": abs(fraction) * float(trace.std_error) / abs(float(trace.estimate)),
+            "trace": float(trace.estimate), "trace_se": float(trace.std_error)}
   if bottom is not None:
     out["lambda_min"] = float(bottom.values[0])
     out["lambda_min_converged"] = bool(bottom.converged[0])
-    out["abs_lambda_min_over_lambda_max"] = float(abs(bottom.values[0]) / top.values[0])
+    out["abs_lambda_min_over_lambda_max"] = float(abs(bottom.values[0]) / values[0])
   return out
 
 

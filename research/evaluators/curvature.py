@@ -9,9 +9,15 @@ BatchNorm in `bn_mode`) and logs into `metrics.jsonl`:
 - `curv/lambda_max` (and `curv/lambda_2` ... for k > 1), with `curv/lambda_max_residual` and
   `curv/lambda_max_converged`: Lanczos warm-started from the previous measurement's top eigenvectors,
   which then usually converges in a few products (`curv/products`);
+- the structure of the top k (`research.curvature.quantities.spectrum_summary`): `curv/lambda_1_over_lambda_k`
+  (k >= 2, lambda_k > 0), and `curv/top_gap_index`, `curv/top_gap_ratio` (3 positive values among the top k):
+  the 1-based position i < k of the largest relative gap lambda_i / lambda_{i+1} and that ratio
+  (`research.core.spectral.largest_gap`; C outliers above the bulk put it at about C when k > C);
 - `curv/lambda_min` (`lambda_min=True`): the most negative curvature;
 - `curv/trace`, `curv/trace_se` (`trace_probes > 0`): Hutchinson with its standard error, at every
-  measurement or, with `trace_every > 0`, at the steps that are multiples of it and at the end;
+  measurement or, with `trace_every > 0`, at the steps that are multiples of it and at the end; there also
+  `curv/top_trace_fraction`, `curv/top_trace_fraction_se`: the sum of the top-k eigenvalues over that trace
+  (which includes the negative eigenvalues) and its standard error from trace_se;
 - `curv/precond_lambda_max` (`preconditioned=True`, Adam-type optimizers): the top eigenvalue of
   P^-1/2 H P^-1/2 with P = sqrt(v_hat) + eps from the optimizer state, the quantity Cohen et al. 2022
   (arXiv:2207.14484) compare with 38 / eta for beta1 = 0.9 (2 (1 + beta1) / ((1 - beta1) eta));
@@ -21,9 +27,14 @@ BatchNorm in `bn_mode`) and logs into `metrics.jsonl`:
 - `curv/seconds`: the time the measurement took.
 Every `save_every` steps (and at the end) the eigenvalues, residuals and settings go to
 `curvature/step<S>_hessian_<split>.json` and the eigenvectors to its `.npz`, in the record format of
-`experiments.measure --what` (so reports read both alike); `density_every` adds a stochastic Lanczos
-quadrature (`results.density` with its outliers, `slq_nodes` / `slq_weights` in the `.npz`). After a
-resume the warm start comes from the latest saved eigenvectors.
+`experiments.measure --what` (so reports read both alike), with the top-k structure under
+`results.spectrum`, and the operator's settings under `operator` (`bn_mode`, `chunk_size`, and in `batch` mode
+`ghost_batch_size`: every chunk is a ghost batch with its own statistics, so `num_examples` must be a
+multiple of `chunk_size`); `density_every` adds a stochastic Lanczos quadrature (`slq_nodes` / `slq_weights`
+in the `.npz`, `results.density` with its `resolution`: node spacing, kernel width and what the settings
+cannot resolve, `research.core.spectral.resolution`). SLQ counts no outliers: m steps show at most m
+distinct eigenvalues; the top k and their largest gap are the outlier count. After a resume the warm start
+comes from the latest saved eigenvectors.
 """
 
 import time
@@ -34,7 +45,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from research.core import rundir
+from research.core import rundir, spectral
 from research.core.errors import UserError, choices_message
 from research.core.evaluator import Evaluator, register
 from research.curvature import density, lanczos, operators, quantities, trace
@@ -42,6 +53,9 @@ from research.models.functional import BN_MODES
 from research.training import config as config_lib
 
 SPLITS = ("train", "eval_train")
+# Entries of `quantities.spectrum_summary` logged as `curv/<name>` when present.
+SPECTRUM_METRICS = ("lambda_1_over_lambda_k", "top_gap_index", "top_gap_ratio", "top_trace_fraction",
+                    "top_trace_fraction_se")
 
 
 # The domain of each numeric key (`research.training.config.Interval` syntax).
@@ -65,6 +79,12 @@ def _check(c) -> None:
       raise UserError(f"curvature.{name} = {c[name]} must be >= 0")
   if c.k < 1:
     raise UserError(f"curvature.k = {c.k} must be >= 1")
+  if c.bn_mode == "batch" and c.num_examples and c.chunk_size and c.num_examples % c.chunk_size:
+    raise UserError(_GHOST_MESSAGE.format(n=c.num_examples, c=c.chunk_size))
+
+
+_GHOST_MESSAGE = ("curvature.num_examples ({n}) must be a multiple of curvature.chunk_size ({c}) in bn_mode "
+                  "batch: every chunk is a ghost batch whose BatchNorm statistics would include the padding")
 
 
 def _latest_vectors(directory: Path, split: str) -> np.ndarray | None:
@@ -85,7 +105,12 @@ def _latest_vectors(directory: Path, split: str) -> np.ndarray | None:
 
 def default_config() -> ml_collections.ConfigDict:
   """Curvature tracked during training; off unless every_steps > 0
-  or at_end. A fixed probe set: the first `num_examples` examples of `split` (0: all)."""
+  or at_end. A fixed probe set: the first `num_examples` examples of `split` (0: all).
+
+  Density settings: the quick default is 3 probes of 60 Lanczos steps; Ghorbani et al. 2019 use 90 steps
+  (`research.core.spectral.GHORBANI`: `--config.curvature.density_steps=90`); the record's
+  `results.density.resolution` says what the settings used cannot resolve.
+  """
   return ml_collections.ConfigDict(dict(
       every_steps=0, at_end=False, split="train", num_examples=1000, chunk_size=1000, bn_mode="eval",
       k=1, tol=1e-3, max_restarts=10, lambda_min=False, trace_probes=0, trace_every=0, preconditioned=False,
@@ -111,6 +136,7 @@ def build(config: ml_collections.ConfigDict):
                                              preprocess=preprocess, loss_name=loss_name)
         return inner(tree["params"], batch)
 
+      loss_fn.bn_mode = c.bn_mode  # read by the operators (ghost batches)
       memory["loss_fn"] = loss_fn
     return memory["loss_fn"]
 
@@ -120,6 +146,8 @@ def build(config: ml_collections.ConfigDict):
     if not memory["loaded"]:
       memory["vectors"], memory["loaded"] = _latest_vectors(out_dir, c.split), True
     chunks = operators.first_examples(getattr(ctx.dataset, c.split), c.num_examples, c.chunk_size)
+    if c.bn_mode == "batch" and chunks.num_examples % chunks.chunk_size:  # e.g. a split shorter than asked
+      raise UserError(_GHOST_MESSAGE.format(n=chunks.num_examples, c=chunks.chunk_size))
     loss_fn = stable_loss_fn(ctx.graphdef, ctx.dataset.preprocess, ctx.config.loss.name)
     params = {"params": ctx.state.params, "model_state": ctx.state.model_state}
     only = {"param_filter": _is_parameter}
@@ -145,12 +173,14 @@ def build(config: ml_collections.ConfigDict):
       metrics |= {"curv/lambda_min": float(bottom.values[0]),
                   "curv/lambda_min_converged": float(bottom.converged[0])}
       results["bottom"] = bottom.to_dict()
-    results["spectrum"] = quantities.spectrum_summary(top, bottom)
     final = ctx.step == ctx.total_steps
+    est = None
     if c.trace_probes and (not c.trace_every or ctx.step % c.trace_every == 0 or final):
       est = trace.hutchinson(op, jax.random.fold_in(key, 2), c.trace_probes, batch=1)
       metrics |= {"curv/trace": est.estimate, "curv/trace_se": est.std_error}
       results["trace_hutchinson"] = est.to_dict()
+    results["spectrum"] = spectrum = quantities.spectrum_summary(top, bottom, est)
+    metrics |= {f"curv/{name}": spectrum[name] for name in SPECTRUM_METRICS if name in spectrum}
     if c.preconditioned and ctx.step > 0:  # at step 0 an Adam-type state has no second moment yet
       o = ctx.config.optimizer
       diag = operators.adam_preconditioner(ctx.state.opt_state, b2=o.b2, eps=o.eps)
@@ -172,11 +202,10 @@ def build(config: ml_collections.ConfigDict):
     if c.density_every and (ctx.step % c.density_every == 0 or final):
       quad = density.slq(op, jax.random.fold_in(key, 4), num_probes=c.density_probes,
                          num_steps=min(c.density_steps, op.size))
-      outl = density.outliers(quad)
       results["density"] = {"num_products": quad.num_products, "num_probes": c.density_probes,
-                            "num_steps": min(c.density_steps, op.size), "outliers": outl.to_dict()}
+                            "num_steps": min(c.density_steps, op.size),
+                            "resolution": spectral.resolution(quad)}
       arrays |= {"slq_nodes": quad.nodes, "slq_weights": quad.weights}
-      metrics["curv/num_outliers"] = outl.count
     saved = (c.save_every and ctx.step % c.save_every == 0) or final or "density" in results
     if saved and ctx.is_writer:
       out_dir.mkdir(parents=True, exist_ok=True)

@@ -322,15 +322,28 @@ def test_bn_ablation_report_states_the_numbers_of_the_runs(studies, tmp_path):
   for f in written.report.findings:
     v = f.values
     if v.get("metric") == "curv/lambda_max":
-      a = np.mean([r["curv/lambda_max"] for r in by_norm[v["norm"]]])
-      b = np.mean([r["curv/lambda_max"] for r in by_norm["batch"]])
+      x = [r["curv/lambda_max"] for r in by_norm[v["norm"]]]
+      y = [r["curv/lambda_max"] for r in by_norm["batch"]]
+      a, b = scipy.stats.gmean(x), scipy.stats.gmean(y)  # ratio of geometric means, Welch on the logs
       assert v["ratio"] == pytest.approx(a / b, rel=1e-12) and v["n"] == 2
-      assert f"{a / b:.2f}x" in f.text and "2 seeds vs 2 seeds" in f.text
+      ci = scipy.stats.ttest_ind(np.log(x), np.log(y), equal_var=False).confidence_interval(0.95)
+      assert v["ci"] == pytest.approx((np.exp(ci.low), np.exp(ci.high)), rel=1e-9)
+      assert v["interval"]["method"] == "welch-log" and v["interval"]["n"] == [2, 2]
+      assert f"{a / b:.2f}x" in f.text and "2 vs 2 seeds" in f.text and "95% Welch interval" in f.text
+      if v["norm"] == "none":  # the comparison's verdict follows the interval, not the point estimate
+        lo, hi = np.exp(ci.low), np.exp(ci.high)
+        said = ("this shows it" if lo > 1 else "this contradicts it" if hi < 1 else
+                "this is inconclusive with 2 vs 2 seeds")
+        line = re.search(r"λ_max without / with BatchNorm = [0-9.]+x: this [^\n]*", md).group(0)
+        assert said in line
       checked += 1
     if v.get("metric") == "test/accuracy":
-      a = np.mean([r["test/accuracy"] for r in by_norm[v["norm"]]])
-      b = np.mean([r["test/accuracy"] for r in by_norm["batch"]])
+      x = [r["test/accuracy"] for r in by_norm[v["norm"]]]
+      y = [r["test/accuracy"] for r in by_norm["batch"]]
+      a, b = np.mean(x), np.mean(y)
       assert v["difference"] == pytest.approx(a - b, abs=1e-12)
+      res = scipy.stats.ttest_ind(x, y, equal_var=False)
+      assert v["interval"]["p_value"] == pytest.approx(res.pvalue, rel=1e-9)
       assert f"{100 * (a - b):+.2f} points" in f.text and f"{100 * a:.2f}%" in f.text
       checked += 1
   assert checked == 4  # lambda_max ratio and accuracy difference, for none and layer

@@ -5,16 +5,27 @@ are arrays, not file formats, so results that have no run-directory format yet (
 interpolations, measures, compression) plug in as soon as they exist:
 - `training_curves(groups)`: loss and accuracy over steps, train (batch) vs test, mean over seeds with
   the min-max band.
-- `lambda_max_curves(curves, thresholds)`: lambda_max over training with the stability thresholds
+- `seed_curves(seeds, references)`: any quantity over training per condition: the mean over seeds
+  (line with markers), a band over seeds (min-max or a t-interval, `interval_text` says which), each
+  seed as a thin line, and per-condition reference lines (e.g. 2/eta) dashed in the condition's colour.
+- `lambda_max_curves(curves, thresholds)` (or `seeds=`): lambda_max over training with the stability
+  thresholds
   (`stability_threshold`: 2/eta for SGD, (2 + 2 beta)/eta with heavy-ball momentum, (2 + 2 b1) /
   ((1 - b1) eta) = 38/eta for Adam's preconditioned sharpness with b1 = 0.9; Cohen et al. 2021, 2022).
-- `spectral_density(spectra)`: SLQ densities (log density axis) with the outliers above the bulk marked.
+- `spectral_density(spectra, top=)`: SLQ densities (log density axis) with the top-k Lanczos eigenvalues
+  (and their residual norms) marked; `spectral_density_caption` states the resolution.
 - `loss_curve_1d`, `loss_contour_2d`, `loss_surface_3d`: loss landscapes on a grid of step sizes along
   one or two directions (Li et al. 2018); `loss_contours` several 2-D landscapes side by side on one
   colour scale.
 - `interpolation_curves`: loss (or accuracy) along a path between two solutions.
 - `measure_vs_gap`: a measure against the generalization gap with Kendall's tau (Jiang et al. 2020).
-- `ablation_bars(table, by, metrics)`: mean over seeds per condition with error bars and the seeds.
+- `dot_whisker(groups)` and `ablation_bars(table, by, metrics)` (dots, despite the old name): the mean
+  over seeds per condition as a marker, its interval as whiskers, every seed as a small point, the value
+  axis fitted to the data (not from 0), conditions in the order given.
+Conventions: a function never pools what the caller did not group (each mapping entry or `by` value is
+one condition; `ablation_bars` refuses groups that mix losses); legends show the caller's labels as
+given; loss axes take their unit from `loss_name` (`style.loss_unit`); a landscape's centre is "trained
+parameters" unless the caller passes `at_minimum=True`.
 - `per_class_accuracy`, `compression_curves`.
 """
 
@@ -24,12 +35,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 
 from analysis import stats, style
 from research.core import spectral
+from research.core.errors import UserError, choices_message
 
-SPLIT_NAMES = {"train": "train (minibatch)", "eval_train": "train (full eval)", "valid": "validation",
-               "test": "test"}
+SPLIT_NAMES = {k: style.split_label(k) for k in ("train", "eval_train", "valid", "test")}
+BANDS = ("minmax", "t", "std")
 
 
 def _finish(fig, path):
@@ -88,11 +101,19 @@ def _mean_curve(runs, metric: str, x: str = "step") -> tuple[np.ndarray, np.ndar
 
 def training_curves(groups: Mapping[str, Sequence], *, splits: Sequence[str] = ("train", "test"),
                     quantities: Sequence[str] = ("loss", "accuracy"), x: str = "step",
+                    loss_name: str = "cross_entropy", full_batch: bool | Mapping[str, bool] = False,
                     path: str | Path | None = None):
   """Loss and accuracy over training steps, one colour per group (e.g. a condition's seeds), one line
-  style per split (`train` is the running minibatch value, `eval_train`/`valid`/`test` full-split
+  style per split (`train` is the running value of the training batches: minibatch, or the whole set
+  with `full_batch` (one bool, or one per group label); `eval_train`/`valid`/`test` full-split
   evaluations). Lines are means over the group's runs; the band spans their min and max. x: `step`
-  or `epoch` (for runs of different batch sizes)."""
+  or `epoch` (for runs of different batch sizes). The loss axis is in `style.loss_unit(loss_name)`."""
+  if isinstance(full_batch, Mapping):
+    kinds = {bool(full_batch.get(k, False)) for k in groups}
+    train_name = (style.split_label("train", full_batch=kinds.pop()) if len(kinds) == 1
+                  else "train (batch value)")
+  else:
+    train_name = style.split_label("train", full_batch=bool(full_batch))
   fig, axes = style.figure(ncols=len(quantities), width=min(3.9 * len(quantities), 11.0), height=3.2)
   axes = np.atleast_1d(axes)
   split_styles = {"train": "-", "eval_train": (0, (1, 1)), "valid": "-.", "test": "--"}
@@ -106,14 +127,14 @@ def training_curves(groups: Mapping[str, Sequence], *, splits: Sequence[str] = (
           continue
         k = style.scale(metric)
         marker = "o" if len(steps) <= 12 else None
-        name = SPLIT_NAMES.get(split, split)
+        name = train_name if split == "train" else SPLIT_NAMES.get(split, split)
         ax.plot(steps, k * mean, color=style.color(i), linestyle=split_styles.get(split, "-"), marker=marker,
                 markersize=3, label=name)
         drawn.setdefault(split, name)
         if len(runs) > 1:
           ax.fill_between(steps, k * lo, k * hi, color=style.color(i), alpha=0.15, linewidth=0)
     ax.set_xlabel("training step" if x == "step" else "epoch")
-    ax.set_ylabel({"loss": "loss (nats)", "accuracy": "accuracy (%)"}.get(q, q))
+    ax.set_ylabel({"loss": style.loss_label(loss_name), "accuracy": "accuracy (%)"}.get(q, q))
     if q == "loss":
       _log_if_wide(ax, "y")
   if len(groups) > 1:  # one entry per condition (colour) and one per split (line style)
@@ -148,19 +169,141 @@ def _log_if_wide(ax, which: str, ratio: float = 30.0) -> None:
     (ax.set_yscale if which == "y" else ax.set_xscale)("log")
 
 
-def lambda_max_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+def interval_text(kind: str, level: float = 0.95) -> str:
+  """Caption words for an interval over seeds: `minmax`, `t` (the t-interval of the mean), `std`, or
+  `given` (intervals the caller computed)."""
+  if kind not in (*BANDS, "given"):
+    raise UserError(choices_message("interval", kind, (*BANDS, "given")))
+  return {"minmax": "min–max over seeds",
+          "t": f"{100 * level:g}% t-interval of the mean over seeds (t with n − 1 degrees of freedom)",
+          "std": "mean ± one sample standard deviation over seeds",
+          "given": "the interval stated in the caption"}[kind]
+
+
+def _interval(values: np.ndarray, kind: str, level: float) -> tuple[np.ndarray, np.ndarray]:
+  """(lo, hi) along axis 0 of values (num_seeds, ...); NaN where fewer than 2 seeds."""
+  n = values.shape[0]
+  if n < 2:
+    nan = np.full(values.shape[1:], np.nan)
+    return nan, nan
+  if kind == "minmax":
+    return values.min(axis=0), values.max(axis=0)
+  mean, sd = values.mean(axis=0), values.std(axis=0, ddof=1)
+  half = sd if kind == "std" else float(scipy.stats.t.ppf((1 + level) / 2, n - 1)) * sd / np.sqrt(n)
+  return mean - half, mean + half
+
+
+def _common_steps(runs: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+  """(steps logged by every seed, values (num_seeds, steps)); finite values only."""
+  series = []
+  for steps, values in runs:
+    steps, values = np.asarray(steps, np.float64), np.asarray(values, np.float64)
+    ok = np.isfinite(values)
+    series.append(pd.Series(values[ok], index=steps[ok]).groupby(level=0).last())
+  if not series:
+    return np.zeros(0), np.zeros((0, 0))
+  table = pd.concat(series, axis=1, join="inner").sort_index()
+  return table.index.to_numpy(np.float64), table.to_numpy(np.float64).T
+
+
+def seed_curves(seeds: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]], *,
+                references: Mapping[str, float] | None = None, reference_label: str = "2/η",
+                common_reference: tuple[float, str] | None = None, band: str = "minmax", level: float = 0.95,
+                show_seeds: bool = True, xlabel: str = "training step",
+                ylabel: str = "top Hessian eigenvalue $\\lambda_{\\max}$", path: str | Path | None = None):
+  """A quantity over training per condition, its seeds shown. seeds: condition label -> one
+  (steps (n,), values (n,)) per seed; each label is one condition (nothing else is pooled).
+
+  Per condition (one colour): the mean over seeds as a line with markers, at the steps every seed logged;
+  a band (`band`: `minmax`, `t` = the `level` t-interval of the mean, `std`; none for one seed;
+  `interval_text(band, level)` words it for the caption); each seed as a thin line (`show_seeds`).
+  references: label -> a horizontal line in that condition's colour, dashed, annotated
+  `{reference_label} = value` (e.g. the stability threshold 2/η); references more than 5x above the data
+  are named in a note instead of flattening the curves. common_reference: (value, legend name), one grey
+  dashed line for all (e.g. 1 for λ_max / threshold). The value axis is logarithmic when the data span
+  more than 30x.
+  """
+  if band not in BANDS:
+    raise UserError(choices_message("band", band, BANDS))
+  references = {k: t for k, t in (references or {}).items()
+                if k in seeds and t is not None and np.isfinite(t)}
+  fig, ax = style.figure()
+  every = []
+  for i, (label, runs) in enumerate(seeds.items()):
+    c = style.color(i)
+    if show_seeds and len(runs) > 1:
+      for steps, values in runs:
+        ax.plot(steps, values, color=c, linewidth=0.6, alpha=0.45, linestyle="-")
+    steps, values = _common_steps(runs)
+    every += [np.asarray(v, np.float64).ravel() for _, v in runs]
+    if not len(steps):
+      continue
+    mean = values.mean(axis=0)
+    lo, hi = _interval(values, band, level)
+    if np.isfinite(lo).any():
+      ax.fill_between(steps, lo, hi, color=c, alpha=0.18, linewidth=0)
+      every += [lo, hi]
+    ax.plot(steps, mean, color=c, linestyle="-", marker="o" if len(steps) <= 60 else None, markersize=3.5,
+            label=label)
+  v = np.concatenate(every) if every else np.zeros(0)
+  v = v[np.isfinite(v)]
+  top = float(v.max()) if len(v) else 1.0
+  shown = {k: t for k, t in references.items() if t <= 5 * max(top, 1e-12)}
+  order = list(seeds)
+  for k, t in shown.items():
+    i = order.index(k)
+    ax.axhline(t, color=style.color(i), linestyle="--", linewidth=1.1, alpha=0.9)
+    ax.annotate(f"{reference_label} = {t:.3g}", xy=(0.01, t), xycoords=("axes fraction", "data"),
+                xytext=(0, 2), textcoords="offset points", ha="left", va="bottom", fontsize=7.5,
+                color=style.color(i))
+  if common_reference is not None:
+    ax.axhline(common_reference[0], color="0.3", linestyle="--", linewidth=1.1, label=common_reference[1])
+  far = sorted({f"{t:.3g}" for k, t in references.items() if k not in shown}, key=float)
+  if far:
+    ax.text(0.01, 0.98, f"{reference_label} = {', '.join(far)}: above the plotted range", fontsize=7.5,
+            transform=ax.transAxes, ha="left", va="top", color="0.3")
+  if len(v) and v.min() > 0 and v.max() / v.min() > 30:
+    ax.set_yscale("log")
+  elif len(v) and v.min() >= 0:
+    ax.set_ylim(0, 1.1 * max([top, *shown.values(), *([common_reference[0]] if common_reference else [])]))
+  if references:
+    ax.plot([], [], color="0.3", linestyle="--", linewidth=1.1, label=f"threshold {reference_label}")
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  _legend(fig, ax, ax.get_legend_handles_labels()[1])
+  return _finish(fig, path)
+
+
+def lambda_max_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
                       thresholds: Mapping[str, float] | None = None, *, threshold_label: str = "2/η",
                       ylabel: str = "top Hessian eigenvalue $\\lambda_{\\max}$",
-                      normalized: bool = False, path: str | Path | None = None):
+                      normalized: bool = False, seeds: Mapping[str, Sequence[tuple]] | None = None,
+                      band: str = "minmax", level: float = 0.95, show_seeds: bool = True,
+                      path: str | Path | None = None):
   """lambda_max over training steps per curve (e.g. per learning rate), each with its stability
   threshold as a dashed horizontal line of the same colour (Cohen et al. 2021, edge of stability).
 
   curves: label -> (steps (n,), lambda_max (n,)); thresholds: label -> threshold (same units).
+  seeds: label -> one (steps, lambda_max) per seed, instead of `curves`: drawn by `seed_curves` (mean
+  with markers, `band` over seeds, thin seed lines); the caption should say `interval_text(band, level)`.
   normalized: plot lambda_max / threshold instead, with one line at 1 (for curves whose thresholds
   differ by orders of magnitude, e.g. GD's 2/eta next to Adam's 38/eta); curves without a threshold
-  are left out.
+  are left out, and the thresholds are listed in a note (the legend keeps the caller's labels).
   """
   thresholds = thresholds or {}
+  if seeds is not None:
+    if not normalized:
+      return seed_curves(seeds, references=thresholds, reference_label=threshold_label, band=band,
+                         level=level, show_seeds=show_seeds, ylabel=ylabel, path=path)
+    scaled = {k: [(st, np.asarray(v, np.float64) / thresholds[k]) for st, v in rs] for k, rs in seeds.items()
+              if thresholds.get(k) is not None and np.isfinite(thresholds[k]) and thresholds[k] > 0}
+    named = "" if threshold_label == "threshold" else f" ({threshold_label})"
+    fig = seed_curves(scaled, common_reference=(1.0, "threshold"), band=band, level=level,
+                      show_seeds=show_seeds, ylabel=f"$\\lambda_{{\\max}}$ / threshold{named}")
+    _threshold_note(fig.axes[0], {k: thresholds[k] for k in scaled})
+    return _finish(fig, path)
+  if curves is None:
+    raise UserError("lambda_max_curves needs `curves` (label -> (steps, values)) or `seeds`")
   if normalized:
     return _normalized_lambda_curves(curves, thresholds, threshold_label, path)
   fig, ax = style.figure()
@@ -226,14 +369,23 @@ def _normalized_lambda_curves(curves, thresholds, threshold_label, path):
       continue
     steps, values = np.asarray(steps, np.float64), np.asarray(values, np.float64)
     ax.plot(steps, values / t, color=style.color(i), linestyle=style.linestyle(i),
-            marker="o" if len(steps) <= 25 else None, markersize=3, label=f"{label} ({t:.3g})")
+            marker="o" if len(steps) <= 25 else None, markersize=3, label=label)
   ax.axhline(1.0, color="0.3", linestyle="--", linewidth=1.1, label="threshold")
+  _threshold_note(ax, {k: thresholds[k] for k in curves
+                       if thresholds.get(k) is not None and np.isfinite(thresholds[k]) and thresholds[k] > 0})
   ax.set_ylim(0, None)
   ax.set_xlabel("training step")
   named = "" if threshold_label == "threshold" else f" ({threshold_label})"
   ax.set_ylabel(f"$\\lambda_{{\\max}}$ / threshold{named}")
   _legend(fig, ax, [*curves, "threshold"])
   return _finish(fig, path)
+
+
+def _threshold_note(ax, thresholds: Mapping[str, float]) -> None:
+  """The thresholds of a normalized plot as a note in the lower right (legend labels stay as given)."""
+  if thresholds:
+    ax.text(0.99, 0.02, "thresholds: " + "; ".join(f"{k}: {t:.3g}" for k, t in thresholds.items()),
+            transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="0.3", wrap=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,53 +401,97 @@ def _quadrature(nodes, weights) -> _Quadrature:
   return _Quadrature(as_2d(nodes), as_2d(weights))
 
 
-def spectral_density(spectra: Mapping[str, tuple[np.ndarray, np.ndarray]], *, num_params: int | None = None,
-                     xlabel: str = "Hessian eigenvalue", path: str | Path | None = None):
-  """Smoothed SLQ spectral densities on a log density axis, outliers above the bulk marked.
-
-  spectra: label -> (nodes, weights), each (num_probes, num_steps) as `density.slq` returns them
-  (research.core.spectral: `smooth`, `outliers`). The kernel width is 1/200 of the node range;
-  the density axis is cut 7 decades below its peak. Outliers (`spectral.outliers`) are drawn as
-  triangles at their Ritz values along the bottom of the plot.
-  """
-  quads = {k: _quadrature(*v) for k, v in spectra.items()}
+def _density_setup(quads) -> tuple[np.ndarray, float]:
+  """(grid (1500,), kernel width sigma): the node range padded by 4%, sigma 1/200 of the range."""
   live = np.concatenate([q.nodes[q.weights > 0] for q in quads.values()])
   lo, hi = float(live.min()), float(live.max())
   pad = 0.04 * (hi - lo + 1e-12)
-  grid = np.linspace(lo - pad, hi + pad, 1500)
-  sigma = max((hi - lo) / 200, 1e-12)
+  return np.linspace(lo - pad, hi + pad, 1500), max((hi - lo) / 200, 1e-12)
+
+
+def spectral_density(spectra: Mapping[str, tuple[np.ndarray, np.ndarray]], *, num_params: int | None = None,
+                     xlabel: str = "Hessian eigenvalue", top: Mapping[str, np.ndarray] | None = None,
+                     residuals: Mapping[str, np.ndarray] | None = None, path: str | Path | None = None):
+  """Smoothed SLQ spectral densities on a log density axis, with the top-k Lanczos eigenvalues marked.
+
+  spectra: label -> (nodes, weights), each (num_probes, num_steps) as `density.slq` returns them
+  (research.core.spectral.smooth). The kernel width is 1/200 of the node range; the density axis is cut
+  7 decades below its peak. top: label -> the top-k eigenvalues of a separate Lanczos eigensolve, drawn as
+  triangles along the bottom, with `residuals` (label -> residual norms ||H v - θ v||, which bound the
+  distance from θ to the nearest eigenvalue) as horizontal error bars. Legend entries are the labels as
+  given. `spectral_density_caption` states the resolution.
+  """
+  top, residuals = dict(top or {}), dict(residuals or {})
+  quads = {k: _quadrature(*v) for k, v in spectra.items()}
+  grid, sigma = _density_setup(quads)
   fig, ax = style.figure()
   peak = 0.0
-  marks = []
   for i, (label, q) in enumerate(quads.items()):
     dens = spectral.smooth(q, grid, sigma)
     peak = max(peak, float(dens.max()))
-    outl = spectral.outliers(q)
-    text = f"{label} ({outl.count} outliers)" if len(quads) > 1 else f"density ({outl.count} outliers)"
-    ax.plot(grid, np.maximum(dens, 1e-300), color=style.color(i), linestyle=style.linestyle(i), label=text)
-    marks.append((i, outl.values))
+    ax.plot(grid, np.maximum(dens, 1e-300), color=style.color(i), linestyle=style.linestyle(i), label=label)
   ax.set_yscale("log")
   floor = peak * 1e-7
   ax.set_ylim(floor, peak * 3)
-  for i, values in marks:  # a rug of triangles per spectrum along the bottom edge
-    y = floor * 2.2 * (2.6 ** i)
-    ax.plot(values, np.full(len(values), y), linestyle="none", marker="^", color=style.color(i),
-            markersize=4.5, markeredgecolor="white", markeredgewidth=0.4,
-            label="outliers (Ritz values)" if i == 0 else None)
+  order = list(quads)
+  first = True
+  for label, values in top.items():  # a rug of triangles per spectrum along the bottom edge
+    i = order.index(label) if label in order else len(order) + list(top).index(label)
+    values = np.asarray(values, np.float64)
+    y = np.full(len(values), floor * 2.2 * (2.6 ** i))
+    err = residuals.get(label)
+    if err is not None:
+      ax.errorbar(values, y, xerr=np.asarray(err, np.float64), linestyle="none", ecolor=style.color(i),
+                  elinewidth=0.9, capsize=2)
+    ax.plot(values, y, linestyle="none", marker="^", color=style.color(i), markersize=4.5,
+            markeredgecolor="white", markeredgewidth=0.4,
+            label="top-k Lanczos eigenvalues" if first else None)
+    first = False
   ax.set_xlabel(xlabel)
   ax.set_ylabel("spectral density (log scale)")
   ax.legend(loc="upper right")
   return _finish(fig, path)
 
 
+def spectral_density_caption(spectra: Mapping[str, tuple[np.ndarray, np.ndarray]], *,
+                             top: Mapping[str, np.ndarray] | None = None,
+                             residuals: Mapping[str, np.ndarray] | None = None) -> str:
+  """The resolution of `spectral_density`'s figure in words: the Gaussian kernel width, the Lanczos steps
+  and probes of each spectrum, and what the triangles are (the same inputs as the figure)."""
+  quads = {k: _quadrature(*v) for k, v in spectra.items()}
+  _, sigma = _density_setup(quads)
+  shapes = {(q.nodes.shape[0], q.nodes.shape[1]) for q in quads.values()}
+  if len(shapes) == 1:
+    probes, steps = shapes.pop()
+    setting = f"{steps} Lanczos steps, {probes} probe vector{'s' if probes != 1 else ''}"
+  else:
+    setting = "; ".join(f"{k}: {q.nodes.shape[1]} Lanczos steps, {q.nodes.shape[0]} probes"
+                        for k, q in quads.items())
+  text = (f"Stochastic Lanczos quadrature ({setting}), smoothed with a Gaussian kernel of width "
+          f"σ = {sigma:.3g} (1/200 of the node range); features narrower than about σ are not resolved.")
+  if top:
+    ks = sorted({len(np.atleast_1d(v)) for v in top.values()})
+    text += (f" Triangles: the top {'/'.join(map(str, ks))} eigenvalues of a separate Lanczos eigensolve"
+             + (", whiskers their residual norms ‖Hv − θv‖." if residuals else "."))
+  return text
+
+
+def centre_label(at_minimum: bool = False) -> str:
+  """What a landscape's centre θ is called: `trained parameters`, or `minimum` only when the caller has
+  established that it is one (e.g. training accuracy near 100% and a vanishing gradient)."""
+  return "minimum" if at_minimum else "trained parameters"
+
+
 def loss_curve_1d(alphas: np.ndarray, losses: Mapping[str, np.ndarray], *,
-                  xlabel: str = "step along the direction α", ylabel: str = "loss (nats)",
-                  path: str | Path | None = None):
-  """1-D loss landscape: loss(θ + α d) against α, one line per label (e.g. train and test)."""
+                  xlabel: str = "step along the direction α", ylabel: str | None = None,
+                  loss_name: str = "cross_entropy", at_minimum: bool = False, path: str | Path | None = None):
+  """1-D loss landscape: loss(θ + α d) against α, one line per label (e.g. train and test); the centre
+  α = 0 a dotted line named `centre_label(at_minimum)`. ylabel: default `style.loss_label(loss_name)`."""
+  ylabel = style.loss_label(loss_name) if ylabel is None else ylabel
   fig, ax = style.figure()
   for i, (label, values) in enumerate(losses.items()):
     ax.plot(alphas, values, color=style.color(i), linestyle=style.linestyle(i), label=label)
-  ax.axvline(0.0, color="0.5", linewidth=0.8, linestyle=":")
+  ax.axvline(0.0, color="0.5", linewidth=0.8, linestyle=":", label=centre_label(at_minimum))
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   _log_if_wide(ax, "y", 100.0)
@@ -313,9 +509,11 @@ def _levels(losses: np.ndarray, num: int = 25) -> tuple[np.ndarray, bool]:
 
 def loss_contour_2d(xs: np.ndarray, ys: np.ndarray, losses: np.ndarray, *,
                     xlabel: str = "direction 1, α", ylabel: str = "direction 2, β",
+                    loss_name: str = "cross_entropy", at_minimum: bool = False,
                     path: str | Path | None = None):
-  """2-D loss landscape as filled contours: losses (len(ys), len(xs)) at θ + α d1 + β d2; the trained
-  point (0, 0) is marked. Contour levels are log-spaced when the loss spans more than 20x."""
+  """2-D loss landscape as filled contours: losses (len(ys), len(xs)) at θ + α d1 + β d2; the centre
+  (0, 0) is starred as `centre_label(at_minimum)` ("trained parameters" unless at_minimum). Contour
+  levels are log-spaced when the loss spans more than 20x; the colour bar in `style.loss_unit(loss_name)`."""
   import matplotlib.colors
 
   losses = np.asarray(losses, np.float64)
@@ -326,12 +524,12 @@ def loss_contour_2d(xs: np.ndarray, ys: np.ndarray, losses: np.ndarray, *,
                        cmap="viridis")
   ax.contour(xs, ys, losses, levels=levels[::3], colors="white", linewidths=0.5, alpha=0.6, norm=norm)
   ax.plot([0], [0], marker="*", color=style.OKABE_ITO["vermillion"], markersize=10, linestyle="none",
-          label="trained point")
+          label=centre_label(at_minimum))
   cbar = fig.colorbar(filled, ax=ax, shrink=0.85, aspect=25)
   ticks = levels[::6] if len(levels) > 6 else levels
   cbar.set_ticks(ticks, labels=[f"{t:.3g}" for t in ticks])
   cbar.ax.minorticks_off()
-  cbar.set_label("loss (nats)" + (", log scale" if logscale else ""))
+  cbar.set_label(style.loss_label(loss_name) + (", log scale" if logscale else ""))
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   ax.set_aspect("equal", adjustable="box")
@@ -341,9 +539,11 @@ def loss_contour_2d(xs: np.ndarray, ys: np.ndarray, losses: np.ndarray, *,
 
 
 def loss_contours(panels: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]], *, ncols: int = 2,
-                  xlabel: str = "α", ylabel: str = "β", path: str | Path | None = None):
+                  xlabel: str = "α", ylabel: str = "β", loss_name: str = "cross_entropy",
+                  at_minimum: bool = False, path: str | Path | None = None):
   """Several 2-D landscapes, one panel per label, all with the same contour levels and colour bar:
-  panels[label] = (xs, ys, losses of shape (len(ys), len(xs))); the trained point (0, 0) is marked.
+  panels[label] = (xs, ys, losses of shape (len(ys), len(xs))); the centre (0, 0) is starred and named
+  `centre_label(at_minimum)` in a legend below the panels.
   Levels are log-spaced when the losses span more than 20x (Li et al. 2018 draw fixed levels too)."""
   import matplotlib.colors
 
@@ -363,7 +563,8 @@ def loss_contours(panels: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]
     filled = ax.contourf(xs, ys, np.clip(losses, levels[0], levels[-1]), levels=levels, norm=norm,
                          cmap="viridis")
     ax.contour(xs, ys, losses, levels=levels[::3], colors="white", linewidths=0.5, alpha=0.6, norm=norm)
-    ax.plot([0], [0], marker="*", color=style.OKABE_ITO["vermillion"], markersize=9, linestyle="none")
+    ax.plot([0], [0], marker="*", color=style.OKABE_ITO["vermillion"], markersize=9, linestyle="none",
+            label=centre_label(at_minimum) if k == 0 else None)
     ax.set_title(labels[k], fontsize=9)
     ax.set_aspect("equal", adjustable="box")
     ax.grid(False)
@@ -372,16 +573,18 @@ def loss_contours(panels: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]
     if k // ncols == nrows - 1 or k + ncols >= len(labels):
       ax.set_xlabel(xlabel)
   cbar = fig.colorbar(filled, ax=axes, shrink=0.85, aspect=30)
+  fig.legend(*axes.ravel()[0].get_legend_handles_labels(), loc="outside lower center")
   ticks = levels[::6] if len(levels) > 6 else levels
   cbar.set_ticks(ticks, labels=[f"{t:.3g}" for t in ticks])
   cbar.ax.minorticks_off()
-  cbar.set_label("loss (nats)" + (", log scale" if logscale else ""))
+  cbar.set_label(style.loss_label(loss_name) + (", log scale" if logscale else ""))
   return _finish(fig, path)
 
 
 def loss_surface_3d(xs: np.ndarray, ys: np.ndarray, losses: np.ndarray, *,
-                    xlabel: str = "α", ylabel: str = "β", path: str | Path | None = None):
-  """2-D loss landscape as a 3-D surface (losses (len(ys), len(xs)))."""
+                    xlabel: str = "α", ylabel: str = "β", loss_name: str = "cross_entropy",
+                    path: str | Path | None = None):
+  """2-D loss landscape as a 3-D surface (losses (len(ys), len(xs))), z in `style.loss_unit(loss_name)`."""
   import matplotlib.pyplot as plt
 
   with style.context():
@@ -392,7 +595,7 @@ def loss_surface_3d(xs: np.ndarray, ys: np.ndarray, losses: np.ndarray, *,
                   rcount=min(len(ys), 60), ccount=min(len(xs), 60))
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
-  ax.set_zlabel("loss (nats)")
+  ax.set_zlabel(style.loss_label(loss_name))
   from matplotlib.ticker import MaxNLocator
 
   for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
@@ -404,25 +607,27 @@ def loss_surface_3d(xs: np.ndarray, ys: np.ndarray, losses: np.ndarray, *,
 
 def interpolation_curves(alphas: np.ndarray, curves: Mapping[str, np.ndarray], *, metric: str = "loss",
                          xlabel: str = "interpolation coefficient α (0: θ_A, 1: θ_B)",
-                         path: str | Path | None = None):
+                         loss_name: str = "cross_entropy", path: str | Path | None = None):
   """A metric along the path θ(α) between two solutions (e.g. linear interpolation), one line per
-  label (train, test; or one per pair). Accuracy is shown in percent."""
+  label (train, test; or one per pair). Accuracy is shown in percent, loss in `style.loss_unit`."""
   fig, ax = style.figure()
   k = 100.0 if metric == "accuracy" else 1.0
   for i, (label, values) in enumerate(curves.items()):
     ax.plot(alphas, k * np.asarray(values), color=style.color(i), linestyle=style.linestyle(i), label=label,
             marker="o" if len(alphas) <= 25 else None, markersize=3)
   ax.set_xlabel(xlabel)
-  ax.set_ylabel({"loss": "loss (nats)", "accuracy": "accuracy (%)"}.get(metric, metric))
+  ax.set_ylabel({"loss": style.loss_label(loss_name), "accuracy": "accuracy (%)"}.get(metric, metric))
   ax.legend(loc="best")
   return _finish(fig, path)
 
 
 def measure_vs_gap(measure: np.ndarray, gap: np.ndarray, *, measure_name: str,
-                   gap_name: str = "generalization gap, loss (nats)", groups: Sequence[str] | None = None,
-                   path: str | Path | None = None):
+                   gap_name: str | None = None, groups: Sequence[str] | None = None,
+                   loss_name: str = "cross_entropy", path: str | Path | None = None):
   """Scatter of a measure (one point per run) against the generalization gap, Kendall's tau in the
-  title. The measure axis is logarithmic when positive and spanning more than 30x."""
+  title. The measure axis is logarithmic when positive and spanning more than 30x. gap_name: default
+  the loss gap in `style.loss_unit(loss_name)`."""
+  gap_name = style.metric_label("gap/loss", loss_name) if gap_name is None else gap_name
   measure, gap = np.asarray(measure, np.float64), np.asarray(gap, np.float64)
   tau, p, n = stats.kendall_tau(measure, gap)
   fig, ax = style.figure(width=4.6, height=3.5)
@@ -449,42 +654,102 @@ def measure_vs_gap(measure: np.ndarray, gap: np.ndarray, *, measure_name: str,
   return _finish(fig, path)
 
 
-def ablation_bars(table: pd.DataFrame, by: str, metrics: Sequence[str], *, order: Sequence | None = None,
-                  error: str = "std", path: str | Path | None = None):
-  """One panel per metric: the mean over seeds for each value of `by` (a bar), error bars (`std`: one
-  sample standard deviation; `ci`: the 95% bootstrap interval) and each seed as a dot."""
-  values = list(order) if order is not None else list(dict.fromkeys(table[by].tolist()))
-  fig, axes = style.figure(ncols=len(metrics), width=min(2.7 * len(metrics) + 0.6, 11.0), height=3.0)
-  axes = np.atleast_1d(axes)
+def _dots(ax, groups: Mapping, intervals: Mapping | None, error: str, level: float,
+          scale: float = 1.0) -> None:
+  """Draws one condition per x position 0, 1, ... in the order of `groups` (label -> seed values):
+  every seed a small jittered grey point left of the position, the mean a coloured marker right of it,
+  whiskers from `intervals[label]` = (lo, hi) when given, else `_interval(error)`. The value axis is
+  fitted to what is drawn (matplotlib's data limits; never extended to 0)."""
   rng = np.random.default_rng(0)
-  for ax, metric in zip(axes, metrics):
-    k = style.scale(metric)
-    for i, v in enumerate(values):
-      x = k * pd.to_numeric(table.loc[table[by] == v, metric], errors="coerce").dropna().to_numpy()
-      if not len(x):
-        continue
-      d = stats.describe(x)
-      if error == "ci":
-        err = np.array([[d["mean"] - d["ci_low"]], [d["ci_high"] - d["mean"]]])
-      else:
-        err = d["std"]
-      err = np.nan_to_num(err)
-      ax.bar(i, d["mean"], color=style.color(i), alpha=0.75, width=0.65)
-      ax.errorbar(i, d["mean"], yerr=err, color="black", capsize=4, linewidth=1.2, linestyle="none")
-      ax.plot(i + rng.uniform(-0.12, 0.12, len(x)), x, linestyle="none", marker="o", markersize=3.5,
-              color="black", alpha=0.7)
-    ax.set_xticks(range(len(values)), [str(v) for v in values])
-    ax.set_xlabel(by.rsplit(".", 1)[-1])
-    ax.set_ylabel(style.metric_label(metric))
-    ax.grid(axis="x", visible=False)
-    _log_if_wide_bars(ax)
+  intervals = intervals or {}
+  drawn = []
+  for i, (label, values) in enumerate(groups.items()):
+    x = scale * np.asarray(pd.to_numeric(pd.Series(list(values)), errors="coerce"), np.float64)
+    x = x[np.isfinite(x)]
+    if not len(x):
+      continue
+    ax.plot(i - 0.12 + rng.uniform(-0.06, 0.06, len(x)), x, linestyle="none", marker="o", markersize=3,
+            color="0.35", alpha=0.75, markeredgewidth=0)
+    mean = float(x.mean())
+    if label in intervals and intervals[label] is not None:
+      lo, hi = (scale * float(v) for v in intervals[label])
+    else:
+      lo, hi = (float(v[0]) for v in _interval(x[:, None], error, level))
+    if np.isfinite(lo) and np.isfinite(hi):
+      ax.errorbar(i + 0.12, mean, yerr=[[max(mean - lo, 0.0)], [max(hi - mean, 0.0)]], color=style.color(i),
+                  capsize=4, linewidth=1.4, linestyle="none")
+      drawn += [lo, hi]
+    ax.plot(i + 0.12, mean, linestyle="none", marker="D", markersize=6, color=style.color(i),
+            markeredgecolor="black", markeredgewidth=0.5)
+    drawn += [*x, mean]
+  labels = [str(k) for k in groups]
+  ax.set_xticks(range(len(labels)), labels, rotation=30 if max(map(len, labels), default=0) > 10 else 0,
+                ha="right" if max(map(len, labels), default=0) > 10 else "center")
+  ax.set_xlim(-0.6, len(labels) - 0.4)
+  ax.grid(axis="x", visible=False)
+  v = np.asarray(drawn, np.float64)
+  v = v[np.isfinite(v)]
+  if len(v) and v.min() > 0 and v.max() / v.min() > 50:
+    ax.set_yscale("log")
+
+
+def dot_whisker(groups: Mapping[str, Sequence[float]], *,
+                intervals: Mapping[str, tuple[float, float]] | None = None, error: str = "t",
+                level: float = 0.95, ylabel: str = "", xlabel: str = "", scale: float = 1.0,
+                path: str | Path | None = None):
+  """Dot-and-whisker plot of one quantity: per condition (label -> the values of its seeds; one entry is
+  one condition, nothing else is pooled) the mean as a marker, whiskers from `intervals[label]` = (lo, hi)
+  (the caller's interval, in the units of the values) or, when not given, `error` over the seeds
+  (`t`, `std`, `minmax`; `interval_text` words it), and every seed as a small jittered point. Conditions
+  appear left to right in the order of `groups`; the value axis is fitted to the data, not started at 0.
+  scale multiplies values and intervals (100 for accuracies in percent)."""
+  if error not in BANDS:
+    raise UserError(choices_message("error", error, BANDS))
+  fig, ax = style.figure(width=max(3.2, min(0.9 * len(groups) + 1.6, 11.0)), height=3.2)
+  _dots(ax, groups, intervals, error, level, scale)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
   return _finish(fig, path)
 
 
-def _log_if_wide_bars(ax, ratio: float = 50.0) -> None:
-  heights = [p.get_height() for p in ax.patches if p.get_height() > 0]
-  if heights and all(p.get_height() > 0 for p in ax.patches) and max(heights) / min(heights) > ratio:
-    ax.set_yscale("log")
+def ablation_bars(table: pd.DataFrame, by: str | Sequence[str], metrics: Sequence[str], *,
+                  order: Sequence | None = None, error: str = "std",
+                  intervals: Mapping[str, Mapping] | None = None, level: float = 0.95,
+                  loss_name: str = "cross_entropy", constant: Sequence[str] = ("loss.name",),
+                  path: str | Path | None = None):
+  """One dot-and-whisker panel per metric (`_dots`; the name is historical: no bars). A condition is a
+  distinct value of `by` (a column, or several: tuples of their values), in `order` or order of first
+  appearance; its rows are its seeds. Whiskers: intervals[metric][condition] = (lo, hi) in the metric's
+  own units when given, else `error` over the seeds (`std`: one sample standard deviation, `ci` or `t`:
+  the `level` t-interval of the mean, `minmax`); `interval_text` words it for the caption.
+  constant: columns that must not vary within a condition (default: the loss, so MSE and cross-entropy
+  runs are never pooled as if seeds); a violation raises UserError naming the column."""
+  error = "t" if error == "ci" else error
+  if error not in BANDS:
+    raise UserError(choices_message("error", error, (*BANDS, "ci")))
+  cols = [by] if isinstance(by, str) else list(by)
+  key = (table[cols[0]] if len(cols) == 1
+         else pd.Series(list(zip(*(table[c] for c in cols))), index=table.index))
+  values = list(order) if order is not None else list(dict.fromkeys(key.tolist()))
+  for c in constant:
+    if c in table.columns and c not in cols:
+      for v in values:
+        seen = table.loc[key == v, c].dropna().astype(str).unique()
+        if len(seen) > 1:
+          raise UserError(f"condition {v!r} of {', '.join(cols)} mixes {c} = {', '.join(seen)}; group by {c} "
+                          "too, or select one")
+  fig, axes = style.figure(ncols=len(metrics), width=min(2.7 * len(metrics) + 0.6, 11.0), height=3.0)
+  axes = np.atleast_1d(axes)
+  for ax, metric in zip(axes, metrics):
+    groups = {(v if len(cols) == 1 else ", ".join(map(str, v))): table.loc[key == v, metric].tolist()
+              for v in values}
+    given = (intervals or {}).get(metric)
+    given = {(v if len(cols) == 1 else ", ".join(map(str, v))): given[v] for v in values if v in given} \
+        if given else None
+    _dots(ax, groups, given, error, level, style.scale(metric))
+    ax.set_xlabel(", ".join(c.rsplit(".", 1)[-1] for c in cols))
+    ax.set_ylabel(style.metric_label(metric, loss_name))
+  return _finish(fig, path)
 
 
 def per_class_accuracy(class_names: Sequence[str], accuracies: Mapping[str, np.ndarray], *,

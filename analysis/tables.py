@@ -4,15 +4,19 @@ A `Table` holds plain cell text plus which cells are the best; `markdown(t)` and
 (LaTeX special characters in every cell, header and caption are escaped). Accuracies are shown in
 percent. The best value of a column is the highest mean for accuracies and the lowest for losses and
 gaps; curvature columns have no "best" (neither direction is better in general) unless `better` says.
+Only valid rows compete for the best (`best_mask`): a condition with a failed, diverged or unfinished
+run (the `status` column of runs_table, or listed in `invalid`) or a non-finite mean is never bold, and
+nothing is bold when fewer than two valid rows remain.
 """
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import pandas as pd
 
 from analysis import stats, style
+from research.core.errors import UserError, choices_message
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
@@ -53,6 +57,23 @@ def default_better(metric: str) -> str | None:
   return None
 
 
+VALID_STATUSES = ("done",)  # meta.json statuses of finished runs; running|diverged|failed are not
+
+
+def best_mask(values: Sequence[float], rule: str | None, valid: Sequence[bool] | None = None) -> list[bool]:
+  """Which of `values` (one per row) is the best under `rule` (`max`, `min` or None): only rows that are
+  valid and finite compete; all False when the rule is None or fewer than two rows compete."""
+  valid = [True] * len(values) if valid is None else list(valid)
+  ok = [bool(v) and isinstance(x, int | float) and math.isfinite(x) for x, v in zip(values, valid)]
+  competing = [x for x, v in zip(values, ok) if v]
+  if rule is None or len(competing) < 2:
+    return [False] * len(values)
+  if rule not in ("max", "min"):
+    raise UserError(choices_message("better", rule, ("max", "min", None)))
+  best = max(competing) if rule == "max" else min(competing)
+  return [v and x == best for x, v in zip(values, ok)]
+
+
 def _decimals(std: float, fallback_value: float) -> int:
   """Decimals that show two significant digits of the std (or 4 significant digits of the value)."""
   if math.isfinite(std) and std > 0:
@@ -74,9 +95,14 @@ def format_mean_std(mean: float, std: float, n: int) -> str:
 
 def mean_std_table(table: pd.DataFrame, by: Sequence[str], metrics: Sequence[str], *,
                    better: Mapping[str, str | None] | None = None, caption: str = "",
-                   names: Mapping[str, str] | None = None) -> Table:
+                   names: Mapping[str, str] | None = None, invalid: Collection | None = None) -> Table:
   """One row per condition (distinct values of `by`), one column per metric: mean ± std over the
-  condition's runs (seeds), a column `seeds` with their count, the best mean per column in bold."""
+  condition's runs (seeds), a column `seeds` with their count, the best mean per column in bold.
+
+  Bold goes only to valid conditions (`best_mask`): not listed in `invalid` (conditions as tuples of
+  their `by` values, or the value alone for one key), no run whose `status` column (when the table has
+  one) is other than `done`, a finite mean; and only when at least two conditions are valid.
+  """
   better = dict(better or {})
   names = dict(names or {})
   metrics = [m for m in metrics if m in table.columns]
@@ -87,11 +113,19 @@ def mean_std_table(table: pd.DataFrame, by: Sequence[str], metrics: Sequence[str
   short = [".".join(b.split(".")[-2:]) if short.count(n) > 1 else n for b, n in zip(by, short)]
   header = [names.get(b, n) for b, n in zip(by, short)] + ["seeds"] + [
       names.get(m, SHORT_NAMES.get(m, style.metric_label(m))) for m in metrics]
-  rows, means = [], []
+  invalid = {c if isinstance(c, tuple) else (c,) for c in (invalid or ())}
+  rows, means, valid = [], [], []
   for cond in conditions:
     sel = agg
     for b, v in zip(by, cond):
       sel = sel[sel[b].apply(lambda x, v=v: x == v or (x != x and v != v))]
+    ok = cond not in invalid
+    if ok and "status" in table.columns:
+      runs_of = table
+      for b, v in zip(by, cond):
+        runs_of = runs_of[runs_of[b].apply(lambda x, v=v: x == v or (x != x and v != v))]
+      ok = bool(runs_of["status"].isin(VALID_STATUSES).all())
+    valid.append(ok)
     cells, row_means, n_max = [], [], 0
     for m in metrics:
       r = sel[sel.metric == m].iloc[0]
@@ -104,14 +138,9 @@ def mean_std_table(table: pd.DataFrame, by: Sequence[str], metrics: Sequence[str
   bold = [[False] * len(header) for _ in rows]
   offset = len(by) + 1
   for j, m in enumerate(metrics):
-    rule = better.get(m, default_better(m))
-    vals = [row[j] for row in means]
-    finite = [v for v in vals if math.isfinite(v)]
-    if rule is None or len(finite) < 2:
-      continue
-    best = max(finite) if rule == "max" else min(finite)
-    for i, v in enumerate(vals):
-      bold[i][offset + j] = v == best
+    mask = best_mask([row[j] for row in means], better.get(m, default_better(m)), valid)
+    for i, b in enumerate(mask):
+      bold[i][offset + j] = b
   return Table(header, rows, bold, caption, "l" * len(by) + "r" * (1 + len(metrics)))
 
 

@@ -26,7 +26,7 @@ Conventions: a function never pools what the caller did not group (each mapping 
 one condition; `ablation_bars` refuses groups that mix losses); legends show the caller's labels as
 given; loss axes take their unit from `loss_name` (`style.loss_unit`); a landscape's centre is "trained
 parameters" unless the caller passes `at_minimum=True`.
-- `per_class_accuracy`, `compression_curves`.
+- `per_class_accuracy` (dots per class, axis fitted), `compression_curves`.
 """
 
 import dataclasses
@@ -754,25 +754,30 @@ def ablation_bars(table: pd.DataFrame, by: str | Sequence[str], metrics: Sequenc
 
 def per_class_accuracy(class_names: Sequence[str], accuracies: Mapping[str, np.ndarray], *,
                        path: str | Path | None = None):
-  """Grouped bars of accuracy per class; accuracies: label -> (num_classes,) or (num_seeds, num_classes)
-  in [0, 1] (the mean is drawn, error bars span one std when there are several seeds)."""
+  """Accuracy per class as dots (no bars from 0): accuracies: label -> (num_classes,) or
+  (num_seeds, num_classes) in [0, 1]. Per class, each label's mean is a marker (side by side in the
+  order given), whiskers span one sample std over seeds when there are several, seeds are small points;
+  the value axis is fitted to the data."""
   n = len(class_names)
   m = len(accuracies)
   fig, ax = style.figure(width=max(5.5, min(0.55 * n * max(m, 1) + 1.5, 11.0)), height=3.3)
   width = 0.8 / max(m, 1)
   for i, (label, acc) in enumerate(accuracies.items()):
     acc = 100.0 * np.atleast_2d(np.asarray(acc, np.float64))
+    x = np.arange(n) + (i - (m - 1) / 2) * width
     mean = acc.mean(axis=0)
-    err = acc.std(axis=0, ddof=1) if acc.shape[0] > 1 else None
-    ax.bar(np.arange(n) + (i - (m - 1) / 2) * width, mean, width=width, color=style.color(i), label=label,
-           yerr=err, capsize=2, error_kw={"linewidth": 0.8})
+    if acc.shape[0] > 1:
+      ax.plot(np.broadcast_to(x - 0.3 * width, acc.shape).ravel(), acc.ravel(), linestyle="none", marker="o",
+              markersize=2, color=style.color(i), alpha=0.5, markeredgewidth=0)
+    ax.errorbar(x, mean, yerr=acc.std(axis=0, ddof=1) if acc.shape[0] > 1 else None, color=style.color(i),
+                linestyle="none", marker="D", markersize=4.5, capsize=2, elinewidth=0.9, label=label)
   ax.set_xticks(range(n), list(class_names), rotation=30 if max(map(len, class_names)) > 5 else 0,
                 ha="right" if max(map(len, class_names)) > 5 else "center")
+  ax.set_xlim(-0.6, n - 0.4)
   ax.set_xlabel("class")
   ax.set_ylabel("accuracy (%)")
-  ax.set_ylim(0, 105)
   ax.grid(axis="x", visible=False)
-  if m > 1:  # above the axes: inside, it would cover the bars; as many columns as fit the width
+  if m > 1:  # above the axes: inside, it would cover the dots; as many columns as fit the width
     per_column = 0.075 * max(len(str(k)) for k in accuracies) + 0.5  # inches per legend entry
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.01),
               ncols=max(1, min(m, 4, int(fig.get_size_inches()[0] / per_column))))

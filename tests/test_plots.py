@@ -4,6 +4,7 @@ legends with the caller's labels, the landscape centre's name) and in a table (n
 Numbers are checked against NumPy / SciPy computed here."""
 
 import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +13,12 @@ from matplotlib.collections import PolyCollection
 
 from analysis import plots, style, tables
 from research.core.errors import UserError
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+  yield
+  plt.close("all")
+
 
 STEPS = np.array([0.0, 100.0, 200.0, 300.0, 400.0])
 
@@ -209,3 +216,13 @@ def test_table_bold_skips_failed_rows_and_needs_two_valid():
   assert tables.best_mask([1.0, np.inf, 3.0], "max", [True, True, False]) == [False, False, False]
   assert tables.best_mask([1.0, 2.0, 3.0], "min") == [True, False, False]
   assert tables.best_mask([1.0, 2.0], None) == [False, False]
+
+
+def test_per_class_accuracy_is_dots_in_the_given_class_order():
+  names = ["shirt", "bag", "coat"]
+  acc = np.array([[0.65, 0.97, 0.82], [0.66, 0.96, 0.80]])
+  ax = plots.per_class_accuracy(names, {"a": acc, "b": acc - 0.02}).axes[0]
+  assert not ax.patches and ax.get_ylim()[0] > 50
+  assert [t.get_text() for t in ax.get_xticklabels()] == names
+  means = next(line for line in ax.lines if line.get_marker() == "D")
+  np.testing.assert_allclose(means.get_ydata(), 100 * acc.mean(axis=0))

@@ -14,6 +14,7 @@ from matplotlib.collections import PolyCollection
 from analysis import plots, style, tables
 from research.core.errors import UserError
 
+
 @pytest.fixture(autouse=True)
 def _close_figures():
   yield

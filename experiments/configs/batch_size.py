@@ -1,16 +1,31 @@
 """Batch size: does large-batch training at the same learning rate and epoch budget find sharper minima
 that generalize worse?
 
-Question: train the same network with a small and a large batch (and one in between), at a fixed
-learning rate and a fixed number of epochs, several seeds each: test accuracy, generalization gap, and
-the sharpness of the solution (lambda_max tracked during training, trace at the end).
+Question: train the same network with a small and a large batch, at a fixed learning rate and a fixed
+number of epochs, several seeds each: test accuracy, generalization gap, the training loss reached, and
+the sharpness of the solution (Keskar's epsilon-sharpness at the end, lambda_max tracked during
+training, trace), with the loss along the line between the two solutions.
 
 Published result it probes: Keskar, Mudigere, Nocedal, Smelyanskiy & Tang 2017 ("On Large-Batch
 Training for Deep Learning: Generalization Gap and Sharp Minima", ICLR, arXiv:1609.04836): with Adam at
 the same learning rate, large batches (10% of the training set) reach similar training accuracy but a
-larger test error than small batches (256), and land in sharper minima (larger epsilon-sharpness,
-larger Hessian eigenvalues); the 1-D interpolation from the small-batch to the large-batch solution
-rises steeply on the large-batch side.
+larger test error than small batches (256) (their Table 2), and land in sharper minima: a larger
+epsilon-sharpness, their Metric 2.1 (Sec. 2.2.2, Table 3), the sharp minimizers of their Sec. 2.1 having
+large positive Hessian eigenvalues; the 1-D interpolation from the small-batch to the large-batch solution
+rises steeply on the large-batch side (their Fig. 3).
+
+Pre-registered criteria (`get_criteria`, recorded in sweep.json before the first trial; large batch a,
+small batch b, Welch intervals over seeds):
+- `epsilon_sharpness`: Keskar's Metric 2.1 (epsilon 1e-3, full space) larger with the large batch (ratio).
+- `lambda_max`: the top Hessian eigenvalue at the end larger with the large batch (ratio).
+- `test_accuracy`: lower test accuracy with the large batch (difference).
+- `matched_training_loss`: the guard that makes the two comparisons above Keskar's: the final training
+  loss (eval_train) of the two batch sizes equal within +-0.05 nats. When it fails, the large batch
+  under-fit at this epoch budget and the report says so: sharpness and test accuracy are then compared
+  at different training losses, not at two minima.
+- `interpolation`: along theta(t) = (1 - t) theta_small + t theta_large, the training loss rises more
+  from t = 1 to t = 2 (beyond the large-batch solution) than from t = 0 to t = -1 (beyond the small-batch
+  one), per seed pair (mean of the paired difference > 0).
 
 Commands:
   python -m experiments.sweep --config experiments/configs/batch_size.py:quick \
@@ -22,30 +37,31 @@ the smallest-batch to the largest-batch solution, theta(t) = (1 - t) theta_small
 in [-1, 2] (Keskar et al.'s Figure 3), on training (eval_train) and test examples, saved to
 `<sweep dir>/interpolation/<small run>__<large run>.json/.npz`. Each trial also ends with a 1-D
 filter-normalized random-direction scan (`landscape` section; Li et al. 2018's answer to Keskar's
-sharpness plots: `land/rise_<split>` is the loss rise at +-1 filter norm). Keskar's epsilon-sharpness is
-not part of the sweep: compute it on the final checkpoints (`research.training.load_run`, then
-`research.measures.epsilon_sharpness`), or switch on a `measures` section where the training config has
-one.
+sharpness plots: `land/rise_<split>` is the loss rise at +-1 filter norm) and with Keskar's
+epsilon-sharpness (`measures` section: `sharp/epsilon_sharpness`, epsilon = 1e-3 in the full parameter
+space, 10 random starts of 20 projected ascent steps, a lower bound of the maximum; on the curvature
+probe set).
 
 Sweep (`get_sweep`): batch size x seed; the curvature schedule is zipped with the batch size so that
-lambda_max is measured at the same epochs (every 5 epochs for quick, 10 for paper) for every batch size.
+lambda_max is measured at the same epochs (every 1/20 of training: 21 points) for every batch size.
+The networks have no normalization layers, so the Hessian's BatchNorm mode does not apply.
 
 Variants:
 - `quick`: `simple_cnn` (conv blocks of 32 and 64 channels, dense 128) on 2,048 Fashion-MNIST training
   images, Adam at lr 1e-3 for 10 epochs, batch 64 against 256 (1/8 of the training set, near Keskar's
-  10% rule), 2 seeds: 4 trials; lambda_max and trace (8 probes) on 256 fixed training images every 5
-  epochs; a 1-D landscape of 21 points on 512 training and test images at the end; after the sweep, the
-  batch 64 to 256 interpolation at 31 points on 1,000 training and 1,000 test images per seed. (Cut
-  from 4,096 images, 15 epochs and batches 64/256/512 when that took about 40 minutes per trial on the
-  shared machine.)
-  Measured: 3 min 11 s for the sweep and its report with `--parallel 2` on 2 quiet CPU cores
-  (2026-11-22, load average 2-7 from the study's own processes, cold compilation cache; 4 trials of
-  68-72 s; the post step 32 s).
+  10% rule), 2 seeds: 4 trials; lambda_max and trace (8 probes) on 256 fixed training images every half
+  epoch; epsilon-sharpness on the same images at the end; a 1-D landscape of 21 points on 512 training
+  and test images at the end; after the sweep, the batch 64 to 256 interpolation at 31 points on 1,000
+  training and 1,000 test images per seed. (Cut from 4,096 images, 15 epochs and batches 64/256/512 when
+  that took about 40 minutes per trial on the shared machine.)
+  Measured before the dense lambda_max schedule and the epsilon-sharpness were added: 3 min 11 s for the
+  sweep and its report with `--parallel 2` on 2 quiet CPU cores (2026-11-22, cold compilation cache; 4
+  trials of 68-72 s; the post step 32 s); not re-measured since.
 - `paper`: close to Keskar et al.'s C1 network (a shallow AlexNet-like convolutional network): `alexnet`
   on CIFAR-10, Adam at lr 1e-3, batch 256 against 5,000 (10% of the 50,000 training images, their
-  large-batch rule), 100 epochs, no augmentation, 3 seeds; the Hessian on 5,000 training images; the
-  landscape and interpolations on 10,000 training and all test images. For a GPU; CIFAR-10 needs TFDS's
-  download.
+  large-batch rule), 100 epochs, no augmentation, 3 seeds; the Hessian and epsilon-sharpness on 5,000
+  training images; the landscape and interpolations on 10,000 training and all test images. For a GPU;
+  CIFAR-10 needs TFDS's download.
 """
 
 from pathlib import Path
@@ -59,11 +75,19 @@ VARIANTS = ("quick", "paper")
 EPOCHS = {"quick": 10, "paper": 100}
 BATCH_SIZES = {"quick": (64, 256), "paper": (256, 5000)}
 NUM_TRAIN = {"quick": 2048, "paper": 50000}
-CURVATURE_EVERY_EPOCHS = {"quick": 5, "paper": 10}
+CURVATURE_POINTS = 20  # lambda_max every 1/20 of training (and at initialization): 21 points
+EVAL_EVERY_EPOCHS = {"quick": 2, "paper": 10}
+EPSILON = 1e-3  # Keskar et al.'s Metric 2.1 box size (their Table 3)
+TRAIN_LOSS_MARGIN = 0.05  # nats: "matched training loss" for the comparison to be Keskar's
 # Examples per split for the landscape scans and the interpolations (0: all).
 LANDSCAPE_EXAMPLES = {"quick": 512, "paper": 10000}
 INTERPOLATION_EXAMPLES = {"quick": 1000, "paper": 0}
 INTERPOLATION_TS = np.round(np.linspace(-1.0, 2.0, 31), 10)  # Keskar et al. Fig. 3: alpha in [-1, 2]
+
+
+def curvature_every(arg: str, batch_size: int) -> int:
+  """Steps between lambda_max measurements: 1/CURVATURE_POINTS of training (steps per epoch: n // b)."""
+  return EPOCHS[arg] * (NUM_TRAIN[arg] // batch_size) // CURVATURE_POINTS
 
 
 def get_config(arg: str | None = "quick"):
@@ -79,11 +103,16 @@ def get_config(arg: str | None = "quick"):
   c.training.num_steps = 0
   c.training.num_epochs = EPOCHS[arg]
   c.eval.every_steps = 0
-  c.eval.every_epochs = CURVATURE_EVERY_EPOCHS[arg]
-  c.curvature.every_steps = CURVATURE_EVERY_EPOCHS[arg] * (NUM_TRAIN[arg] // BATCH_SIZES[arg][0])
+  c.eval.every_epochs = EVAL_EVERY_EPOCHS[arg]
+  c.curvature.every_steps = curvature_every(arg, BATCH_SIZES[arg][0])
   c.curvature.at_end = True
-  c.curvature.bn_mode = "eval"
+  c.curvature.bn_mode = "eval"  # no normalization layers: the mode does not change the Hessian
   c.curvature.save_every = 0  # the record at the end is always saved
+  c.measures.at_end = True
+  c.measures.names = "epsilon"
+  c.measures.epsilon = EPSILON
+  c.measures.epsilon_subspace = 0  # the full parameter space (A = I)
+  c.measures.bn_mode = "eval"
   c.landscape.at_end = True
   c.landscape.kind = "1d"
   c.landscape.num_points = 21
@@ -104,6 +133,8 @@ def get_config(arg: str | None = "quick"):
     c.curvature.num_examples = 256
     c.curvature.chunk_size = 256
     c.curvature.trace_probes = 8
+    c.measures.num_examples = 256
+    c.measures.chunk_size = 256
   else:
     c.data.name = "cifar10"
     c.data.options.valid_size = 0  # Keskar et al. train on all 50,000 images and report test error
@@ -114,6 +145,8 @@ def get_config(arg: str | None = "quick"):
     c.curvature.num_examples = 5000
     c.curvature.chunk_size = 1000
     c.curvature.trace_probes = 50
+    c.measures.num_examples = 5000
+    c.measures.chunk_size = 1000
   return c
 
 
@@ -122,9 +155,39 @@ def get_sweep(arg: str | None = "quick") -> list[dict]:
   get_config(arg)
   arg = arg or "quick"
   sizes = list(BATCH_SIZES[arg])
-  every = [CURVATURE_EVERY_EPOCHS[arg] * (NUM_TRAIN[arg] // b) for b in sizes]  # steps per epoch: n // b
+  every = [curvature_every(arg, b) for b in sizes]
   return sweeps.product(sweeps.zipped({"training.batch_size": sizes, "curvature.every_steps": every}),
                         sweeps.seeds(2 if arg == "quick" else 3))
+
+
+def get_criteria(arg: str | None = "quick") -> list[dict]:
+  """Keskar et al.'s claims as criteria registered before the runs (a: the largest batch, b: the smallest;
+  ratios of geometric means and differences of means with Welch intervals over seeds)."""
+  arg = arg or "quick"
+  small, large = min(BATCH_SIZES[arg]), max(BATCH_SIZES[arg])
+  pair = {"a": {"training.batch_size": large}, "b": {"training.batch_size": small}}
+  keskar = "Keskar et al. 2017 (ICLR, arXiv:1609.04836)"
+  return [
+      {"id": "epsilon_sharpness", "claim": "Large-batch training converges to sharper minima: a larger "
+       "epsilon-sharpness (Metric 2.1, epsilon 1e-3, full space)", "source": f"{keskar}, Sec. 2.2.2, Table 3",
+       "quantity": "sharp/epsilon_sharpness", "compare": "ratio", "expected": ">"} | pair,
+      {"id": "lambda_max", "claim": "The large-batch solution has a larger top Hessian eigenvalue at the end",
+       "source": f"{keskar}, Sec. 2.1 (sharp minimizers: large positive eigenvalues of the Hessian)",
+       "quantity": "curv/lambda_max", "compare": "ratio", "expected": ">"} | pair,
+      {"id": "test_accuracy", "claim": "Large batches generalize worse: lower test accuracy (large - small)",
+       "source": f"{keskar}, Sec. 2.2, Table 2", "quantity": "test/accuracy", "compare": "difference",
+       "expected": "<"} | pair,
+      {"id": "matched_training_loss",
+       "claim": "Both batch sizes reach the same training loss (eval_train, within "
+       f"+-{TRAIN_LOSS_MARGIN:g} nats): the comparison is of two minima, not of an under-fit large batch",
+       "source": f"{keskar}, Sec. 2.2, Table 2 (similar training accuracy)", "quantity": "eval_train/loss",
+       "compare": "difference", "expected": "=", "margin": TRAIN_LOSS_MARGIN} | pair,
+      {"id": "interpolation",
+       "claim": "Along the line from the small- to the large-batch solution the training loss rises more "
+       "beyond the large-batch end (t 1 -> 2) than beyond the small-batch end (t 0 -> -1)",
+       "source": f"{keskar}, Fig. 3", "quantity": "interp/rise_large_minus_small", "compare": "mean",
+       "expected": ">", "a": {"training.batch_size": large}},
+  ]
 
 
 def interpolation_pairs(sweep_dir: str | Path) -> list[tuple[str, str]]:

@@ -6,10 +6,19 @@ parameters (within 0.4% for the quick MLPs, 4% for the paper ResNets), trained a
 generalization gap and sharpness (lambda_max tracked during training, trace at the end).
 
 Published results it probes: Zagoruyko & Komodakis 2016 ("Wide Residual Networks", BMVC,
-arXiv:1605.07146): at a similar parameter count, wider and shallower residual networks match or beat
-thin very deep ones (and train faster). Li, Xu, Taylor, Studer & Goldstein 2018 ("Visualizing the Loss
-Landscape of Neural Nets", NeurIPS, arXiv:1712.09913): wider networks have flatter, more convex
-landscapes around their minima, while depth without skip connections makes them chaotic.
+arXiv:1605.07146, Sec. 3): at a similar parameter count, wider and shallower residual networks match or
+beat thin very deep ones (and train faster). Li, Xu, Taylor, Studer & Goldstein 2018 ("Visualizing the
+Loss Landscape of Neural Nets", NeurIPS, arXiv:1712.09913, Sec. 6, Fig. 6): wider networks have flatter,
+more convex landscapes around their minima, while depth without skip connections makes them chaotic. At
+a matched parameter count the deeper network is the narrower one, so both predict: the shallow wide
+network at least as accurate and flatter than the deep narrow one.
+
+Pre-registered criteria (`get_criteria`, recorded in sweep.json before the first trial; the shallowest
+shape against the deepest, Welch intervals over seeds):
+- `shallow_wide_accuracy`: test accuracy of the shallowest, widest network minus that of the deepest,
+  narrowest above -1 point ("match or beat", Zagoruyko & Komodakis).
+- `deep_narrow_sharper`: lambda_max at the end larger for the deepest, narrowest network (ratio > 1).
+- `width_flatter`: across all runs, lambda_max at the end falls with the width (Kendall's tau < 0).
 
 Commands:
   python -m experiments.sweep --config experiments/configs/depth_width.py:quick \
@@ -28,13 +37,16 @@ in tests/test_studies.py:
 
 Variants:
 - `quick`: the MLPs above on 4,096 Fashion-MNIST training images, heavy-ball momentum 0.9 at lr 0.02,
-  2,000 steps of 128 (62.5 epochs), 2 seeds: 8 trials; lambda_max every 500 steps and trace (8 probes)
-  on 512 fixed training images. Measured: 2 min 35 s for the sweep and its report with `--parallel 2` on
-  2 quiet CPU cores (2026-11-22, load average 2-7 from the study's own processes, cold compilation
-  cache; 8 trials of 32-38 s).
+  2,000 steps of 128 (62.5 epochs), 2 seeds: 8 trials; lambda_max every 100 steps (21 points) and trace
+  (8 probes) at the start and the end on 512 fixed training images (no normalization layers: the
+  Hessian's BatchNorm mode does not apply). Measured with lambda_max every 500 steps: 2 min 35 s for the
+  sweep and its report with `--parallel 2` on 2 quiet CPU cores (2026-11-22, cold compilation cache; 8
+  trials of 32-38 s); not re-measured since.
 - `paper`: the ResNets above on CIFAR-10 with Zagoruyko & Komodakis's recipe: Nesterov momentum 0.9,
   lr 0.1 divided by 5 at 30%, 60% and 80% of 200 epochs, weight decay 5e-4, batch 128, crop and flip,
-  3 seeds; the Hessian on 5,000 training images. For a GPU; CIFAR-10 needs TFDS's download.
+  3 seeds; the Hessian of the loss training descends (BatchNorm with the statistics of fixed ghost
+  batches of 128, the training batch size) on 5,120 training images every 10 epochs. For a GPU;
+  CIFAR-10 needs TFDS's download.
 """
 
 import math
@@ -49,6 +61,8 @@ MLP_INPUT = 28 * 28 * 1
 RESNET_DEPTHS = (20, 32, 56, 110)
 RESNET_REFERENCE = (56, 1.0)  # the target count: ResNet-56 at width 1
 NUM_CLASSES = 10
+CURVATURE_POINTS = 20  # lambda_max every 1/20 of training (and at initialization)
+MATCH = 0.01  # "match or beat": the shallow network at most 1 point below the deep one
 
 
 def mlp_params(depth: int, width: int, inputs: int = MLP_INPUT, classes: int = NUM_CLASSES) -> int:
@@ -95,7 +109,7 @@ def get_config(arg: str | None = "quick"):
   c = default_config()
   c.study = "depth_width"
   c.curvature.at_end = True
-  c.curvature.bn_mode = "eval"
+  c.curvature.bn_mode = "batch"  # ghost batches of curvature.chunk_size (the ResNets have BatchNorm)
   c.progress = "lines"
   if arg == "quick":
     c.data.name = "fashion_mnist"
@@ -114,10 +128,11 @@ def get_config(arg: str | None = "quick"):
     c.eval.every_epochs = 0
     c.eval.every_steps = 500
     c.log_every = 50
-    c.curvature.every_steps = 500
+    c.curvature.every_steps = c.training.num_steps // CURVATURE_POINTS
     c.curvature.num_examples = 512
-    c.curvature.chunk_size = 512
+    c.curvature.chunk_size = 512  # no normalization layers: one chunk
     c.curvature.trace_probes = 8
+    c.curvature.trace_every = c.training.num_steps  # the trace at initialization and at the end
   else:
     c.data.name = "cifar10"
     c.data.options.valid_size = 5000
@@ -135,11 +150,41 @@ def get_config(arg: str | None = "quick"):
     c.training.num_epochs = 200
     c.eval.every_epochs = 10
     c.log_every = 100
-    c.curvature.every_steps = 20 * 351  # every 20 epochs of 45,000 / 128
-    c.curvature.num_examples = 5000
-    c.curvature.chunk_size = 500
+    c.curvature.every_steps = 10 * 351  # every 10 epochs of 45,000 / 128: 21 points
+    c.curvature.num_examples = 5120
+    c.curvature.chunk_size = c.training.batch_size
     c.curvature.trace_probes = 50
+    c.curvature.trace_every = 200 * 351  # at initialization and at the end
   return c
+
+
+def shapes(arg: str | None = "quick") -> list[tuple[dict, int]]:
+  """({config key: value} naming the shape, depth) from shallowest to deepest."""
+  if (arg or "quick") == "quick":
+    return [({"model.knobs.depth": d}, d) for d in MLP_DEPTHS]
+  return [({"model.name": f"resnet{d}"}, d) for d in RESNET_DEPTHS]
+
+
+def get_criteria(arg: str | None = "quick") -> list[dict]:
+  """The published claims as criteria registered before the runs: shallowest, widest (a) against deepest,
+  narrowest (b) for accuracy; deepest against shallowest for lambda_max; Kendall's tau over all runs."""
+  get_config(arg)
+  (shallow, d0), (deep, d1) = shapes(arg)[0], shapes(arg)[-1]
+  return [
+      {"id": "shallow_wide_accuracy",
+       "claim": f"At a matched parameter count the depth-{d0} (widest) network is at least as accurate "
+       f"as the depth-{d1} (narrowest) one: at most {100 * MATCH:g} point below",
+       "source": "Zagoruyko & Komodakis 2016 (BMVC, arXiv:1605.07146), Sec. 3", "quantity": "test/accuracy",
+       "compare": "difference", "expected": ">", "threshold": -MATCH, "a": shallow, "b": deep},
+      {"id": "deep_narrow_sharper", "claim": f"The depth-{d1} (narrowest) network ends with a larger top "
+       f"Hessian eigenvalue than the depth-{d0} (widest) one", "source": "Li et al. 2018 (NeurIPS, "
+       "arXiv:1712.09913), Sec. 6, Fig. 6 (wider: flatter)", "quantity": "curv/lambda_max",
+       "compare": "ratio", "expected": ">", "a": deep, "b": shallow},
+      {"id": "width_flatter",
+       "claim": "Across the shapes, the top Hessian eigenvalue at the end falls as the width grows",
+       "source": "Li et al. 2018 (NeurIPS, arXiv:1712.09913), Sec. 6, Fig. 6",
+       "quantity": "curv/lambda_max", "compare": "kendall", "expected": "<", "by": "model.knobs.width"},
+  ]
 
 
 def get_sweep(arg: str | None = "quick") -> list[dict]:

@@ -2,14 +2,24 @@
 
 Question: the same network trained with SGD (heavy-ball momentum), SAM and ASAM at the same learning
 rate and step budget, several seeds each: test accuracy, generalization gap, lambda_max (tracked during
-training), trace, and worst-case sharpness of the solutions.
+training), lambda_1 / lambda_5, trace, and worst-case sharpness of the solutions at SAM's own radius.
 
 Published results it probes: Foret, Kleiner, Mobahi & Neyshabur 2021 ("Sharpness-Aware Minimization for
 Efficiently Improving Generalization", ICLR, arXiv:2010.01412): minimizing the worst-case loss in an
-l2 ball of radius rho = 0.05 lowers test error (e.g. WideResNet-28-10 on CIFAR-10) and gives a Hessian
-with smaller top eigenvalues. Kwon, Kim, Park & Choi 2021 ("ASAM: Adaptive Sharpness-Aware
-Minimization for Scale-Invariant Learning of Deep Neural Networks", ICML, arXiv:2102.11600): the
-adaptive (scale-invariant) ball |T_w^-1 eps| <= rho, T_w = |w| + eta, improves on SAM.
+l2 ball of radius rho = 0.05 lowers test error (Sec. 3.1, Table 1, e.g. WideResNet-28-10 on CIFAR-10)
+and ends in a Hessian with a smaller top eigenvalue and a smaller lambda_max / lambda_5 (Sec. 4.2,
+Fig. 3). Kwon, Kim, Park & Choi 2021 ("ASAM: Adaptive Sharpness-Aware Minimization for Scale-Invariant
+Learning of Deep Neural Networks", ICML, arXiv:2102.11600): the adaptive (scale-invariant) ball
+|T_w^-1 eps| <= rho, T_w = |w| + eta, improves test accuracy over SAM (Sec. 5, CIFAR-10/100 results).
+
+Pre-registered criteria (`get_criteria`, recorded in sweep.json before the first trial; judged once per
+loss, `each: loss.name`, so runs of different losses are never pooled; Welch intervals over seeds):
+- `sam_lambda_max`: lambda_max at the end lower with SAM than with SGD (ratio SAM / SGD < 1).
+- `sam_top_ratio`: lambda_1 / lambda_5 at the end lower with SAM (ratio < 1).
+- `sam_worst_case`: worst-case sharpness in the l2 ball of SAM's radius 0.05 lower with SAM (ratio < 1):
+  what SAM minimizes, measured by 10 restarts of 20 ascent steps (a lower bound of the maximum).
+- `sam_test_accuracy`: higher test accuracy with SAM than with SGD (difference > 0).
+- `asam_test_accuracy`: higher test accuracy with ASAM than with SAM (difference > 0).
 
 Commands:
   python -m experiments.sweep --config experiments/configs/sam.py:quick --workdir runs/sam-quick \
@@ -17,30 +27,37 @@ Commands:
   python -m analysis.report runs/sam-quick
   python -m experiments.sweep --config experiments/configs/sam.py:paper --workdir runs/sam
 Worst-case sharpness of the final networks is measured at the end of each trial by the measures
-evaluator (`measures` section, research/measures/tracking.py): plain l2 with SAM's rho = 0.05 and
-adaptive l2 with ASAM's rho = 0.5 (`sharp/worst_case_l2`, `sharp/worst_case_adaptive_l2`), the same
-probe set and BatchNorm mode as the curvature tracker, 20 ascent steps from one random start.
+evaluator (`measures` section, research/evaluators/measures.py): plain l2 with SAM's rho = 0.05 and
+adaptive l2 with ASAM's rho = 0.5 (`sharp/worst_case_l2`, `sharp/worst_case_adaptive_l2`, with their
+`_restart_spread`), on the same probe set and in the same BatchNorm mode as the curvature tracker, the
+best of 10 random starts of 20 ascent steps.
+
+The Hessian (and the worst-case loss) is that of the loss training descends: `bn_mode = "batch"`, BatchNorm
+with the statistics of fixed ghost batches of the training batch size (128), for the paper's
+WideResNet; the quick network has no normalization layers, where the mode changes nothing.
 
 Sweep (`get_sweep`): method (SGD: rho = 0; SAM: rho = 0.05; ASAM: adaptive, rho = 0.5, eta = 0.01, the
-defaults of Kwon et al.'s code) x seed. SAM and ASAM cost two gradients per step.
+defaults of Kwon et al.'s code) x seed, all with cross-entropy. SAM and ASAM cost two gradients per step.
 
 Variants:
 - `quick`: `simple_cnn` (conv blocks of 32 and 64 channels, dense 128) on 4,096 Fashion-MNIST training
   images, heavy-ball momentum 0.9 at lr 0.05, 400 steps of 128 (12.5 epochs), 2 seeds: 6 trials;
-  lambda_max every 200 steps and trace (8 probes) on 256 fixed training images, worst-case sharpness at
-  the end on the same images. Measured: 6 min 52 s for the sweep and its report with `--parallel 2` on 2
-  quiet CPU cores (2026-11-22, load average 2-7 from the study's own processes, cold compilation cache;
-  6 trials of 122-143 s).
+  the top 5 Hessian eigenvalues every 20 steps (21 points) and the trace (8 probes) at the end on 256
+  fixed training images, worst-case sharpness at the end on the same images. Measured before the dense
+  schedule and the 10 restarts: 6 min 52 s for the sweep and its report with `--parallel 2` on 2 quiet
+  CPU cores (2026-11-22, cold compilation cache; 6 trials of 122-143 s); not re-measured since.
 - `paper`: WideResNet-28-10 on CIFAR-10 (Foret et al.'s CIFAR model) with SAM's rho = 0.05 and a standard
   recipe: momentum 0.9, lr 0.1 with cosine decay, weight decay 5e-4, batch 128, 200 epochs, crop and flip,
-  the whole batch as one m-sharpness group; 3 seeds; the Hessian on 5,000 training images. For a GPU;
-  CIFAR-10 needs TFDS's download.
+  the whole batch as one m-sharpness group; 3 seeds; the Hessian on 5,120 training images (40 ghost
+  batches of 128) every 10 epochs. For a GPU; CIFAR-10 needs TFDS's download.
 """
 
 from research import sweeps
 from research.training import default_config
 
 VARIANTS = ("quick", "paper")
+CURVATURE_POINTS = 20  # lambda_max every 1/20 of training (and at initialization)
+TOP_K = 5
 METHODS = {  # name: overrides of optimizer.sam
     "sgd": {"optimizer.sam.rho": 0.0, "optimizer.sam.adaptive": False},
     "sam": {"optimizer.sam.rho": 0.05, "optimizer.sam.adaptive": False},
@@ -57,14 +74,18 @@ def get_config(arg: str | None = "quick"):
   c.optimizer.name = "momentum"
   c.optimizer.momentum = 0.9
   c.optimizer.sam.eta = 0.01
-  c.curvature.bn_mode = "eval"
+  # the Hessian of the loss training descends: BatchNorm with batch statistics over fixed ghost batches of
+  # the training batch size (chunk_size below)
+  c.curvature.bn_mode = "batch"
   c.curvature.at_end = True
+  c.curvature.k = TOP_K  # lambda_1 / lambda_5 (Foret et al.'s Fig. 3)
   c.measures.at_end = True
   c.measures.names = "worst_case,worst_case_adaptive"
   c.measures.rho = METHODS["sam"]["optimizer.sam.rho"]
   c.measures.adaptive_rho = METHODS["asam"]["optimizer.sam.rho"]
-  c.measures.bn_mode = "eval"
+  c.measures.bn_mode = "batch"
   c.measures.steps = 20
+  c.measures.restarts = 10
   c.progress = "lines"
   if arg == "quick":
     c.data.name = "fashion_mnist"
@@ -78,14 +99,15 @@ def get_config(arg: str | None = "quick"):
     c.training.num_epochs = 0
     c.training.num_steps = 400
     c.eval.every_epochs = 0
-    c.eval.every_steps = 200
+    c.eval.every_steps = 50
     c.log_every = 25
-    c.curvature.every_steps = 200
+    c.curvature.every_steps = c.training.num_steps // CURVATURE_POINTS
     c.curvature.num_examples = 256
-    c.curvature.chunk_size = 256
+    c.curvature.chunk_size = c.training.batch_size
     c.curvature.trace_probes = 8
+    c.curvature.trace_every = c.training.num_steps  # the trace at initialization and at the end
     c.measures.num_examples = 256
-    c.measures.chunk_size = 256
+    c.measures.chunk_size = c.training.batch_size
   else:
     c.data.name = "cifar10"
     c.data.options.valid_size = 5000
@@ -100,13 +122,41 @@ def get_config(arg: str | None = "quick"):
     c.training.batch_size = 128
     c.training.num_epochs = 200
     c.eval.every_epochs = 10
-    c.curvature.every_steps = 20 * 351  # every 20 epochs of 45,000 / 128
-    c.curvature.num_examples = 5000
-    c.curvature.chunk_size = 500
+    c.curvature.every_steps = 10 * 351  # every 10 epochs of 45,000 / 128: 21 points
+    c.curvature.num_examples = 5120
+    c.curvature.chunk_size = c.training.batch_size
     c.curvature.trace_probes = 50
-    c.measures.num_examples = 5000
-    c.measures.chunk_size = 500
+    c.curvature.trace_every = 200 * 351  # at initialization and at the end
+    c.measures.num_examples = 5120
+    c.measures.chunk_size = c.training.batch_size
   return c
+
+
+def get_criteria(arg: str | None = "quick") -> list[dict]:
+  """Foret et al.'s and Kwon et al.'s claims as criteria registered before the runs, judged per loss."""
+  get_config(arg)
+  sgd, sam, asam = ({k: v for k, v in METHODS[m].items()} for m in ("sgd", "sam", "asam"))
+  foret = "Foret et al. 2021 (ICLR, arXiv:2010.01412)"
+  kwon = "Kwon et al. 2021 (ICML, arXiv:2102.11600)"
+  per_loss = {"each": "loss.name"}
+  return [
+      {"id": "sam_lambda_max", "claim": "SAM ends with a smaller top Hessian eigenvalue than SGD "
+       "(batch-statistics Hessian)", "source": f"{foret}, Sec. 4.2, Fig. 3", "quantity": "curv/lambda_max",
+       "compare": "ratio", "expected": "<", "a": sam, "b": sgd} | per_loss,
+      {"id": "sam_top_ratio", "claim": f"SAM ends with a smaller lambda_1 / lambda_{TOP_K} than SGD",
+       "source": f"{foret}, Sec. 4.2, Fig. 3", "quantity": "curv/lambda_1_over_lambda_k", "compare": "ratio",
+       "expected": "<", "a": sam, "b": sgd} | per_loss,
+      {"id": "sam_worst_case",
+       "claim": "SAM ends with a smaller worst-case loss increase in the l2 ball of its own radius 0.05 "
+       "(a lower bound from 10 restarts)", "source": f"{foret}, Sec. 2, Eq. (1)",
+       "quantity": "sharp/worst_case_l2", "compare": "ratio", "expected": "<", "a": sam, "b": sgd} | per_loss,
+      {"id": "sam_test_accuracy", "claim": "SAM raises test accuracy over SGD (points, SAM - SGD)",
+       "source": f"{foret}, Sec. 3.1, Table 1", "quantity": "test/accuracy", "compare": "difference",
+       "expected": ">", "a": sam, "b": sgd} | per_loss,
+      {"id": "asam_test_accuracy", "claim": "ASAM raises test accuracy over SAM (points, ASAM - SAM)",
+       "source": f"{kwon}, Sec. 5", "quantity": "test/accuracy", "compare": "difference", "expected": ">",
+       "a": asam, "b": sam} | per_loss,
+  ]
 
 
 def get_sweep(arg: str | None = "quick") -> list[dict]:

@@ -3,14 +3,24 @@ that change with depth?
 
 Question: residual networks of two depths, each with and without its skip connections (the no-skip
 twin has exactly the same parameters: the residual branches alone), trained alike: test accuracy, the
-Hessian's extreme eigenvalues (lambda_max tracked during training; lambda_min and the ratio
-lambda_min / lambda_max, a measure of non-convexity), and 2-D filter-normalized loss landscapes.
+Hessian's extreme eigenvalues (lambda_max and lambda_min tracked during training; the ratio
+|lambda_min / lambda_max|, a measure of non-convexity), and 2-D filter-normalized loss landscapes.
 
 Published result it probes: Li, Xu, Taylor, Studer & Goldstein 2018 ("Visualizing the Loss Landscape
-of Neural Nets", NeurIPS, arXiv:1712.09913): without skip connections the landscape turns chaotic as
-depth grows (ResNet-56 and ResNet-110 without shortcuts; ResNet-20 is barely affected), with large
-negative eigenvalues (a large |lambda_min / lambda_max|) and worse accuracy; with skips it stays
-smooth and nearly convex around the minimum.
+of Neural Nets", NeurIPS, arXiv:1712.09913), Sec. 6: without skip connections the landscape turns chaotic
+and non-convex as depth grows (Fig. 5: ResNet-56 and ResNet-110 without shortcuts; ResNet-20 is barely
+affected), with worse test error; the maps of |lambda_min / lambda_max| (Sec. 6, "Are we really seeing
+convexity?", Fig. 7) show large negative curvature relative to the positive without skips, while with
+skips the landscape stays smooth and nearly convex around the minimum.
+
+Pre-registered criteria (`get_criteria`, recorded in sweep.json before the first trial), each on the
+deepest model of the variant (Li et al. see no effect at depth 20), without skips (a) against with (b):
+- `nonconvexity_ratio`: |lambda_min / lambda_max| at the end larger without skips (ratio > 1).
+- `landscape_nonconvex`: a larger non-convex share of the 2-D landscape's grid without skips
+  (difference > 0; `land/nonconvex_eval_train`).
+- `test_accuracy`: lower test accuracy without skips (difference < 0).
+With one seed per model (quick) an interval cannot be formed: every criterion is then "inconclusive
+with 1 vs 1 seeds"; the quick variant shows the pipeline, the paper variant (3 seeds) tests the claims.
 
 Commands:
   python -m experiments.sweep --config experiments/configs/skip_connections.py:quick \
@@ -21,22 +31,29 @@ Commands:
 Each trial ends with a 2-D filter-normalized loss landscape around its final parameters (the
 `landscape` section: two random directions, biases and BatchNorm parameters zeroed, BatchNorm in eval
 mode with the stored running statistics, as in Li et al.'s code), saved to `landscape/step<S>_2d` and
-summarized as `land/` metrics; the report draws the contours per model.
+summarized as `land/` metrics; the report draws the contours per model and calls the centre a minimum
+only for networks that fit their training data.
 
-Sweep (`get_sweep`): depth x skip (on, off), one seed for quick, 2 for paper.
+The Hessian is that of the loss training descends: `curvature.bn_mode = "batch"`, BatchNorm with the
+statistics of fixed ghost batches of the training batch size (every chunk of `curvature.chunk_size`
+examples is one), never written back.
+
+Sweep (`get_sweep`): depth x skip (on, off), one seed for quick (a trial costs 2.5-4 minutes on the
+shared CPU, too much for more), 3 for paper.
 
 Variants:
 - `quick`: ResNet-20 and ResNet-32 at a quarter width (stages of 4, 8, 16 channels; BatchNorm, option-A
   shortcuts) on 2,048 Fashion-MNIST training images, heavy-ball momentum 0.9 at lr 0.05, 300 steps of 64
-  (9.4 epochs): 4 trials; lambda_max and lambda_min on 128 fixed training images at initialization and
-  at the end; at the end a 9 x 9 landscape on [-1, 1]^2 on 256 training (eval_train) and 256 test
-  images. Measured: 7 min 2 s for the sweep and its report with `--parallel 2` on 2 quiet CPU cores
-  (2026-11-22, load average 2-7 from the study's own processes, cold compilation cache; 4 trials of
-  152-251 s).
+  (9.4 epochs): 4 trials; lambda_max and lambda_min on 128 fixed training images (2 ghost batches of 64)
+  every 15 steps (21 points); at the end a 9 x 9 landscape on [-1, 1]^2 on 256 training (eval_train)
+  and 256 test images. Measured with lambda_max at initialization and at the end only: 7 min 2 s for the
+  sweep and its report with `--parallel 2` on 2 quiet CPU cores (2026-11-22, cold compilation cache; 4
+  trials of 152-251 s); the dense schedule adds 19 Hessian measurements per trial, not re-measured.
 - `paper`: Li et al.'s CIFAR-10 setting: ResNet-20, -56 and -110 with and without skips, momentum 0.9,
   lr 0.1 divided by 10 at 50%, 75% and 92% of 300 epochs, weight decay 5e-4, batch 128, crop and flip,
-  2 seeds; the Hessian on 5,000 training images; a 51 x 51 landscape on [-1, 1]^2 on 10,000 training
-  images (Li et al. use all 50,000). For a GPU; CIFAR-10 needs TFDS's download.
+  3 seeds; the Hessian on 5,120 training images (40 ghost batches of 128) every 15 epochs; a 51 x 51
+  landscape on [-1, 1]^2 on 10,000 training images (Li et al. use all 50,000). For a GPU; CIFAR-10
+  needs TFDS's download.
 """
 
 from research import sweeps
@@ -44,6 +61,8 @@ from research.training import default_config
 
 VARIANTS = ("quick", "paper")
 DEPTHS = {"quick": (20, 32), "paper": (20, 56, 110)}
+SEEDS = {"quick": 1, "paper": 3}
+CURVATURE_POINTS = 20  # lambda_max every 1/20 of training (and at initialization)
 
 
 def get_config(arg: str | None = "quick"):
@@ -57,7 +76,7 @@ def get_config(arg: str | None = "quick"):
   c.optimizer.name = "momentum"
   c.optimizer.momentum = 0.9
   c.curvature.at_end = True
-  c.curvature.bn_mode = "eval"
+  c.curvature.bn_mode = "batch"  # ghost batches of curvature.chunk_size = the training batch size
   c.curvature.lambda_min = True
   c.landscape.at_end = True
   c.landscape.kind = "2d"
@@ -80,9 +99,9 @@ def get_config(arg: str | None = "quick"):
     c.eval.every_epochs = 0
     c.eval.every_steps = 150
     c.log_every = 25
-    c.curvature.every_steps = 300  # at initialization and at the end
+    c.curvature.every_steps = c.training.num_steps // CURVATURE_POINTS
     c.curvature.num_examples = 128
-    c.curvature.chunk_size = 128
+    c.curvature.chunk_size = c.training.batch_size
     c.landscape.num_points = 9
     c.landscape.num_examples = 256
     c.landscape.chunk_size = 256
@@ -101,9 +120,9 @@ def get_config(arg: str | None = "quick"):
     c.training.num_epochs = 300
     c.eval.every_epochs = 10
     c.log_every = 100
-    c.curvature.every_steps = 30 * 351  # every 30 epochs of 45,000 / 128
-    c.curvature.num_examples = 5000
-    c.curvature.chunk_size = 500
+    c.curvature.every_steps = 15 * 351  # every 15 epochs of 45,000 / 128: 21 points
+    c.curvature.num_examples = 5120
+    c.curvature.chunk_size = c.training.batch_size
     c.curvature.trace_probes = 50
     c.landscape.num_points = 51
     c.landscape.num_examples = 10000
@@ -112,10 +131,34 @@ def get_config(arg: str | None = "quick"):
   return c
 
 
+def get_criteria(arg: str | None = "quick") -> list[dict]:
+  """Li et al.'s claims as criteria registered before the runs, on the deepest model of the variant:
+  without skips (a) against with skips (b), Welch intervals over seeds (none with one seed)."""
+  get_config(arg)
+  deep = f"resnet{max(DEPTHS[arg or 'quick'])}"
+  pair = {"a": {"model.name": deep, "model.knobs.skip": False},
+          "b": {"model.name": deep, "model.knobs.skip": True}}
+  li = "Li et al. 2018 (NeurIPS, arXiv:1712.09913)"
+  return [
+      {"id": "nonconvexity_ratio",
+       "claim": f"{deep} without skips ends with a larger |lambda_min / lambda_max| (batch-statistics "
+       "Hessian)",
+       "source": f"{li}, Sec. 6, Fig. 7", "quantity": "curv/lambda_ratio",
+       "compare": "ratio", "expected": ">"} | pair,
+      {"id": "landscape_nonconvex", "claim": f"{deep} without skips has a larger non-convex share of its 2-D "
+       "filter-normalized training-loss landscape", "source": f"{li}, Sec. 6, Fig. 5",
+       "quantity": "land/nonconvex_eval_train", "compare": "difference", "expected": ">"} | pair,
+      {"id": "test_accuracy",
+       "claim": f"{deep} without skips reaches a lower test accuracy (points, without - with)",
+       "source": f"{li}, Sec. 6", "quantity": "test/accuracy", "compare": "difference",
+       "expected": "<"} | pair,
+  ]
+
+
 def get_sweep(arg: str | None = "quick") -> list[dict]:
-  """depth x skip (True, False) x seed (1 for quick, 2 for paper)."""
+  """depth x skip (True, False) x seed (1 for quick, 3 for paper)."""
   get_config(arg)
   arg = arg or "quick"
   return sweeps.product(sweeps.grid({"model.name": [f"resnet{d}" for d in DEPTHS[arg]],
                                      "model.knobs.skip": [True, False]}),
-                        sweeps.seeds(1 if arg == "quick" else 2))
+                        sweeps.seeds(SEEDS[arg]))

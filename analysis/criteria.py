@@ -116,7 +116,10 @@ def _judge_one(c: Criterion, table: pd.DataFrame, members: list[runs.Run],
   else:  # kendall
     by_run = dict(zip(table["run"], pd.to_numeric(table[c.quantity], errors="coerce"))) \
         if c.quantity in table.columns else {}
-    xs = [_value_of(r, c.by) for r in a_runs]
+    # `by`: a column of the runs table (a measured quantity, e.g. `gap/accuracy`), else a config key
+    by_col = dict(zip(table["run"], pd.to_numeric(table[c.by], errors="coerce"))) \
+        if c.by in table.columns else None
+    xs = [by_col.get(r.name, np.nan) if by_col is not None else _value_of(r, c.by) for r in a_runs]
     ys = [by_run.get(r.name, np.nan) for r in a_runs]
     tau, p, n = stats.kendall_tau(xs, ys)
     if n < 3:

@@ -1,11 +1,13 @@
 """Report template of the Hessian-spectrum study (experiments/configs/hessian_spectrum.py).
 
-Spectral densities (stochastic Lanczos quadrature, from each run's latest `curvature/step<S>_hessian_*.npz`)
-at initialization and after training, with and without BatchNorm, and after training on subsets of C
-classes; the top-k eigenvalues of each run with the position of their largest relative gap; outlier
-counts (`density.outliers`: Ritz values above the first wide gap over the bulk) against C. Compared with
-Ghorbani et al. 2019 (outliers emerge in training and BatchNorm suppresses them), Papyan 2019 and Sagun
-et al. 2017 (about C outliers).
+From each run's latest `curvature/step<S>_hessian_*` record: the top-k Lanczos eigenvalues (with their
+residuals), the position of their largest relative gap (`research.core.spectral.largest_gap`, the
+definition of the evaluator's `curv/top_gap_index`) among the top 2C for a run on C classes,
+lambda_1 / lambda_k, the gradient's share in the top-k eigenspace, and the SLQ density (drawn with the
+top-k marked and its resolution stated; SLQ counts no outliers). Per-run quantity for the criteria:
+`spectrum/gap_minus_classes` (gap position among the top 2C minus C). Compared with Sagun et al. 2017 and
+Papyan 2019 (about C outliers) and Ghorbani et al. 2019 (outliers emerge in training, BatchNorm
+suppresses them), with Welch intervals over seeds.
 """
 
 import math
@@ -13,8 +15,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis import plots, runs, stats, tables, wording
-from analysis.document import Finding, Section, TableBlock
+from analysis import plots, runs, stats, style, tables, wording
+from analysis.document import Finding, Section, TableBlock, seeds_text
 from analysis.results import (
   CLASS_NAMES,
   Context,
@@ -24,10 +26,12 @@ from analysis.results import (
   pct,
   spectrum,
 )
+from research.core import spectral
 
 TITLE = "Hessian spectrum"
 KEY = "condition"
 NORM_NAMES = {"batch": "BatchNorm", "none": "no norm", "layer": "LayerNorm"}
+GAP_QUANTITY = "spectrum/gap_minus_classes"
 
 
 def phase_of(run: runs.Run) -> str:
@@ -50,6 +54,10 @@ def classes_of(run: runs.Run) -> int | None:
   return len(names) if names else None
 
 
+def _norm(run: runs.Run) -> str:
+  return str(run.flat_config.get("model.knobs.norm", "none"))
+
+
 def _full_classes(ctx: Context) -> int | None:
   counts = [c for c in (classes_of(r) for r in ctx.study.runs) if c]
   return max(counts) if counts else None
@@ -59,8 +67,7 @@ def _labeler(ctx: Context):
   full = _full_classes(ctx)
 
   def label(r: runs.Run) -> str:
-    norm = str(r.flat_config.get("model.knobs.norm", "none"))
-    text = f"{phase_of(r)}, {NORM_NAMES.get(norm, norm)}"
+    text = f"{phase_of(r)}, {NORM_NAMES.get(_norm(r), _norm(r))}"
     c = classes_of(r)
     return text + (f", {c} classes" if c is not None and c != full else "")
 
@@ -68,27 +75,59 @@ def _labeler(ctx: Context):
 
 
 def largest_gap(values) -> int | None:
-  """k such that the largest ratio λ_k / λ_{k+1} among the positive top eigenvalues (in decreasing
-  order) lies after the k-th: a count of outliers above the bulk from the top-k alone."""
-  v = np.sort(np.asarray([x for x in values if x > 0], np.float64))[::-1]
-  if len(v) < 3:
+  """i such that the largest ratio λ_i / λ_(i+1) among the positive top eigenvalues (in decreasing order)
+  lies after the i-th: `research.core.spectral.largest_gap`'s position (the evaluator's definition)."""
+  return spectral.largest_gap(values)[0]
+
+
+def gap_within(top, classes: int | None) -> int | None:
+  """The largest-gap position among the top 2C eigenvalues (None when fewer than 2C were computed)."""
+  v = np.sort(np.asarray(top, np.float64))[::-1]
+  if classes is None or len(v) < 2 * classes:
     return None
-  return int(np.argmax(v[:-1] / v[1:])) + 1
+  return largest_gap(v[:2 * classes])
 
 
 def _measurement(r: runs.Run) -> dict | None:
-  """The run's latest curvature record with a density: nodes, weights, top values, outliers, step."""
-  s = spectrum([r])
-  if s is None:
+  """The run's latest curvature record: top values and residuals (descending), density nodes and
+  weights when it has them, the operator's settings and the step."""
+  recs = [c for c in r.curvature if ((c.get("results") or {}).get("top") or {}).get("values")]
+  if not recs:
     return None
-  nodes, weights, _, rec = s
+  recs.sort(key=lambda c: (c.get("operator") or {}).get("step", -1))
+  rec = recs[-1]
   res = rec.get("results") or {}
-  top = [float(x) for x in (res.get("top") or {}).get("values") or [] if runs._is_number(x)]
-  outl = ((res.get("density") or {}).get("outliers") or {})
-  return {"nodes": nodes, "weights": weights, "top": top, "outliers": outl.get("count"),
-          "outlier values": outl.get("values") or [], "step": (rec.get("operator") or {}).get("step"),
-          "operator": rec.get("operator") or {},
-          "lambda_max": float(top[0]) if top else (res.get("spectrum") or {}).get("lambda_max")}
+  top = res["top"]
+  vals = np.asarray([float(x) if runs._is_number(x) else math.nan for x in top["values"]], np.float64)
+  resid = np.asarray([float(x) if runs._is_number(x) else math.nan
+                      for x in top.get("residual_norms") or [math.nan] * len(vals)], np.float64)
+  order = np.argsort(-vals)
+  s = spectrum([r])
+  nodes = weights = None
+  if s is not None and (s[3].get("operator") or {}).get("step") == (rec.get("operator") or {}).get("step"):
+    nodes, weights = s[0], s[1]
+  c = classes_of(r)
+  return {"top": vals[order], "residuals": resid[order], "nodes": nodes, "weights": weights,
+          "step": (rec.get("operator") or {}).get("step"), "operator": rec.get("operator") or {},
+          "lambda_max": float(vals[order][0]) if len(vals) else math.nan, "classes": c,
+          "gap": gap_within(vals, c), "separation": separation(vals),
+          "grad share": ((res.get("gradient") or {}).get("top_subspace_fraction"))}
+
+
+def separation(top) -> float | None:
+  """λ_1 / λ_k of the top-k eigenvalues (k >= 3, all positive): how far the largest eigenvalue stands
+  above the k-th."""
+  v = np.sort(np.asarray(top, np.float64))[::-1]
+  return float(v[0] / v[-1]) if len(v) >= 3 and v[-1] > 0 else None
+
+
+def _quantities(ctx: Context) -> dict[str, dict[str, float]]:
+  out = {}
+  for r in ctx.study.runs:
+    m = _measurement(r)
+    if m is not None and m["gap"] is not None and m["classes"]:
+      out[r.name] = {GAP_QUANTITY: float(m["gap"] - m["classes"])}
+  return out
 
 
 def _prepare(ctx: Context) -> Context:
@@ -97,232 +136,226 @@ def _prepare(ctx: Context) -> Context:
 
 
 def _applies(ctx: Context) -> str | None:
-  if not any(spectrum([r]) is not None for r in ctx.study.runs):
-    return ("no run has a spectral density under curvature/ (config `curvature.density_every`, or "
-            "`experiments.measure --sections curvature --config.curvature.density_every=1`)")
+  if not any(_measurement(r) is not None for r in ctx.study.runs):
+    return ("no run has a curvature record with top eigenvalues under curvature/ (config "
+            "`curvature.at_end`, or `experiments.measure --sections curvature`)")
   return None
+
+
+def _mode_text(op: dict) -> str:
+  mode = op.get("bn_mode")
+  if mode == "batch":
+    return (f"BatchNorm in batch mode, statistics of ghost batches of {op.get('ghost_batch_size', '?')} "
+            "training examples (the loss training descends)")
+  return f"BatchNorm mode {mode}" if mode else "BatchNorm mode not recorded"
+
+
+def _geomean(x: np.ndarray) -> float:
+  return float(np.exp(np.mean(np.log(x)))) if len(x) and (x > 0).all() else math.nan
+
+
+def _seed(r: runs.Run):
+  return r.flat_config.get("seed", r.overrides.get("seed"))
 
 
 def _results(ctx: Context):
   label_of = _labeler(ctx)
-  meas = {}  # condition -> (run, measurement) of its first run (seed) with a spectrum
-  for r in ctx.study.runs:
-    if label_of(r) not in meas and (m := _measurement(r)) is not None:
-      meas[label_of(r)] = (r, m)
+  meas = {r.name: (r, m) for r in ctx.study.runs if (m := _measurement(r)) is not None}
   blocks: list = []
   findings: list[Finding] = []
-  missing = [label_of(r) + ("" if r.status in ("done", "early_stopped") else f" (run status: {r.status})")
-             for r in ctx.study.runs if label_of(r) not in meas]
+  missing = [f"{label_of(r)} (seed {_seed(r)}" + ("" if r.status in ("done", "early_stopped")
+                                                   else f", run status: {r.status}") + ")"
+             for r in ctx.study.runs if r.name not in meas]
   if missing:
-    blocks.append(missing_text(f"spectra of {', '.join(missing)}", "a curvature/ record with a density"))
+    blocks.append(missing_text(f"the curvature of {', '.join(missing)}", "a curvature/ record with top "
+                               "eigenvalues"))
   rows = []
-  for label, (r, m) in meas.items():
+  for r, m in meas.values():
     acc = ctx.values([r], "test/accuracy")
-    rows.append({"condition": label, "classes": classes_of(r), "step": m["step"], "λ_max": m["lambda_max"],
-                 "top-k": len(m["top"]), "outliers (SLQ)": m["outliers"],
-                 "largest gap after": largest_gap(m["top"]) or "–",
+    c = m["classes"]
+    rows.append({"condition": label_of(r), "seed": _seed(r), "C": c, "step": m["step"],
+                 "λ_max": m["lambda_max"], "k": len(m["top"]),
+                 "λ_1/λ_k": m["separation"] if m["separation"] is not None else math.nan,
+                 "largest gap in top 2C after": m["gap"] if m["gap"] is not None else "–",
+                 "gradient in top-k (%)": (100 * m["grad share"] if runs._is_number(m["grad share"])
+                                           else math.nan),
                  "test acc. (%)": 100 * float(acc[0]) if len(acc) else math.nan})
+  op = next(iter(meas.values()))[1]["operator"] if meas else {}
   if rows:
-    frame = pd.DataFrame(rows)
-    table = tables.frame_table(frame, scale_accuracy=False, caption=(
-        f"One row per condition ({'its first seed with a spectrum' if _seeds(ctx) > 1 else 'one seed'}): "
-        "the step measured, λ_max (Lanczos), how many top eigenvalues were "
-        "computed, the SLQ outlier count (Ritz values above the first wide gap over the bulk; a crude rule "
-        "with one probe) and, from the top-k alone, after which eigenvalue their largest ratio λ_k/λ_(k+1) "
-        "lies."))
+    table = tables.frame_table(pd.DataFrame(rows), scale_accuracy=False, caption=(
+        f"One row per run, at its last measurement ({_mode_text(op)}; {op.get('num_examples')} training "
+        "examples): λ_max and the top k eigenvalues (Lanczos), λ_1/λ_k, the position i of the largest ratio "
+        "λ_i/λ_(i+1) among the top 2C (C classes; `research.core.spectral.largest_gap`; about C outliers "
+        "put it at C − 1 or C), the share of the probe-set gradient's squared norm in the top-k "
+        "eigenspace."))
     table.align = "l" + "r" * (len(table.header) - 1)
     blocks.append(TableBlock("spectra", table))
-  op = next(iter(meas.values()))[1]["operator"] if meas else {}
-  setting = (f"{op.get('num_examples')} training examples, BatchNorm mode {op.get('bn_mode')}, one seed; "
-             "Gaussian kernel of 1/200 of the range, log density; triangles: outlier Ritz values")
+
+  # Densities: the first seed of each condition that has one, top-k marked, resolution stated.
+  first: dict[str, tuple[runs.Run, dict]] = {}
+  for r, m in meas.values():
+    if m["nodes"] is not None:
+      first.setdefault(label_of(r), (r, m))
 
   def spectra_figure(name, chosen, what, show=lambda k: k):
-    chosen = {show(k): (meas[k][1]["nodes"], meas[k][1]["weights"]) for k in chosen if k in meas}
-    if len(chosen) >= 1:
-      fig = ctx.figure(name, lambda p: plots.spectral_density(chosen, path=p),
-                       f"Hessian spectral density {what} ({setting}).")
-      if fig:
-        blocks.append(fig)
+    chosen = [k for k in chosen if k in first]
+    if not chosen:
+      return
+    dens = {show(k): (first[k][1]["nodes"], first[k][1]["weights"]) for k in chosen}
+    top = {show(k): first[k][1]["top"] for k in chosen}
+    resid = {show(k): first[k][1]["residuals"] for k in chosen}
+    o = first[chosen[0]][1]["operator"]
+    seeds = "; ".join(f"{show(k)}: seed {_seed(first[k][0])}, step {first[k][1]['step']}" for k in chosen)
+    fig = ctx.figure(name, lambda p: plots.spectral_density(dens, top=top, residuals=resid, path=p),
+                     f"Hessian spectral density {what}: {_mode_text(o)}, {o.get('num_examples')} training "
+                     f"examples, one seed per curve ({seeds}). "
+                     + plots.spectral_density_caption(dens, top=top, residuals=resid))
+    if fig:
+      blocks.append(fig)
 
   full = _full_classes(ctx)
   for norm in ("batch", "none", "layer"):
-    name = NORM_NAMES[norm]
-    chosen = [k for k, (r, _) in meas.items() if r.flat_config.get("model.knobs.norm", "none") == norm
-              and classes_of(r) == full]
+    chosen = sorted((k for k, (r, _) in first.items() if _norm(r) == norm and classes_of(r) == full),
+                    key=lambda k: phase_of(first[k][0]) != "init")
     if chosen:
-      phases = " and ".join(dict.fromkeys({"init": "at initialization", "trained": "after training"}[phase_of(
-          meas[k][0])] for k in sorted(chosen, key=lambda k: phase_of(meas[k][0]) != "init")))
-      spectra_figure(f"spectrum_{norm}", chosen, (f"with {name}" if norm != "none" else
+      phases = " and ".join(dict.fromkeys({"init": "at initialization", "trained": "after training"}[
+          phase_of(first[k][0])] for k in chosen))
+      spectra_figure(f"spectrum_{norm}", chosen, (f"with {NORM_NAMES[norm]}" if norm != "none" else
                                                   "without normalization") + f", {phases}")
-  by_classes = {k: (r, m) for k, (r, m) in meas.items() if phase_of(r) == "trained"
-                and r.flat_config.get("model.knobs.norm", "none") == "none"}
-  if len({classes_of(r) for r, _ in by_classes.values()}) > 1:
-    ordered = sorted(by_classes, key=lambda k: classes_of(by_classes[k][0]) or 0)
-    spectra_figure("spectrum_classes", ordered, "after training without normalization on C classes",
-                   show=lambda k: f"C = {classes_of(by_classes[k][0])}")
-  tops = {k: m["top"] for k, (_, m) in meas.items() if len(m["top"]) > 1}
+  by_c = sorted((k for k, (r, _) in first.items() if phase_of(r) == "trained" and _norm(r) == "none"),
+                key=lambda k: classes_of(first[k][0]) or 0)
+  if len({classes_of(first[k][0]) for k in by_c}) > 1:
+    spectra_figure("spectrum_classes", by_c, "after training without normalization on C classes",
+                   show=lambda k: f"C = {classes_of(first[k][0])}")
+  tops = {}
+  for r, m in meas.values():
+    if len(m["top"]) > 1:
+      tops.setdefault(label_of(r), m["top"])
   if tops:
     fig = ctx.figure("top_eigenvalues", lambda p: plots.ranked_values(
         tops, ylabel="Hessian eigenvalue (Lanczos)", path=p),
-                     "The top eigenvalues of each run's Hessian in decreasing order: outliers stand above "
-                     "the point where the curve flattens into the bulk.")
+        f"The top {max(len(v) for v in tops.values())} eigenvalues of each condition's Hessian (its first "
+        f"seed; {_mode_text(op)}) in decreasing order: outliers stand above where the curve flattens.")
     if fig:
       blocks.append(fig)
-  counts = [(classes_of(r), m["outliers"], largest_gap(m["top"])) for r, m in by_classes.values()]
-  counts = sorted((c for c in counts if c[0] is not None), key=lambda c: c[0])
-  if len({c[0] for c in counts}) > 1:
-    cs = np.array([c[0] for c in counts], np.float64)
-    xs = np.concatenate([cs, cs])
-    ys = np.array([c[1] if c[1] is not None else np.nan for c in counts]
-                  + [c[2] if c[2] is not None else np.nan for c in counts], np.float64)
-    groups = ["SLQ outlier count"] * len(counts) + ["largest gap in the top-k"] * len(counts)
-    grid = np.array([cs.min(), cs.max()])
-    panels = [{"x": xs, "y": ys, "xlabel": "number of classes C", "ylabel": "outlier eigenvalues",
-               "reference": (grid, grid, "C outliers")}]
-    fig = ctx.figure("outliers_vs_classes", lambda p: plots.scatter_panels(panels, groups=groups, path=p),
-                     "Outlier count against the number of classes (trained, no normalization): the SLQ rule "
-                     "and the position of the largest gap among the top-k eigenvalues (which cannot exceed "
-                     "k − 1); dashed: C outliers (Papyan 2019).")
-    if fig:
-      blocks.append(fig)
+
+  # About C outliers: the gap position among the top 2C, per run, trained without normalization.
+  trained_none = [(r, m) for r, m in meas.values() if phase_of(r) == "trained" and _norm(r) == "none"
+                  and m["classes"]]
+  per_c: dict[int, list[int | None]] = {}
+  for _, m in sorted(trained_none, key=lambda t: t[1]["classes"]):
+    per_c.setdefault(m["classes"], []).append(m["gap"])
+  if len(per_c) > 1:
+    cs = [c for c, gs in per_c.items() for g in gs if g is not None]
+    gs = [g for c, gs_ in per_c.items() for g in gs_ if g is not None]
+    if cs:
+      grid = np.array([min(cs), max(cs)], np.float64)
+      panels = [{"x": np.asarray(cs, np.float64), "y": np.asarray(gs, np.float64),
+                 "xlabel": "number of classes C", "ylabel": "largest-gap position in the top 2C",
+                 "reference": (grid, grid, "C")}]
+      fig = ctx.figure("gap_vs_classes", lambda p: plots.scatter_panels(panels, path=p),
+                       "Position i of the largest ratio λ_i/λ_(i+1) among the top 2C eigenvalues against the "
+                       "number of classes C, one point per run (trained, no normalization); dashed: i = C "
+                       "(C − 1 is also C outliers' signature, Papyan 2019).")
+      if fig:
+        blocks.append(fig)
+  for c, gaps in per_c.items():
+    ok = sum(g is not None and c - 1 <= g <= c for g in gaps)
     findings.append(Finding(
-        "Outliers after training without normalization, by number of classes C: "
-        + "; ".join(f"C = {c}: {o} by the SLQ rule, largest top-k gap after eigenvalue {g}"
-                    for c, o, g in counts)
-        + ".", {"metric": "outliers vs classes", "counts": [list(c) for c in counts]}))
-  trained = [r for r in ctx.study.runs if phase_of(r) == "trained"]
+        f"C = {c} (trained, no normalization, {seeds_text(len(gaps))}): the largest relative gap among the "
+        f"top {2 * c} eigenvalues lies after eigenvalue "
+        + ", ".join("–" if g is None else str(g) for g in gaps)
+        + f" ({ok} of {len(gaps)} runs at C − 1 or C).",
+        {"metric": "gap vs classes", "classes": c, "gaps": gaps, "within": ok, "n": len(gaps)}))
+
+  # Ghorbani et al.: ratios over seeds, trained / init and none / batch, on all classes.
+  def group(phase, norm):
+    return [(r, m) for r, m in meas.values() if phase_of(r) == phase and _norm(r) == norm
+            and classes_of(r) == full]
+
+  comparisons = [("emerge", "none", ("trained", "none"), ("init", "none")),
+                 ("emerge", "batch", ("trained", "batch"), ("init", "batch")),
+                 ("batchnorm", "trained", ("trained", "none"), ("trained", "batch"))]
+  for kind, tag, ga, gb in comparisons:
+    a, b = group(*ga), group(*gb)
+    for key, name in (("separation", "λ_1/λ_k"), ("lambda_max", "λ_max")):
+      xa = np.asarray([m[key] for _, m in a if m[key] is not None], np.float64)
+      xb = np.asarray([m[key] for _, m in b if m[key] is not None], np.float64)
+      if not (len(xa) and len(xb)):
+        continue
+      iv = stats.ratio_interval(xa, xb)
+      what = (f"With {NORM_NAMES[tag]}, training changed {name}" if kind == "emerge" else
+              f"After training, {name} without / with BatchNorm was")
+      findings.append(Finding(
+          f"{what} {iv.estimate:.2f}x (geometric means {num(_geomean(xa))} vs {num(_geomean(xb))}; "
+          f"{wording.interval_text(iv, **wording.TIMES)}).",
+          {"metric": f"{kind} {key}", "norm": tag, "ratio": iv.estimate, "interval": iv.as_dict()}))
+  acc = {label: ctx.values(rs, "test/accuracy") for label, rs in ctx.groups().items()}
+  acc = {k: v for k, v in acc.items() if len(v) and not k.startswith("init")}
+  if acc:
+    findings.append(Finding("Test accuracy of the trained runs (mean over seeds): " + "; ".join(
+        f"{k} {pct(v.mean())} ({seeds_text(len(v))})" for k, v in acc.items()) + ".",
+        {"test/accuracy": {k: float(v.mean()) for k, v in acc.items()}}))
+  trained = {k: v for k, v in ctx.groups().items() if phase_of(v[0]) == "trained"}
   if trained:
-    fig = ctx.figure("training_curves", lambda p: plots.training_curves(
-        {k: v for k, v in ctx.groups().items() if phase_of(v[0]) == "trained"}, path=p),
-        "Training curves of the trained runs: minibatch training (solid) and test (dashed) loss and "
-        "accuracy.")
+    loss = ctx.study.runs[0].flat_config.get("loss.name", "cross_entropy")
+    opt = style.optimizer_label(ctx.study.runs[0].flat_config)
+    fig = ctx.figure("training_curves", lambda p: plots.training_curves(trained, loss_name=loss, path=p),
+                     f"Training curves of the trained runs ({opt}): minibatch training (solid) and test "
+                     f"(dashed) loss in {style.loss_unit(loss)} and accuracy in percent, "
+                     "mean over seeds with the min–max band.")
     if fig:
       blocks.append(fig)
-  for label, (_, m) in meas.items():
-    text = f"{label} (step {m['step']}): λ_max {num(m['lambda_max'] or math.nan)}"
-    if m["outliers"] is not None:
-      text += f", {m['outliers']} outlier(s) above the bulk by the SLQ rule"
-    g = largest_gap(m["top"])
-    if g is not None:
-      text += (f"; among the top {len(m['top'])} eigenvalues ({num(m['top'][0])} down to "
-               f"{num(m['top'][-1])}) the largest ratio between neighbours lies after the {g}{_ordinal(g)}")
-    findings.append(Finding(text + ".", {"condition": label, "lambda_max": m["lambda_max"],
-                                         "outliers": m["outliers"], "gap": g, "step": m["step"]}))
-
-  def find(phase, norm):
-    for label, (r, m) in meas.items():
-      if phase_of(r) == phase and r.flat_config.get("model.knobs.norm", "none") == norm \
-          and classes_of(r) == full:
-        return label, m
-    return None
-
-  for phase in ("init", "trained"):
-    a, b = find(phase, "none"), find(phase, "batch")
-    if a and b and a[1]["lambda_max"] and b[1]["lambda_max"]:
-      ratio = a[1]["lambda_max"] / b[1]["lambda_max"]
-      findings.append(Finding(
-          f"{'At initialization' if phase == 'init' else 'After training'}, λ_max without BatchNorm was "
-          f"{ratio:.2f}x that with it ({num(a[1]['lambda_max'])} vs {num(b[1]['lambda_max'])}), with "
-          f"{a[1]['outliers']} vs {b[1]['outliers']} SLQ outliers (one seed each, no interval).",
-          {"metric": "bn ratio", "phase": phase, "ratio": ratio, "outliers none": a[1]["outliers"],
-           "outliers batch": b[1]["outliers"], "interval": stats.ratio_interval(
-               [a[1]["lambda_max"]], [b[1]["lambda_max"]]).as_dict()}))
-  for norm in ("batch", "none"):
-    a, b = find("trained", norm), find("init", norm)
-    if a and b and a[1]["lambda_max"] and b[1]["lambda_max"]:
-      ratio = a[1]["lambda_max"] / b[1]["lambda_max"]
-      sep = [separation(m["top"]) for m in (b[1], a[1])]
-      text = (f"With {NORM_NAMES[norm]}, training changed λ_max {ratio:.2f}x ({num(b[1]['lambda_max'])} at "
-              f"initialization, {num(a[1]['lambda_max'])} after) and the SLQ outliers from "
-              f"{b[1]['outliers']} to {a[1]['outliers']}")
-      if None not in sep:
-        text += (f"; the top eigenvalue over the k-th (separation from the bulk) went from {sep[0]:.1f} to "
-                 f"{sep[1]:.1f}")
-      findings.append(Finding(text + ".", {
-          "metric": "training ratio", "norm": norm, "ratio": ratio, "outliers init": b[1]["outliers"],
-          "outliers trained": a[1]["outliers"], "separation init": sep[0], "separation trained": sep[1]}))
-  acc = {label: ctx.values(rs, "test/accuracy") for label, rs in ctx.groups().items()}
-  acc = {k: v for k, v in acc.items() if len(v) and k in meas and phase_of(meas[k][0]) == "trained"}
-  if acc:
-    findings.append(Finding("Test accuracy of the trained runs: " + "; ".join(
-        f"{k} {pct(v.mean())}" for k, v in acc.items()) + ".", {"test/accuracy": {k: float(v.mean())
-                                                                                   for k, v in acc.items()}}))
   return [Section("Results", blocks)], findings
 
 
-def separation(top) -> float | None:
-  """λ_1 / λ_k of the top-k eigenvalues (k >= 3, all positive): how far the largest outlier stands
-  above the k-th eigenvalue, a proxy for the edge of the bulk."""
-  v = np.sort(np.asarray(top, np.float64))[::-1]
-  return float(v[0] / v[-1]) if len(v) >= 3 and v[-1] > 0 else None
-
-
-def _seeds(ctx: Context) -> int:
-  return max((len(v) for v in ctx.groups().values()), default=0)
-
-
-def _ordinal(n: int) -> str:
-  return "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-
-
 def _comparison(ctx: Context, findings: list[Finding]) -> list:
-  out = ["Ghorbani et al. (2019, ICML) find that during training large isolated eigenvalues separate from "
-         "the bulk, that without BatchNorm they are large, and that BatchNorm suppresses them. Papyan (2019, "
-         "ICML) and Sagun et al. (2017) find a bulk near zero plus about C outliers, C the number of "
-         "classes."]
+  out = ["Sagun et al. (2017) and Papyan (2019, ICML) find a bulk near zero plus about C outliers, C the "
+         "number of classes; Ghorbani et al. (2019, ICML) find that the outliers separate from the bulk "
+         "during training and that BatchNorm suppresses them. The verdict table judges these claims; here "
+         "are the numbers behind them."]
   items = []
+  claims = {"emerge separation": ("more separated after training (Ghorbani et al.)", ">"),
+            "emerge lambda_max": (None, ">"),
+            "batchnorm separation": ("more separated without BatchNorm (Ghorbani et al.)", ">"),
+            "batchnorm lambda_max": ("a larger λ_max without BatchNorm (Ghorbani et al.)", ">")}
   for f in findings:
     v = f.values
-    if v.get("metric") == "bn ratio" and v["phase"] == "trained":
-      r = v["ratio"]
-      more = (v["outliers none"] or 0) > (v["outliers batch"] or 0)
-      j = wording.judge(stats.Interval.from_dict(v["interval"]), ">", **wording.TIMES)
-      items.append(f"After training, λ_max without / with BatchNorm = {r:.2f}x; a larger top outlier without "
-                   f"BatchNorm (Ghorbani et al.): this {j.text}"
-                   + f"; the SLQ outlier count, {v['outliers none']} vs {v['outliers batch']}, is "
-                   + ("in the same direction" if more else "not") + ".")
-    if v.get("metric") == "training ratio":
-      si, st = v.get("separation init"), v.get("separation trained")
-      if si is None or st is None:
-        continue
-      j = wording.judge(stats.ratio_interval([st], [si]), ">", **wording.TIMES)
-      items.append(f"Outliers separating from the bulk during training ({NORM_NAMES[v['norm']]}): λ_1/λ_k "
-                   f"{si:.1f} → {st:.1f} (λ_max {v['ratio']:.2f}x); more separated after training (Ghorbani "
-                   f"et al.): this {j.text}.")
-    if v.get("metric") == "outliers vs classes":
-      counts = v["counts"]
-      near = [c for c, o, g in counts if g is not None and abs(g - c) <= 1]
-      rising = all(b[2] is not None and a[2] is not None and b[2] >= a[2] for a, b in zip(counts, counts[1:]))
-      items.append("About C outliers (Papyan; Sagun et al.): the largest top-k gap lies within one of C for "
-                   f"{len(near)} of {len(counts)} class counts"
-                   + (" and never falls as C grows" if rising else ", and falls as C grows")
-                   + (": **showed**." if len(near) == len(counts) else ": **did not show**.")
-                   + " The SLQ rule counts " + ", ".join(f"{o} (C = {c})" for c, o, _ in counts)
-                   + (": within one of C for every C."
-                      if all(o is not None and abs(o - c) <= 1 for c, o, _ in counts)
-                      else ": not C (with one probe it can count bulk Ritz values as outliers, or miss "
-                      "outliers that merge)."))
+    claim = claims.get(v.get("metric"))
+    if claim and claim[0]:
+      j = wording.judge(stats.Interval.from_dict(v["interval"]), claim[1], **wording.TIMES)
+      where = f" ({NORM_NAMES[v['norm']]})" if v["metric"].startswith("emerge") else ""
+      items.append(f"{claim[0][0].upper() + claim[0][1:]}{where}: ratio {v['ratio']:.2f}x; this {j.text}.")
+    if v.get("metric") == "gap vs classes":
+      items.append(f"About C outliers, C = {v['classes']}: the largest top-{2 * v['classes']} gap at C − 1 "
+                   f"or C in {v['within']} of {v['n']} runs.")
   if not items:
-    items.append("The runs needed for the comparisons (trained with and without BatchNorm, or several class "
-                 "counts) have no spectrum: the comparison cannot be made.")
+    items.append("The runs needed for the comparisons (trained with and without BatchNorm, at "
+                 "initialization, or several class counts) have no curvature record: the comparison "
+                 "cannot be made.")
   return out + [items]
 
 
 def _limitations(ctx: Context) -> list[str]:
-  probes = {np.atleast_2d(m["nodes"]).shape[0] for r in ctx.study.runs if (m := _measurement(r))}
-  out = ["One spectrum per condition: no intervals over seeds"
-         + (", and a single SLQ probe gives one noisy density per run." if probes <= {1} else ".")]
-  modes = {(m["operator"] or {}).get("bn_mode") for r in ctx.study.runs if (m := _measurement(r))}
+  ms = [m for r in ctx.study.runs if (m := _measurement(r))]
+  out = []
+  probes = {np.atleast_2d(m["nodes"]).shape[0] for m in ms if m["nodes"] is not None}
+  if probes and probes <= {1}:
+    out.append("Each density is one SLQ probe of one seed: a noisy picture of the bulk, whose resolution the "
+               "figure states; the outlier criteria read the top-k Lanczos eigenvalues, not the density.")
+  modes = {m["operator"].get("bn_mode") for m in ms}
   if "batch" in modes:
-    out.append("The Hessians use BatchNorm in batch mode (statistics of the probe set), the loss training "
+    out.append("The Hessians use BatchNorm in batch mode over fixed ghost batches: the loss training "
                "descends, not the network with running statistics used at test time.")
-  out.append("The top-k gap count cannot exceed k − 1; with k = 12 and C = 10 it can only just reach C.")
+  ks = {len(m["top"]) for m in ms}
+  if ks:
+    out.append(f"The gap position among the top 2C needs k >= 2C eigenvalues (here k = "
+               f"{'/'.join(map(str, sorted(ks)))}); a class count with 2C > k is not judged.")
   return out
 
 
 TEMPLATE = Template(
     "hessian_spectrum", TITLE,
-    "What does the Hessian's eigenvalue density look like at initialization and after "
-    "training, with and without BatchNorm, and how many outliers leave the bulk as the number of classes "
-    "changes?", _applies, _results, _comparison, _limitations,
-    _prepare)
+    "What does the Hessian's eigenvalue spectrum look like at initialization and after training, with and "
+    "without BatchNorm, and how many eigenvalues stand above the bulk as the number of classes changes?",
+    _applies, _results, _comparison, _limitations, _prepare, quantities=_quantities)

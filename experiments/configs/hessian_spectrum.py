@@ -1,18 +1,33 @@
-"""Hessian spectrum: what does the eigenvalue density look like at initialization and after training, with
-and without BatchNorm, and how many outliers leave the bulk as the number of classes changes?
+"""Hessian spectrum: what does the eigenvalue spectrum look like at initialization and after training, with
+and without BatchNorm, and where do the top eigenvalues separate from the bulk as the number of classes
+changes?
 
-Question: the spectral density of the training-loss Hessian (stochastic Lanczos quadrature) and its top
-12 eigenvalues (Lanczos), (a) at initialization and after training, for the same CNN with and without
-BatchNorm; (b) after training on class subsets of 2, 5 and 10 classes: the number of outlier
-eigenvalues against the number of classes C.
+Question: the top 20 eigenvalues (Lanczos, with residuals) and the spectral density (stochastic Lanczos
+quadrature) of the training-loss Hessian, (a) at initialization and after training, for the same CNN with
+and without BatchNorm; (b) after training without normalization on the first C = 2, 5 and 10 classes:
+where the largest relative gap lambda_i / lambda_(i+1) among the top 2C eigenvalues lies.
 
-Published results it probes: Ghorbani, Krishnan & Xiao 2019 ("An Investigation into Neural Net
-Optimization via Hessian Eigenvalue Density", ICML, arXiv:1901.10159): during training large isolated
-eigenvalues separate from the bulk; without BatchNorm they are large and slow optimization, with
-BatchNorm they are suppressed. Papyan 2019 ("Measurements of Three-Level Hierarchical Structure in the
-Outliers in the Spectrum of Deepnet Hessians", ICML, arXiv:1901.08244) and Sagun, Evci, Guney, Dauphin
-& Bottou 2017 ("Empirical Analysis of the Hessian of Over-Parametrized Neural Networks",
-arXiv:1706.04454): the spectrum is a bulk near zero plus about C outliers, C the number of classes.
+Published results it probes: Sagun, Evci, Guney, Dauphin & Bottou 2017 ("Empirical Analysis of the
+Hessian of Over-Parametrized Neural Networks", arXiv:1706.04454) and Papyan 2019 ("Measurements of
+Three-Level Hierarchical Structure in the Outliers in the Spectrum of Deepnet Hessians", ICML,
+arXiv:1901.08244): after training the spectrum is a bulk near zero plus about C outliers, C the number of
+classes (C - 1 from the rank of the softmax's output Hessian). Ghorbani, Krishnan & Xiao 2019 ("An
+Investigation into Neural Net Optimization via Hessian Eigenvalue Density", ICML, arXiv:1901.10159):
+the isolated outliers appear during training, and BatchNorm suppresses them.
+
+Pre-registered criteria (`get_criteria`, recorded in sweep.json before the runs):
+- `outliers_C` (per C): in every trained run without normalization, the largest relative gap among the
+  top 2C eigenvalues lies after eigenvalue C - 1 or C (`spectrum/gap_minus_classes` in {-1, 0}, the
+  position of `research.core.spectral.largest_gap` over the top 2C, minus C).
+- `outliers_emerge`: lambda_1 / lambda_20 (`curv/lambda_1_over_lambda_k`) is larger after training than at
+  initialization (no normalization, 10 classes; ratio of geometric means over seeds, Welch on the logs).
+- `batchnorm_suppresses`: after training, lambda_1 / lambda_20 is larger without BatchNorm than with it.
+- `batchnorm_lambda_max`: after training, lambda_max is larger without BatchNorm than with it.
+
+Inputs are standardized per pixel (`data.options.normalization = "standardize_pixel"`: the mean and
+standard deviation of each pixel over the training split), the convention of Papyan's and Cohen et
+al.'s experiments; per-channel standardization leaves a pixel-dependent mean in the input, which adds a
+direction of large curvature that is not a class structure.
 
 Commands:
   python -m experiments.sweep --config experiments/configs/hessian_spectrum.py:quick \
@@ -21,27 +36,29 @@ Commands:
   python -m experiments.sweep --config experiments/configs/hessian_spectrum.py:paper \
       --workdir runs/hessian_spectrum
 
-Sweep (`get_sweep`): (a) phase (init, trained) x norm (batch, none); (b) trained, norm none, on the
-first 2 and 5 classes (`data.options.classes`; the 10-class run is shared with (a)). The "init" trials
-make one step at learning rate 0, so the parameters they measure are exactly the initial ones. Every
-measurement uses BatchNorm in batch mode (statistics of the 512 probe images), so that networks at
-initialization, whose running statistics are not yet estimated, and trained ones are measured alike.
-Each measurement writes `curvature/step<S>_hessian_train.json/.npz` with the SLQ nodes and weights, the
-top eigenvalues and the outlier count (`curv/num_outliers` in metrics.jsonl: Ritz values above the first
-wide gap over the SLQ bulk, `research.curvature.density.outliers`; with one probe that rule is crude, so
-compare it with where the top-12 eigenvalues leave the bulk).
+Sweep (`get_sweep`): [(a) phase (init, trained) x norm (batch, none), on all 10 classes; (b) trained,
+norm none, on the first 2 and 5 classes] x seed. Every trial names its classes
+(`data.options.classes`; all ten in order is the full dataset). The "init" trials make one step at
+learning rate 0, so the parameters they measure are exactly the initial ones. Every measurement uses
+BatchNorm in batch mode: the Hessian of the loss training descends, with the statistics of fixed ghost
+batches of the training batch size (`curvature.chunk_size`, recorded in each record's operator), so that
+networks at initialization, whose running statistics are not yet estimated, and trained ones are
+measured alike. Each measurement writes `curvature/step<S>_hessian_train.json/.npz`: the top 20
+eigenvalues with residuals and their structure (`curv/top_gap_index`, `curv/top_gap_ratio`,
+`curv/lambda_1_over_lambda_k`), the gradient's share in their eigenspace (`curv/grad_top_fraction`), the
+SLQ nodes and weights and the density's resolution. SLQ counts no outliers (m Lanczos steps resolve at
+most m distinct eigenvalues): the outliers are read from the top-k.
 
 Variants:
 - `quick`: `simple_cnn` at half width (conv blocks of 16 and 32 channels, dense 128) on 4,096
-  Fashion-MNIST training images, heavy-ball momentum 0.9 at lr 0.05, 400 steps of 128 (12.5 epochs), 1
-  seed: 6 trials; the top 12 eigenvalues and a spectral density (60 Lanczos steps, 1 probe) at the end, on
-  512 fixed training images. Measured: 5 min 29 s for the sweep and its report with `--parallel 2` on 2
-  quiet CPU cores (2026-11-22, load average 2-7 from the study's own processes, cold compilation cache;
-  6 trials of 78-118 s).
+  Fashion-MNIST training images, heavy-ball momentum 0.9 at lr 0.05, 400 steps of 128 (12.5 epochs), 2
+  seeds: 12 trials; at the end, on 512 fixed training images (4 ghost batches of 128): the top 20
+  eigenvalues and a spectral density (60 Lanczos steps, 1 probe: coarse, its resolution is stated).
 - `paper`: Ghorbani et al.'s network: ResNet-32 with and without BatchNorm on CIFAR-10; our recipe:
   momentum 0.9, lr 0.05 with cosine decay, weight decay 5e-4, 100 epochs, crop and flip; class subsets of
-  CIFAR-10 for the outlier count; the Hessian on 5,000 training images (Ghorbani et al. use all 50,000),
-  density with 5 probes of 90 Lanczos steps. For a GPU; CIFAR-10 needs TFDS's download.
+  CIFAR-10; 3 seeds; the Hessian on 5,120 training images (40 ghost batches of 128; Ghorbani et al. use
+  all 50,000) every 10 epochs, the density with Ghorbani et al.'s settings (90 Lanczos steps, here 5
+  probes). For a GPU; CIFAR-10 needs TFDS's download.
 """
 
 from research import sweeps
@@ -49,7 +66,11 @@ from research.training import default_config
 
 VARIANTS = ("quick", "paper")
 INIT = {"schedule.lr": 0.0, "training.num_steps": 1, "training.num_epochs": 0}
+ALL_CLASSES = tuple(range(10))
 CLASS_SUBSETS = ((0, 1), (0, 1, 2, 3, 4))
+LR = 0.05
+TOP_K = 20  # 2C for C = 10: the largest gap among the top 2C is read for every C
+SEEDS = {"quick": 2, "paper": 3}
 
 
 def get_config(arg: str | None = "quick"):
@@ -61,9 +82,13 @@ def get_config(arg: str | None = "quick"):
   c.model.knobs.norm = "batch"
   c.optimizer.name = "momentum"
   c.optimizer.momentum = 0.9
+  c.data.options.normalization = "standardize_pixel"
+  c.data.options.classes = ALL_CLASSES
+  c.schedule.lr = LR
   c.curvature.at_end = True
-  c.curvature.bn_mode = "batch"
-  c.curvature.k = 12
+  c.curvature.bn_mode = "batch"  # the Hessian of the loss training descends (ghost batches of chunk_size)
+  c.curvature.k = TOP_K
+  c.curvature.gradient = True
   c.progress = "lines"
   if arg == "quick":
     c.data.name = "fashion_mnist"
@@ -73,7 +98,6 @@ def get_config(arg: str | None = "quick"):
     c.model.name = "simple_cnn"
     c.model.knobs.width = 0.5
     c.schedule.name = "constant"
-    c.schedule.lr = 0.05
     c.training.batch_size = 128
     c.training.num_epochs = 0
     c.training.num_steps = 400
@@ -82,7 +106,7 @@ def get_config(arg: str | None = "quick"):
     c.log_every = 25
     c.curvature.every_steps = 400  # the end only: this study compares spectra, not trajectories
     c.curvature.num_examples = 512
-    c.curvature.chunk_size = 512
+    c.curvature.chunk_size = 128  # the ghost batch: the training batch size
     c.curvature.density_every = 400
     c.curvature.density_probes = 1
     c.curvature.density_steps = 60
@@ -94,14 +118,13 @@ def get_config(arg: str | None = "quick"):
     c.model.name = "resnet32"
     c.optimizer.weight_decay = 5e-4
     c.schedule.name = "cosine"
-    c.schedule.lr = 0.05
     c.training.batch_size = 128
     c.training.num_epochs = 100
     c.eval.every_epochs = 5
     c.log_every = 100
     c.curvature.every_steps = 10 * 351  # every 10 epochs of 45,000 / 128
-    c.curvature.num_examples = 5000
-    c.curvature.chunk_size = 5000  # batch mode: one chunk, the statistics of all 5,000 probe images
+    c.curvature.num_examples = 5120
+    c.curvature.chunk_size = 128  # the ghost batch: the training batch size
     c.curvature.density_every = 50 * 351
     c.curvature.density_probes = 5
     c.curvature.density_steps = 90
@@ -109,9 +132,38 @@ def get_config(arg: str | None = "quick"):
 
 
 def get_sweep(arg: str | None = "quick") -> list[dict]:
-  """(a) phase x norm, (b) class subsets (trained, no normalization); one seed."""
+  """[(a) phase x norm on all classes, (b) class subsets (trained, no normalization)] x seed."""
   get_config(arg)
   phases = [dict(INIT), {}]  # init: one step at lr 0; trained: the config as it is
   norms = sweeps.grid({"model.knobs.norm": ["batch", "none"]})
   subsets = sweeps.grid({"model.knobs.norm": ["none"], "data.options.classes": list(CLASS_SUBSETS)})
-  return sweeps.concat(sweeps.product(phases, norms), subsets)
+  return sweeps.product(sweeps.concat(sweeps.product(phases, norms), subsets),
+                        sweeps.seeds(SEEDS[arg or "quick"]))
+
+
+def get_criteria(arg: str | None = "quick") -> list[dict]:
+  """The published claims as criteria registered before the runs (`spectrum/gap_minus_classes` is
+  derived per run by the report template from the top-k of the run's last curvature record)."""
+  get_config(arg)
+  trained_none = {"model.knobs.norm": "none", "schedule.lr": LR}
+  full = {"data.options.classes": list(ALL_CLASSES)}
+  ghorbani = "Ghorbani et al. 2019 (ICML, arXiv:1901.10159), Sec. 4"
+  return [
+      {"id": "outliers_C", "claim": "After training, about C eigenvalues stand above the bulk: the largest "
+       "relative gap among the top 2C eigenvalues lies after eigenvalue C - 1 or C",
+       "source": "Sagun et al. 2017 (arXiv:1706.04454), Sec. 3; Papyan 2019 (ICML, arXiv:1901.08244), Sec. 2",
+       "quantity": "spectrum/gap_minus_classes", "compare": "every", "expected": "=", "threshold": -0.5,
+       "margin": 0.5, "a": trained_none, "each": "data.options.classes"},
+      {"id": "outliers_emerge", "claim": "The top eigenvalue separates from the next ones during training "
+       "(lambda_1 / lambda_20, trained over initialization, no normalization)", "source": ghorbani,
+       "quantity": "curv/lambda_1_over_lambda_k", "compare": "ratio", "expected": ">",
+       "a": trained_none | full, "b": {"model.knobs.norm": "none", "schedule.lr": 0.0} | full},
+      {"id": "batchnorm_suppresses", "claim": "After training, the top eigenvalue stands further above the "
+       "next ones without BatchNorm than with it (lambda_1 / lambda_20, batch-statistics Hessian)",
+       "source": ghorbani, "quantity": "curv/lambda_1_over_lambda_k", "compare": "ratio", "expected": ">",
+       "a": trained_none | full, "b": {"model.knobs.norm": "batch", "schedule.lr": LR} | full},
+      {"id": "batchnorm_lambda_max", "claim": "After training, lambda_max is larger without BatchNorm than "
+       "with it (batch-statistics Hessian)", "source": ghorbani, "quantity": "curv/lambda_max",
+       "compare": "ratio", "expected": ">", "a": trained_none | full,
+       "b": {"model.knobs.norm": "batch", "schedule.lr": LR} | full},
+  ]

@@ -13,8 +13,9 @@ the report judges them from the run directories (`analysis.criteria`). A criteri
              "difference"  mean(a) - mean(b) (Welch t-interval; null 0)
              "mean"        the mean of group a (t-interval) against `threshold`
              "every"       every run of group a against `threshold` (no interval: counts)
-             "kendall"     Kendall's tau of the quantity with the numeric config key `by` over group a's
-                           runs (null 0; judged by its two-sided p-value at 1 - level)
+             "kendall"     Kendall's tau of the quantity with `by` over group a's runs: a column of the
+                           runs table when it has one (a measured quantity such as `gap/accuracy`), else
+                           a numeric config key (null 0; judged by its two-sided p-value at 1 - level)
   expected   ">", "<" or "=" (then `margin` is the half-width of the band around `threshold`
              inside which the claim "no difference" holds)
   a, b       the groups: {config key: value} that every run of the group matches (`{}`: every run)

@@ -1,0 +1,122 @@
+"""Reports of the hessian_spectrum, label_noise, compression, reparameterization and
+generalization_measures studies on synthetic sweeps: sweep.json holds the config's own `get_criteria`, and
+the report's verdicts are the ones the synthetic numbers imply (worked out by hand in each test)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from analysis import report
+from experiments.configs import hessian_spectrum
+from research.core import criteria as criteria_lib
+
+
+def _nest(flat: dict) -> dict:
+  out: dict = {}
+  for key, value in flat.items():
+    *parts, name = key.split(".")
+    d = out
+    for p in parts:
+      d = d.setdefault(p, {})
+    d[name] = value
+  return out
+
+
+def _sweep(root: Path, study: str, module, trials: list[dict]) -> Path:
+  """trials: {"overrides": {...}, "config": {flat extra config}, "final": {...}, "history": [...],
+  "files": {relative path: dict (json) or np arrays (npz)}}; sweep.json with module.get_criteria()."""
+  index = []
+  for i, t in enumerate(trials):
+    ov = t["overrides"]
+    name = f"{i:03d}-" + "-".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in ov.items())
+    d = root / name.replace("/", "_").replace(" ", "")
+    d.mkdir(parents=True)
+    flat = {"study": study, "data.name": "fashion_mnist", "loss.name": "cross_entropy",
+            "optimizer.name": "momentum", "training.num_steps": 400} | t.get("config", {}) | ov
+    (d / "config.json").write_text(json.dumps(_nest(flat)))
+    meta = {"status": "done", "seed": ov.get("seed", 0), "git": "abc123def4567"}
+    (d / "meta.json").write_text(json.dumps(meta))
+    (d / "summary.json").write_text(json.dumps({"status": "done", "final": t["final"]}))
+    history = t.get("history", []) + [{"step": flat["training.num_steps"]} | t["final"]]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in history))
+    for rel, content in t.get("files", {}).items():
+      f = d / rel
+      f.parent.mkdir(parents=True, exist_ok=True)
+      if rel.endswith(".npz"):
+        np.savez(f, **content)
+      else:
+        f.write_text(json.dumps(content))
+    index.append({"index": i, "name": d.name, "overrides": ov, "status": "done",
+                  "started": "2026-12-02T10:00:00+00:00", "ended": "2026-12-02T10:01:00+00:00"})
+  specs = [c.to_dict() for c in criteria_lib.parse(module.get_criteria("quick"))]
+  (root / "sweep.json").write_text(json.dumps({
+      "study": study, "variant": "quick", "common_overrides": {}, "trials": index, "criteria": specs,
+      "criteria_registered": "2026-12-02T09:59:00+00:00"}))
+  return root
+
+
+def _verdicts(root: Path) -> dict[tuple[str, str], str]:
+  written = report.write_report(root)
+  assert written.report.template != "generic", written.report.template
+  record = json.loads((root / "report" / "verdicts.json").read_text())
+  return {(v["id"], v["scope"]): v["verdict"] for v in record["verdicts"]}, written
+
+
+# ---------------------------------------------------------------------------------------------------
+# hessian_spectrum
+
+def _spectrum_trial(norm: str, lr: float, classes: tuple, seed: int, top: np.ndarray) -> dict:
+  top = np.sort(np.asarray(top, np.float64))[::-1]
+  ov = {"model.knobs.norm": norm, "seed": seed}
+  if lr == 0:
+    ov |= hessian_spectrum.INIT
+  if classes != hessian_spectrum.ALL_CLASSES:
+    ov["data.options.classes"] = list(classes)
+  step = 1 if lr == 0 else 400
+  record = {"operator": {"operator": "hessian", "step": step, "bn_mode": "batch", "ghost_batch_size": 128,
+                         "num_examples": 512, "split": "train"},
+            "results": {"top": {"values": top.tolist(), "residual_norms": [1e-3] * len(top)},
+                        "spectrum": {"lambda_max": float(top[0])},
+                        "gradient": {"top_subspace_fraction": 0.8}, "density": {"num_steps": 8}}}
+  nodes = np.concatenate([top[:3], np.linspace(0.0, top[-1], 5)])[None]
+  return {"overrides": ov,
+          "config": {"schedule.lr": hessian_spectrum.LR, "data.options.classes": list(classes),
+                     "training.num_steps": step},
+          "final": {"test/accuracy": 0.85, "curv/lambda_max": float(top[0]),
+                    "curv/lambda_1_over_lambda_k": float(top[0] / top[-1])},
+          "files": {f"curvature/step{step}_hessian_train.json": record,
+                    f"curvature/step{step}_hessian_train.npz": {"slq_nodes": nodes,
+                                                                "slq_weights": np.full_like(nodes, 1 / 8)}}}
+
+
+def _outliers(c: int, big: float, seed: int, at: int | None = None) -> np.ndarray:
+  """20 eigenvalues: `at` (default c) outliers near `big`, then a bulk near 2 (largest gap after `at`)."""
+  at = c if at is None else at
+  out = [big * (1 - 0.02 * i) * (1 + 0.01 * seed) for i in range(at)]
+  return np.asarray(out + [2.0 * (1 - 0.01 * j) for j in range(20 - at)])
+
+
+def test_hessian_spectrum_verdicts(tmp_path):
+  full = hessian_spectrum.ALL_CLASSES
+  trials = []
+  for seed in (0, 1):
+    flat = 1.0 + 0.01 * seed - 0.005 * np.arange(20)  # at initialization: no gap, lambda_1/lambda_20 ~ 1.1
+    trials += [_spectrum_trial("batch", 0.0, full, seed, flat),
+               _spectrum_trial("none", 0.0, full, seed, flat),
+               _spectrum_trial("batch", 0.05, full, seed, 1.5 * flat),  # BatchNorm: no outliers
+               _spectrum_trial("none", 0.05, full, seed, _outliers(10, 50.0, seed)),
+               _spectrum_trial("none", 0.05, (0, 1), seed, _outliers(2, 30.0, seed, at=1)),  # C - 1: holds
+               _spectrum_trial("none", 0.05, (0, 1, 2, 3, 4), seed, _outliers(5, 40.0, seed, at=3 + seed))]
+  verdicts, written = _verdicts(_sweep(tmp_path / "hs", "hessian_spectrum", hessian_spectrum, trials))
+  # gap positions minus C: C=2: -1, -1 (holds); C=5: -2, -1 (one run outside {-1, 0}: fails); C=10: 0, 0
+  assert verdicts[("outliers_C", "classes=[0, 1]")] == "holds"
+  assert verdicts[("outliers_C", "classes=[0, 1, 2, 3, 4]")] == "fails"
+  assert verdicts[("outliers_C", f"classes={list(full)}")] == "holds"
+  # lambda_1/lambda_20: trained none ~50/1.6 vs init ~1.1 and trained batch ~1.1: ratios >> 1, 2 vs 2 seeds
+  assert verdicts[("outliers_emerge", "")] == "holds"
+  assert verdicts[("batchnorm_suppresses", "")] == "holds"
+  assert verdicts[("batchnorm_lambda_max", "")] == "holds"
+  md = written.markdown.read_text()
+  assert "outlier count" not in md.lower() and "SLQ rule" not in md
+  assert "ghost batches of 128" in md

@@ -244,78 +244,133 @@ def spectrum(rs: list[runs.Run], problems: list | None = None):
   return None
 
 
+def _loss_name(ctx: Context) -> str:
+  """The runs' common loss (`loss.name`; cross_entropy when unset); `mixed` when they differ."""
+  names = distinct(r.flat_config.get("loss.name", "cross_entropy") for r in ctx.study.runs)
+  return names[0] if len(names) == 1 else "mixed"
+
+
+def curvature_mode_text(rs: list[runs.Run]) -> str:
+  """How the runs' Hessian was taken, for captions: `BatchNorm with batch statistics over ghost batches of
+  128 (the loss training descends)`, `BatchNorm with running statistics (eval mode)`, or nothing for
+  networks without BatchNorm (both modes are the same function there)."""
+  norms = distinct(r.flat_config.get("model.knobs.norm") for r in rs)
+  if "batch" not in norms:
+    return ""
+  modes = distinct(r.flat_config.get("curvature.bn_mode", "eval") for r in rs)
+  chunks = distinct(r.flat_config.get("curvature.chunk_size") for r in rs)
+  out = []
+  for m in modes:
+    if m == "batch":
+      ghost = f" of {chunks[0]}" if len(chunks) == 1 and chunks[0] else ""
+      out.append(f"BatchNorm with batch statistics over fixed ghost batches{ghost} (the loss training "
+                 "descends)")
+    else:
+      out.append("BatchNorm with running statistics (eval mode: not the loss training descends)")
+  return "; ".join(out)
+
+
+def seed_histories(rs: list[runs.Run]) -> list[tuple[np.ndarray, np.ndarray]]:
+  """One (steps, lambda_max) per run that has at least two measurements."""
+  return [h for h in map(lambda_max_history, rs) if len(h[0]) > 1]
+
+
 def standard_results(ctx: Context, *, bar_metrics=("test/accuracy", "gap/accuracy", "curv/lambda_max"),
                      bar_key: str | None = None, thresholds: bool = True, curves_x: str = "step",
                      curve_splits: tuple = ("train", "test")) -> list:
-  """Summary table, training curves, lambda_max over training, spectra, ablation bars, per-class
+  """Summary table, training curves, lambda_max over training, spectra, dot-and-whisker panels, per-class
   accuracy and measure-vs-gap scatter, each when its data exist. thresholds=False: lambda_max curves
   without stability thresholds (studies that do not compare with them)."""
   blocks = []
   groups = ctx.groups()
+  loss = _loss_name(ctx)
+  unit = "in the unit of each run's loss" if loss == "mixed" else f"in {style.loss_unit(loss)}"
+  failed = [r.name for r in ctx.study.runs if r.status not in ("done", "unknown")]
   metrics = [m for m in SUMMARY_METRICS if m in ctx.table.columns and ctx.table[m].notna().any()]
   if metrics:
     t = tables.mean_std_table(ctx.table, ctx.keys, metrics, caption=(
-        "Mean ± sample standard deviation over seeds (the value alone for one seed); accuracies in percent, "
-        "losses in nats; gaps: train minus test accuracy, test minus train loss (train = the fixed "
-        "eval_train subset); the best mean "
-        "of each accuracy, loss and gap column in bold. λ_max and trace: the training-loss Hessian at the "
-        "end."))
+        f"Mean ± sample standard deviation over seeds (the value alone for one seed); accuracies in percent, "
+        f"losses {unit}; gaps: train minus test accuracy, test minus train loss (train = the fixed "
+        "eval_train subset); the best mean of each accuracy, loss and gap column in bold (not when fewer "
+        "than two conditions finished). λ_max and trace: the training-loss Hessian at the end"
+        + (f" ({mode})" if (mode := curvature_mode_text(ctx.study.runs)) else "") + "."))
     blocks.append(TableBlock("summary", t))
-  names = {"train": "minibatch training (solid)", "eval_train": "training subset (dotted)",
+  full = {label: bool(rs[0].flat_config.get("training.full_batch", False)) for label, rs in groups.items()}
+  train_name = ("full-batch training" if all(full.values()) else
+                "minibatch training" if not any(full.values()) else "training batches (full or minibatch)")
+  names = {"train": f"{train_name} (solid)", "eval_train": "training subset (dotted)",
            "valid": "validation (dash-dotted)", "test": "test (dashed)"}
   shown = " and ".join(names.get(sp, sp) for sp in curve_splits)
-  fig = ctx.figure("training_curves", lambda p: plots.training_curves(
-      groups, splits=curve_splits, x=curves_x, path=p),
-      f"Training curves: {shown} loss and accuracy against the {curves_x}, mean over seeds with the min–max "
-      "band over seeds. Loss in nats, accuracy in percent.")
-  if fig:
-    blocks.append(fig)
-  curves = {label: _mean_history(rs) for label, rs in groups.items()}
-  curves = {k: v for k, v in curves.items() if len(v[0]) > 1}
-  if curves and not thresholds:
-    fig = ctx.figure("lambda_max", lambda p: plots.lambda_max_curves(curves, path=p),
-                     "Top Hessian eigenvalue λ_max over training (mean over seeds; Adam-type runs that "
-                     "tracked it: the preconditioned sharpness).")
+  if loss != "mixed":
+    fig = ctx.figure("training_curves", lambda p: plots.training_curves(
+        groups, splits=curve_splits, x=curves_x, loss_name=loss, full_batch=full, path=p),
+        f"Training curves: {shown} loss and accuracy against the {curves_x}, mean over seeds with the "
+        f"min–max band over seeds. Loss in {style.loss_unit(loss)}, accuracy in percent.")
     if fig:
       blocks.append(fig)
-  elif curves:
-    thr = {label: threshold_of(groups[label][0]) for label in curves}
+  seeds = {label: seed_histories(rs) for label, rs in groups.items()}
+  seeds = {k: v for k, v in seeds.items() if v}
+  points = max((len(h[0]) for v in seeds.values() for h in v), default=0)
+  mode = curvature_mode_text(ctx.study.runs)
+  mode = f" Hessian: {mode}." if mode else ""
+  band = plots.interval_text("minmax")
+  if seeds and not thresholds:
+    fig = ctx.figure("lambda_max", lambda p: plots.lambda_max_curves(seeds=seeds, band="minmax", path=p),
+                     f"Top Hessian eigenvalue λ_max over training ({points} measurements): mean over seeds "
+                     f"(markers), band {band}, thin lines the seeds (Adam-type runs that tracked it: the "
+                     f"preconditioned sharpness).{mode}")
+    if fig:
+      blocks.append(fig)
+  elif seeds:
+    thr = {label: threshold_of(groups[label][0]) for label in seeds}
     name = distinct([n for _, n in thr.values()])
     label = name[0] if len(name) == 1 else "threshold"
     values = [t for t, _ in thr.values() if t is not None and np.isfinite(t) and t > 0]
     normalized = len(values) == len(thr) and max(values) > 10 * min(values)  # e.g. 2/eta next to 38/eta
-    caption = ("λ_max over training divided by each condition's stability threshold (mean over seeds; "
-               f"{', '.join(n for n in name if n)}; thresholds in the legend; Adam-type runs: the "
-               "preconditioned sharpness), the dashed line at 1." if normalized else
-               "Top Hessian eigenvalue λ_max over training (mean over seeds), with each condition's "
-               f"stability threshold ({', '.join(n for n in name if n) or 'none for this optimizer'}) "
-               "dashed in its colour.")
+    caption = (f"λ_max over training ({points} measurements) divided by each condition's stability "
+               f"threshold ({', '.join(n for n in name if n)}; Adam-type runs: the preconditioned "
+               f"sharpness): mean over seeds, band {band}, the dashed line at 1." if normalized else
+               f"Top Hessian eigenvalue λ_max over training ({points} measurements): mean over seeds "
+               f"(markers), band {band}, thin lines the seeds, with each condition's stability threshold "
+               f"({', '.join(n for n in name if n) or 'none for this optimizer'}) dashed in its colour.")
     fig = ctx.figure("lambda_max", lambda p: plots.lambda_max_curves(
-        curves, {k: t for k, (t, _) in thr.items()}, threshold_label=label, normalized=normalized,
-        path=p), caption)
+        thresholds={k: t for k, (t, _) in thr.items()}, threshold_label=label, normalized=normalized,
+        seeds=seeds, band="minmax", path=p), caption + mode)
     if fig:
       blocks.append(fig)
-  spectra = {}
+  spectra, top, residuals = {}, {}, {}
   for label, rs in groups.items():
     s = spectrum(rs, ctx.problems)
     if s is not None:
-      spectra[label] = s
+      spectra[label] = (s[0], s[1])
+      spec = (s[3].get("results") or {}).get("spectrum") or {}
+      if isinstance(spec.get("top_values"), list):
+        top[label] = np.asarray(spec["top_values"], np.float64)
+        if isinstance(spec.get("top_residual_norms"), list):
+          residuals[label] = np.asarray(spec["top_residual_norms"], np.float64)
   if spectra:
-    first = next(iter(spectra.values()))[3].get("operator") or {}
+    first = next(iter(groups[k] for k in spectra))
+    rec = spectrum(first)[3]
+    op = rec.get("operator") or {}
+    caption = plots.spectral_density_caption(spectra, top=top, residuals=residuals or None)
+    mode_words = curvature_mode_text(ctx.study.runs)
     fig = ctx.figure("spectral_density", lambda p: plots.spectral_density(
-        {k: (v[0], v[1]) for k, v in spectra.items()}, path=p),
-        f"Hessian spectral density by stochastic Lanczos quadrature (one seed per condition, step "
-        f"{first.get('step')}, {first.get('num_examples')} training examples, BatchNorm mode "
-        f"{first.get('bn_mode')}), Gaussian kernel of 1/200 of the range; triangles: outlier Ritz values "
-        "above the bulk.")
+        spectra, top=top, residuals=residuals or None, path=p),
+        f"Hessian spectral density (one seed per condition, step {op.get('step')}, "
+        f"{op.get('num_examples')} training examples{'; ' + mode_words if mode_words else ''}). " + caption)
     if fig:
       blocks.append(fig)
   key = bar_key or (ctx.keys[0] if len(ctx.keys) == 1 else None)
   bars = [m for m in bar_metrics if m in ctx.table.columns and ctx.table[m].notna().any()]
-  if key and len(groups) > 1 and bars:
-    fig = ctx.figure("ablation", lambda p: plots.ablation_bars(ctx.table, key, bars, path=p),
-                     f"By `{key}`: bars are means over seeds, error bars one sample standard deviation, dots "
-                     "the individual seeds.")
+  if key and len(groups) > 1 and bars and key in ctx.table.columns:
+    order = list(dict.fromkeys(ctx.table[key].tolist()))  # the sweep's order, never sorted
+    rows = ctx.table[~ctx.table["run"].isin(failed)]
+    fig = ctx.figure("ablation", lambda p: plots.ablation_bars(
+        rows, key, bars, order=[o for o in order if o in set(rows[key])], error="t",
+        loss_name="cross_entropy" if loss == "mixed" else loss, path=p),
+        f"By `{key}` (conditions in the sweep's order): diamonds are means over seeds, whiskers the "
+        f"{plots.interval_text('t')}, grey dots the individual seeds; the value axes are fitted to the data "
+        "(not from 0)." + (f" Runs left out (not finished): {', '.join(failed)}." if failed else ""))
     if fig:
       blocks.append(fig)
   per_class = {}

@@ -18,13 +18,14 @@ Commands (the sweep is norm x seed; `make study` runs the quick variant and writ
 
 Variants:
 - `quick`: `simple_cnn` (conv blocks of 32 and 64 channels, dense 128) on 4,096 Fashion-MNIST training
-  images, 400 SGD-momentum steps of 128 (12.5 epochs), 3 norms x 2 seeds; the Hessian on a fixed probe
-  set of 512 training images in eval mode: lambda_max every 100 steps (and at initialization), trace
-  (16 probes) and a spectral density (40 Lanczos steps) at the end. Measured: 13 min 19 s for the sweep
-  and the report with `--parallel 2` on 2 quiet CPU cores (2026-11-22, load average 2, cold compilation
-  cache; 3.1-3.3 min per trial without normalization, 3.9-4.1 with BatchNorm, 5.8-5.9 with LayerNorm).
+  images, 400 SGD-momentum steps of 128 (12.5 epochs), 3 norms x 2 seeds. On a fixed probe set of 512
+  training images, every 20 steps (and at initialization): the Hessian of the loss training descends
+  (BatchNorm with batch statistics over 4 fixed ghost batches of 128, the training batch size): its top 4
+  eigenvalues, the gradient's share in their eigenspace; Santurkar et al.'s trajectory smoothness (loss
+  variation, gradient change and effective beta-smoothness along the gradient step). At the end: the
+  trace (16 probes) and a spectral density (1 probe, 40 Lanczos steps: coarse, see its resolution).
 - `paper`: VGG-11 on CIFAR-10 (Santurkar et al.'s setting), 100 epochs, cosine, weight decay 5e-4,
-  crop and flip; 3 seeds; the Hessian on 5,000 training images. For a GPU; CIFAR-10 needs TFDS's
+  crop and flip; 3 seeds; the Hessian on 5,120 training images (40 ghost batches of 128). For a GPU; CIFAR-10 needs TFDS's
   download (and TensorFlow to prepare it).
 """
 
@@ -45,8 +46,14 @@ def get_config(arg: str | None = "quick"):
   c.optimizer.name = "momentum"
   c.schedule.name = "constant"
   c.schedule.lr = 0.05
-  c.curvature.bn_mode = "eval"
+  # the Hessian of the loss training descends: batch statistics over fixed ghost batches of the training
+  # batch size (running statistics would be another function of the parameters)
+  c.curvature.bn_mode = "batch"
   c.curvature.at_end = True
+  c.curvature.k = 4  # lambda_1 / lambda_4 and the gradient's share in the top-4 eigenspace
+  c.curvature.gradient = True
+  c.smoothness.bn_mode = "batch"
+  c.smoothness.at_end = True
   if arg == "quick":
     c.data.name = "fashion_mnist"
     c.data.options.num_train = 4096
@@ -59,9 +66,12 @@ def get_config(arg: str | None = "quick"):
     c.eval.every_epochs = 0
     c.eval.every_steps = 100
     c.log_every = 25
-    c.curvature.every_steps = 100
+    c.curvature.every_steps = 20  # 21 points of the lambda_max curve
     c.curvature.num_examples = 512
-    c.curvature.chunk_size = 512
+    c.curvature.chunk_size = 128  # the ghost batch: the training batch size
+    c.smoothness.every_steps = 20
+    c.smoothness.num_examples = 512
+    c.smoothness.chunk_size = 128
     c.curvature.trace_probes = 16
     c.curvature.trace_every = 400  # the trace at the end only: 16 products per measurement otherwise
     c.curvature.density_every = 400
@@ -81,14 +91,46 @@ def get_config(arg: str | None = "quick"):
     c.training.num_epochs = 100
     c.eval.every_epochs = 5
     c.curvature.every_steps = 5 * 352  # every 5 epochs of 45,000 / 128
-    c.curvature.num_examples = 5000
-    c.curvature.chunk_size = 500
+    c.curvature.num_examples = 5120
+    c.curvature.chunk_size = 128
+    c.smoothness.every_steps = 352
+    c.smoothness.num_examples = 5120
+    c.smoothness.chunk_size = 128
     c.curvature.trace_probes = 50
     c.curvature.density_every = 100 * 352
     c.curvature.density_probes = 5
     c.curvature.density_steps = 90
     c.curvature.save_every = 20 * 352
   return c
+
+
+_PAIR = {"a": {"model.knobs.norm": "none"}, "b": {"model.knobs.norm": "batch"}}
+
+
+def get_criteria(arg: str | None = "quick") -> list[dict]:
+  """The published claims, as testable criteria registered before the runs (ratios without / with
+  BatchNorm, Welch intervals on the logs over seeds; `@mean`: mean over the measurements after step 0)."""
+  santurkar = "Santurkar et al. 2018 (NeurIPS, arXiv:1805.11604)"
+  return [
+      {"id": "loss_variation", "claim": "Without BatchNorm the loss varies more along the gradient step",
+       "source": f"{santurkar}, Fig. 4(a)", "quantity": "smooth/loss_range@mean", "compare": "ratio",
+       "expected": ">"} | _PAIR,
+      {"id": "gradient_predictiveness", "claim": "Without BatchNorm the gradient changes more along the step",
+       "source": f"{santurkar}, Fig. 4(b)", "quantity": "smooth/grad_change@mean", "compare": "ratio",
+       "expected": ">"} | _PAIR,
+      {"id": "beta_smoothness", "claim": "Without BatchNorm the effective beta-smoothness is higher",
+       "source": f"{santurkar}, Fig. 4(c)", "quantity": "smooth/beta@mean", "compare": "ratio",
+       "expected": ">"} | _PAIR,
+      {"id": "lambda_max", "claim": "Without BatchNorm the Hessian's top eigenvalue along training is higher "
+       "(batch-statistics Hessian)", "source": f"{santurkar}, Sec. 3.2; Ghorbani et al. 2019 (ICML), Fig. 5",
+       "quantity": "curv/lambda_max@mean", "compare": "ratio", "expected": ">"} | _PAIR,
+      {"id": "outlier_separation", "claim": "Without BatchNorm the top eigenvalue stands further above the "
+       "next ones (lambda_1 / lambda_4 at the end)", "source": "Ghorbani et al. 2019 (ICML, arXiv:1901.10159), "
+       "Sec. 4", "quantity": "curv/lambda_1_over_lambda_k", "compare": "ratio", "expected": ">"} | _PAIR,
+      {"id": "test_accuracy", "claim": "BatchNorm raises test accuracy (points, batch - none)",
+       "source": "Ioffe & Szegedy 2015 (ICML); Santurkar et al. 2018, Fig. 1", "quantity": "test/accuracy",
+       "compare": "difference", "expected": ">", "a": _PAIR["b"], "b": _PAIR["a"]},
+  ]
 
 
 def get_sweep(arg: str | None = "quick") -> list[dict]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis import report
-from experiments.configs import hessian_spectrum
+from experiments.configs import hessian_spectrum, label_noise
 from research.core import criteria as criteria_lib
 
 
@@ -120,3 +120,34 @@ def test_hessian_spectrum_verdicts(tmp_path):
   md = written.markdown.read_text()
   assert "outlier count" not in md.lower() and "SLQ rule" not in md
   assert "ghost batches of 128" in md
+
+
+# ---------------------------------------------------------------------------------------------------
+# label_noise
+
+def test_label_noise_verdicts(tmp_path):
+  trials = []
+  key = "data.options.label_noise"
+  for noise in label_noise.NOISE["quick"]:
+    for seed in (0, 1):
+      # test accuracy peaks at step 200 then falls by 10 * noise points (+-0.5 by seed); clean: no fall
+      peak = 0.85 - 0.2 * noise + 0.002 * seed
+      drop = 0.1 * noise + 0.005 * seed
+      history = [{"step": s, "test/accuracy": a}
+                 for s, a in ((100, peak - 0.05), (200, peak), (300, peak - drop))]
+      fit = 1.0 if noise < 0.4 else 0.97  # the 0.4 runs do not reach 99% on their noisy labels
+      trials.append({"overrides": {key: noise, "seed": seed}, "history": history,
+                     "config": {"training.num_steps": 400},
+                     "final": {"test/accuracy": peak - drop, "eval_train/accuracy": fit,
+                               "curv/lambda_max": 10.0 * (1 + noise) + seed}})
+  verdicts, written = _verdicts(_sweep(tmp_path / "ln", "label_noise", label_noise, trials))
+  assert verdicts[("memorization", "label_noise=0.0")] == "holds"
+  assert verdicts[("memorization", "label_noise=0.2")] == "holds"
+  assert verdicts[("memorization", "label_noise=0.4")] == "fails"
+  # 6 runs, test accuracy strictly decreasing in noise across levels (ties only within a level): tau < 0
+  assert verdicts[("test_accuracy_falls", "")] == "holds"
+  # peak drops: noise 0.4: 0.04, 0.045; clean: 0, 0.005: Welch interval of +0.04 lies above 0
+  assert verdicts[("peak_then_fall", "")] == "holds"
+  assert verdicts[("sharpness_rises", "")] == "holds"
+  md = written.markdown.read_text()
+  assert "memorization showed" not in md

@@ -2,23 +2,32 @@
 
 Keskar, Mudigere, Nocedal, Smelyanskiy & Tang 2017 ("On Large-Batch Training for Deep Learning:
 Generalization Gap and Sharp Minima", ICLR, arXiv:1609.04836). Results per batch size over seeds:
-accuracy, generalization gap, lambda_max (and the trace), Keskar's epsilon-sharpness when the runs
-logged `sharp/` metrics, the loss rise of a 1-D filter-normalized scan (`land/rise_<split>`); the linear
-interpolation from the small-batch to the large-batch solution of each seed (Keskar's Figure 3, from
-the sweep's post step, `<sweep>/interpolation/`), with the loss rise beyond each end.
+accuracy, generalization gap, the training loss reached, lambda_max (and the trace), Keskar's
+epsilon-sharpness when the runs logged it (`sharp/epsilon_sharpness`), the loss rise of a 1-D
+filter-normalized scan (`land/rise_<split>`); the linear interpolation from the small-batch to the
+large-batch solution of each seed (Keskar's Figure 3, from the sweep's post step,
+`<sweep>/interpolation/`), with the loss rise beyond each end.
+
+Per-run quantity for the criteria (`quantities`): `interp/rise_large_minus_small`, on the large-batch run
+of each seed pair: the training-loss rise from t = 1 to the largest t minus the rise from t = 0 to the
+smallest t. The comparison with Keskar et al. is made at a matched training loss or says that the large
+batch under-fit (the criterion `matched_training_loss` of the config, its margin read from sweep.json).
 """
 
 import math
 
 import numpy as np
 
-from analysis import landscapes, plots, runs, stats, tables, wording
+from analysis import landscapes, plots, runs, stats, style, tables, wording
 from analysis.document import Finding, Section, TableBlock
 from analysis.results import Context, Template, num, pct, standard_results
 
 TITLE = "Batch size"
 BATCH_KEY = "training.batch_size"
 HIDDEN_KEYS = ("curvature.every_steps",)  # zipped with the batch size: not a condition of its own
+RISE = "interp/rise_large_minus_small"
+TRAIN_LOSS_MARGIN = 0.05  # nats, when sweep.json records no `matched_training_loss` criterion
+FITS = 0.99  # eval_train accuracy from which a solution is called a minimum in a figure
 
 
 def _batch(run: runs.Run) -> int | None:
@@ -40,14 +49,67 @@ def _by_batch(ctx: Context) -> dict[int, list[runs.Run]]:
 
 
 def _sharp_columns(ctx: Context) -> list[str]:
-  cols = [c for c in ctx.table.columns if c.startswith("sharp/") and ctx.table[c].notna().any()]
+  """The sharpness values the runs logged (Keskar's epsilon-sharpness first), without their standard
+  errors and restart spreads."""
+  cols = [c for c in ctx.table.columns if c.startswith("sharp/") and ctx.table[c].notna().any()
+          and not c.endswith(("_se", "_restart_spread"))]
   eps = [c for c in cols if "eps" in c]
   return (eps or cols)[:3]
 
 
+def _loss_name(ctx: Context) -> str:
+  names = {r.flat_config.get("loss.name", "cross_entropy") for r in ctx.study.runs}
+  return names.pop() if len(names) == 1 else "cross_entropy"
+
+
+def _fits(rs: list[runs.Run]) -> bool:
+  """Whether every run fits its training data (eval_train accuracy >= FITS): only then is its solution
+  called a minimum."""
+  accs = [(r.final_metrics() or {}).get("eval_train/accuracy") for r in rs]
+  return bool(accs) and all(runs._is_number(a) and a >= FITS for a in accs)
+
+
+def _margin(ctx: Context) -> float:
+  """The `matched_training_loss` criterion's margin as recorded in sweep.json (else TRAIN_LOSS_MARGIN)."""
+  for c in (ctx.study.index or {}).get("criteria") or []:
+    if isinstance(c, dict) and c.get("id") == "matched_training_loss" and runs._is_number(c.get("margin")):
+      return float(c["margin"])
+  return TRAIN_LOSS_MARGIN
+
+
+def _matched(ctx: Context) -> tuple[wording.Judgement, np.ndarray, np.ndarray] | None:
+  """Whether the largest and smallest batch reached the same training loss (eval_train) within the
+  margin: the judgement of large - small, and the two groups' values."""
+  groups = _by_batch(ctx)
+  if len(groups) < 2:
+    return None
+  x = ctx.values(groups[max(groups)], "eval_train/loss")
+  y = ctx.values(groups[min(groups)], "eval_train/loss")
+  if not (len(x) and len(y)):
+    return None
+  unit = style.loss_unit(_loss_name(ctx))
+  return wording.judge(stats.difference_interval(x, y), "=", margin=_margin(ctx), unit=unit,
+                       fmt=lambda v: f"{v:+.3g}"), x, y
+
+
+def _pair_runs(name: str) -> tuple[str, str] | None:
+  small, sep, large = name.partition("__")
+  return (small, large) if sep else None
+
+
+def _quantities(ctx: Context) -> dict[str, dict[str, float]]:
+  """{large-batch run: {RISE: rise beyond the large-batch end - rise beyond the small-batch end}}."""
+  out = {}
+  for name, scan in landscapes.interpolations(ctx.study.root, []).items():
+    pair, rises = _pair_runs(name), _end_rises(scan, "eval_train")
+    if pair and rises is not None:
+      out[pair[1]] = {RISE: rises[1] - rises[0]}
+  return out
+
+
 def _end_rises(scan: landscapes.Scan, split: str) -> tuple[float, float, float] | None:
   """(rise beyond the small-batch end, rise beyond the large-batch end, barrier) of the loss: the loss
-  at the smallest t minus at t = 0, at the largest t minus at t = 1 (nats)."""
+  at the smallest t minus at t = 0, at the largest t minus at t = 1 (in the loss's unit)."""
   ts = scan.axes[0]
   loss = scan.values.get(split, {}).get("loss")
   i0, i1 = np.flatnonzero(np.isclose(ts, 0.0)), np.flatnonzero(np.isclose(ts, 1.0))
@@ -63,17 +125,22 @@ def _results(ctx: Context):
   rise = [m for m in ("land/rise_eval_train",) if m in ctx.table.columns]
   bars = ("test/accuracy", "gap/accuracy", "curv/lambda_max", *sharp, *rise)
   blocks = standard_results(ctx, bar_metrics=bars, bar_key=BATCH_KEY)
-  metrics = ["test/accuracy", "eval_train/accuracy", "gap/accuracy", "gap/loss", "curv/lambda_max",
-             "curv/trace", *sharp, "land/rise_eval_train", "land/rise_test"]
+  metrics = ["test/accuracy", "eval_train/accuracy", "eval_train/loss", "gap/accuracy", "gap/loss",
+             "curv/lambda_max", "curv/trace", *sharp, "land/rise_eval_train", "land/rise_test"]
   metrics = [m for m in metrics if m in ctx.table.columns and ctx.table[m].notna().any()]
+  unit = style.loss_unit(_loss_name(ctx))
   if metrics:
     blocks.insert(0, TableBlock("batch_size", tables.mean_std_table(
         ctx.table, [BATCH_KEY], metrics,
-        names={"land/rise_eval_train": "rise, train", "land/rise_test": "rise, test"}, caption=(
-            "Per batch size, mean ± standard deviation over seeds: accuracies in percent, gaps train minus "
-            "test; λ_max and trace of the training-loss Hessian at the end (fixed probe set); sharp/: the "
-            "sharpness measures logged in training, if any; rise: the mean loss at ±1 along a "
-            "filter-normalized random direction minus the loss at the solution (nats)."))))
+        names={"land/rise_eval_train": "rise, train", "land/rise_test": "rise, test",
+               "sharp/epsilon_sharpness": "ε-sharpness"}, caption=(
+            f"Per batch size, mean ± standard deviation over seeds: accuracies in percent, losses in {unit}, "
+            "gaps train minus test (train: the fixed eval_train subset, whose loss is the one the "
+            "`matched_training_loss` criterion compares); λ_max and trace of the training-loss Hessian at "
+            "the end (fixed probe set); ε-sharpness: Keskar et al.'s Metric 2.1, 100 (max over the box of "
+            "the loss increase) / (1 + loss), a lower bound from random restarts of projected ascent; "
+            "rise: the mean loss at ±1 along a filter-normalized random direction minus the loss at the "
+            f"solution ({unit})."))))
   curves = landscapes.interpolations(ctx.study.root, ctx.problems)
   if curves:
     first = next(iter(curves.values()))
@@ -91,30 +158,39 @@ def _results(ctx: Context):
       a, b = first.info.get("batch_size_a"), first.info.get("batch_size_b")
       xlabel = f"α: (1 − α) θ(batch {a}) + α θ(batch {b})"
       fig = ctx.figure(f"interpolation_{metric}", lambda p, lines=lines, metric=metric, xlabel=xlabel: (
-          plots.interpolation_curves(ts, lines, metric=metric, xlabel=xlabel, path=p)),
+          plots.interpolation_curves(ts, lines, metric=metric, xlabel=xlabel, loss_name=_loss_name(ctx),
+                                     path=p)),
           f"{metric.capitalize()} along the line from the batch-{a} solution (α = 0) to the batch-{b} "
           f"solution (α = 1) of each seed, extended to α in [{ts[0]:g}, {ts[-1]:g}] (Keskar et al. 2017, "
           f"Fig. 3); train: {n.get('eval_train')} eval_train examples, test: {n.get('test')} test "
-          f"examples; BatchNorm mode {first.info.get('bn_mode')}.")
+          f"examples" + (f"; loss in {unit}" if metric == "loss" else "; accuracy in percent") + ".")
       if fig:
         blocks.insert(2 if metric == "loss" else 3, fig)
-  one_d = {}
+  one_d, shown = {}, []
   for b, rs in _by_batch(ctx).items():
-    scan = next((s for s in (landscapes.latest_scan(r, "1d") for r in rs) if s is not None), None)
-    if scan is not None and "eval_train" in scan.values:
+    run = next((r for r in rs if (s := landscapes.latest_scan(r, "1d")) is not None
+                and "eval_train" in s.values), None)
+    if run is not None:
+      scan = landscapes.latest_scan(run, "1d")
       one_d[f"batch {b}"] = (scan.axes[0], scan.values["eval_train"]["loss"], scan)
+      shown.append(run)
   if one_d:
     alphas = next(iter(one_d.values()))[0]
+    at_minimum = _fits(shown)
     if all(len(v[0]) == len(alphas) for v in one_d.values()):
       s0 = next(iter(one_d.values()))[2]
       fig = ctx.figure("landscape_1d", lambda p: plots.loss_curve_1d(
           alphas, {k: v[1] for k, v in one_d.items()}, xlabel="step along a filter-normalized direction α",
-          path=p), (
-          "Training loss (eval_train, "
+          loss_name=_loss_name(ctx), at_minimum=at_minimum, path=p), (
+          f"Training loss ({unit}; eval_train, "
           f"{(s0.info.get('splits') or {}).get('eval_train', {}).get('num_examples')} examples) along one "
-          "random filter-normalized direction through each batch size's solution (one seed each; Li et al. "
-          "2018 find that with filter normalization large batches give visually sharper minima, though not "
-          "dramatically so, with higher test error)."))
+          "random filter-normalized direction through each batch size's final parameters (one seed each; "
+          + ("every run shown fits its training data, eval_train accuracy ≥ "
+             f"{100 * FITS:g}%, so the centre is called a minimum" if at_minimum else
+             f"not every run shown reaches {100 * FITS:g}% eval_train accuracy, so the centre is the trained "
+             "parameters, not a minimum")
+          + "; Li et al. 2018 find that with filter normalization large batches give visually sharper "
+          "minima, though not dramatically so, with higher test error)."))
       if fig:
         blocks.append(fig)
   return [Section("Results", blocks)], _findings(ctx, curves)
@@ -157,6 +233,16 @@ def _findings(ctx: Context, curves: dict) -> list[Finding]:
             f"(ratio of geometric means; {wording.interval_text(iv, **wording.TIMES)}).",
             {"metric": metric, "large": large, "small": small, "ratio": iv.estimate, "ci": (iv.lo, iv.hi),
              "interval": iv.as_dict(), "mean large": float(x.mean()), "mean small": float(y.mean())}))
+  matched = _matched(ctx)
+  if matched is not None:
+    j, x, y = matched
+    unit = style.loss_unit(_loss_name(ctx))
+    out.append(Finding(
+        f"Training loss (eval_train) at the end: {x.mean():.3g} {unit} with batch {max(groups)} vs "
+        f"{y.mean():.3g} with batch {min(groups)}; equal within ±{_margin(ctx):g} {unit}: this {j.text}.",
+        {"metric": "eval_train/loss", "large": max(groups), "small": min(groups), "verdict": j.verdict,
+         "mean large": float(x.mean()), "mean small": float(y.mean())}))
+  unit = style.loss_unit(_loss_name(ctx))
   for split in ("eval_train", "test"):
     rises = [r for s in curves.values() if (r := _end_rises(s, split)) is not None]
     if rises:
@@ -165,14 +251,16 @@ def _findings(ctx: Context, curves: dict) -> list[Finding]:
       t0, t1 = first.axes[0][0], first.axes[0][-1]
       where = "training" if split == "eval_train" else "test"
       iv = stats.mean_interval(after - before)  # paired by seed
+      finite = barrier[np.isfinite(barrier)]
+      barrier_mean = float(finite.mean()) if len(finite) else math.nan
+      barrier_text = f"; barrier between them {barrier_mean:.3g} {unit}" if len(finite) else ""
       out.append(Finding(
-          f"Interpolation ({len(rises)} seed pair(s)), {where} loss: it rises by {before.mean():.3g} nats "
-          f"from the small-batch solution to α = {t0:g} and by {after.mean():.3g} nats from the large-batch "
-          f"solution to α = {t1:g} (large minus small side, paired: "
-          f"{wording.interval_text(iv, 'nats', lambda v: f'{v:+.3g}')}); barrier between them "
-          f"{np.nanmean(barrier):.3g} nats.",
+          f"Interpolation ({len(rises)} seed pair(s)), {where} loss: it rises by {before.mean():.3g} {unit} "
+          f"from the small-batch solution to α = {t0:g} and by {after.mean():.3g} {unit} from the "
+          f"large-batch solution to α = {t1:g} (large minus small side, paired: "
+          f"{wording.interval_text(iv, unit, lambda v: f'{v:+.3g}')}){barrier_text}.",
           {"split": split, "rise small side": float(before.mean()), "rise large side": float(after.mean()),
-           "barrier": float(np.nanmean(barrier)), "pairs": len(rises), "interval": iv.as_dict()}))
+           "barrier": barrier_mean, "pairs": len(rises), "interval": iv.as_dict()}))
   return out
 
 
@@ -192,28 +280,39 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
          "Figure 3)."]
   items = []
   groups = _by_batch(ctx)
-  if len(groups) >= 2:
+  matched = _matched(ctx)
+  unit = style.loss_unit(_loss_name(ctx))
+  if matched is not None:
+    j, x, y = matched
     small, large = min(groups), max(groups)
-    tr_s = ctx.values(groups[small], "eval_train/accuracy")
-    tr_l = ctx.values(groups[large], "eval_train/accuracy")
-    gap = _find(findings, metric="gap/accuracy")
-    if len(tr_s) and len(tr_l) and gap:
-      same = wording.judge(stats.difference_interval(tr_l, tr_s), "=", margin=0.02, **wording.POINTS)
-      fit = {"no difference": "training accuracy within ±2 points, as in Keskar et al.; ",
-             "contradicts": "the training accuracies differ by more than 2 points, unlike Keskar et al.'s "
-                            "runs, so the gaps are not comparable; "}.get(
-                                same.verdict, "training accuracy not shown to be within ±2 points; ")
-      wider = wording.judge(stats.Interval.from_dict(gap["interval"]), ">", **wording.POINTS)
-      items.append(f"Training accuracy (eval_train): {pct(tr_l.mean())} with batch {large} vs "
-                   f"{pct(tr_s.mean())} with batch {small} (this {same.text}); accuracy gap "
-                   f"{100 * gap['difference']:+.2f} points with the large batch: " + fit
-                   + f"a larger gap, as they report: this {wider.text}.")
+    premise = (f"Training loss (eval_train): {x.mean():.3g} {unit} with batch {large} vs {y.mean():.3g} with "
+               f"batch {small}; equal within ±{_margin(ctx):g} {unit} (Keskar et al.'s runs reach similar "
+               f"training accuracy): this {j.text}. ")
+    if j.verdict == "no difference":
+      premise += "The comparisons below are at a matched training loss, as Keskar et al.'s."
+    elif j.verdict == "contradicts" and x.mean() > y.mean():
+      premise += ("The large batch under-fit at this epoch budget: the comparisons below are between a "
+                  "solution and a less-trained network, not between two minima, and do not test Keskar et "
+                  "al.'s claim as stated.")
+    elif j.verdict == "contradicts":
+      premise += ("The small batch ended at the higher training loss: the comparisons below are not at a "
+                  "matched training loss.")
+    else:
+      premise += "The comparisons below are not shown to be at a matched training loss."
+    items.append(premise)
+  gap = _find(findings, metric="gap/accuracy")
+  if gap:
+    wider = wording.judge(stats.Interval.from_dict(gap["interval"]), ">", **wording.POINTS)
+    items.append(f"Accuracy gap (train minus test), batch {gap['large']} minus {gap['small']}: "
+                 f"{100 * gap['difference']:+.2f} points; larger with the large batch, as Keskar et al. "
+                 f"report: this {wider.text}.")
   v = _find(findings, metric="test/accuracy")
   if v:
     j = wording.judge(stats.Interval.from_dict(v["interval"]), "<", **wording.POINTS)
     items.append(f"Test accuracy, batch {v['large']} minus {v['small']}: {100 * v['difference']:+.2f} "
                  f"points; lower with the large batch, as Keskar et al. report: this {j.text}.")
-  for metric, name in (("curv/lambda_max", "λ_max"), *((c, c) for c in _sharp_columns(ctx))):
+  names = {"sharp/epsilon_sharpness": "ε-sharpness (Keskar's Metric 2.1)"}
+  for metric, name in (("curv/lambda_max", "λ_max"), *((c, names.get(c, c)) for c in _sharp_columns(ctx))):
     v = _find(findings, metric=metric)
     if v:
       j = wording.judge(stats.Interval.from_dict(v["interval"]), ">", **wording.TIMES)
@@ -224,9 +323,9 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
                  "and the trace stand in for it.")
   v = _find(findings, split="eval_train")
   if v:
-    j = wording.judge(stats.Interval.from_dict(v["interval"]), ">", unit="nats", fmt=lambda x: f"{x:+.3g}")
-    items.append(f"Interpolation, training loss: {v['rise large side']:.3g} nats beyond the large-batch end "
-                 f"vs {v['rise small side']:.3g} beyond the small-batch end; steeper on the large-batch "
+    j = wording.judge(stats.Interval.from_dict(v["interval"]), ">", unit=unit, fmt=lambda x: f"{x:+.3g}")
+    items.append(f"Interpolation, training loss: {v['rise large side']:.3g} {unit} beyond the large-batch "
+                 f"end vs {v['rise small side']:.3g} beyond the small-batch end; steeper on the large-batch "
                  f"side, as in Keskar et al.'s Figure 3: this {j.text}.")
   if not items:
     items.append("No pair of batch sizes with readable results: no comparison is made.")
@@ -249,6 +348,11 @@ def _limitations(ctx: Context) -> list[str]:
   if fraction and max(fraction) < 0.1:
     out.append(f"The largest batch is {100 * max(fraction):.1f}% of the training set, below Keskar et al.'s "
                "10%.")
+  matched = _matched(ctx)
+  if matched is not None and matched[0].verdict != "no difference":
+    out.append(f"The batch sizes are not shown to reach the same training loss (within ±{_margin(ctx):g} "
+               f"{style.loss_unit(_loss_name(ctx))}): sharpness and test accuracy are compared between runs "
+               "at different stages of fitting, which confounds the batch size with under-fitting.")
   if not landscapes.interpolations(ctx.study.root, []):
     out.append("No interpolation under `interpolation/`: the sweep's post step did not run (or failed; see "
                "`post_sweep` in sweep.json).")
@@ -260,4 +364,4 @@ TEMPLATE = Template(
     "Does large-batch training at the same learning rate and epochs find sharper minima that "
     "generalize worse (Keskar et al. 2017)? Accuracy, generalization gap, λ_max and sharpness per batch "
     "size over seeds, and the loss along the line from the small-batch to the large-batch solution.",
-    _applies, _results, _comparison, _limitations)
+    _applies, _results, _comparison, _limitations, quantities=_quantities)

@@ -1,0 +1,114 @@
+"""The reports of the batch_size, sam, skip_connections and depth_width studies on synthetic sweeps: the
+criteria are the configs' own (`get_criteria`, written to sweep.json as a sweep records them), the runs'
+numbers are made up so that each verdict is known in advance, and the report must reach it (and its
+text must agree with it)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from analysis import report
+from experiments.configs import batch_size
+from research.core import criteria
+
+
+def _nested(flat: dict) -> dict:
+  out: dict = {}
+  for key, value in flat.items():
+    node = out
+    *parents, last = key.split(".")
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[last] = value
+  return out
+
+
+def _write_sweep(root: Path, study: str, trials: list[dict], specs: list[dict]) -> Path:
+  """trials: {"overrides": {...}, "config": {dotted key: value}, "final": {...}, "history": [{...}]}."""
+  index = []
+  for i, t in enumerate(trials):
+    name = f"{i:03d}-" + "-".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in t["overrides"].items())
+    d = root / name
+    d.mkdir(parents=True)
+    flat = {"study": study, "loss.name": "cross_entropy"} | t.get("config", {}) | t["overrides"]
+    (d / "config.json").write_text(json.dumps(_nested(flat)))
+    seed = t["overrides"].get("seed", 0)
+    (d / "meta.json").write_text(json.dumps({"status": "done", "seed": seed, "git": "abc123def4567"}))
+    (d / "summary.json").write_text(json.dumps({"status": "done", "final": t["final"]}))
+    history = t.get("history", [])
+    last = max([h["step"] for h in history] + [100])
+    lines = history + [{"step": last} | t["final"]]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    index.append({"index": i, "name": name, "overrides": t["overrides"], "status": "done",
+                  "started": "2026-12-02T10:00:00+00:00", "ended": "2026-12-02T10:01:00+00:00"})
+  (root / "sweep.json").write_text(json.dumps({
+      "study": study, "variant": "quick", "common_overrides": {}, "trials": index,
+      "criteria": [c.to_dict() for c in criteria.parse(specs)],
+      "criteria_registered": "2026-12-02T09:59:00+00:00"}))
+  return root
+
+
+def _verdicts(root: Path) -> tuple[dict, str]:
+  written = report.write_report(root)
+  record = json.loads((root / "report" / "verdicts.json").read_text())
+  out: dict = {}
+  for v in record["verdicts"]:
+    out[v["id"] + (f" [{v['scope']}]" if v["scope"] else "")] = v["verdict"]
+  return out, written.markdown.read_text()
+
+
+def _curve(values: list[float], every: int = 5) -> list[dict]:
+  return [{"step": every * i, "curv/lambda_max": v} for i, v in enumerate(values)]
+
+
+# ----------------------------------------------------------------------------------------------------
+# batch_size
+
+
+def _batch_size_sweep(root: Path, large_train_loss: list[float]) -> Path:
+  small, large = batch_size.BATCH_SIZES["quick"]
+  trials = []
+  for b in (small, large):
+    for seed in range(3):
+      big = b == large
+      final = {"test/accuracy": (0.85 if big else 0.89) + 0.002 * seed,
+               "eval_train/accuracy": 0.995, "gap/accuracy": 0.1,
+               "eval_train/loss": large_train_loss[seed] if big else 0.010 + 0.001 * seed,
+               "sharp/epsilon_sharpness": (30.0 if big else 10.0) + seed,
+               "curv/lambda_max": (80.0 if big else 40.0) + 2 * seed}
+      trials.append({"overrides": {"training.batch_size": b, "curvature.every_steps": 4 if big else 16,
+                                   "seed": seed},
+                     "config": {"optimizer.name": "adam"}, "final": final,
+                     "history": _curve([5.0, 20.0, final["curv/lambda_max"]])})
+  _write_sweep(root, "batch_size", trials, batch_size.get_criteria("quick"))
+  ts = batch_size.INTERPOLATION_TS
+  names = sorted(p.name for p in root.iterdir() if p.is_dir())
+  for seed in range(3):
+    s_name = next(n for n in names if f"batch_size={small}-" in n and n.endswith(f"seed={seed}"))
+    l_name = next(n for n in names if f"batch_size={large}-" in n and n.endswith(f"seed={seed}"))
+    # a parabola around t = 0 of curvature 1 and around t = 1 of curvature 4 + seed: steeper beyond the
+    # large-batch end; the rise difference per seed is (4 + seed) - 1
+    loss = np.where(ts < 0.5, 0.01 + ts ** 2, 0.01 + (4.0 + seed) * (ts - 1) ** 2)
+    d = root / "interpolation"
+    d.mkdir(exist_ok=True)
+    info = {"seed_a": seed, "batch_size_a": small, "batch_size_b": large}
+    arrays = {"eval_train/loss": loss, "eval_train/accuracy": 1 - loss}
+    np.savez(d / f"{s_name}__{l_name}.npz", axis_0=ts, **arrays, info=np.asarray(json.dumps(info)))
+  return root
+
+
+def test_batch_size_report_judges_keskar_at_a_matched_training_loss(tmp_path):
+  root = _batch_size_sweep(tmp_path / "matched", [0.011, 0.010, 0.012])
+  verdicts, md = _verdicts(root)
+  assert verdicts == {"epsilon_sharpness": "holds", "lambda_max": "holds", "test_accuracy": "holds",
+                      "matched_training_loss": "holds", "interpolation": "holds"}
+  assert "at a matched training loss, as Keskar" in md and "The large batch under-fit" not in md
+  assert "nats" in md
+
+
+def test_batch_size_report_says_the_large_batch_under_fit(tmp_path):
+  root = _batch_size_sweep(tmp_path / "underfit", [0.30, 0.32, 0.31])
+  verdicts, md = _verdicts(root)
+  assert verdicts["matched_training_loss"] == "fails"
+  assert "The large batch under-fit" in md

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis import report
-from experiments.configs import batch_size
+from experiments.configs import batch_size, sam
 from research.core import criteria
 
 
@@ -112,3 +112,35 @@ def test_batch_size_report_says_the_large_batch_under_fit(tmp_path):
   verdicts, md = _verdicts(root)
   assert verdicts["matched_training_loss"] == "fails"
   assert "The large batch under-fit" in md
+
+
+# ----------------------------------------------------------------------------------------------------
+# sam
+
+
+def test_sam_report_judges_each_loss_on_its_own(tmp_path):
+  """Cross-entropy runs where SAM is flatter and more accurate, MSE runs where it is the opposite: pooled,
+  the two would cancel; judged per loss, each gets its own verdict, and the figure keeps them apart."""
+  trials = []
+  sign = {"cross_entropy": 1.0, "mse": -1.0}
+  for loss in ("cross_entropy", "mse"):
+    for method, over in sam.METHODS.items():
+      for seed in range(3):
+        better = {"sgd": 0.0, "sam": 1.0, "asam": 2.0}[method] * sign[loss]
+        final = {"test/accuracy": 0.80 + 0.02 * better + 0.001 * seed, "gap/accuracy": 0.05,
+                 "curv/lambda_max": 40.0 * 1.5 ** -better + seed,
+                 "curv/lambda_1_over_lambda_k": 6.0 * 1.5 ** -better + 0.1 * seed,
+                 "sharp/worst_case_l2": 0.5 * 1.5 ** -better + 0.01 * seed}
+        trials.append({"overrides": over | {"loss.name": loss, "seed": seed},
+                       "config": {"optimizer.name": "momentum", "optimizer.momentum": 0.9,
+                                  "training.batch_size": 128, "curvature.k": 5, "curvature.bn_mode": "batch",
+                                  "curvature.chunk_size": 128},
+                       "final": final, "history": _curve([5.0, 30.0, final["curv/lambda_max"]])})
+  root = _write_sweep(tmp_path / "sam", "sam", trials, sam.get_criteria("quick"))
+  verdicts, md = _verdicts(root)
+  for cid in ("sam_lambda_max", "sam_top_ratio", "sam_worst_case", "sam_test_accuracy", "asam_test_accuracy"):
+    assert verdicts[f"{cid} [name=cross_entropy]"] == "holds", cid
+    assert verdicts[f"{cid} [name=mse]"] == "fails", cid
+  assert (root / "report" / "figures" / "methods.png").exists()
+  assert "sam, mse: SGD-momentum 0.9 + SAM ρ=0.05 (batch 128)" in md
+  assert "λ_1/λ_5" in md

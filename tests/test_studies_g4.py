@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis import report
-from experiments.configs import hessian_spectrum, label_noise
+from experiments.configs import compression, hessian_spectrum, label_noise
 from research.core import criteria as criteria_lib
 
 
@@ -151,3 +151,27 @@ def test_label_noise_verdicts(tmp_path):
   assert verdicts[("sharpness_rises", "")] == "holds"
   md = written.markdown.read_text()
   assert "memorization showed" not in md
+
+
+# ---------------------------------------------------------------------------------------------------
+# compression
+
+def test_compression_verdicts_rank_the_drop_against_measured_flatness(tmp_path):
+  """lambda_max orders the int4 drops exactly (tau = 1 over 8 runs, p < 0.05: holds); the trace is
+  unrelated to them (inconclusive); the prune0.9 drops fall with lambda_max (tau = -1: fails)."""
+  trials = []
+  lams = [5.0, 7.0, 9.0, 11.0, 13.0, 15.0, 17.0, 19.0]
+  traces = [50.0, 10.0, 40.0, 30.0, 20.0, 60.0, 35.0, 45.0]  # no order with the drops
+  for i, (lam, tr) in enumerate(zip(lams, traces)):
+    lr, rho = ((0.01, 0.0), (0.03, 0.0), (0.1, 0.0), (0.1, 0.05))[i // 2]
+    final = {"test/accuracy": 0.85, "curv/lambda_max": lam, "curv/trace": tr, "compress/test_accuracy": 0.85}
+    for level, drop in (("int8", 0.0), ("int4", 0.01 * lam), ("prune0.9", 0.3 - 0.01 * lam)):
+      final |= {f"compress/test_drop_{level}": drop, f"compress/test_accuracy_{level}": 0.85 - drop}
+    trials.append({"overrides": {"schedule.lr": lr, "optimizer.sam.rho": rho, "seed": i % 2},
+                   "config": {"optimizer.name": "sgd", "training.num_steps": 2000}, "final": final})
+  verdicts, written = _verdicts(_sweep(tmp_path / "cp", "compression", compression, trials))
+  assert verdicts[("quantize_lambda_max", "")] == "holds"
+  assert verdicts[("quantize_trace", "")] == "inconclusive"
+  assert verdicts[("prune_lambda_max", "")] == "fails"
+  assert ("prune_trace", "") in verdicts
+  assert "level chosen from the drops" in written.markdown.read_text()

@@ -25,6 +25,18 @@ Published results it probes:
   worst-case loss in an l2 ball, and with it the top Hessian eigenvalue.
 Expected: smaller lambda_max / trace (larger step size, SAM) -> smaller accuracy drop at each level.
 
+Pre-registered criteria (`get_criteria`, recorded in sweep.json before the runs), at two levels fixed in
+advance, 4-bit quantization (`int4`, the low-precision regime of the flat-minimum argument) and 90%
+sparsity (`prune0.9`): Kendall's tau over all runs (conditions and seeds pooled) between the test
+accuracy drop (`compress/test_drop_<level>`, points lost against the run's own uncompressed accuracy)
+and the run's measured flatness at the end of training (`curv/lambda_max`, `curv/trace`: `by` names a
+column of the runs table) is > 0, judged by its two-sided p-value at 0.05:
+- `quantize_lambda_max`, `quantize_trace`: Hochreiter & Schmidhuber 1997 (flat minima tolerate
+  low-precision weights); Dong et al. 2019/2020 (HAWQ, HAWQ-V2: quantization error weighted by the top
+  eigenvalue / the trace).
+- `prune_lambda_max`, `prune_trace`: LeCun et al. 1990, Hassibi & Stork 1993 (the loss increase of
+  removing weights is about 1/2 dw^T H dw).
+
 Commands:
   python -m experiments.sweep --config experiments/configs/compression.py:quick \
       --workdir runs/compression-quick --parallel 2
@@ -44,8 +56,9 @@ Variants:
   min 41 s for the sweep and its report with `--parallel 2` on 2 quiet CPU cores (2026-11-22, load
   average 2-7 from the study's own processes, cold compilation cache; 8 trials of 30-42 s).
 - `paper`: ResNet-20 (BatchNorm) on CIFAR-10, SGD with momentum 0.9, lr 0.1 with cosine decay, weight
-  decay 5e-4, crop and flip, 200 epochs, 3 seeds; the Hessian on 5,000 training images (50 probes);
-  the same compression levels. For a GPU; CIFAR-10 needs TFDS's download.
+  decay 5e-4, crop and flip, 200 epochs, 3 seeds; the Hessian of the loss training descends (BatchNorm
+  with batch statistics over ghost batches of the run's training batch size) on 6,144 training images
+  (50 probes); the same compression levels. For a GPU; CIFAR-10 needs TFDS's download.
 """
 
 from research import sweeps
@@ -63,7 +76,7 @@ def get_config(arg: str | None = "quick"):
   c = default_config()
   c.study = "compression"
   c.curvature.at_end = True
-  c.curvature.bn_mode = "eval"
+  c.curvature.bn_mode = "eval"  # quick: an MLP without normalization (the mode is moot); paper: batch
   c.compression.at_end = True
   c.compression.bits = BITS
   c.compression.sparsities = SPARSITIES
@@ -108,8 +121,9 @@ def get_config(arg: str | None = "quick"):
     c.training.num_epochs = 200
     c.eval.every_epochs = 10
     c.log_every = 100
-    c.curvature.num_examples = 5000
-    c.curvature.chunk_size = 500
+    c.curvature.bn_mode = "batch"  # the loss training descends: ghost batches of the training batch size
+    c.curvature.num_examples = 6144  # a multiple of both batch sizes (128, 2048)
+    c.curvature.chunk_size = 128
     c.curvature.trace_probes = 50
     c.compression.chunk_size = 1000
   return c
@@ -122,6 +136,30 @@ def get_sweep(arg: str | None = "quick") -> list[dict]:
     conditions = [{"schedule.lr": lr, "optimizer.sam.rho": 0.0} for lr in (0.01, 0.03, 0.1)]
     conditions.append({"schedule.lr": 0.1, "optimizer.sam.rho": 0.05})
   else:
-    conditions = [{"training.batch_size": b, "optimizer.sam.rho": 0.0} for b in (128, 2048)]
-    conditions.append({"training.batch_size": 128, "optimizer.sam.rho": 0.05})
+    conditions = [{"training.batch_size": b, "curvature.chunk_size": b, "optimizer.sam.rho": 0.0}
+                  for b in (128, 2048)]
+    conditions.append({"training.batch_size": 128, "curvature.chunk_size": 128, "optimizer.sam.rho": 0.05})
   return sweeps.product(conditions, sweeps.seeds(2 if (arg or "quick") == "quick" else 3))
+
+
+LEVELS = ("int4", "prune0.9")  # the pre-registered levels (names of research.measures.compression.level_name)
+
+
+def get_criteria(arg: str | None = "quick") -> list[dict]:
+  """The published claims as criteria registered before the runs: Kendall's tau of the accuracy drop at
+  each pre-registered level with each flatness measure over all runs (`by`: a column of the runs table)."""
+  get_config(arg)
+  sources = {"int4": "Hochreiter & Schmidhuber 1997 (Flat Minima, Neural Computation 9(1)); Dong et al. 2019 "
+                     "(HAWQ, ICCV, arXiv:1905.03696)",
+             "prune0.9": "LeCun, Denker & Solla 1990 (Optimal Brain Damage, NIPS 2); Hassibi & Stork 1993 "
+                         "(Optimal Brain Surgeon, NIPS 5)"}
+  what = {"int4": ("quantize", "4-bit quantization"), "prune0.9": ("prune", "pruning 90% of the weights")}
+  out = []
+  for level in LEVELS:
+    short, name = what[level]
+    for measure, label in (("curv/lambda_max", "lambda_max"), ("curv/trace", "trace")):
+      out.append({"id": f"{short}_{label}", "claim": f"Sharper solutions (larger Hessian {label} at the end "
+                  f"of training) lose more test accuracy to {name}", "source": sources[level],
+                  "quantity": f"compress/test_drop_{level}", "compare": "kendall", "expected": ">",
+                  "by": measure})
+  return out

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis import report
-from experiments.configs import batch_size, sam
+from experiments.configs import batch_size, sam, skip_connections
 from research.core import criteria
 
 
@@ -144,3 +144,45 @@ def test_sam_report_judges_each_loss_on_its_own(tmp_path):
   assert (root / "report" / "figures" / "methods.png").exists()
   assert "sam, mse: SGD-momentum 0.9 + SAM ρ=0.05 (batch 128)" in md
   assert "λ_1/λ_5" in md
+
+
+# ----------------------------------------------------------------------------------------------------
+# skip_connections
+
+
+def _skip_sweep(root: Path, seeds: int) -> Path:
+  trials = []
+  for depth in skip_connections.DEPTHS["quick"]:
+    for skip in (True, False):
+      for seed in range(seeds):
+        deep = depth == max(skip_connections.DEPTHS["quick"])
+        chaotic = deep and not skip
+        final = {"test/accuracy": (0.60 if chaotic else 0.88) + 0.005 * seed,
+                 "eval_train/accuracy": 0.36 if chaotic else 0.995,
+                 "curv/lambda_max": 50.0 + seed, "curv/lambda_min": -(20.0 if chaotic else 1.0) - 0.5 * seed,
+                 "land/nonconvex_eval_train": (0.4 if chaotic else 0.02) + 0.01 * seed}
+        overrides = {"model.name": f"resnet{depth}", "model.knobs.skip": skip, "seed": seed}
+        trials.append({"overrides": overrides, "final": final,
+                       "config": {"curvature.bn_mode": "batch", "curvature.chunk_size": 64,
+                                  "optimizer.name": "momentum", "training.batch_size": 64},
+                       "history": _curve([100.0, 70.0, final["curv/lambda_max"]])})
+  _write_sweep(root, "skip_connections", trials, skip_connections.get_criteria("quick"))
+  xs = np.linspace(-1, 1, 5)
+  for d in (p for p in root.iterdir() if p.is_dir()):
+    (d / "landscape").mkdir()
+    loss = 0.1 + xs[:, None] ** 2 + xs[None, :] ** 2
+    info = {"bn_mode": "eval", "splits": {"eval_train": {"num_examples": 256}}}
+    np.savez(d / "landscape" / "step100_2d.npz", axis_0=xs, axis_1=xs, **{"eval_train/loss": loss},
+             info=np.asarray(json.dumps(info)))
+  return root
+
+
+def test_skip_connections_report_needs_seeds_and_a_fitted_network_for_a_minimum(tmp_path):
+  verdicts, md = _verdicts(_skip_sweep(tmp_path / "three", 3))
+  assert verdicts == {"nonconvexity_ratio": "holds", "landscape_nonconvex": "holds", "test_accuracy": "holds"}
+  # resnet32 without skips reaches 36% training accuracy: its landscape centre is not a minimum
+  assert "not called a minimum: resnet32, no skips (36.0%)" in md
+  assert "ghost batches of 64 examples" in md
+  verdicts, md = _verdicts(_skip_sweep(tmp_path / "one", 1))
+  assert set(verdicts.values()) == {"inconclusive"}
+  assert "inconclusive with 1 vs 1 seeds" in md and "One seed per network" in md

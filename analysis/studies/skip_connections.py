@@ -6,14 +6,16 @@ at several depths, and the Hessian's |lambda_min / lambda_max| as a measure of n
 accuracy, lambda_max, lambda_min / lambda_max per model; the landscapes' contours on one colour scale;
 the landscape summaries of research/landscape/tracking.py (`land/rise_<split>`: the mean loss rise at
 +-1 filter norm along the two directions; `land/nonconvex_<split>`: the share of grid points where the
-surface curves down).
+surface curves down). Per-run quantity for the criteria (`quantities`): `curv/lambda_ratio` =
+|lambda_min| / lambda_max at the end. A landscape's centre is called a minimum only when every network
+drawn fits its training data (eval_train accuracy >= 99%); otherwise it is the trained parameters.
 """
 
 import math
 
 import numpy as np
 
-from analysis import landscapes, plots, runs, stats, tables, wording
+from analysis import landscapes, plots, runs, stats, style, tables, wording
 from analysis.document import Finding, Section, TableBlock
 from analysis.results import Context, Template, num, pct, standard_results
 
@@ -22,6 +24,8 @@ SKIP_KEY = "model.knobs.skip"
 MODEL_KEY = "model.name"
 SPLIT = "eval_train"
 BAR_KEY = "depth, skips"  # the landscape Li et al. draw: the training loss
+RATIO = "curv/lambda_ratio"
+FITS = 0.99  # eval_train accuracy from which a trained network is called a minimum in a figure
 
 
 def _skip(run: runs.Run) -> bool:
@@ -66,15 +70,48 @@ def _values(ctx: Context, rs, metric: str) -> np.ndarray:
   return ctx.values(rs, metric)
 
 
+def _loss_name(ctx: Context) -> str:
+  names = {r.flat_config.get("loss.name", "cross_entropy") for r in ctx.study.runs}
+  return names.pop() if len(names) == 1 else "cross_entropy"
+
+
+def _train_accuracy(run: runs.Run) -> float:
+  a = (run.final_metrics() or {}).get("eval_train/accuracy")
+  return float(a) if runs._is_number(a) else math.nan
+
+
+def _ratio(run: runs.Run) -> float:
+  m = run.final_metrics() or {}
+  lo, hi = m.get("curv/lambda_min"), m.get("curv/lambda_max")
+  if not (runs._is_number(lo) and runs._is_number(hi)) or hi <= 0:
+    return math.nan
+  return abs(float(lo)) / float(hi)
+
+
+def _quantities(ctx: Context) -> dict[str, dict[str, float]]:
+  """{run: {RATIO: |lambda_min| / lambda_max at the end}} (Li et al.'s non-convexity ratio)."""
+  return {r.name: {RATIO: v} for r in ctx.study.runs if math.isfinite(v := _ratio(r))}
+
+
+def _mode_text(ctx: Context) -> str:
+  modes = {r.flat_config.get("curvature.bn_mode", "eval") for r in ctx.study.runs}
+  chunks = {r.flat_config.get("curvature.chunk_size") for r in ctx.study.runs}
+  if modes == {"batch"}:
+    ghost = f" of {chunks.pop()} examples" if len(chunks) == 1 else ""
+    return f"BatchNorm with batch statistics over fixed ghost batches{ghost}, the loss training descends"
+  return f"BatchNorm mode {', '.join(sorted(map(str, modes)))}"
+
+
 def _results(ctx: Context):
   t = ctx.table
-  if "curv/lambda_min" in t.columns and "curv/lambda_max" in t.columns:
-    t["curv/lambda_ratio"] = t["curv/lambda_min"].abs() / t["curv/lambda_max"]
+  ratios = {r.name: _ratio(r) for r in ctx.study.runs}
+  if any(math.isfinite(v) for v in ratios.values()):
+    t[RATIO] = t["run"].map(ratios).astype(float)
   t["condition"] = [_label(_depth_label(r), _skip(r)) for r in ctx.study.runs]
   t[BAR_KEY] = [_short(_depth_label(r), _skip(r)) for r in ctx.study.runs]  # short tick labels
   land = [f"land/rise_{SPLIT}", f"land/nonconvex_{SPLIT}"]
   bars = ("test/accuracy", "curv/lambda_max", "curv/lambda_ratio", *land)
-  blocks = standard_results(ctx, bar_metrics=bars, bar_key=BAR_KEY)
+  blocks = standard_results(ctx, bar_metrics=bars, bar_key=BAR_KEY, thresholds=False)
   metrics = ["test/accuracy", "eval_train/accuracy", "curv/lambda_max", "curv/lambda_min",
              "curv/lambda_ratio", *land, "land/rise_test"]
   metrics = [m for m in metrics if m in t.columns and t[m].notna().any()]
@@ -85,28 +122,42 @@ def _results(ctx: Context):
     blocks.insert(0, TableBlock("skip_connections", tables.mean_std_table(
         t, ["condition"], metrics, names=names, caption=(
             "Per model, mean ± standard deviation over seeds: accuracies in percent; λ_max and λ_min of the "
-            "training-loss Hessian at the end (fixed probe set); |λ_min/λ_max| Li et al.'s non-convexity "
-            "ratio; rise: mean loss at ±1 along each filter-normalized direction minus the loss at the "
-            "trained point (nats); non-convex share: the fraction of the 2-D grid's interior points where "
+            f"training-loss Hessian at the end (fixed probe set; {_mode_text(ctx)}); |λ_min/λ_max| Li et "
+            "al.'s non-convexity ratio; rise: mean loss at ±1 along each filter-normalized direction minus "
+            f"the loss at the trained point ({style.loss_unit(_loss_name(ctx))}); non-convex share: "
+            "the fraction of the 2-D grid's interior points where "
             "the surface curves down (smallest finite-difference curvature below -1% of the largest)."))))
-  panels, first = {}, None
+  panels, first, accs = {}, None, {}
   for (model, skip), rs in _groups(ctx).items():
-    scan = next((s for s in (landscapes.latest_scan(r, "2d") for r in rs) if s is not None), None)
-    if scan is None or SPLIT not in scan.values:
+    run = next((r for r in rs if (s := landscapes.latest_scan(r, "2d")) is not None and SPLIT in s.values),
+               None)
+    if run is None:
       continue
+    scan = landscapes.latest_scan(run, "2d")
     first = first or scan
     xs, ys = scan.axes
-    panels[_label(model, skip)] = (xs, ys, scan.values[SPLIT]["loss"].T)
+    acc = _train_accuracy(run)
+    accs[_label(model, skip)] = acc
+    title = _label(model, skip) + (f" (train {100 * acc:.1f}%)" if math.isfinite(acc) else "")
+    panels[title] = (xs, ys, scan.values[SPLIT]["loss"].T)
   if panels:
     info = first.info
     settings = info.get("settings") or {}
     n = (info.get("splits") or {}).get(SPLIT, {}).get("num_examples", settings.get("num_examples"))
-    fig = ctx.figure("landscapes_2d", lambda p: plots.loss_contours(panels, ncols=2, path=p), (
-        f"Training loss (eval_train, {n} examples) on the plane θ + α d₁ + β d₂ around each model's final "
-        f"parameters (star), {len(first.axes[0])} × {len(first.axes[1])} points, two random Gaussian "
-        f"directions normalized per filter ({settings.get('normalization', 'filter')}; biases and "
-        f"BatchNorm parameters not moved; Li et al. 2018), BatchNorm mode {info.get('bn_mode')}; one seed "
-        "per model, all panels on one colour scale."))
+    at_minimum = all(math.isfinite(a) and a >= FITS for a in accs.values())
+    below = [f"{k} ({100 * a:.1f}%)" for k, a in accs.items() if not (math.isfinite(a) and a >= FITS)]
+    centre = ("a minimum: every network drawn fits its training data (eval_train accuracy ≥ "
+              f"{100 * FITS:g}%)" if at_minimum else "the trained parameters, not called a minimum: "
+              f"{', '.join(below)} below {100 * FITS:g}% eval_train accuracy")
+    fig = ctx.figure("landscapes_2d", lambda p: plots.loss_contours(
+        panels, ncols=2, loss_name=_loss_name(ctx), at_minimum=at_minimum, path=p), (
+        f"Training loss ({style.loss_unit(_loss_name(ctx))}; eval_train, {n} examples) on the plane "
+        "θ + α d₁ + β d₂ around each model's final parameters θ (star: "
+        f"{centre}), {len(first.axes[0])} × {len(first.axes[1])} points, two random Gaussian directions "
+        f"normalized per filter ({settings.get('normalization', 'filter')}; biases and BatchNorm parameters "
+        f"not moved; Li et al. 2018), BatchNorm mode {info.get('bn_mode')} (running statistics, as in Li et "
+        "al.'s code); one seed per model, all panels on one colour scale; each panel's title gives its "
+        "network's final eval_train accuracy."))
     if fig:
       blocks.insert(1, fig)
   return [Section("Results", blocks)], _findings(ctx)
@@ -198,8 +249,12 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
 
 
 def _limitations(ctx: Context) -> list[str]:
+  seeds = min((len(rs) for rs in _groups(ctx).values()), default=0)
   out = ["The landscape uses two random directions and one seed per model: another draw of the directions "
          "changes the picture in detail (Li et al. report it does not change it qualitatively)."]
+  if seeds < 2:
+    out.append("One seed per network: no interval can be formed, so every comparison between networks with "
+               "and without skip connections is inconclusive, whatever the size of the difference.")
   scans = [s for r in ctx.study.runs if (s := landscapes.latest_scan(r, "2d")) is not None]
   if scans:
     n = {str((s.info.get("splits") or {}).get(SPLIT, {}).get("num_examples")) for s in scans}
@@ -208,8 +263,10 @@ def _limitations(ctx: Context) -> list[str]:
                "(Li et al.: the whole training set at 51 × 51); coarse grids smooth out small-scale "
                "non-convexity, and the non-convex share depends on the grid spacing.")
   if any(r.flat_config.get("model.knobs.norm", "batch") == "batch" for r in ctx.study.runs):
-    out.append("BatchNorm in eval mode: every point of the landscape uses the running statistics of the "
-               "trained network, not statistics recomputed for the moved weights.")
+    out.append("The landscapes use BatchNorm in eval mode (Li et al.'s convention): every point uses the "
+               "running statistics of the trained network, not statistics recomputed for the moved weights; "
+               "the Hessian's eigenvalues are of the loss training descends (batch statistics) when "
+               "`curvature.bn_mode` is batch, so the two need not agree in detail.")
   return out
 
 
@@ -217,4 +274,5 @@ TEMPLATE = Template(
     "skip_connections", TITLE,
     "What do skip connections do to the loss landscape and the Hessian, and does that "
     "change with depth? ResNets with and without their skip connections: accuracy, λ_max, |λ_min/λ_max| and "
-    "2-D filter-normalized loss landscapes (Li et al. 2018).", _applies, _results, _comparison, _limitations)
+    "2-D filter-normalized loss landscapes (Li et al. 2018).", _applies, _results, _comparison, _limitations,
+    quantities=_quantities)

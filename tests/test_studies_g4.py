@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis import report
-from experiments.configs import compression, hessian_spectrum, label_noise
+from experiments.configs import compression, hessian_spectrum, label_noise, reparameterization
 from research.core import criteria as criteria_lib
 
 
@@ -175,3 +175,40 @@ def test_compression_verdicts_rank_the_drop_against_measured_flatness(tmp_path):
   assert verdicts[("prune_lambda_max", "")] == "fails"
   assert ("prune_trace", "") in verdicts
   assert "level chosen from the drops" in written.markdown.read_text()
+
+
+# ---------------------------------------------------------------------------------------------------
+# reparameterization
+
+def _reparam_trial(norm: str, seed: int, adaptive_change: float) -> dict:
+  alphas = (0.1, 0.5, 2.0, 10.0)
+  lam = {1.0: 10.0, 0.1: 1000.0, 0.5: 40.0, 2.0: 10.0, 10.0: 10.0}  # max / min = 100
+  final = {"test/accuracy": 0.88, "sharp/lambda_max": lam[1.0], "sharp/average_adaptive": 0.2,
+           "sharp/path_norm": 5.0}
+  for a in alphas:
+    tag = f"@alpha={a:g}"
+    final |= {f"sharp/lambda_max{tag}": lam[a], f"sharp/path_norm{tag}": 5.0,
+              f"sharp/average_adaptive{tag}": 0.2 * (1 + (adaptive_change if a == 10.0 else 1e-6)),
+              f"sharp/max_output_change{tag}": 1e-6}
+  kind, layers = reparameterization.CONDITIONS[norm]
+  record = {"measurements": [], "rescaled": [{"alpha": a, "max_output_change": 1e-6, "max_abs_logit": 12.0,
+                                              "measurements": []} for a in alphas]}
+  return {"overrides": {"model.knobs.norm": norm, "measures.rescale_kind": kind,
+                        "measures.rescale_layers": layers, "seed": seed},
+          "config": {"model.name": "mlp", "training.num_steps": 1500}, "final": final,
+          "files": {"measures/step1500.json": record}}
+
+
+def test_reparameterization_verdicts(tmp_path):
+  trials = [_reparam_trial("none", s, 1e-5) for s in (0, 1)]
+  trials += [_reparam_trial("batch", s, 0.01) for s in (0, 1)]
+  verdicts, written = _verdicts(_sweep(tmp_path / "rp", "reparameterization", reparameterization, trials))
+  # relative logit change 1e-6 / 12 < 1e-4 everywhere
+  assert verdicts[("function_unchanged", "norm=none")] == "holds"
+  assert verdicts[("function_unchanged", "norm=batch")] == "holds"
+  assert verdicts[("lambda_max_changes", "")] == "holds"  # range 100 > 10 in both runs without normalization
+  assert verdicts[("adaptive_invariant", "norm=none")] == "holds"  # 1e-5 < 1e-3
+  assert verdicts[("adaptive_invariant", "norm=batch")] == "fails"  # 1e-2 at alpha = 10
+  assert verdicts[("path_norm_invariant", "")] == "holds"
+  md = written.markdown.read_text()
+  assert "judged by the pre-registered criteria" in md and "| observed |" not in md

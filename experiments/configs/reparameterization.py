@@ -19,6 +19,20 @@ by themselves explain generalization; measures must be invariant to such reparam
 (perturbations scaled by |w|) for that reason; the path norm (Neyshabur et al. 2015) is invariant by
 construction.
 
+Pre-registered criteria (`get_criteria`, recorded in sweep.json before the runs; per-run quantities the
+report template derives from each run's measures on its rescaled copies, judged for every run):
+- `function_unchanged` (per normalization): the largest logit change over the probe set and all alphas,
+  relative to the largest |logit| (`reparam/max_relative_logit_change`), is < 1e-4: the rescaled networks
+  compute the same function (up to float32 rounding).
+- `lambda_max_changes` (no normalization): lambda_max over the rescaled copies spans more than a factor 10
+  (`reparam/lambda_max_range`, max over min of its values at alpha = 1 and every alpha): Dinh et al.'s
+  rescaling changes it at will.
+- `adaptive_invariant` (per normalization): adaptive average sharpness changes by less than 1e-3
+  relative to its value at alpha = 1 (`reparam/average_adaptive_change`; the same noise draws at every
+  alpha, so the Monte-Carlo error cancels): Kwon et al. 2021's scale invariance.
+- `path_norm_invariant` (no normalization): the path norm changes by less than 1e-3 relative
+  (`reparam/path_norm_change`; Neyshabur et al. 2015).
+
 Commands:
   python -m experiments.sweep --config experiments/configs/reparameterization.py:quick \
       --workdir runs/reparameterization-quick --parallel 2
@@ -117,3 +131,28 @@ def get_sweep(arg: str | None = "quick") -> list[dict]:
                               "measures.rescale_kind": [CONDITIONS[n][0] for n in norms],
                               "measures.rescale_layers": [CONDITIONS[n][1] for n in norms]})
   return sweeps.product(conditions, sweeps.seeds(2 if arg == "quick" else 3))
+
+
+def get_criteria(arg: str | None = "quick") -> list[dict]:
+  """The published claims as criteria registered before the runs, on per-run quantities the report
+  template derives from the rescaled measurements (`reparam/...`)."""
+  get_config(arg)
+  dinh = "Dinh et al. 2017 (ICML, arXiv:1703.04933), Sec. 4 and 5"
+  none = {"model.knobs.norm": "none"}
+  return [
+      {"id": "function_unchanged", "claim": "The rescaled networks compute the same function (largest logit "
+       "change relative to the largest |logit|, over all alphas)", "source": dinh,
+       "quantity": "reparam/max_relative_logit_change", "compare": "every", "expected": "<",
+       "threshold": 1e-4, "each": "model.knobs.norm"},
+      {"id": "lambda_max_changes", "claim": "A function-preserving rescaling changes lambda_max by more than "
+       "a factor 10 (max / min over the alphas)", "source": dinh, "quantity": "reparam/lambda_max_range",
+       "compare": "every", "expected": ">", "threshold": 10.0, "a": none},
+      {"id": "adaptive_invariant", "claim": "Adaptive average sharpness is unchanged by the rescaling "
+       "(relative change < 1e-3)", "source": "Kwon et al. 2021 (ASAM, ICML, arXiv:2102.11600), Sec. 3",
+       "quantity": "reparam/average_adaptive_change", "compare": "every", "expected": "<",
+       "threshold": 1e-3, "each": "model.knobs.norm"},
+      {"id": "path_norm_invariant", "claim": "The path norm is unchanged by the rescaling (relative change "
+       "< 1e-3)", "source": "Neyshabur, Salakhutdinov & Srebro 2015 (Path-SGD, NeurIPS, arXiv:1506.02617)",
+       "quantity": "reparam/path_norm_change", "compare": "every", "expected": "<", "threshold": 1e-3,
+       "a": none},
+  ]

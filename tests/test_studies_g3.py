@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis import report
-from experiments.configs import batch_size, sam, skip_connections
+from experiments.configs import batch_size, depth_width, sam, skip_connections
 from research.core import criteria
 
 
@@ -186,3 +186,29 @@ def test_skip_connections_report_needs_seeds_and_a_fitted_network_for_a_minimum(
   verdicts, md = _verdicts(_skip_sweep(tmp_path / "one", 1))
   assert set(verdicts.values()) == {"inconclusive"}
   assert "inconclusive with 1 vs 1 seeds" in md and "One seed per network" in md
+
+
+# ----------------------------------------------------------------------------------------------------
+# depth_width
+
+
+def test_depth_width_report_matches_its_criteria(tmp_path):
+  """Deeper, narrower MLPs end sharper and slightly less accurate (within the 1-point match for the
+  shallowest vs deepest: 0.5 points): every criterion holds, and the comparison says so with the same
+  intervals."""
+  trials = []
+  for depth in depth_width.MLP_DEPTHS:
+    width = depth_width.mlp_width(depth)
+    for seed in range(3):
+      final = {"test/accuracy": 0.880 - 0.0007 * depth + 0.001 * seed, "gap/accuracy": 0.05,
+               "curv/lambda_max": 10.0 * depth + seed}
+      trials.append({"overrides": {"model.knobs.depth": depth, "model.knobs.width": width, "seed": seed},
+                     "config": {"model.name": "mlp", "optimizer.name": "momentum"}, "final": final,
+                     "history": _curve([1.0, 5.0, final["curv/lambda_max"]])})
+  root = _write_sweep(tmp_path / "dw", "depth_width", trials, depth_width.get_criteria("quick"))
+  verdicts, md = _verdicts(root)
+  assert verdicts == {"shallow_wide_accuracy": "holds", "deep_narrow_sharper": "holds",
+                      "width_flatter": "holds"}
+  assert "λ_max falls as the width grows (Li et al.'s wider: flatter): this shows it" in md
+  assert ("the shallow wide network at least as accurate (less than 1 point below, or better): this shows "
+          "it") in md

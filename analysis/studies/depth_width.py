@@ -2,9 +2,10 @@
 
 Networks of several depths at a matched parameter count: test accuracy, generalization gap and the
 final lambda_max and trace, shallowest-and-widest against deepest-and-narrowest with Welch
-intervals over seeds, and Kendall's tau of depth with each. Compared with Zagoruyko & Komodakis 2016
-(wide shallow residual networks match or beat thin deep ones) and Li et al. 2018 (wider networks have
-flatter minima).
+intervals over seeds, and Kendall's tau of depth and of width with each. Compared with Zagoruyko &
+Komodakis 2016 (wide shallow residual networks match or beat thin deep ones) and Li et al. 2018 (wider
+networks have flatter minima); the comparison words the same intervals as the criteria of the config
+(accuracy within MATCH, lambda_max ratio deep / shallow, Kendall's tau of lambda_max with the width).
 """
 
 import re
@@ -37,6 +38,27 @@ def depth_of(run: runs.Run) -> int | None:
     return int(m.group(1))
   depth = run.flat_config.get("model.knobs.depth")
   return int(depth) if isinstance(depth, int) else None
+
+
+def _mode_text(ctx: Context) -> str:
+  """The Hessian's BatchNorm mode for networks with BatchNorm (the ResNets), else ''."""
+  if not any(str(r.flat_config.get("model.name", "")).startswith("resnet") for r in ctx.study.runs):
+    return ""
+  modes = {r.flat_config.get("curvature.bn_mode", "eval") for r in ctx.study.runs}
+  chunks = {r.flat_config.get("curvature.chunk_size") for r in ctx.study.runs}
+  if modes == {"batch"}:
+    ghost = f" of {chunks.pop()} examples" if len(chunks) == 1 else ""
+    return f"BatchNorm with batch statistics over fixed ghost batches{ghost}, the loss training descends"
+  return f"BatchNorm mode {', '.join(sorted(map(str, modes)))}"
+
+
+def _width_tau(ctx: Context, metric: str) -> tuple[float, float, int]:
+  """Kendall's tau of `metric` (runs table) with `model.knobs.width` over every run, as the criterion
+  `width_flatter` computes it."""
+  widths = [r.overrides.get(WIDTH_KEY, r.flat_config.get(WIDTH_KEY)) for r in ctx.study.runs]
+  by_run = dict(zip(ctx.table["run"], pd.to_numeric(ctx.table[metric], errors="coerce"))) \
+      if metric in ctx.table.columns else {}
+  return stats.kendall_tau(widths, [by_run.get(r.name, np.nan) for r in ctx.study.runs])
 
 
 def _depth_key(ctx: Context) -> str:
@@ -109,6 +131,7 @@ def _results(ctx: Context):
         {"metric": "test/accuracy", "shallow depth": depths[0], "deep depth": depths[-1],
          "shallow mean": float(a.mean()), "deep mean": float(b.mean()), "difference": iv.estimate,
          "ci": (iv.lo, iv.hi), "interval": iv.as_dict()}))
+  mode = _mode_text(ctx)
   for metric, name in (("curv/lambda_max", "λ_max"), ("curv/trace", "the Hessian trace")):
     a, b = ctx.values(deep, metric), ctx.values(shallow, metric)
     if not (len(a) and len(b)):
@@ -116,7 +139,8 @@ def _results(ctx: Context):
     iv = stats.ratio_interval(a, b)
     findings.append(Finding(
         f"At the end of training {name} of the deepest network was {iv.estimate:.2f}x that of the shallowest "
-        f"(ratio of geometric means; means {num(a.mean())} vs {num(b.mean())}; "
+        f"({'Hessian with ' + mode + '; ' if mode else ''}ratio of geometric means; means {num(a.mean())} vs "
+        f"{num(b.mean())}; "
         f"{wording.interval_text(iv, **wording.TIMES)}).",
         {"metric": metric, "shallow depth": depths[0], "deep depth": depths[-1], "ratio": iv.estimate,
          "ci": (iv.lo, iv.hi), "interval": iv.as_dict(), "deep mean": float(a.mean()),
@@ -129,6 +153,11 @@ def _results(ctx: Context):
       if n >= 3:
         findings.append(Finding(f"Across {n} runs, Kendall's τ between depth and {name} is {tau:.2f} "
                                 f"(p = {p:.2g}).", {"metric": metric, "tau": tau, "p": p, "n": n}))
+  tau, p, n = _width_tau(ctx, "curv/lambda_max")
+  if n >= 3:
+    findings.append(Finding(f"Across {n} runs, Kendall's τ between the width and λ_max is {tau:.2f} "
+                            f"(p = {p:.2g}).",
+                            {"metric": "curv/lambda_max", "by": "width", "tau": tau, "p": p, "n": n}))
   return [Section("Results", blocks)], findings
 
 
@@ -150,6 +179,9 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
       j = wording.judge(stats.Interval.from_dict(v["interval"]), ">", **wording.TIMES)
       items.append(f"λ_max, depth {v['deep depth']} / depth {v['shallow depth']}: {v['ratio']:.2f}x; deeper "
                    f"and narrower: sharper: this {j.text}.")
+    if v.get("metric") == "curv/lambda_max" and v.get("by") == "width":
+      j = wording.judge_correlation(v["tau"], v["p"], v["n"], "<")
+      items.append(f"λ_max falls as the width grows (Li et al.'s wider: flatter): this {j.text}.")
   if not items:
     items.append("Neither test accuracy nor λ_max could be compared between the shallowest and deepest "
                  "networks: the comparison cannot be made.")

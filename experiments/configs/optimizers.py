@@ -5,14 +5,25 @@ mini-batch SGD, SGD with heavy-ball momentum and Adam: final sharpness (lambda_m
 preconditioned lambda_max of P^-1/2 H P^-1/2, the curvature its update actually sees), training and test
 accuracy and the generalization gap (the implicit bias of the optimizer).
 
-Published results it probes: Keskar et al. 2017 (ICLR, arXiv:1609.04836) and Jastrzebski et al. 2017
-(arXiv:1711.04623): gradient noise steers SGD to flatter minima than (near) full-batch training. Cohen,
-Kaur, Li, Kolter & Talwalkar 2021 (ICLR, arXiv:2103.00065): full-batch GD's lambda_max rises to 2 / eta
-and stays there; Cohen et al. 2022 ("Adaptive Gradient Methods at the Edge of Stability",
-arXiv:2207.14484): Adam's preconditioned sharpness rises to 38 / eta (beta1 = 0.9) while its raw
-lambda_max can keep growing. Wilson, Roelofs, Stern, Srebro & Recht 2017 ("The Marginal Value of
-Adaptive Gradient Methods in Machine Learning", NeurIPS, arXiv:1705.08292): adaptive methods generalize
-worse than SGD on image classification.
+Published results it probes: Keskar, Mudigere, Nocedal, Smelyanskiy & Tang 2017 ("On Large-Batch
+Training for Deep Learning: Generalization Gap and Sharp Minima", ICLR, arXiv:1609.04836, Sec. 2-3,
+Table 2, Fig. 3): large-batch training (here its limit, full-batch GD) converges to sharper minima than
+small-batch SGD and generalizes worse; gradient noise steers SGD to flatter minima (also Jastrzebski et
+al. 2017, arXiv:1711.04623). Cohen, Kaur, Li, Kolter & Talwalkar 2021 (ICLR, arXiv:2103.00065, Sec. 3):
+full-batch GD's lambda_max rises from below to 2 / eta and hovers there. Wilson, Roelofs, Stern, Srebro &
+Recht 2017 ("The Marginal Value of Adaptive Gradient Methods in Machine Learning", NeurIPS,
+arXiv:1705.08292, Sec. 4, Fig. 1): adaptive methods (Adam) reach lower test accuracy than SGD on image
+classification. Cohen et al. 2022 (arXiv:2207.14484) study full-batch Adam's preconditioned sharpness
+(38 / eta); this study's Adam is minibatch, so that claim is not tested here (the edge_of_stability study
+does).
+
+Criteria (`get_criteria`): `gd_sharper` (ratio of final lambda_max, GD / SGD > 1: Keskar et al.),
+`sgd_more_accurate_than_gd` (test accuracy SGD - GD > 0: Keskar et al.), `gd_reaches_2_over_eta` (every
+GD run's lambda_max reaches 0.95 x 2 / eta after a measurement below it, never counting step 0: Cohen et
+al. 2021; the quantity `eos/reached` is derived by the report, see analysis/studies/edge_of_stability.py),
+`adam_less_accurate` (test accuracy SGD - Adam > 0: Wilson et al.). Differences and ratios: Welch
+intervals over seeds. lambda_max is the Hessian of the loss each optimizer descends: BatchNorm (paper:
+ResNet-20) with batch statistics over ghost batches of the optimizer's own batch (GD: its chunks).
 
 Commands:
   python -m experiments.sweep --config experiments/configs/optimizers.py:quick \
@@ -21,20 +32,22 @@ Commands:
   python -m experiments.sweep --config experiments/configs/optimizers.py:paper --workdir runs/optimizers
 
 Sweep (`get_sweep`): optimizer x seed. The budget is matched in steps (every optimizer makes the same
-number of updates; full-batch GD computes each gradient on the whole training set). GD, SGD and
+number of updates; full-batch GD computes each gradient on the whole training set). The runs of one
+optimizer are its seeds; different optimizers are never pooled. GD, SGD and
 momentum take the same effective step: GD and SGD at lr eta, momentum 0.9 at lr eta / 10 (a constant
 gradient moves it by eta / (1 - beta) = eta per step, as SGD). Adam at lr 1e-3, its usual default.
 
 Variants:
 - `quick`: `simple_cnn` at half width (conv blocks of 16 and 32 channels, dense 128) on 512 Fashion-MNIST
   training images (all of them evaluated as eval_train), 300 steps (batch 128: 75 epochs; GD: 300
-  full-batch steps), eta = 0.05, 2 seeds: 8 trials; lambda_max on the whole training set every 100 steps.
-  Measured: 4 min 31 s for the sweep and its report with `--parallel 2` on 2 quiet CPU cores
-  (2026-11-22, load average 2-7 from the study's own processes, cold compilation cache; 8 trials of
-  45-110 s).
-- `paper`: ResNet-20 on 5,000 CIFAR-10 training images (Cohen et al.'s subset size), 10,000 steps,
-  eta = 0.05, batch 128, no augmentation, 3 seeds; the Hessian on the whole subset (BatchNorm in eval
-  mode; GD uses per-chunk batch statistics of 1,000 images). For a GPU; CIFAR-10 needs TFDS's download.
+  full-batch steps), eta = 0.05, 3 seeds: 12 trials; lambda_max on the whole training set every 15 steps
+  (21 points of each curve). Measured before the denser tracking and the third seed: 4 min 31 s for 8
+  trials with lambda_max every 100 steps, `--parallel 2` on 2 quiet CPU cores (2026-11-22); the current
+  sweep is longer (not yet measured).
+- `paper`: ResNet-20 on 5,120 CIFAR-10 training images (about Cohen et al.'s 5,000; 40 batches of 128,
+  5 chunks of 1,024), 10,000 steps, eta = 0.05, batch 128, no augmentation, 3 seeds; lambda_max every
+  500 steps on the whole subset with BatchNorm in batch mode: ghost batches of 128 (GD: its training
+  chunks of 1,024). For a GPU; CIFAR-10 needs TFDS's download.
 """
 
 from research import sweeps
@@ -42,12 +55,20 @@ from research.training import default_config
 
 VARIANTS = ("quick", "paper")
 ETA = 0.05
+BATCH = 128
+NUM_TRAIN = {"quick": 512, "paper": 5120}
+GD_CHUNK = {"quick": 512, "paper": 1024}  # GD's gradient (and BatchNorm statistics) per chunk of this size
 OPTIMIZERS = {  # name: overrides of the base config
     "gd": {"optimizer.name": "sgd", "training.full_batch": True, "schedule.lr": ETA},
     "sgd": {"optimizer.name": "sgd", "training.full_batch": False, "schedule.lr": ETA},
     "momentum": {"optimizer.name": "momentum", "training.full_batch": False, "schedule.lr": ETA / 10},
     "adam": {"optimizer.name": "adam", "training.full_batch": False, "schedule.lr": 1e-3,
              "curvature.preconditioned": True},
+}
+GROUPS = {  # the criteria's groups (config keys every run of the group matches)
+    "gd": {"optimizer.name": "sgd", "training.full_batch": True},
+    "sgd": {"optimizer.name": "sgd", "training.full_batch": False},
+    "adam": {"optimizer.name": "adam"},
 }
 
 
@@ -61,43 +82,70 @@ def get_config(arg: str | None = "quick"):
   c.optimizer.momentum = 0.9
   c.schedule.name = "constant"
   c.schedule.lr = ETA
-  c.training.batch_size = 128
+  c.training.batch_size = BATCH
   c.training.num_epochs = 0
   c.eval.every_epochs = 0
   c.eval.splits = ("eval_train", "test")
   c.curvature.at_end = True
-  c.curvature.bn_mode = "eval"
+  # the Hessian of the loss each optimizer descends: BatchNorm (if any) with batch statistics over ghost
+  # batches of its batch size (GD: its chunk size, set per trial in `get_sweep`)
+  c.curvature.bn_mode = "batch"
+  c.curvature.chunk_size = BATCH
   c.curvature.num_examples = 0  # the whole training set: the loss GD minimizes
   c.progress = "lines"
   if arg == "quick":
     c.data.name = "fashion_mnist"
-    c.data.options.num_train = 512
+    c.data.options.num_train = NUM_TRAIN[arg]
     c.data.options.valid_size = 0
-    c.data.options.eval_train_size = 512
+    c.data.options.eval_train_size = NUM_TRAIN[arg]
     c.model.name = "simple_cnn"
     c.model.knobs.width = 0.5
     c.training.num_steps = 300
     c.eval.every_steps = 100
     c.log_every = 25
-    c.curvature.every_steps = 100
-    c.curvature.chunk_size = 512
+    c.curvature.every_steps = 15  # 21 points of the lambda_max curve
   else:
     c.data.name = "cifar10"
-    c.data.options.num_train = 5000
+    c.data.options.num_train = NUM_TRAIN[arg]
     c.data.options.valid_size = 0
-    c.data.options.eval_train_size = 5000
+    c.data.options.eval_train_size = NUM_TRAIN[arg]
     c.model.name = "resnet20"
     c.training.num_steps = 10000
-    c.training.chunk_size = 1000  # GD: the 5,000 images as 5 exactly summed chunks
+    c.training.chunk_size = GD_CHUNK[arg]  # GD: the 5,120 images as 5 exactly summed chunks
     c.eval.every_steps = 500
     c.log_every = 50
-    c.curvature.every_steps = 500
-    c.curvature.chunk_size = 1000
+    c.curvature.every_steps = 500  # 21 points of the lambda_max curve
   return c
 
 
-def get_sweep(arg: str | None = "quick") -> list[dict]:
-  """optimizer (gd, sgd, momentum, adam) x seed (2 for quick, 3 for paper)."""
+def get_criteria(arg: str | None = "quick") -> list[dict]:
+  """The published claims as criteria registered before the runs (Welch intervals over seeds)."""
   get_config(arg)
-  return sweeps.product([dict(o) for o in OPTIMIZERS.values()],
-                        sweeps.seeds(2 if (arg or "quick") == "quick" else 3))
+  keskar = "Keskar et al. 2017 (ICLR, arXiv:1609.04836)"
+  return [
+      {"id": "gd_sharper", "claim": "Full-batch GD ends in a sharper minimum than minibatch SGD (final "
+       "lambda_max, ratio GD / SGD)", "source": f"{keskar}, Sec. 2-3, Fig. 3; Jastrzebski et al. 2017 "
+       "(arXiv:1711.04623)", "quantity": "curv/lambda_max", "compare": "ratio", "expected": ">",
+       "a": GROUPS["gd"], "b": GROUPS["sgd"]},
+      {"id": "sgd_more_accurate_than_gd", "claim": "Minibatch SGD reaches a higher test accuracy than "
+       "full-batch GD (points, SGD - GD)", "source": f"{keskar}, Table 2", "quantity": "test/accuracy",
+       "compare": "difference", "expected": ">", "a": GROUPS["sgd"], "b": GROUPS["gd"]},
+      {"id": "gd_reaches_2_over_eta", "claim": "Full-batch GD's lambda_max reaches 0.95 x 2/eta after a "
+       "measurement below it (a crossing from below, never step 0)",
+       "source": "Cohen et al. 2021 (ICLR, arXiv:2103.00065), Sec. 3, Fig. 1", "quantity": "eos/reached",
+       "compare": "every", "expected": ">", "threshold": 0.5, "a": GROUPS["gd"]},
+      {"id": "adam_less_accurate",
+       "claim": "Adam reaches a lower test accuracy than SGD (points, SGD - Adam)",
+       "source": "Wilson et al. 2017 (NeurIPS, arXiv:1705.08292), Sec. 4, Fig. 1",
+       "quantity": "test/accuracy", "compare": "difference", "expected": ">", "a": GROUPS["sgd"],
+       "b": GROUPS["adam"]},
+  ]
+
+
+def get_sweep(arg: str | None = "quick") -> list[dict]:
+  """optimizer (gd, sgd, momentum, adam) x seed (3); GD's curvature ghost batches are its chunks."""
+  get_config(arg)
+  arg = arg or "quick"
+  trials = [dict(o) for o in OPTIMIZERS.values()]
+  trials[0]["curvature.chunk_size"] = GD_CHUNK[arg]
+  return sweeps.product(trials, sweeps.seeds(3))

@@ -8,7 +8,13 @@ from pathlib import Path
 import numpy as np
 
 from analysis import report
-from experiments.configs import compression, hessian_spectrum, label_noise, reparameterization
+from experiments.configs import (
+  compression,
+  generalization_measures,
+  hessian_spectrum,
+  label_noise,
+  reparameterization,
+)
 from research.core import criteria as criteria_lib
 
 
@@ -212,3 +218,31 @@ def test_reparameterization_verdicts(tmp_path):
   assert verdicts[("path_norm_invariant", "")] == "holds"
   md = written.markdown.read_text()
   assert "judged by the pre-registered criteria" in md and "| observed |" not in md
+
+
+# ---------------------------------------------------------------------------------------------------
+# generalization_measures
+
+def test_generalization_measures_verdicts(tmp_path):
+  """16 runs of the quick grid: the accuracy gap grows with the run index; magnitude-aware flatness
+  follows it exactly (tau_b = 1: holds), plain flatness falls with it (tau_b = -1: fails), adaptive
+  worst-case sharpness alternates (|tau_b| small, not significant: holds)."""
+  grid = generalization_measures.QUICK_GRID
+  keys = list(grid)
+  trials = []
+  for i in range(16):
+    ov = {k: grid[k][(i >> (3 - j)) & 1] for j, k in enumerate(keys)}
+    gap = 0.01 * (i + 1)
+    adaptive = 1.0 + (0.5 if i % 2 else 0.0) + 0.001 * (i % 4 == 0)
+    final = {"test/accuracy": 0.9 - gap, "eval_train/accuracy": 0.9, "gap/accuracy": gap, "gap/loss": gap,
+             "sharp/pacbayes_mag_flatness": 10.0 + i, "sharp/pacbayes_flatness": 50.0 - i,
+             "sharp/worst_case_adaptive_l2": adaptive, "sharp/lambda_max": 5.0 + (i % 3)}
+    trials.append({"overrides": ov, "config": {"model.name": "mlp", "training.num_steps": 300},
+                   "final": final})
+  verdicts, written = _verdicts(_sweep(tmp_path / "gm", "generalization_measures", generalization_measures,
+                                       trials))
+  assert verdicts[("pacbayes_mag_flatness", "")] == "holds"
+  assert verdicts[("pacbayes_flatness", "")] == "fails"
+  assert verdicts[("adaptive_sharpness_no_correlation", "")] == "holds"
+  md = written.markdown.read_text()
+  assert "contradicts it" in md  # the comparison's words follow the same tau_b and p as the verdicts

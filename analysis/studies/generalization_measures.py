@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis import plots, stats, tables
+from analysis import plots, stats, tables, wording
 from analysis.document import Finding, Section, TableBlock
 from analysis.results import Context, Template, num, pct, standard_results
 from research.core.errors import UserError
@@ -83,7 +83,7 @@ def ranking(ctx: Context, gap: str = GAP) -> pd.DataFrame:
     if len(sub) < 3:
       continue
     row = {"measure": label, "family": family, "τ": kendall_tau(sub[col], sub[gap])}
-    _, p, _ = stats.kendall_tau(sub[col], sub[gap])
+    tau_b, p, _ = stats.kendall_tau(sub[col], sub[gap])
     if axes:
       try:
         g = granulated_kendall(sub, col, gap, axes)
@@ -91,7 +91,7 @@ def ranking(ctx: Context, gap: str = GAP) -> pd.DataFrame:
         row |= {f"ψ {a.rsplit('.', 1)[-1]}": v for a, v in g["psi"].items()}
       except UserError:
         row["Ψ"] = math.nan
-    row |= {"p (τ_b)": p, "n": len(sub), "metric": metric}
+    row |= {"τ_b": tau_b, "p (τ_b)": p, "n": len(sub), "metric": metric}
     rows.append(row)
   frame = pd.DataFrame(rows)
   if len(frame):
@@ -123,8 +123,8 @@ def _results(ctx: Context):
       f"Measures ranked by the granulated Kendall coefficient Ψ with the accuracy gap (train minus test "
       f"accuracy) over the grid axes {axes_text} (Jiang et al. 2020, eq. 4: ψ per axis is the mean τ over "
       "groups of runs that differ only in that axis); τ: Kendall's τ (tau-a, Jiang et al. eq. 3) over all "
-      "runs; p: scipy's two-sided p-value of tau-b over all runs. Measures in their complexity orientation "
-      "(larger should mean a larger gap)."))))
+      "runs; τ_b and p: scipy's tau-b over all runs and its two-sided p-value (the statistic the verdict "
+      "table judges). Measures in their complexity orientation (larger should mean a larger gap)."))))
   loss_rank = ranking(ctx, "gap/loss") if "gap/loss" in ctx.table.columns else pd.DataFrame()
   top = rank.head(4)
   for i, r in enumerate(top.itertuples()):
@@ -169,18 +169,20 @@ def _results(ctx: Context):
           {"family": family, "median Psi": float(fam["Ψ"].median()), "min Psi": float(fam["Ψ"].min()),
            "max Psi": float(fam["Ψ"].max()), "median abs tau": float(fam["τ"].abs().median()),
            "count": len(fam)}))
-  for metric in ("pacbayes_mag_flatness", "worst_case_adaptive_l2", "lambda_max", "log_prod_of_spec"):
+  for metric in ("pacbayes_mag_flatness", "pacbayes_flatness", "worst_case_adaptive_l2", "lambda_max",
+                 "log_prod_of_spec"):
     r = rank[rank["metric"] == metric]
     if len(r):
       r = r.iloc[0]
       place = int(r.name) + 1
-      text = (f"{r['measure']}: Ψ = {r.get('Ψ', math.nan):.2f}, τ = {r['τ']:.2f} "
-              f"(rank {place} of {len(rank)})")
+      text = (f"{r['measure']}: Ψ = {r.get('Ψ', math.nan):.2f}, τ = {r['τ']:.2f}, τ_b = {r['τ_b']:.2f} "
+              f"(p = {r['p (τ_b)']:.2g}, {r['n']} runs; rank {place} of {len(rank)} by Ψ)")
       lr = loss_rank[loss_rank["metric"] == metric] if len(loss_rank) else loss_rank
       if len(lr):
         text += f"; against the loss gap Ψ = {lr.iloc[0].get('Ψ', math.nan):.2f}, τ = {lr.iloc[0]['τ']:.2f}"
       findings.append(Finding(text + ".", {"metric": metric, "Psi": float(r.get("Ψ", math.nan)),
-                                            "tau": float(r["τ"]), "place": place}))
+                                            "tau": float(r["τ"]), "tau_b": float(r["τ_b"]),
+                                            "p": float(r["p (τ_b)"]), "n": int(r["n"]), "place": place}))
   if len(loss_rank):
     blocks.insert(1, TableBlock("ranking_loss_gap", tables.frame_table(
         loss_rank.drop(columns=["metric"]), scale_accuracy=False,
@@ -200,25 +202,21 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
   fam = {f.values["family"]: f.values for f in findings if "family" in f.values}
   if "sharpness" in fam and "norm" in fam:
     s, n = fam["sharpness"]["median Psi"], fam["norm"]["median Psi"]
-    items.append(f"Median Ψ of sharpness-based measures {s:.2f} vs norm-based {n:.2f}: "
-                 + ("sharpness ranks above norms, the direction Jiang et al. report." if s > n else
-                    "norms rank at or above sharpness here, unlike Jiang et al."))
+    items.append(f"Median Ψ of sharpness-based measures {s:.2f} vs norm-based {n:.2f} (descriptive: Ψ has no "
+                 "interval here, each ψ averages groups of two runs).")
+  names = {"pacbayes_mag_flatness": "Magnitude-aware PAC-Bayes flatness",
+           "pacbayes_flatness": "PAC-Bayes flatness"}
   for f in findings:
     v = f.values
-    if v.get("metric") == "pacbayes_mag_flatness" and "place" in v:
-      items.append(f"Magnitude-aware PAC-Bayes flatness: Ψ = {v['Psi']:.2f} (rank {v['place']}); "
-                   "Jiang et al. found it among the best"
-                   + ("; here it is not." if v["Psi"] < 0.2 else "; here too."))
+    if v.get("metric") in names and "place" in v:
+      j = wording.judge_correlation(v["tau_b"], v["p"], v["n"], ">")
+      items.append(f"{names[v['metric']]} (Ψ = {v['Psi']:.2f}, rank {v['place']} by Ψ): a larger value with "
+                   f"a larger gap, as Jiang et al. found: this {j.text}.")
     if v.get("metric") == "worst_case_adaptive_l2" and "place" in v:
-      if v["Psi"] >= 0.3 and v["tau"] > 0:
-        verdict = "a positive relation in this small setting, unlike Andriushchenko et al.'s modern settings."
-      elif v["Psi"] <= -0.3:
-        verdict = ("within single-axis groups sharper networks had the smaller gap (the opposite sign), and "
-                   f"over all runs τ = {v['tau']:.2f}: no consistent positive relation, in line with "
-                   "Andriushchenko et al.")
-      else:
-        verdict = "a weak or inconsistent relation, in line with Andriushchenko et al."
-      items.append(f"Adaptive worst-case sharpness: Ψ = {v['Psi']:.2f}, τ = {v['tau']:.2f}: {verdict}")
+      items.append(f"Adaptive worst-case sharpness: Ψ = {v['Psi']:.2f}, τ_b = {v['tau_b']:.2f} (p = "
+                   f"{v['p']:.2g}, {v['n']} runs); Andriushchenko et al. find no consistent correlation: "
+                   "criterion `adaptive_sharpness_no_correlation` in the verdict table (|τ_b| <= 0.3, not "
+                   "significant).")
   if not items:
     items.append("Too few measures to compare.")
   return out + [items]

@@ -21,6 +21,15 @@ modern settings (transformers, fine-tuning, training from scratch with augmentat
 worst-case sharpness does not correlate consistently with generalization; the sign and size of the
 correlation depend on the setting.
 
+Pre-registered criteria (`get_criteria`, recorded in sweep.json before the runs): Kendall's tau over all
+runs between a measure (in Jiang et al.'s complexity orientation) and the accuracy gap `gap/accuracy`
+(`by` names that column of the runs table), judged by its two-sided p-value at 0.05. The granulated
+coefficient Psi is reported beside it (it has no interval: each psi averages groups of two runs).
+- `pacbayes_mag_flatness`, `pacbayes_flatness`: tau > 0 for the magnitude-aware and plain PAC-Bayes
+  flatness 1/sigma'^2 and 1/sigma^2 (Jiang et al.: the sharpness-based measures that correlate best).
+- `adaptive_sharpness_no_correlation`: |tau| <= 0.3 and not significant for adaptive worst-case sharpness
+  (Andriushchenko et al.: no consistent correlation; one setting can only show whether it is weak here).
+
 Commands:
   python -m experiments.sweep --config experiments/configs/generalization_measures.py:quick \
       --workdir runs/generalization_measures-quick --parallel 2
@@ -124,3 +133,22 @@ def get_sweep(arg: str | None = "quick") -> list[dict]:
 
 
 AXES = {"quick": tuple(QUICK_GRID), "paper": tuple(PAPER_GRID)}
+
+
+def get_criteria(arg: str | None = "quick") -> list[dict]:
+  """The published claims as criteria registered before the runs (Kendall's tau with `gap/accuracy`)."""
+  get_config(arg)
+  jiang = "Jiang et al. 2020 (ICLR, arXiv:1912.02178), results on sharpness-based measures"
+  common = {"compare": "kendall", "by": "gap/accuracy"}
+  return [
+      {"id": "pacbayes_mag_flatness", "claim": "Magnitude-aware PAC-Bayes flatness (1/sigma'^2) ranks the "
+       "networks by their generalization gap (positive Kendall tau)", "source": jiang,
+       "quantity": "sharp/pacbayes_mag_flatness", "expected": ">"} | common,
+      {"id": "pacbayes_flatness", "claim": "PAC-Bayes flatness (1/sigma^2) ranks the networks by their "
+       "generalization gap (positive Kendall tau)", "source": jiang, "quantity": "sharp/pacbayes_flatness",
+       "expected": ">"} | common,
+      {"id": "adaptive_sharpness_no_correlation", "claim": "Adaptive worst-case sharpness does not correlate "
+       "with the generalization gap (|tau| <= 0.3, not significant)",
+       "source": "Andriushchenko et al. 2023 (ICML, arXiv:2302.07011)",
+       "quantity": "sharp/worst_case_adaptive_l2", "expected": "=", "threshold": 0.0, "margin": 0.3} | common,
+  ]

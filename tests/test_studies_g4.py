@@ -246,3 +246,30 @@ def test_generalization_measures_verdicts(tmp_path):
   assert verdicts[("adaptive_sharpness_no_correlation", "")] == "holds"
   md = written.markdown.read_text()
   assert "contradicts it" in md  # the comparison's words follow the same tau_b and p as the verdicts
+
+
+# ---------------------------------------------------------------------------------------------------
+# generic
+
+def test_generic_report_says_it_has_no_criteria_and_shows_no_outlier_count(tmp_path):
+  """Runs of no study, from before the SLQ outlier rule was dropped (their records and metrics carry
+  `curv/num_outliers`): the report opens by saying no criteria are recorded and never shows the count."""
+  root = tmp_path / "g"
+  for seed in (0, 1):
+    final = {"test/accuracy": 0.8 + 0.01 * seed, "curv/lambda_max": 3.0, "curv/num_outliers": 27}
+    record = {"operator": {"operator": "hessian", "step": 10, "bn_mode": "eval"},
+              "results": {"spectrum": {"lambda_max": 3.0}, "density": {"outliers": {"count": 27}}}}
+    d = root / f"run{seed}"
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"seed": seed, "study": "", "loss": {"name": "cross_entropy"}}))
+    (d / "meta.json").write_text(json.dumps({"status": "done", "seed": seed}))
+    (d / "summary.json").write_text(json.dumps({"status": "done", "final": final}))
+    (d / "metrics.jsonl").write_text(json.dumps({"step": 0, "curv/num_outliers": 25, "curv/lambda_max": 1.0})
+                                     + "\n" + json.dumps({"step": 10} | final) + "\n")
+    (d / "curvature").mkdir()
+    (d / "curvature" / "step10_hessian_train.json").write_text(json.dumps(record))
+  written = report.write_report(root)
+  md = written.markdown.read_text()
+  assert written.report.template == "generic"
+  assert md[md.index("## "):].startswith("## Verdicts") and "No pre-registered criteria" in md
+  assert "outlier" not in md.lower()

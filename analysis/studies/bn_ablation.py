@@ -118,7 +118,8 @@ def _bn_results(ctx: Context):
       iv = stats.ratio_interval(a, b)
       findings.append(Finding(
           f"{name[0].upper() + name[1:]} {what} / with BatchNorm: {iv.estimate:.2f}x (ratio of geometric "
-          f"means; means {num(a.mean())} vs {num(b.mean())}; {wording.interval_text(iv, **wording.TIMES)}).",
+          f"means; means {num(a.mean())} vs {num(b.mean())}; {wording.interval_text(iv, **wording.TIMES)}"
+          f"{_mode_note(base, metric)}).",
           {"norm": norm, "metric": metric, "ratio": iv.estimate, "ci": (iv.lo, iv.hi),
            "interval": iv.as_dict(),
            "mean": float(a.mean()), "mean batch": float(b.mean()), "n": len(a), "n batch": len(b)}))
@@ -135,6 +136,17 @@ def _bn_results(ctx: Context):
            "n batch": len(a), "n": len(b)}))
   findings += _regime(ctx, groups)
   return [Section("Results", blocks)], findings
+
+
+def _mode_note(base: list[runs.Run], metric: str) -> str:
+  """`; BatchNorm runs: Hessian with batch statistics ...` for curvature and smoothness metrics."""
+  if metric.startswith("curv/"):
+    mode = curvature_mode_text(base)
+    return f"; BatchNorm runs' Hessian: {mode}" if mode else ""
+  if metric.startswith("smooth/"):
+    modes = distinct(r.flat_config.get("smoothness.bn_mode", "batch") for r in base)
+    return f"; BatchNorm runs probed with {' / '.join(map(str, modes))} statistics" if modes else ""
+  return ""
 
 
 def _regime(ctx: Context, groups: dict[str, list[runs.Run]]) -> list[Finding]:

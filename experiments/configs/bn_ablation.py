@@ -99,7 +99,7 @@ def get_config(arg: str | None = "quick"):
     c.smoothness.chunk_size = 128
     c.curvature.trace_probes = 50
     c.curvature.density_every = 100 * 352
-    c.curvature.density_probes = 5
+    c.curvature.density_probes = 20  # tens of probes and 90 steps: Ghorbani et al. 2019 resolution
     c.curvature.density_steps = 90
     c.curvature.save_every = 20 * 352
   return c

@@ -54,6 +54,8 @@ Variants:
   Fashion-MNIST training images, heavy-ball momentum 0.9 at lr 0.05, 400 steps of 128 (12.5 epochs), 2
   seeds: 12 trials; at the end, on 512 fixed training images (4 ghost batches of 128): the top 20
   eigenvalues and a spectral density (60 Lanczos steps, 1 probe: coarse, its resolution is stated).
+  Runtime not re-measured with these settings (5 min 29 s for the earlier 6 trials of one seed with the
+  top 12, `--parallel 2` on 2 quiet CPU cores, 2026-11-22; expect about twice that).
 - `paper`: Ghorbani et al.'s network: ResNet-32 with and without BatchNorm on CIFAR-10; our recipe:
   momentum 0.9, lr 0.05 with cosine decay, weight decay 5e-4, 100 epochs, crop and flip; class subsets of
   CIFAR-10; 3 seeds; the Hessian on 5,120 training images (40 ghost batches of 128; Ghorbani et al. use

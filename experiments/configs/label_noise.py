@@ -45,7 +45,9 @@ Variants:
   0, 0.2 and 0.4, 2 seeds: 6 trials; test accuracy every 50 steps (the peak is seen to within 50 steps);
   lambda_max every 40 steps (21 points with the initialization) and the trace at the end (8 probes), on
   512 fixed training images (the network has no normalization layer, so the BatchNorm mode does not
-  matter).
+  matter). Runtime not re-measured with these settings (4 min 33 s with lambda_max every 400 steps,
+  `--parallel 2` on 2 quiet CPU cores, 2026-11-22; the 21 lambda_max points add warm-started Lanczos
+  runs of a few products each).
 - `paper`: CIFAR-10 with partially corrupted labels as in Zhang et al., on an AlexNet-like network
   (`alexnet`) without dropout, weight decay or augmentation (as their fitting experiments), momentum 0.9
   at lr 0.01, 200 epochs, noise 0, 0.2, 0.4, 0.6 and 0.8, 2 seeds; the Hessian on 5,000 training images,

@@ -45,7 +45,9 @@ Variants:
   the top 5 Hessian eigenvalues every 20 steps (21 points) and the trace (8 probes) at the end on 256
   fixed training images, worst-case sharpness at the end on the same images. Measured before the dense
   schedule and the 10 restarts: 6 min 52 s for the sweep and its report with `--parallel 2` on 2 quiet
-  CPU cores (2026-11-22, cold compilation cache; 6 trials of 122-143 s); not re-measured since.
+  CPU cores (2026-11-22, cold compilation cache; 6 trials of 122-143 s); the 19 added top-5
+  measurements took 13-19 s each in a 20-step smoke run (2026-12-03, shared CPU, compilation included):
+  expect several more minutes per trial.
 - `paper`: WideResNet-28-10 on CIFAR-10 (Foret et al.'s CIFAR model) with SAM's rho = 0.05 and a standard
   recipe: momentum 0.9, lr 0.1 with cosine decay, weight decay 5e-4, batch 128, 200 epochs, crop and flip,
   the whole batch as one m-sharpness group; 3 seeds; the Hessian on 5,120 training images (40 ghost

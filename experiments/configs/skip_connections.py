@@ -48,7 +48,8 @@ Variants:
   every 15 steps (21 points); at the end a 9 x 9 landscape on [-1, 1]^2 on 256 training (eval_train)
   and 256 test images. Measured with lambda_max at initialization and at the end only: 7 min 2 s for the
   sweep and its report with `--parallel 2` on 2 quiet CPU cores (2026-11-22, cold compilation cache; 4
-  trials of 152-251 s); the dense schedule adds 19 Hessian measurements per trial, not re-measured.
+  trials of 152-251 s); the dense schedule adds 19 Hessian measurements per trial, 9-11 s each with
+  lambda_min in a 10-step smoke run (2026-12-03, shared CPU): expect 3-4 more minutes per trial.
 - `paper`: Li et al.'s CIFAR-10 setting: ResNet-20, -56 and -110 with and without skips, momentum 0.9,
   lr 0.1 divided by 10 at 50%, 75% and 92% of 300 epochs, weight decay 5e-4, batch 128, crop and flip,
   3 seeds; the Hessian on 5,120 training images (40 ghost batches of 128) every 15 epochs; a 51 x 51

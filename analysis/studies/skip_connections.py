@@ -80,17 +80,21 @@ def _train_accuracy(run: runs.Run) -> float:
   return float(a) if runs._is_number(a) else math.nan
 
 
-def _ratio(run: runs.Run) -> float:
-  m = run.final_metrics() or {}
-  lo, hi = m.get("curv/lambda_min"), m.get("curv/lambda_max")
-  if not (runs._is_number(lo) and runs._is_number(hi)) or hi <= 0:
-    return math.nan
-  return abs(float(lo)) / float(hi)
+def _ratios(ctx: Context) -> dict[str, float]:
+  """{run: |lambda_min| / lambda_max} from the runs table's final values (nan where one is missing)."""
+  t = ctx.table
+  if not {"curv/lambda_min", "curv/lambda_max"} <= set(t.columns):
+    return {}
+  out = {}
+  for name, lo, hi in zip(t["run"], t["curv/lambda_min"], t["curv/lambda_max"]):
+    ok = runs._is_number(lo) and runs._is_number(hi) and math.isfinite(lo) and math.isfinite(hi) and hi > 0
+    out[name] = abs(float(lo)) / float(hi) if ok else math.nan
+  return out
 
 
 def _quantities(ctx: Context) -> dict[str, dict[str, float]]:
   """{run: {RATIO: |lambda_min| / lambda_max at the end}} (Li et al.'s non-convexity ratio)."""
-  return {r.name: {RATIO: v} for r in ctx.study.runs if math.isfinite(v := _ratio(r))}
+  return {name: {RATIO: v} for name, v in _ratios(ctx).items() if math.isfinite(v)}
 
 
 def _mode_text(ctx: Context) -> str:
@@ -104,7 +108,7 @@ def _mode_text(ctx: Context) -> str:
 
 def _results(ctx: Context):
   t = ctx.table
-  ratios = {r.name: _ratio(r) for r in ctx.study.runs}
+  ratios = _ratios(ctx)
   if any(math.isfinite(v) for v in ratios.values()):
     t[RATIO] = t["run"].map(ratios).astype(float)
   t["condition"] = [_label(_depth_label(r), _skip(r)) for r in ctx.study.runs]

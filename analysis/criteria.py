@@ -169,6 +169,7 @@ def judge(criteria: list[Criterion], study: runs.Study, table: pd.DataFrame, *,
         if _matches(r, c.a) or (c.b is not None and _matches(r, c.b)):
           seen.setdefault(json.dumps(_value_of(r, c.each), default=str), []).append(r)
       short = c.each.rsplit(".", 1)[-1]
+      short = ".".join(c.each.split(".")[-2:]) if short in ("name", "value", "kind") else short  # loss.name
       scopes = [(f"{short}={json.loads(k) if k != 'null' else 'unset'}", rs)
                 for k, rs in seen.items()] or scopes
     for scope, members in scopes:

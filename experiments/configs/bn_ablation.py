@@ -1,14 +1,16 @@
 """BatchNorm ablation: what does BatchNorm do to the curvature of what training finds?
 
 Question: a baseline CNN with BatchNorm, the same CNN without normalization and with LayerNorm, several
-seeds each: validation accuracy, generalization gap, and the Hessian at the end of training (lambda_max
-tracked during training, trace, spectral density).
+seeds each: validation accuracy, generalization gap, the Hessian of the loss training descends along
+training, and the smoothness of the loss along the training trajectory.
 
-Published results it probes: Santurkar et al. 2018 ("How Does Batch Normalization Help Optimization?",
-NeurIPS, arXiv:1805.11604): BatchNorm makes the loss smoother (smaller gradient changes, a lower
-effective beta-smoothness along the trajectory); Ghorbani et al. 2019 ("An Investigation into Neural
-Net Optimization via Hessian Eigenvalue Density", ICML, arXiv:1901.10159): without BatchNorm the Hessian
-has large isolated outlier eigenvalues that BatchNorm suppresses.
+Published results it probes (as pre-registered criteria, `get_criteria`): Santurkar et al. 2018 ("How
+Does Batch Normalization Help Optimization?", NeurIPS, arXiv:1805.11604): BatchNorm makes the loss
+smoother along the trajectory: the loss varies less along the gradient step, the gradient changes less,
+the effective beta-smoothness is lower (their Fig. 4), and the top Hessian eigenvalue is lower (also
+Ghorbani et al. 2019, ICML, arXiv:1901.10159); BatchNorm raises test accuracy (Ioffe & Szegedy 2015).
+Ghorbani et al.'s outliers of the spectrum (about one per class) need the top 2C eigenvalues: the
+`hessian_spectrum` study measures them, not this one.
 
 Commands (the sweep is norm x seed; `make study` runs the quick variant and writes the report):
   python -m experiments.sweep --config experiments/configs/bn_ablation.py:quick \
@@ -20,8 +22,8 @@ Variants:
 - `quick`: `simple_cnn` (conv blocks of 32 and 64 channels, dense 128) on 4,096 Fashion-MNIST training
   images, 400 SGD-momentum steps of 128 (12.5 epochs), 3 norms x 3 seeds. Every 20 steps (and at
   initialization): the Hessian of the loss training descends on the first 256 training images (BatchNorm
-  with batch statistics over 2 fixed ghost batches of 128, the training batch size): its top 4
-  eigenvalues and the gradient's share in their eigenspace; Santurkar et al.'s trajectory smoothness on
+  with batch statistics over 2 fixed ghost batches of 128, the training batch size): lambda_max and the
+  gradient's share along its eigenvector; Santurkar et al.'s trajectory smoothness on
   the first 512 (loss variation, gradient change and effective beta-smoothness along the gradient step).
   At initialization and at the end: the trace (16 probes) and a spectral density (1 probe, 40 Lanczos
   steps: coarse, see its resolution).
@@ -51,8 +53,7 @@ def get_config(arg: str | None = "quick"):
   # batch size (running statistics would be another function of the parameters)
   c.curvature.bn_mode = "batch"
   c.curvature.at_end = True
-  c.curvature.k = 4  # lambda_1 / lambda_4 and the gradient's share in the top-4 eigenspace
-  c.curvature.gradient = True
+  c.curvature.gradient = True  # the gradient's share along the top eigenvector
   c.smoothness.bn_mode = "batch"
   c.smoothness.at_end = True
   if arg == "quick":
@@ -125,9 +126,6 @@ def get_criteria(arg: str | None = "quick") -> list[dict]:
       {"id": "lambda_max", "claim": "Without BatchNorm the Hessian's top eigenvalue along training is higher "
        "(batch-statistics Hessian)", "source": f"{santurkar}, Sec. 3.2; Ghorbani et al. 2019 (ICML), Fig. 5",
        "quantity": "curv/lambda_max@mean", "compare": "ratio", "expected": ">"} | _PAIR,
-      {"id": "outlier_separation", "claim": "Without BatchNorm the top eigenvalue stands further above the "
-       "next ones (lambda_1 / lambda_4 at the end)", "source": "Ghorbani et al. 2019 (ICML, arXiv:1901.10159), "
-       "Sec. 4", "quantity": "curv/lambda_1_over_lambda_k", "compare": "ratio", "expected": ">"} | _PAIR,
       {"id": "test_accuracy", "claim": "BatchNorm raises test accuracy (points, batch - none)",
        "source": "Ioffe & Szegedy 2015 (ICML); Santurkar et al. 2018, Fig. 1", "quantity": "test/accuracy",
        "compare": "difference", "expected": ">", "a": _PAIR["b"], "b": _PAIR["a"]},

@@ -11,7 +11,8 @@ as it is now: a criterion edited after the runs is not the one they were run aga
   not measured  no run of a group has the quantity
 
 The intervals and the words are those of every template (`analysis.stats`, `analysis.wording.judge`);
-Kendall's tau is judged by its two-sided p-value at 1 - level.
+Kendall's tau is judged by its two-sided p-value at 1 - level, and a claim of no correlation ("=") by
+its Fisher-z interval lying inside the band (`tau_interval`).
 
 A quantity `metric@stat` is a statistic of the metric over training, per run (`HISTORY_STATS`: mean,
 median, max or min over the logged values after step 0; the initialization is not what training did),
@@ -24,6 +25,7 @@ import math
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 
 from analysis import runs, stats, tables, wording
 from research.core.criteria import Criterion, parse_one
@@ -91,6 +93,16 @@ def _fmt(x: float) -> str:
   return f"{x:.3g}" if abs(x) < 1e4 else f"{x:.3e}"
 
 
+def tau_interval(tau: float, n: int, level: float = 0.95) -> tuple[float, float]:
+  """Interval of Kendall's tau by Fisher's z with var(atanh tau) = 0.437 / (n - 4) (Fieller, Hartley &
+  Pearson 1957, Biometrika 44); nan for n <= 4."""
+  if n <= 4 or not math.isfinite(tau):
+    return float("nan"), float("nan")
+  z, half = math.atanh(max(min(tau, 0.999999), -0.999999)), scipy.stats.norm.ppf((1 + level) / 2)
+  half *= math.sqrt(0.437 / (n - 4))
+  return math.tanh(z - half), math.tanh(z + half)
+
+
 def _judge_one(c: Criterion, table: pd.DataFrame, members: list[runs.Run],
                level: float) -> tuple[str, str, dict]:
   a_runs = [r for r in members if _matches(r, c.a)]
@@ -109,7 +121,12 @@ def _judge_one(c: Criterion, table: pd.DataFrame, members: list[runs.Run],
   elif c.compare == "every":
     if not len(a):
       return "not measured", f"no value of `{c.quantity}`", {}
-    ok = {">": a > ref, "<": a < ref, "=": np.abs(a - ref) <= (c.margin or 0.0)}[c.expected]
+    # every matched run counts: one whose value is missing or not finite (diverged) does not pass
+    col = pd.to_numeric(table.set_index("run")[c.quantity], errors="coerce") if c.quantity in table.columns \
+        else pd.Series(dtype=float)
+    a = np.asarray([col.get(r.name, np.nan) for r in a_runs], np.float64)
+    with np.errstate(invalid="ignore"):
+      ok = {">": a > ref, "<": a < ref, "=": np.abs(a - ref) <= (c.margin or 0.0)}[c.expected]
     verdict = "holds" if ok.all() else "fails"
     text = (f"{int(ok.sum())} of {len(a)} runs {c.expected} {_fmt(ref)} (values {', '.join(map(_fmt, a))})")
     return verdict, text, {"values": a.tolist(), "passing": int(ok.sum()), "n": len(a), "threshold": ref}
@@ -126,11 +143,18 @@ def _judge_one(c: Criterion, table: pd.DataFrame, members: list[runs.Run],
       return "not measured", f"{n} runs with `{c.quantity}` and `{c.by}` (Kendall's tau needs 3)", {"n": n}
     alpha = 1 - level
     side = (tau > ref) if c.expected == ">" else (tau < ref)
-    if c.expected == "=":
-      inside = abs(tau - ref) <= c.margin and p >= alpha
-      verdict = "holds" if inside else ("fails" if p < alpha else "inconclusive")
-    else:
-      verdict = ("holds" if side else "fails") if p < alpha else "inconclusive"
+    if c.expected == "=":  # "no correlation" needs an interval inside the band, not a large p-value
+      lo, hi = tau_interval(tau, n, level)
+      if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "inconclusive", f"Kendall τ = {tau:+.2f} ({n} runs: too few for an interval)", \
+            {"tau": tau, "p_value": p, "n": n}
+      inside = ref - c.margin <= lo and hi <= ref + c.margin
+      outside = hi < ref - c.margin or lo > ref + c.margin
+      verdict = "holds" if inside else ("fails" if outside else "inconclusive")
+      text = (f"Kendall τ = {tau:+.2f}, {100 * level:g}% interval {lo:+.2f} to {hi:+.2f} (Fisher z, "
+              f"{n} runs) against ±{c.margin:g}")
+      return verdict, text, {"tau": tau, "lo": lo, "hi": hi, "p_value": p, "n": n}
+    verdict = ("holds" if side else "fails") if p < alpha else "inconclusive"
     return verdict, f"Kendall τ = {tau:+.2f} (p = {p:.2g}, {n} runs)", {"tau": tau, "p_value": p, "n": n}
   j = wording.judge(interval, c.expected, threshold=ref, margin=c.margin)
   measured = f"{_fmt(interval.estimate)}; {wording.interval_text(interval)}"
@@ -168,8 +192,7 @@ def judge(criteria: list[Criterion], study: runs.Study, table: pd.DataFrame, *,
       for r in study.runs:
         if _matches(r, c.a) or (c.b is not None and _matches(r, c.b)):
           seen.setdefault(json.dumps(_value_of(r, c.each), default=str), []).append(r)
-      short = c.each.rsplit(".", 1)[-1]
-      short = ".".join(c.each.split(".")[-2:]) if short in ("name", "value", "kind") else short  # loss.name
+      short = _short(c.each)
       scopes = [(f"{short}={json.loads(k) if k != 'null' else 'unset'}", rs)
                 for k, rs in seen.items()] or scopes
     for scope, members in scopes:
@@ -196,7 +219,13 @@ def _expected_text(c: Criterion) -> str:
 def _group_text(group: dict | None) -> str:
   if not group:
     return "all runs"
-  return ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in group.items())
+  return ", ".join(f"{_short(k)}={v}" for k, v in group.items())
+
+
+def _short(key: str) -> str:
+  """`schedule.lr` -> `lr`; a generic last part keeps its parent: `loss.name`, `optimizer.name`."""
+  last = key.rsplit(".", 1)[-1]
+  return ".".join(key.split(".")[-2:]) if last in ("name", "value", "kind") else last
 
 
 def verdict_table(verdicts: list[Verdict]) -> tables.Table:

@@ -40,6 +40,9 @@ def load(directory: Path) -> dict:
                     f"{directory}") from None
   if not isinstance(record, dict) or not isinstance(record.get("verdicts"), list):
     raise UserError(f"{path} has no list of verdicts; rewrite it: python -m analysis.report {directory}")
+  if record.get("unfinished"):
+    raise UserError(f"{directory}: {len(record['unfinished'])} run(s) had not finished when the report was "
+                    f"written ({record['unfinished'][0]}, ...); finish the sweep and rewrite the report")
   return record
 
 

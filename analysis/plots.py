@@ -467,8 +467,13 @@ def spectral_density_caption(spectra: Mapping[str, tuple[np.ndarray, np.ndarray]
   else:
     setting = "; ".join(f"{k}: {q.nodes.shape[1]} Lanczos steps, {q.nodes.shape[0]} probes"
                         for k, q in quads.items())
+  live = np.concatenate([q.nodes[q.weights > 0] for q in quads.values()])
+  steps = max(q.nodes.shape[1] for q in quads.values())
+  spacing = float(live.max() - live.min()) / max(steps, 1)
   text = (f"Stochastic Lanczos quadrature ({setting}), smoothed with a Gaussian kernel of width "
-          f"σ = {sigma:.3g} (1/200 of the node range); features narrower than about σ are not resolved.")
+          f"σ = {sigma:.3g} (1/200 of the node range). With {steps} nodes per probe the nodes are about "
+          f"{spacing:.3g} apart: features of the density narrower than about {max(spacing, sigma):.3g} are "
+          "not resolved.")
   if top:
     ks = sorted({len(np.atleast_1d(v)) for v in top.values()})
     text += (f" Triangles: the top {'/'.join(map(str, ks))} eigenvalues of a separate Lanczos eigensolve"

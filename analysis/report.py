@@ -79,6 +79,12 @@ def build(study: runs.Study, out: Path, template: str | None = None) -> Report:
   problems: list = []
   fields = sections.Fields()
   notes: list[str] = []
+  unfinished = [r for r in study.runs if r.status in runs.UNFINISHED]
+  if unfinished:  # a run still going (or failed) has no final numbers: its last records are not the end
+    problems += [runs.Problem(r.name, "meta.json", f"status {r.status}: not finished, left out of the report")
+                 for r in unfinished]
+    notes.append(f"{len(unfinished)} of {len(study.runs)} runs have not finished and are left out.")
+    study = dataclasses.replace(study, runs=[r for r in study.runs if r.status not in runs.UNFINISHED])
   name = template or study.study or "generic"
   if not study.runs:
     chosen, parts = GENERIC, Parts([Section("Results", ["No run could be read."])], [], ["No runs."], [], [])
@@ -172,9 +178,11 @@ def write_report(directory: str | Path, out: str | Path | None = None, *,
   records = [dataclasses.asdict(f) for f in report.findings]
   findings.write_text(json.dumps(records, indent=1, default=str) + "\n")
   idx = study.index or {}
+  unfinished = [r.name for r in study.runs if r.status in runs.UNFINISHED]
   summary = {"study": study.study, "template": report.template, "directory": str(directory),
              "variant": idx.get("variant"), "criteria_registered": idx.get("criteria_registered"),
-             "verdicts": [v.to_dict() for v in report.verdicts]} | runs.provenance(study)
+             "verdicts": [v.to_dict() for v in report.verdicts], "unfinished": unfinished} \
+      | runs.provenance(dataclasses.replace(study, runs=[r for r in study.runs if r.name not in unfinished]))
   (out / "verdicts.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
   return Written(report, md, page, [f.path for f in report.figures()], table_paths, findings)
 

@@ -10,9 +10,9 @@ Tables:
 - `runs_table(study)`: one row per run; `run`, `path`, `status`, `seed`, one column per override
   (dotted config keys such as `model.knobs.norm`), the final metrics (`test/accuracy`, `gap/loss`,
   ...; from `summary.json`, else from the last evaluation in `metrics.jsonl`), the last in-training
-  `curv/`, `sharp/`, `compress/` and `land/` values (`EVALUATOR_PREFIXES`), and the latest post-hoc curvature
-  measurement under `curvature/` (`curv/lambda_max`, `curv/trace`, `curv/trace_se`,
-  `curv/num_outliers`) where training logged none.
+  `curv/`, `sharp/`, `smooth/`, `compress/` and `land/` values (`EVALUATOR_PREFIXES`), and the latest
+  post-hoc curvature measurement under `curvature/` (`curv/lambda_max`, `curv/trace`, `curv/trace_se`)
+  where training logged none.
 - `history(study)`: the long table of every scalar metric ever logged: `run`, `step`, `epoch`,
   `metric`, `value`, plus the override columns.
 """
@@ -30,7 +30,7 @@ from research.core.errors import UserError
 
 INDEX_FILES = ("sweep.json", "index.jsonl")
 # Metric prefixes of the evaluators run inside training; their last values become runs-table columns.
-EVALUATOR_PREFIXES = ("curv/", "sharp/", "compress/", "land/")
+EVALUATOR_PREFIXES = ("curv/", "sharp/", "smooth/", "compress/", "land/")
 # Config keys that never describe the experiment (how it was displayed or stored).
 # Metric prefixes of measurements made inside training (evaluators): their last value is a column.
 # Folders of a run or sweep directory that hold no run directories.
@@ -49,6 +49,9 @@ class Problem:
 
   def __str__(self) -> str:
     return f"{self.run}: {self.file}: {self.what}"
+
+
+UNFINISHED = ("pending", "running", "interrupted", "failed")  # no final numbers (research.sweeps.index)
 
 
 @dataclasses.dataclass
@@ -406,9 +409,6 @@ def _curvature_columns(run: Run) -> dict:
     out["curv/trace"] = _to_float(trace["estimate"])
     if _is_number(trace.get("std_error")):
       out["curv/trace_se"] = _to_float(trace["std_error"])
-  outl = (res.get("density") or {}).get("outliers") or {}
-  if isinstance(outl.get("count"), int):
-    out["curv/num_outliers"] = outl["count"]
   out["curv/step"] = (rec.get("operator") or {}).get("step")
   return out
 

@@ -70,9 +70,9 @@ def _t_based(estimate: float, se: float, df: float, level: float, method: str, n
              transform: Callable[[float], float] = float) -> Interval:
   """estimate +- t_{df, (1+level)/2} se and the two-sided p-value of estimate == null, on the scale where
   the estimate is t-distributed; `transform` maps estimate and ends back (exp for a ratio)."""
-  if se == 0:
-    return Interval(transform(estimate), transform(estimate), transform(estimate), level, method, n,
-                    transform(null), NAN, "the values are identical within each group (zero spread)")
+  if se == 0:  # no spread, no interval: a point is not a 95% statement about the next seed
+    return Interval(transform(estimate), NAN, NAN, level, method, n, transform(null), NAN,
+                    "the values are identical within each group (zero spread: no interval)")
   q = float(scipy.stats.t.ppf((1 + level) / 2, df))
   p = float(2 * scipy.stats.t.sf(abs(estimate - null) / se, df))
   lo, hi = transform(estimate - q * se), transform(estimate + q * se)

@@ -42,8 +42,7 @@ def escape_latex(text: str) -> str:
 SHORT_NAMES = {"test/accuracy": "test acc. (%)", "test/loss": "test loss",
                "eval_train/accuracy": "train acc. (%)", "eval_train/loss": "train loss",
                "valid/accuracy": "valid acc. (%)", "gap/accuracy": "gap acc. (points)",
-               "gap/loss": "gap loss", "curv/lambda_max": "λ_max", "curv/trace": "trace",
-               "curv/num_outliers": "outliers"}
+               "gap/loss": "gap loss", "curv/lambda_max": "λ_max", "curv/trace": "trace"}
 
 
 def default_better(metric: str) -> str | None:

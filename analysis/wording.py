@@ -83,7 +83,9 @@ def judge(interval: Interval, expected: str, *, threshold: float | None = None, 
   if not interval.finite:
     return Judgement("inconclusive", f"is inconclusive with {interval.seeds()} ({interval.reason})")
   lo, hi = interval.lo, interval.hi
-  tail = f"{interval.seeds()}{_p(interval)}"
+  # the p-value tests the null (0 or 1); against another threshold it would mislead: left out
+  pv = _p(interval) if t == interval.null else ""
+  tail = f"{interval.seeds()}{pv}"
   rng = _range(interval, unit, fmt)
   if expected == "=":
     band = (t - margin, t + margin)
@@ -94,7 +96,7 @@ def judge(interval: Interval, expected: str, *, threshold: float | None = None, 
     if hi < band[0] or lo > band[1]:
       return Judgement("contradicts", f"contradicts it ({rng} outside {band_text}, {tail})")
     return Judgement("inconclusive", f"is inconclusive with {interval.seeds()} ({rng} overlaps the edge of "
-                                     f"{band_text}{_p(interval)})")
+                                     f"{band_text}{pv})")
   above, below = lo > t, hi < t
   if (above and expected == ">") or (below and expected == "<"):
     return Judgement("shows", f"shows it ({rng}, {tail})")
@@ -102,7 +104,7 @@ def judge(interval: Interval, expected: str, *, threshold: float | None = None, 
     return Judgement("contradicts", f"contradicts it ({rng}, {tail})")
   at = f"{t:g}" if t == interval.null else show(t) + _unit(unit)
   return Judgement("inconclusive",
-                   f"is inconclusive with {interval.seeds()} ({rng} contains {at}{_p(interval)})")
+                   f"is inconclusive with {interval.seeds()} ({rng} contains {at}{pv})")
 
 
 def judge_correlation(tau: float, p_value: float, n: int, expected: str, *, level: float = 0.95) -> Judgement:

@@ -137,3 +137,36 @@ def test_a_study_without_criteria_says_so(tmp_path):
   root = _study(tmp_path / "s", {"none": [1.0, 2.0], "batch": [1.0, 2.0]}, [])
   md = report.write_report(root).markdown.read_text()
   assert "No pre-registered criteria" in md
+
+
+def test_unfinished_runs_are_left_out_and_the_index_refuses_them(tmp_path):
+  """A run still going has no final numbers: the report leaves it out (and says so), and a README table is
+  never generated from a report written before the sweep finished."""
+  root = _study(tmp_path / "s", {"none": [10.0, 11.0, 12.0], "batch": [5.0, 5.5, 6.0]}, [RATIO])
+  run = next(root.glob("000-*"))
+  (run / "meta.json").write_text(json.dumps({"status": "running", "seed": 0}))
+  written = report.write_report(root)
+  v = written.report.verdicts[0]
+  assert v.values["n"] == [2, 3]  # the running none seed is not among the values
+  assert "not finished" in written.markdown.read_text()
+  assert json.loads((root / "report" / "verdicts.json").read_text())["unfinished"] == [run.name]
+  assert index.main([str(root)]) == 2
+
+
+def test_every_counts_a_diverged_run_as_failing(tmp_path):
+  every = RATIO | {"id": "every", "compare": "every", "threshold": 7.0, "a": {"model.knobs.norm": "none"}}
+  root = _study(tmp_path / "s", {"none": [10.0, 11.0, float("nan")], "batch": [5.0, 5.5, 6.0]}, [every])
+  study = runs.load(root)
+  (v,) = judging.judge(judging.recorded(study)[0], study, runs.runs_table(study))
+  assert v.verdict == "fails" and v.values["passing"] == 2 and v.values["n"] == 3
+
+
+def test_no_correlation_needs_an_interval_inside_the_band():
+  """Kendall's tau interval by Fisher z (var 0.437 / (n - 4)); a small tau from few runs is not 'no
+  correlation'."""
+  lo, hi = judging.tau_interval(0.0, 16)
+  half = scipy.stats.norm.ppf(0.975) * np.sqrt(0.437 / 12)
+  assert (lo, hi) == pytest.approx((np.tanh(-half), np.tanh(half)), rel=1e-12)
+  assert hi > 0.3  # 16 runs cannot show |tau| < 0.3
+  assert judging.tau_interval(0.0, 216)[1] < 0.1
+  assert all(np.isnan(judging.tau_interval(0.1, 4)))

@@ -133,8 +133,8 @@ def test_judge_branches(lo, hi, expected, kw, verdict):
   j = wording.judge(_iv(lo, hi), expected, **kw)
   assert j.verdict == verdict and j.verdict in wording.VERDICTS
   assert "3 vs 3 seeds" in j.text and "95% Welch interval" in j.text
-  if verdict != "inconclusive":
-    assert "p = 0.01" in j.text
+  if verdict != "inconclusive":  # the p-value tests the null: shown only when the threshold is the null
+    assert ("p = 0.01" in j.text) == (kw.get("threshold", 0.0) == 0.0)
 
 
 def test_judge_texts():
@@ -165,3 +165,11 @@ def test_judge_without_an_interval_and_bad_input():
     (float("nan"), float("nan"), ">", "inconclusive")])
 def test_judge_correlation(tau, p, expected, verdict):
   assert wording.judge_correlation(tau, p, 8, expected).verdict == verdict
+
+
+def test_zero_spread_gives_no_interval_and_no_verdict():
+  """Identical seeds within each group (an accuracy on a fixed set, a memorized 100%): no interval, so
+  the wording cannot say 'shows'."""
+  iv = stats.difference_interval([0.9, 0.9], [0.8, 0.8])
+  assert not iv.finite and "zero spread" in iv.reason
+  assert wording.judge(iv, ">").verdict == "inconclusive"

@@ -139,8 +139,8 @@ def test_sam_report_judges_each_loss_on_its_own(tmp_path):
   root = _write_sweep(tmp_path / "sam", "sam", trials, sam.get_criteria("quick"))
   verdicts, md = _verdicts(root)
   for cid in ("sam_lambda_max", "sam_top_ratio", "sam_worst_case", "sam_test_accuracy", "asam_test_accuracy"):
-    assert verdicts[f"{cid} [name=cross_entropy]"] == "holds", cid
-    assert verdicts[f"{cid} [name=mse]"] == "fails", cid
+    assert verdicts[f"{cid} [loss.name=cross_entropy]"] == "holds", cid
+    assert verdicts[f"{cid} [loss.name=mse]"] == "fails", cid
   assert (root / "report" / "figures" / "methods.png").exists()
   assert "sam, mse: SGD-momentum 0.9 + SAM ρ=0.05 (batch 128)" in md
   assert "λ_1/λ_5" in md
@@ -207,8 +207,7 @@ def test_depth_width_report_matches_its_criteria(tmp_path):
                      "history": _curve([1.0, 5.0, final["curv/lambda_max"]])})
   root = _write_sweep(tmp_path / "dw", "depth_width", trials, depth_width.get_criteria("quick"))
   verdicts, md = _verdicts(root)
-  assert verdicts == {"shallow_wide_accuracy": "holds", "deep_narrow_sharper": "holds",
-                      "width_flatter": "holds"}
-  assert "λ_max falls as the width grows (Li et al.'s wider: flatter): this shows it" in md
+  assert verdicts == {"shallow_wide_accuracy": "holds", "deep_narrow_sharper": "holds"}
+  assert "no criterion claims one" in md  # width follows depth: no separate width claim
   assert ("the shallow wide network at least as accurate (less than 1 point below, or better): this shows "
           "it") in md

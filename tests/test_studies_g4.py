@@ -226,7 +226,7 @@ def test_reparameterization_verdicts(tmp_path):
 def test_generalization_measures_verdicts(tmp_path):
   """16 runs of the quick grid: the accuracy gap grows with the run index; magnitude-aware flatness
   follows it exactly (tau_b = 1: holds), plain flatness falls with it (tau_b = -1: fails), adaptive
-  worst-case sharpness alternates (|tau_b| small, not significant: holds)."""
+  worst-case sharpness alternates (|tau_b| small: inconclusive, its interval wider than the band)."""
   grid = generalization_measures.QUICK_GRID
   keys = list(grid)
   trials = []
@@ -243,7 +243,9 @@ def test_generalization_measures_verdicts(tmp_path):
                                        trials))
   assert verdicts[("pacbayes_mag_flatness", "")] == "holds"
   assert verdicts[("pacbayes_flatness", "")] == "fails"
-  assert verdicts[("adaptive_sharpness_no_correlation", "")] == "holds"
+  # |tau_b| small, but the 95% Fisher-z interval of tau over 16 runs (about +-0.36 wide) cannot fit in
+  # the +-0.3 band: "no correlation" is not shown by a large p-value, it stays inconclusive
+  assert verdicts[("adaptive_sharpness_no_correlation", "")] == "inconclusive"
   md = written.markdown.read_text()
   assert "contradicts it" in md  # the comparison's words follow the same tau_b and p as the verdicts
 

@@ -5,8 +5,8 @@ with Santurkar et al. 2018, Ghorbani et al. 2019 and Cohen et al. 2021."""
 
 import numpy as np
 
-from analysis import plots, runs, stats, wording
-from analysis.document import Finding, Section, distinct, num, pct
+from analysis import plots, runs, stats, style, wording
+from analysis.document import Finding, Section, distinct, num, pct, seeds_text
 from analysis.results import (
   Context,
   Template,
@@ -19,7 +19,7 @@ from analysis.results import (
 TITLE = "BatchNorm ablation"
 
 NORM_KEY = "model.knobs.norm"
-SMOOTHNESS = (("smooth/loss_range", "loss variation along the gradient step", "loss range (nats)", "4(a)"),
+SMOOTHNESS = (("smooth/loss_range", "loss variation along the gradient step", "loss range", "4(a)"),
               ("smooth/grad_change", "gradient change along the step (gradient predictiveness)",
                "max ‖∇L(w − cη∇L) − ∇L(w)‖", "4(b)"),
               ("smooth/beta", "effective β-smoothness", "effective β-smoothness", "4(c)"))
@@ -87,6 +87,9 @@ def _smoothness_figures(ctx: Context, groups: dict[str, list[runs.Run]]) -> list
     ghost = settings[0][1] if len(settings) == 1 else None
     mode = (f"; BatchNorm with batch statistics over ghost batches of {ghost or 'the training batch size'}"
             if len(settings) == 1 and settings[0][0] == "batch" else "")
+    if metric == "smooth/loss_range":
+      loss = distinct(r.flat_config.get("loss.name", "cross_entropy") for rs in groups.values() for r in rs)
+      ylabel = style.loss_label(loss[0], "loss range") if len(loss) == 1 else ylabel
     draw = lambda p, seeds=seeds, ylabel=ylabel: plots.seed_curves(seeds, band="minmax", ylabel=ylabel,
                                                                     path=p)
     fig = ctx.figure(f"smoothness_{metric.split('/')[1]}", draw,
@@ -117,7 +120,7 @@ def _bn_results(ctx: Context):
         continue
       iv = stats.ratio_interval(a, b)
       findings.append(Finding(
-          f"{name[0].upper() + name[1:]} {what} / with BatchNorm: {iv.estimate:.2f}x (ratio of geometric "
+          f"{_capitalized(name)} {what} / with BatchNorm: {iv.estimate:.2f}x (ratio of geometric "
           f"means; means {num(a.mean())} vs {num(b.mean())}; {wording.interval_text(iv, **wording.TIMES)}"
           f"{_mode_note(base, metric)}).",
           {"norm": norm, "metric": metric, "ratio": iv.estimate, "ci": (iv.lo, iv.hi),
@@ -138,14 +141,22 @@ def _bn_results(ctx: Context):
   return [Section("Results", blocks)], findings
 
 
+def _capitalized(text: str) -> str:
+  """First letter upper-cased only if it is ASCII (`λ_max` stays `λ_max`, not `Λ_max`)."""
+  return text[0].upper() + text[1:] if text[:1].isascii() else text
+
+
 def _mode_note(base: list[runs.Run], metric: str) -> str:
   """`; BatchNorm runs: Hessian with batch statistics ...` for curvature and smoothness metrics."""
   if metric.startswith("curv/"):
     mode = curvature_mode_text(base)
     return f"; BatchNorm runs' Hessian: {mode}" if mode else ""
   if metric.startswith("smooth/"):
-    modes = distinct(r.flat_config.get("smoothness.bn_mode", "batch") for r in base)
-    return f"; BatchNorm runs probed with {' / '.join(map(str, modes))} statistics" if modes else ""
+    fc = [r.flat_config for r in base]
+    modes = distinct((c.get("smoothness.bn_mode", "batch"), c.get("smoothness.chunk_size")) for c in fc)
+    words = [f"batch statistics over ghost batches of {g or 'the training batch size'}" if m == "batch"
+             else "running statistics (eval mode)" for m, g in modes]
+    return f"; BatchNorm runs probed with {' / '.join(words)}" if words else ""
   return ""
 
 
@@ -164,7 +175,7 @@ def _regime(ctx: Context, groups: dict[str, list[runs.Run]]) -> list[Finding]:
     out.append(Finding(
         f"norm={norm}: λ_max peaked at {peak.min():.2f}-{peak.max():.2f} and ended at {end.min():.2f}-"
         f"{end.max():.2f} of the stability threshold {name} = {num(threshold)} (range over "
-        f"{len(peak)} seeds; minibatch training, so below it is the expected regime).",
+        f"{seeds_text(len(peak))}; minibatch training, so below it is the expected regime).",
         {"norm": norm, "metric": "lambda_max / threshold", "threshold": threshold, "peak": peak.tolist(),
          "end": end.tolist()}))
   return out

@@ -2,10 +2,10 @@
 
 Networks of several depths at a matched parameter count: test accuracy, generalization gap and the
 final lambda_max and trace, shallowest-and-widest against deepest-and-narrowest with Welch
-intervals over seeds, and Kendall's tau of depth and of width with each. Compared with Zagoruyko &
+intervals over seeds, and Kendall's tau of depth with each. Compared with Zagoruyko &
 Komodakis 2016 (wide shallow residual networks match or beat thin deep ones) and Li et al. 2018 (wider
 networks have flatter minima); the comparison words the same intervals as the criteria of the config
-(accuracy within MATCH, lambda_max ratio deep / shallow, Kendall's tau of lambda_max with the width).
+(accuracy within MATCH, lambda_max ratio deep / shallow).
 """
 
 import re
@@ -50,15 +50,6 @@ def _mode_text(ctx: Context) -> str:
     ghost = f" of {chunks.pop()} examples" if len(chunks) == 1 else ""
     return f"BatchNorm with batch statistics over fixed ghost batches{ghost}, the loss training descends"
   return f"BatchNorm mode {', '.join(sorted(map(str, modes)))}"
-
-
-def _width_tau(ctx: Context, metric: str) -> tuple[float, float, int]:
-  """Kendall's tau of `metric` (runs table) with `model.knobs.width` over every run, as the criterion
-  `width_flatter` computes it."""
-  widths = [r.overrides.get(WIDTH_KEY, r.flat_config.get(WIDTH_KEY)) for r in ctx.study.runs]
-  by_run = dict(zip(ctx.table["run"], pd.to_numeric(ctx.table[metric], errors="coerce"))) \
-      if metric in ctx.table.columns else {}
-  return stats.kendall_tau(widths, [by_run.get(r.name, np.nan) for r in ctx.study.runs])
 
 
 def _depth_key(ctx: Context) -> str:
@@ -153,11 +144,6 @@ def _results(ctx: Context):
       if n >= 3:
         findings.append(Finding(f"Across {n} runs, Kendall's τ between depth and {name} is {tau:.2f} "
                                 f"(p = {p:.2g}).", {"metric": metric, "tau": tau, "p": p, "n": n}))
-  tau, p, n = _width_tau(ctx, "curv/lambda_max")
-  if n >= 3:
-    findings.append(Finding(f"Across {n} runs, Kendall's τ between the width and λ_max is {tau:.2f} "
-                            f"(p = {p:.2g}).",
-                            {"metric": "curv/lambda_max", "by": "width", "tau": tau, "p": p, "n": n}))
   return [Section("Results", blocks)], findings
 
 
@@ -179,9 +165,6 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
       j = wording.judge(stats.Interval.from_dict(v["interval"]), ">", **wording.TIMES)
       items.append(f"λ_max, depth {v['deep depth']} / depth {v['shallow depth']}: {v['ratio']:.2f}x; deeper "
                    f"and narrower: sharper: this {j.text}.")
-    if v.get("metric") == "curv/lambda_max" and v.get("by") == "width":
-      j = wording.judge_correlation(v["tau"], v["p"], v["n"], "<")
-      items.append(f"λ_max falls as the width grows (Li et al.'s wider: flatter): this {j.text}.")
   if not items:
     items.append("Neither test accuracy nor λ_max could be compared between the shallowest and deepest "
                  "networks: the comparison cannot be made.")
@@ -193,7 +176,9 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
 
 def _limitations(ctx: Context) -> list[str]:
   out = ["λ_max is not invariant to reparametrization (Dinh et al. 2017): networks of different depth "
-         "scale their weights differently, so equal λ_max is not equal flatness across shapes."]
+         "scale their weights differently, so equal λ_max is not equal flatness across shapes.",
+         "Width follows depth here (the parameter count is held fixed), so a width effect at fixed depth "
+         "(Li et al.'s Fig. 6) cannot be separated from the depth effect: no criterion claims one."]
   if all(r.flat_config.get("model.name") == "mlp" for r in ctx.study.runs):
     out.append("The MLPs have no skip connections or normalization, so depth also changes how well they "
                "train at one shared learning rate; the shapes were not tuned separately.")

@@ -18,7 +18,6 @@ shape against the deepest, Welch intervals over seeds):
 - `shallow_wide_accuracy`: test accuracy of the shallowest, widest network minus that of the deepest,
   narrowest above -1 point ("match or beat", Zagoruyko & Komodakis).
 - `deep_narrow_sharper`: lambda_max at the end larger for the deepest, narrowest network (ratio > 1).
-- `width_flatter`: across all runs, lambda_max at the end falls with the width (Kendall's tau < 0).
 
 Commands:
   python -m experiments.sweep --config experiments/configs/depth_width.py:quick \
@@ -180,10 +179,6 @@ def get_criteria(arg: str | None = "quick") -> list[dict]:
        f"Hessian eigenvalue than the depth-{d0} (widest) one", "source": "Li et al. 2018 (NeurIPS, "
        "arXiv:1712.09913), Sec. 6, Fig. 6 (wider: flatter)", "quantity": "curv/lambda_max",
        "compare": "ratio", "expected": ">", "a": deep, "b": shallow},
-      {"id": "width_flatter",
-       "claim": "Across the shapes, the top Hessian eigenvalue at the end falls as the width grows",
-       "source": "Li et al. 2018 (NeurIPS, arXiv:1712.09913), Sec. 6, Fig. 6",
-       "quantity": "curv/lambda_max", "compare": "kendall", "expected": "<", "by": "model.knobs.width"},
   ]
 
 

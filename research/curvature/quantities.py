@@ -31,6 +31,8 @@ def spectrum_summary(top: EigenResult, bottom: EigenResult | None = None,
 
   - `lambda_max` with its residual and convergence flag; `top_values`, `top_residual_norms`,
     `top_converged` (k,);
+  - `top_converged_all`: whether every one of the top k converged; the ratios and the gap below read the
+    k-th value, which an unconverged Ritz value underestimates, so they are given only when it is True;
   - k >= 2: `lambda_1_over_lambda_2`, and `lambda_1_over_lambda_k` when lambda_k > 0;
   - `top_gap_index`, `top_gap_ratio`: `research.core.spectral.largest_gap` of the top-k (1-based i of the
     largest lambda_i / lambda_{i+1}; needs 3 positive values);
@@ -44,12 +46,13 @@ def spectrum_summary(top: EigenResult, bottom: EigenResult | None = None,
   out = {"lambda_max": float(values[0]), "lambda_max_residual": float(top.residual_norms[0]),
          "lambda_max_converged": bool(top.converged[0]), "k": len(values), "top_values": values.tolist(),
          "top_residual_norms": np.asarray(top.residual_norms, np.float64).tolist(),
-         "top_converged": [bool(c) for c in top.converged]}
-  if len(values) > 1:
+         "top_converged": [bool(c) for c in top.converged],
+         "top_converged_all": bool(np.all(top.converged))}
+  if len(values) > 1 and out["top_converged_all"]:
     out["lambda_1_over_lambda_2"] = float(values[0] / values[1])
     if values[-1] > 0:
       out["lambda_1_over_lambda_k"] = float(values[0] / values[-1])
-  index, ratio = spectral.largest_gap(values)
+  index, ratio = spectral.largest_gap(values) if out["top_converged_all"] else (None, float("nan"))
   if index is not None:
     out["top_gap_index"], out["top_gap_ratio"] = index, ratio
   if trace is not None and trace.estimate != 0:

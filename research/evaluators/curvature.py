@@ -55,7 +55,7 @@ from research.training import config as config_lib
 SPLITS = ("train", "eval_train")
 # Entries of `quantities.spectrum_summary` logged as `curv/<name>` when present.
 SPECTRUM_METRICS = ("lambda_1_over_lambda_k", "top_gap_index", "top_gap_ratio", "top_trace_fraction",
-                    "top_trace_fraction_se")
+                    "top_trace_fraction_se", "top_converged_all")
 
 
 # The domain of each numeric key (`research.training.config.Interval` syntax).
@@ -180,7 +180,7 @@ def build(config: ml_collections.ConfigDict):
       metrics |= {"curv/trace": est.estimate, "curv/trace_se": est.std_error}
       results["trace_hutchinson"] = est.to_dict()
     results["spectrum"] = spectrum = quantities.spectrum_summary(top, bottom, est)
-    metrics |= {f"curv/{name}": spectrum[name] for name in SPECTRUM_METRICS if name in spectrum}
+    metrics |= {f"curv/{name}": float(spectrum[name]) for name in SPECTRUM_METRICS if name in spectrum}
     if c.preconditioned and ctx.step > 0:  # at step 0 an Adam-type state has no second moment yet
       o = ctx.config.optimizer
       diag = operators.adam_preconditioner(ctx.state.opt_state, b2=o.b2, eps=o.eps)

@@ -526,7 +526,7 @@ def _summary(records: list[dict], *, status, step, total_steps, spe, diverged_st
   best = {}
   for r in evals:
     for k, v in r.items():
-      if not isinstance(v, float | int) or k in ("step", "epoch") or k.startswith("gap/"):
+      if not isinstance(v, float | int) or k in ("step", "epoch") or k.startswith(("gap/", "smooth/")):
         continue
       if k.endswith("/accuracy") or k.endswith("/loss"):
         key = f"best_{k}"

@@ -24,8 +24,8 @@ Sections:
 - `eval`: `every_steps` or `every_epochs`, `batch_size`, `splits`; early stopping on `early_stop_metric`
   (e.g. "valid/accuracy", "" = off) with `patience` evaluations and `early_stop_mode` (max | min).
 - one section per registered evaluator (`research.core.evaluator`), its schema owned by the evaluator's
-  module: `curvature`, `measures`, `compression`, `landscape` (`research/evaluators/`) and any a user
-  registers.
+  module: `curvature`, `measures`, `compression`, `landscape`, `smoothness` (`research/evaluators/`) and
+  any a user registers.
 - `log_every` (steps), `checkpoint_every` (steps; 0 = at each evaluation), `keep_checkpoints`,
   `tensorboard`, `progress` (auto | bar | lines | none).
 """

@@ -156,8 +156,11 @@ def _judge_one(c: Criterion, table: pd.DataFrame, members: list[runs.Run],
       return verdict, text, {"tau": tau, "lo": lo, "hi": hi, "p_value": p, "n": n}
     verdict = ("holds" if side else "fails") if p < alpha else "inconclusive"
     return verdict, f"Kendall τ = {tau:+.2f} (p = {p:.2g}, {n} runs)", {"tau": tau, "p_value": p, "n": n}
-  j = wording.judge(interval, c.expected, threshold=ref, margin=c.margin)
-  measured = f"{_fmt(interval.estimate)}; {wording.interval_text(interval)}"
+  points = c.quantity.split("@")[0].endswith("accuracy") and c.compare in ("difference", "mean")
+  style_ = wording.POINTS if points else {}
+  j = wording.judge(interval, c.expected, threshold=ref, margin=c.margin, **style_)
+  estimate = f"{100 * interval.estimate:+.2f} points" if points else _fmt(interval.estimate)
+  measured = f"{estimate}; {wording.interval_text(interval, **style_)}"
   values = {"estimate": interval.estimate, "lo": interval.lo, "hi": interval.hi, "method": interval.method,
             "n": list(interval.n), "p_value": interval.p_value, "threshold": ref, "level": interval.level}
   return _FROM_WORDING[j.verdict], measured, values

@@ -111,7 +111,8 @@ def setup_section(ctx: Context, fields: Fields) -> Section:
   batch = summ("batch_size") or c("training.batch_size")
   steps, epochs = show(summ("total_steps"), num), show(summ("epochs"), num)
   items.append(f"**Training**: {steps} steps ({epochs} epochs) at "
-               f"batch size {show(batch)}; full batch {show(c('training.full_batch'))}; evaluation every "
+               f"batch size {show(batch, _fmt_int)}; full batch {show(c('training.full_batch'))}; "
+               "evaluation every "
                f"{show(c('eval.every_steps'))} steps (0: per epoch) on {splits}.")
   seeds = sorted({str(r.seed) for r in rs if r.seed is not None})
   per = [len(v) for v in ctx.groups().values()]

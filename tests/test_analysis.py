@@ -333,7 +333,7 @@ def test_bn_ablation_report_states_the_numbers_of_the_runs(studies, tmp_path):
       if v["norm"] == "none":  # the comparison's verdict follows the interval, not the point estimate
         lo, hi = np.exp(ci.low), np.exp(ci.high)
         said = ("shows it" if lo > 1 else "contradicts it" if hi < 1 else "is inconclusive with 2 vs 2 seeds")
-        line = re.search(r"λ_max at the end without / with BatchNorm = [0-9.]+x: [^\n]*", md).group(0)
+        line = re.search(r"λ_max at the end without / with BatchNorm = [0-9.]+x; [^\n]*", md).group(0)
         assert said in line
       checked += 1
     if v.get("metric") == "test/accuracy":  # with BatchNorm minus without

@@ -56,7 +56,10 @@ def table(records: list[dict]) -> str:
       scope = f" [{v.get('scope')}]" if v.get("scope") else ""
       mark = MARK.get(v.get("verdict"), v.get("verdict"))
       items.append(f"**{v.get('id')}**{scope}: {v.get('claim')} → **{mark}** ({v.get('measured')})")
-    verdicts = "<br>".join(_cell(i) for i in items) or "no pre-registered criteria recorded"
+    counts = {k: sum(v.get("verdict") == k for v in r["verdicts"]) for k in MARK}
+    tally = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+    verdicts = (f"*{tally}*<br>" if tally else "") + "<br>".join(_cell(i) for i in items) \
+        or "no pre-registered criteria recorded"
     seeds = r.get("seeds_min"), r.get("seeds_max")
     seeds = f"{seeds[0]}" if seeds[0] == seeds[1] else f"{seeds[0]}-{seeds[1]}"
     code = ", ".join(c[:12] for c in r.get("code_versions") or []) or "not recorded"

@@ -282,6 +282,7 @@ def load_run(workdir: str | Path, step: int | None = None):
   if step is not None and step not in steps:
     raise UserError(f"no checkpoint at step {step} in {workdir}; available: {', '.join(map(str, steps))}")
   ds, graphdef, state = initial_state(config)
+  state = mesh_lib.put(state, mesh_lib.replicated(mesh_lib.data_mesh()))  # as training holds it
   ckpt = checkpoints.Checkpointer(ckpt_dir, keep=config.keep_checkpoints)
   step = steps[-1] if step is None else step
   state = ckpt.restore(state, step)

@@ -1,0 +1,81 @@
+"""Launching one command as several JAX processes on this host (CPU, gloo collectives), for the tests of
+multi-process training and measurement (tests/test_multiprocess.py, tests/test_slurm.py)."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The quick default run with the Hessian's lambda_max and trace measured at the end; progress as lines.
+TRAIN = ["-m", "experiments.train", "--config", "experiments/configs/default.py:quick",
+         "--config.curvature.at_end=True", "--config.curvature.trace_probes=5",
+         "--config.curvature.num_examples=256", "--config.curvature.chunk_size=256",
+         "--config.progress=none"]
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def environment(**extra) -> dict:
+  """This process's environment for a child on CPU, without any cluster variable of our own."""
+  env = {k: v for k, v in os.environ.items()
+         if not k.startswith(("JAX_COORDINATOR", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "SLURM_"))}
+  env.pop("XLA_FLAGS", None)
+  return env | {"JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)} | extra
+
+
+def start(args: list[str], num_processes: int, logs: Path) -> list[subprocess.Popen]:
+  """`python <args>` as `num_processes` processes of one JAX job (JAX_* variables, a free port on
+  127.0.0.1); process i's output goes to logs/p<i>.log (appended)."""
+  logs.mkdir(parents=True, exist_ok=True)
+  address = f"127.0.0.1:{free_port()}"
+  procs = []
+  for i in range(num_processes):
+    env = environment(JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES=str(num_processes),
+                      JAX_PROCESS_ID=str(i))
+    with open(logs / f"p{i}.log", "a") as log:
+      procs.append(subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+  return procs
+
+
+def wait(procs: list[subprocess.Popen], timeout: float) -> list[int]:
+  """The exit codes; on timeout every process is killed and TimeoutError raised."""
+  deadline = time.time() + timeout
+  try:
+    return [p.wait(timeout=max(deadline - time.time(), 0.1)) for p in procs]
+  except subprocess.TimeoutExpired:
+    kill(procs)
+    raise TimeoutError(f"processes still running after {timeout:.0f} s") from None
+
+
+def kill(procs: list[subprocess.Popen]) -> None:
+  """SIGKILL to each process (by its own id), then reaped."""
+  for p in procs:
+    if p.poll() is None:
+      os.kill(p.pid, signal.SIGKILL)
+  for p in procs:
+    p.wait()
+
+
+def tail(logs: Path, lines: int = 15) -> str:
+  """The last lines of every process's log, for an assertion message."""
+  out = []
+  for log in sorted(logs.glob("p*.log")):
+    text = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    out += [f"== {log.name}", *text[-lines:]]
+  return "\n".join(out)
+
+
+def checkpoint_steps(workdir: Path) -> list[int]:
+  """The finished checkpoint steps of a run directory (Orbax renames a step's folder when complete)."""
+  folder = workdir / "checkpoints"
+  return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []

@@ -1,6 +1,7 @@
 """Launching one command as several JAX processes on this host (CPU, gloo collectives), for the tests of
 multi-process training and measurement (tests/test_multiprocess.py, tests/test_slurm.py)."""
 
+import json
 import os
 import signal
 import socket
@@ -16,6 +17,8 @@ TRAIN = ["-m", "experiments.train", "--config", "experiments/configs/default.py:
          "--config.curvature.at_end=True", "--config.curvature.trace_probes=5",
          "--config.curvature.num_examples=256", "--config.curvature.chunk_size=256",
          "--config.progress=none"]
+MEASURE = ["-m", "experiments.measure", "--what", "lambda_max,trace", "--num_examples", "256",
+           "--chunk_size", "128", "--num_probes", "3", "--tol", "1e-6"]
 
 
 def free_port() -> int:
@@ -79,3 +82,39 @@ def checkpoint_steps(workdir: Path) -> list[int]:
   """The finished checkpoint steps of a run directory (Orbax renames a step's folder when complete)."""
   folder = workdir / "checkpoints"
   return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+
+
+def reference_run(folder: Path) -> tuple[Path, dict]:
+  """The 1-process reference with 2 CPU devices (the per-device split of every batch of a 2-process
+  run): `TRAIN` into folder/run, then `MEASURE` of its last checkpoint. Returns (run, printed metrics)."""
+  env = environment(XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  workdir = folder / "run"
+  for args in ([*TRAIN, "--workdir", str(workdir)], [*MEASURE, "--workdir", str(workdir)]):
+    done = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=900)
+    if done.returncode != 0:
+      raise RuntimeError(f"{' '.join(args[:2])} failed: {done.stdout[-2000:]}{done.stderr[-3000:]}")
+  return workdir, json.loads(done.stdout)
+
+
+def relative(a: float, b: float) -> float:
+  return abs(a - b) / max(abs(b), 1e-12)
+
+
+def compare_runs(workdir: Path, reference: Path) -> dict:
+  """Checks that `workdir` (a multi-process run of `TRAIN`) has one row per logged step, the reference's
+  steps, and final metrics within 1e-4 relative of the reference's (lambda_max and the trace within
+  1e-5); returns {metric: [value, reference value, relative difference]} of the final row."""
+  from research.core import rundir
+
+  rows = rundir.read_metrics(workdir / "metrics.jsonl")
+  ref_rows = rundir.read_metrics(reference / "metrics.jsonl")
+  steps = [r["step"] for r in rows]
+  assert steps == sorted(set(steps)) == [r["step"] for r in ref_rows]  # one writer, no duplicated row
+  floats = lambda r: {k: v for k, v in r.items() if isinstance(v, float) and not k.endswith("seconds")}
+  final, ref_final = floats(rows[-1]), floats(ref_rows[-1])
+  assert final.keys() == ref_final.keys() and "curv/lambda_max" in final and "curv/trace" in final
+  table = {k: [final[k], ref_final[k], relative(final[k], ref_final[k])] for k in final}
+  assert max(t[2] for t in table.values()) <= 1e-4, table
+  assert table["curv/lambda_max"][2] <= 1e-5 and table["curv/trace"][2] <= 1e-5, table
+  return table

@@ -35,6 +35,7 @@ def _problem():
 
 
 def test_the_switch_is_validated_and_recorded(monkeypatch):
+  monkeypatch.delenv("RESEARCH_BACKEND", raising=False)
   assert xla.on_cpu() and xla.compiler_options() == xla.CPU_OPTIONS
   monkeypatch.setenv(xla.PATHS_ENV, "accelerator")
   assert not xla.on_cpu() and xla.compiler_options() == {}

@@ -25,8 +25,8 @@ def plain_ops():
 
 @pytest.fixture(scope="session")
 def quick_reference(tmp_path_factory):
-  """(run directory, measure output) of the 1-process reference of the multi-process tests
-  (tests/jax_processes.py), made once per session."""
+  """(run directory, lambda_max/trace output, measures output) of the 1-process reference of the
+  multi-process tests (tests/jax_processes.py), made once per session."""
   import jax_processes
 
   return jax_processes.reference_run(tmp_path_factory.mktemp("quick-1process"))

@@ -3,6 +3,7 @@ multi-process training and measurement (tests/test_multiprocess.py, tests/test_s
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,6 +20,12 @@ TRAIN = ["-m", "experiments.train", "--config", "experiments/configs/default.py:
          "--config.progress=none"]
 MEASURE = ["-m", "experiments.measure", "--what", "lambda_max,trace", "--num_examples", "256",
            "--chunk_size", "128", "--num_probes", "3", "--tol", "1e-6"]
+# Sharpness and generalization measures of the last checkpoint (random perturbations, per-example margins).
+MEASURES = ["-m", "experiments.measure", "--sections", "measures",
+            "--config.measures.names=worst_case,average,epsilon,margin,norms,pac_bayes",
+            "--config.measures.num_examples=256", "--config.measures.chunk_size=128",
+            "--config.measures.steps=5", "--config.measures.restarts=2", "--config.measures.average_pairs=4",
+            "--config.measures.pac_bayes_samples=2", "--config.measures.pac_bayes_depth=4"]
 
 
 def free_port() -> int:
@@ -84,17 +91,29 @@ def checkpoint_steps(workdir: Path) -> list[int]:
   return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
 
 
-def reference_run(folder: Path) -> tuple[Path, dict]:
+def reference_run(folder: Path) -> tuple[Path, dict, dict]:
   """The 1-process reference with 2 CPU devices (the per-device split of every batch of a 2-process
-  run): `TRAIN` into folder/run, then `MEASURE` of its last checkpoint. Returns (run, printed metrics)."""
+  run): `TRAIN` into folder/run, then `MEASURE` and `MEASURES` of its last checkpoint. Returns (run,
+  MEASURE's printed metrics, MEASURES' printed metrics)."""
   env = environment(XLA_FLAGS="--xla_force_host_platform_device_count=2")
   workdir = folder / "run"
-  for args in ([*TRAIN, "--workdir", str(workdir)], [*MEASURE, "--workdir", str(workdir)]):
+  printed = []
+  for args in ([*TRAIN, "--workdir", str(workdir)], [*MEASURE, "--workdir", str(workdir)],
+               [*MEASURES, "--workdir", str(workdir)]):
     done = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=900)
     if done.returncode != 0:
       raise RuntimeError(f"{' '.join(args[:2])} failed: {done.stdout[-2000:]}{done.stderr[-3000:]}")
-  return workdir, json.loads(done.stdout)
+    printed.append(done.stdout)
+  return workdir, json.loads(printed[1]), json.loads(printed[2])
+
+
+def printed_json(log: Path) -> dict:
+  """The JSON object `experiments.measure` printed into a process's log (other lines skipped)."""
+  found = re.search(r"^\{\n.*?^\}$", log.read_text(errors="replace"), re.S | re.M)
+  if found is None:
+    raise AssertionError(f"no JSON object in {log}")
+  return json.loads(found.group(0))
 
 
 def relative(a: float, b: float) -> float:

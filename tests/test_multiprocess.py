@@ -1,6 +1,7 @@
 """Multi-process training on one host: 2 JAX processes on 127.0.0.1 (CPU, gloo) train the quick default
 run with lambda_max and the Hessian trace measured at the end, are killed with SIGKILL after their first
-checkpoint and restarted; then 2 processes measure the final checkpoint with `experiments.measure`.
+checkpoint and restarted; then 2 processes measure the final checkpoint with `experiments.measure`
+(lambda_max and trace; sharpness and generalization measures).
 
 The reference is 1 process with 2 CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=2): the
 same per-device split of every batch, so the same arithmetic; only the process count differs. (Against 1
@@ -16,7 +17,7 @@ from research.core import rundir
 
 
 def test_two_processes_killed_and_restarted_equal_one_process(quick_reference, tmp_path):
-  ref_dir, ref_measure = quick_reference
+  ref_dir, ref_measure, ref_measures = quick_reference
   workdir, logs = tmp_path / "run", tmp_path / "logs"
   args = [*jp.TRAIN, "--workdir", str(workdir)]
   procs = jp.start(args, 2, logs)
@@ -46,6 +47,18 @@ def test_two_processes_killed_and_restarted_equal_one_process(quick_reference, t
   assert jp.relative(got["top"]["values"][0], ref["top"]["values"][0]) <= 1e-5
   assert jp.relative(got["trace_hutchinson"]["estimate"], ref["trace_hutchinson"]["estimate"]) <= 1e-5
   assert jp.relative(got["top"]["values"][0], ref_measure["lambda_max"]) <= 1e-5
+
+  # Sharpness (random perturbations drawn alike on every process), margins gathered from both processes.
+  procs = jp.start([*jp.MEASURES, "--workdir", str(workdir)], 2, tmp_path / "measures")
+  assert jp.wait(procs, 600) == [0, 0], jp.tail(tmp_path / "measures")
+  measures = jp.printed_json(tmp_path / "measures" / "p0.log")
+  assert measures == jp.printed_json(tmp_path / "measures" / "p1.log")
+  assert "sharp/worst_case_l2" in measures and "sharp/output_margin" in measures
+  for k, v in ref_measures.items():
+    if not k.endswith("seconds"):
+      assert jp.relative(measures[k], v) <= 1e-4, (k, measures[k], v)
+  assert len(list((workdir / "measures").glob("step100_posthoc*.json"))) == 1
   (tmp_path / "figures.json").write_text(json.dumps({"train": table, "measure": {
       "lambda_max": [got["top"]["values"][0], ref["top"]["values"][0]],
-      "trace": [got["trace_hutchinson"]["estimate"], ref["trace_hutchinson"]["estimate"]]}}, indent=1))
+      "trace": [got["trace_hutchinson"]["estimate"], ref["trace_hutchinson"]["estimate"]]},
+      "measures": {k: [measures[k], v] for k, v in ref_measures.items()}}, indent=1))

@@ -148,7 +148,7 @@ srun --kill-on-bad-exit=1 {python} {train} --workdir {workdir}
 
 
 def test_training_as_one_slurm_job_of_two_tasks_equals_one_process(cluster, quick_reference, tmp_path):
-  ref_dir, _ = quick_reference
+  ref_dir = quick_reference[0]
   workdir = tmp_path / "run"
   script = tmp_path / "train.sbatch"
   script.write_text(BATCH_SCRIPT.format(folder=tmp_path, root=jp.ROOT, python=sys.executable,

@@ -48,6 +48,16 @@ def put(tree, sharding: NamedSharding):
   return jax.tree.map(one, tree)
 
 
+def to_host(x) -> np.ndarray:
+  """The whole value of an array as NumPy on this process: an array split over several processes' devices
+  (e.g. per-example outputs) is gathered from all of them (a collective: every process must call it)."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated:
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)
+
+
 def global_batch(images: np.ndarray, labels: np.ndarray, index: np.ndarray, mask: np.ndarray,
                  sharding: NamedSharding) -> dict:
   """{"image", "label" (int32), "mask" (float32)} of the examples `index` of (images, labels), placed

@@ -9,9 +9,12 @@ process with 1 device the summation order of the gradient differs and SGD amplif
 1e-5 relative at step 10, percents by step 50; see the README's Cluster section.)"""
 
 import json
+import subprocess
+import sys
 import time
 
 import jax_processes as jp
+import pytest
 
 from research.core import rundir
 
@@ -62,3 +65,45 @@ def test_two_processes_killed_and_restarted_equal_one_process(quick_reference, t
       "lambda_max": [got["top"]["values"][0], ref["top"]["values"][0]],
       "trace": [got["trace_hutchinson"]["estimate"], ref["trace_hutchinson"]["estimate"]]},
       "measures": {k: [measures[k], v] for k, v in ref_measures.items()}}, indent=1))
+
+
+def test_the_cluster_comes_from_flags_variables_or_slurm(monkeypatch):
+  from research.core import distributed
+  from research.core.errors import UserError
+
+  for name in (*distributed.ENV, "SLURM_JOB_ID", "SLURM_NTASKS", "SLURM_STEP_NUM_TASKS"):
+    monkeypatch.delenv(name, raising=False)
+  assert distributed.cluster_from_environment() is None
+  monkeypatch.setenv("SLURM_JOB_ID", "7")
+  monkeypatch.setenv("SLURM_NTASKS", "2")
+  monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "1")  # the batch script itself: one process
+  assert distributed.cluster_from_environment() is None
+  monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "2")  # an srun step of 2 tasks: JAX reads SLURM_*
+  assert distributed.cluster_from_environment() == {}
+  monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "10.0.0.1:1234")
+  monkeypatch.setenv("JAX_NUM_PROCESSES", "4")
+  monkeypatch.setenv("JAX_PROCESS_ID", "3")
+  assert distributed.cluster_from_environment() == {"coordinator_address": "10.0.0.1:1234",
+                                                    "num_processes": 4, "process_id": 3}
+  monkeypatch.setenv("JAX_PROCESS_ID", "4")
+  with pytest.raises(UserError, match=r"JAX_PROCESS_ID must be in \[0, JAX_NUM_PROCESSES\), got 4 of 4"):
+    distributed.cluster_from_environment()
+  monkeypatch.delenv("JAX_PROCESS_ID")
+  with pytest.raises(UserError, match="missing JAX_PROCESS_ID"):
+    distributed.cluster_from_environment()
+  with pytest.raises(UserError, match="give all of coordinator_address, num_processes and process_id"):
+    distributed.initialize("127.0.0.1:1", 2)
+  with pytest.raises(UserError, match=r"process_id must be in \[0, num_processes\), got 2 of 2"):
+    distributed.initialize("127.0.0.1:1", 2, 2)
+
+
+@pytest.mark.parametrize("env, message", [
+    ({}, "error: --distributed: no multi-process job found; give --coordinator_address"),
+    ({"JAX_NUM_PROCESSES": "2"}, "error: multi-process run: set all of JAX_COORDINATOR_ADDRESS"),
+])
+def test_a_missing_cluster_is_one_line_and_exit_2(tmp_path, env, message):
+  done = subprocess.run([sys.executable, *jp.TRAIN, "--workdir", str(tmp_path / "run"), "--distributed"],
+                        cwd=jp.ROOT, env=jp.environment(**env), capture_output=True, text=True, timeout=300)
+  last = done.stderr.strip().splitlines()[-1]
+  assert done.returncode == 2 and last.startswith(message), done.stderr[-2000:]
+  assert not (tmp_path / "run").exists()

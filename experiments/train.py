@@ -4,6 +4,9 @@
 Trains one run into DIR (see DESIGN.md's run directory) and resumes it if DIR has checkpoints. A finished
 run in DIR is never rewritten: the same config prints its result, another one is refused; `--force`
 moves DIR to DIR.replaced-<UTC time> (nothing is deleted) and starts over.
+Several processes (hosts) run the same command, each with `--coordinator_address HOST:PORT
+--num_processes N --process_id I` (or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID), or as
+the tasks of one `srun`: every process trains on its share of each batch, process 0 writes DIR.
 Exit status: 0 done, 2 bad input or an unusable workdir or dataset (one `error:` line), 3 diverged
 (non-finite loss, gradient or parameters).
 """

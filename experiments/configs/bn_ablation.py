@@ -126,8 +126,9 @@ def get_criteria(arg: str | None = "quick") -> list[dict]:
        "(batch-statistics Hessian)", "source": f"{santurkar}, Sec. 3.2; Ghorbani et al. 2019 (ICML), Fig. 5",
        "quantity": "curv/lambda_max@mean", "compare": "ratio", "expected": ">"} | _PAIR,
       {"id": "outlier_separation", "claim": "Without BatchNorm the top eigenvalue stands further above the "
-       "next ones (lambda_1 / lambda_4 at the end)", "source": "Ghorbani et al. 2019 (ICML, arXiv:1901.10159), "
-       "Sec. 4", "quantity": "curv/lambda_1_over_lambda_k", "compare": "ratio", "expected": ">"} | _PAIR,
+       "next ones (lambda_1 / lambda_4 at the end)",
+       "source": "Ghorbani et al. 2019 (ICML, arXiv:1901.10159), Sec. 4",
+       "quantity": "curv/lambda_1_over_lambda_k", "compare": "ratio", "expected": ">"} | _PAIR,
       {"id": "test_accuracy", "claim": "BatchNorm raises test accuracy (points, batch - none)",
        "source": "Ioffe & Szegedy 2015 (ICML); Santurkar et al. 2018, Fig. 1", "quantity": "test/accuracy",
        "compare": "difference", "expected": ">", "a": _PAIR["b"], "b": _PAIR["a"]},

@@ -27,6 +27,10 @@ relative gap, lambda_1 / lambda_k, share of the trace with `trace`); `results.de
 the SLQ settings cannot resolve. With `--bn_mode batch` every chunk is a ghost batch with its own
 statistics (`operator.ghost_batch_size`), so the number of examples must be a multiple of `--chunk_size`.
 
+Several processes (one per host, or per Slurm task) run the same command with `--coordinator_address`,
+`--num_processes`, `--process_id` (or the JAX_* variables, or under `srun`): every process computes, process
+0 writes the records.
+
 Exit status: 0 measured, 2 bad input (one `error:` line).
 """
 
@@ -204,12 +208,19 @@ def main(argv: list[str] | None = None) -> int:
   group.add_argument("--density_probes", type=int, default=None,
                      help="SLQ probes of the density (default: min(num_probes, 10))")
   group.add_argument("--num_steps", type=int, default=60, help="Lanczos steps per SLQ probe")
+  cluster = parser.add_argument_group("multi-process (else JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
+                                      "JAX_PROCESS_ID, or a Slurm step of several tasks)")
+  cluster.add_argument("--coordinator_address", default=None, help="host:port of process 0's coordinator")
+  cluster.add_argument("--num_processes", type=int, default=None)
+  cluster.add_argument("--process_id", type=int, default=None)
   args, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
   from research import backend
+  from research.core import distributed
   from research.evaluators import posthoc
 
   try:
     backend.setup()  # before JAX runs anything
+    distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
     if args.what is not None:
       if extra:
         raise UserError(f"unrecognized argument {extra[0]!r} (config overrides go with --sections)")

@@ -4,6 +4,9 @@
 Trains one run into DIR (see DESIGN.md's run directory) and resumes it if DIR has checkpoints. A finished
 run in DIR is never rewritten: the same config prints its result, another one is refused; `--force`
 moves DIR to DIR.replaced-<UTC time> (nothing is deleted) and starts over.
+Several processes (hosts) run the same command, each with `--coordinator_address HOST:PORT
+--num_processes N --process_id I` (or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID), or as
+the tasks of one `srun`: every process trains on its share of each batch, process 0 writes DIR.
 Exit status: 0 done, 2 bad input or an unusable workdir or dataset (one `error:` line), 3 diverged
 (non-finite loss, gradient or parameters).
 """
@@ -23,8 +26,14 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Study config file[:va
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it has checkpoints).")
 _FORCE = flags.DEFINE_bool("force", False, "Start over: move whatever is at --workdir (e.g. a finished run) "
                            "to <workdir>.replaced-<UTC time> first; nothing is deleted.")
-_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first "
-                                 "(multi-host runs; the cluster comes from Slurm or JAX_* variables).")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Require a multi-process job (refuse to run as one "
+                                 "process when the flags, JAX_* variables or Slurm describe none).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Multi-process run: host:port of process "
+                                   "0's coordinator (else JAX_COORDINATOR_ADDRESS, or a Slurm step).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process run: the number of processes "
+                                      "(else JAX_NUM_PROCESSES).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process run: this process's index "
+                                   "(else JAX_PROCESS_ID).")
 
 
 FREE_FORM = ("model.knobs.", "data.options.")  # any key: checked by the model registry / data loader
@@ -110,16 +119,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 2
   from research import backend  # after flag parsing, so that errors above come fast
+  from research.core import distributed
 
   try:
     backend.setup()  # before JAX runs anything; touches no device
+    joined = distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    if _DISTRIBUTED.value and not joined:
+      raise UserError("--distributed: no multi-process job found; give --coordinator_address, "
+                      "--num_processes and --process_id (or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
+                      "JAX_PROCESS_ID), or run under srun with several tasks")
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  if _DISTRIBUTED.value:
-    import jax
-
-    jax.distributed.initialize()
   from research import training
 
   try:

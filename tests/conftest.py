@@ -21,3 +21,12 @@ def plain_ops():
   before = ops.installed()
   yield
   ops.install(**before)
+
+
+@pytest.fixture(scope="session")
+def quick_reference(tmp_path_factory):
+  """(run directory, lambda_max/trace output, measures output) of the 1-process reference of the
+  multi-process tests (tests/jax_processes.py), made once per session."""
+  import jax_processes
+
+  return jax_processes.reference_run(tmp_path_factory.mktemp("quick-1process"))

@@ -1,14 +1,18 @@
 """Sweeps on a real Slurm: a single-node cluster on localhost (tests/slurm_cluster.py), started and
 stopped here. Every trial is a Slurm job; one is cancelled mid-run and comes back from its checkpoint;
-the post step is a job of its own; the results equal the local launcher's. Skipped, with the reason in
-one line, where the daemons cannot be installed or started."""
+the post step is a job of its own; the results equal the local launcher's. And one multi-process
+training run as one job of 2 tasks (`srun`), found by JAX from Slurm's variables, equals the 1-process
+reference of tests/test_multiprocess.py. Skipped, with the reason in one line, where the daemons cannot
+be installed or started."""
 
 import json
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
+import jax_processes as jp
 import pytest
 import slurm_cluster
 
@@ -131,3 +135,34 @@ def test_a_sweep_on_slurm_survives_a_cancelled_job_and_equals_the_local_sweep(cl
   local = tmp_path / "local"
   sweeps.run_sweep(str(config), local, parallel=2, out=lambda line: None)
   assert _finals(local) == _finals(workdir)  # resume is exact, and a Slurm job runs the same command
+
+
+BATCH_SCRIPT = """#!/bin/bash
+#SBATCH --job-name=train-2-tasks
+#SBATCH --ntasks=2
+#SBATCH --cpus-per-task=1
+#SBATCH --output={folder}/slurm-%j.out
+cd {root}
+srun --kill-on-bad-exit=1 {python} {train} --workdir {workdir}
+"""
+
+
+def test_training_as_one_slurm_job_of_two_tasks_equals_one_process(cluster, quick_reference, tmp_path):
+  ref_dir = quick_reference[0]
+  workdir = tmp_path / "run"
+  script = tmp_path / "train.sbatch"
+  script.write_text(BATCH_SCRIPT.format(folder=tmp_path, root=jp.ROOT, python=sys.executable,
+                                        train=" ".join(jp.TRAIN), workdir=workdir))
+  env = jp.environment(SLURM_CONF=str(cluster.conf))  # JAX_PLATFORMS=cpu; no JAX_* cluster variable
+  job = subprocess.run(["sbatch", "--parsable", str(script)], env=env, capture_output=True, text=True,
+                       check=True).stdout.strip().split(";")[0]
+  jobs, deadline = {}, time.time() + 900
+  while job not in jobs and time.time() < deadline:  # a job's record is written as it ends
+    time.sleep(1)
+    jobs = {j["jobid"]: j for j in cluster.sacct()}
+  output = (tmp_path / f"slurm-{job}.out").read_text(errors="replace") if job in jobs else ""
+  assert jobs.get(job, {}).get("state") == "COMPLETED", output[-3000:]
+  meta = rundir.read_json(workdir / "meta.json")
+  assert meta["status"] == "done" and meta["process_count"] == 2 and meta["slurm_job"] == job
+  table = jp.compare_runs(workdir, ref_dir)
+  (tmp_path / "figures.json").write_text(json.dumps({"job": jobs[job], "train": table}, indent=1))

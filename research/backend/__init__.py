@@ -16,6 +16,9 @@ Settings (environment; a bad value is a `UserError` naming the choices):
   model zoo's plain implementations, no compiler options) except the compilation cache;
 - `RESEARCH_CONV=onednn|xla`: `xla` keeps XLA's convolutions (the shifted-products first layer stays);
 - `RESEARCH_HOST_MALLOC=tuned|glibc`: `glibc` keeps glibc's defaults;
+- `RESEARCH_DEVICE_PATHS=auto|accelerator`: `accelerator` takes every branch written for GPU/TPU on CPU
+  too (`xla.on_cpu()` is False: no CPU compiler options or CPU ops, `lax.scan` over curvature chunks),
+  for tests that compare them with the CPU branches;
 - `RESEARCH_COMPILATION_CACHE=DIR|0`, `RESEARCH_ONEDNN_VERDICTS=DIR`: where the caches live.
 
 Without `setup()` (tests, notebooks) models run the plain implementations. `describe()` says what is in
@@ -50,6 +53,7 @@ def check_settings() -> str:
   value = choice()
   native.conv_choice()
   xla.malloc_choice()
+  xla.paths_choice()
   return value
 
 
@@ -104,6 +108,7 @@ def describe() -> dict:
       "materialize_residual_stream": impl["residual_stream"] is cpu.materialize,
       "allocator": "tuned" if _state["allocator_tuned"] else "as configured",
       "compiler_options": xla.compiler_options(),
+      "device_paths": xla.paths_choice(),
       "compilation_cache": _state["compilation_cache"],
       "onednn_version": native.onednn_version() if reason is None else None,
       "onednn_verdicts": {"dir": str(verdicts.directory(native.onednn_version(), native.LIBRARY))

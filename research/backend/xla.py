@@ -1,8 +1,9 @@
 """XLA settings of the backend: compiler options, the compilation cache, the host allocator.
 
-`jit(fn, **kw)` is `jax.jit` with `CPU_OPTIONS` on XLA:CPU (none on GPU/TPU or with
-`RESEARCH_BACKEND=plain`): this jaxlib hands convolutions to YNNPACK by default, whose weight-gradient
-convolutions are slower than XLA's Eigen path on small images; we keep YNNPACK for dots and reductions.
+`jit(fn, **kw)` is `jax.jit` with `CPU_OPTIONS` on XLA:CPU (none on GPU/TPU, with
+`RESEARCH_BACKEND=plain` or with `RESEARCH_DEVICE_PATHS=accelerator`, see `on_cpu`): this jaxlib hands
+convolutions to YNNPACK by default, whose weight-gradient convolutions are slower than XLA's Eigen path
+on small images; we keep YNNPACK for dots and reductions.
 
 `use_compilation_cache()` turns on JAX's persistent compilation cache, so the trials of a sweep, which
 are separate processes compiling the same programs, and re-runs load compiled programs from disk.
@@ -30,10 +31,9 @@ CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type":
                "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
 
 
-@functools.cache
 def compiler_options() -> dict:
   plain = os.environ.get("RESEARCH_BACKEND") == "plain"  # research.backend.ENV
-  return dict(CPU_OPTIONS) if jax.default_backend() == "cpu" and not plain else {}
+  return dict(CPU_OPTIONS) if on_cpu() and not plain else {}
 
 
 def jit(fn, **kwargs):
@@ -59,8 +59,24 @@ def jit(fn, **kwargs):
   return call
 
 
+PATHS_ENV = "RESEARCH_DEVICE_PATHS"
+PATHS_CHOICES = ("auto", "accelerator")
+
+
+def paths_choice() -> str:
+  """`$RESEARCH_DEVICE_PATHS` (default auto); `accelerator` takes the GPU/TPU branches on CPU too."""
+  choice = os.environ.get(PATHS_ENV, "auto")
+  if choice not in PATHS_CHOICES:
+    raise UserError(choices_message(f"${PATHS_ENV}", choice, PATHS_CHOICES))
+  return choice
+
+
 def on_cpu() -> bool:
-  return jax.default_backend() == "cpu"
+  """Whether code that branches by hardware takes its XLA:CPU branch: on the CPU backend, unless
+  `$RESEARCH_DEVICE_PATHS=accelerator` forces the GPU/TPU branches (the curvature operators' `lax.scan`
+  over chunks, rolled chunk loops in the train step, XLA's own convolutions and no CPU compiler options),
+  so that CI runs them on CPU and compares their numbers with the CPU branches'."""
+  return jax.default_backend() == "cpu" and paths_choice() == "auto"
 
 
 CACHE_ENV = "RESEARCH_COMPILATION_CACHE"

@@ -51,7 +51,13 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
                process_id: int | None = None) -> bool:
   """Joins the multi-process job described by the arguments or the environment (see the module
   docstring); returns False, doing nothing, when there is none (a single process)."""
-  if coordinator_address is not None:
+  given = (coordinator_address, num_processes, process_id)
+  if any(v is not None for v in given):
+    if any(v is None for v in given):
+      raise UserError("multi-process run: give all of coordinator_address, num_processes and process_id "
+                      f"(got {coordinator_address!r}, {num_processes!r}, {process_id!r})")
+    if num_processes < 1 or not 0 <= process_id < num_processes:
+      raise UserError(f"process_id must be in [0, num_processes), got {process_id} of {num_processes}")
     cluster = {"coordinator_address": coordinator_address, "num_processes": num_processes,
                "process_id": process_id}
   else:

@@ -20,6 +20,43 @@ def batch_sharding(mesh: Mesh, axis: int = 0) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(*([None] * axis), "data"))
 
 
+def _is_key(x) -> bool:
+  return isinstance(x, jax.Array) and jax.numpy.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def put(tree, sharding: NamedSharding):
+  """The arrays of `tree` (host or device values, the same on every process) placed with `sharding`.
+
+  One process: `jax.device_put`. Several: every process builds the global array from its own copy
+  (`jax.make_array_from_callback` asks it for its devices' slices only), with no collective and no
+  check that the copies agree; arrays already placed with `sharding` are returned as they are. Typed
+  PRNG keys keep their type.
+  """
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+
+  def one(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      if x.sharding.is_equivalent_to(sharding, x.ndim):
+        return x
+      raise ValueError(f"an array placed with {x.sharding} cannot be re-placed on {sharding} here")
+    if _is_key(x):
+      return jax.random.wrap_key_data(one(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+  return jax.tree.map(one, tree)
+
+
+def to_host(x) -> np.ndarray:
+  """The whole value of an array as NumPy on this process: an array split over several processes' devices
+  (e.g. per-example outputs) is gathered from all of them (a collective: every process must call it)."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated:
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)
+
 
 def global_batch(images: np.ndarray, labels: np.ndarray, index: np.ndarray, mask: np.ndarray,
                  sharding: NamedSharding) -> dict:

@@ -140,6 +140,7 @@ def environment() -> dict:
       "devices": [str(d) for d in jax.devices()],
       "device_kind": jax.devices()[0].device_kind,
       "process_count": jax.process_count(),
+      "slurm_job": os.environ.get("SLURM_JOB_ID"),
       "host": platform.node(),
       "git": git_hash(),
   }

@@ -75,9 +75,12 @@ def make_chunks(images: np.ndarray, labels: np.ndarray, chunk_size: int | None =
   chunk = min(chunk_size or n, n)
   devices = jax.device_count()
   chunk = -(-chunk // devices) * devices if shard else chunk  # a multiple of the device count
-  arrays = batching.padded_chunks(images, labels, chunk)
-  if shard:
-    arrays = jax.device_put(arrays, mesh_lib.batch_sharding(mesh_lib.data_mesh(), axis=1))
+  if shard:  # each process places its devices' share of every chunk only
+    index, mask = batching.chunk_indices(n, chunk)
+    arrays = mesh_lib.global_batch(images, labels, index, mask,
+                                   mesh_lib.batch_sharding(mesh_lib.data_mesh(), axis=1))
+  else:
+    arrays = batching.padded_chunks(images, labels, chunk)
   return Chunks(arrays, n, chunk)
 
 
@@ -257,7 +260,7 @@ def _operator(kind, fn, static, params, chunks: Chunks, param_filter, info: dict
     v = jnp.asarray(v)
     traced = isinstance(v, jax.core.Tracer)  # under jit/vmap: no placement, no cache
     if replicate is not None and not traced:
-      v = jax.device_put(v, replicate)
+      v = mesh_lib.put(v, replicate)
     if cache is not None and not traced and cache.usable():
       return cache.product(chosen, v.astype(flat.dtype)).astype(v.dtype)
     out = run((chosen, others, v.astype(flat.dtype), aux), chunks.arrays)

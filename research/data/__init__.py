@@ -6,8 +6,10 @@ Also: seeded batching (`train_batches`, `eval_batches`), on-device transforms (`
 
 from research.data.batching import (
                                     batch_indices,
+                                    chunk_indices,
                                     epoch_permutation,
                                     eval_batches,
+                                    eval_indices,
                                     padded_chunks,
                                     steps_per_epoch,
                                     train_batches,
@@ -18,7 +20,7 @@ from research.data.transforms import augment, normalize
 
 __all__ = [
     "Dataset", "LeakageReport", "LoadOptions", "Split", "augment", "available", "batch_indices",
-    "epoch_permutation", "eval_batches", "find_duplicates", "load", "normalize", "padded_chunks",
-    "parse_options",
+    "chunk_indices", "epoch_permutation", "eval_batches", "eval_indices", "find_duplicates", "load",
+    "normalize", "padded_chunks", "parse_options",
     "steps_per_epoch", "train_batches",
 ]

@@ -55,23 +55,33 @@ def train_batches(split: Split, batch_size: int | None, *, seed: int, start_step
     step += 1
 
 
+def eval_indices(num_examples: int, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """(index, mask) of every example once, in order, in batches of exactly `batch_size`: (batch_size,)
+  int64 and float32; the last batch is padded with example 0 and mask 0."""
+  for start in range(0, num_examples, batch_size):
+    idx = np.arange(start, start + batch_size)
+    real = idx < num_examples
+    yield np.where(real, idx, 0), real.astype(np.float32)
+
+
 def eval_batches(split: Split, batch_size: int) -> Iterator[dict]:
   """Every example once, in order, in batches of exactly `batch_size` (the last one padded)."""
-  n = len(split)
-  for start in range(0, n, batch_size):
-    idx = np.arange(start, start + batch_size)
-    real = idx < n
-    idx = np.where(real, idx, 0)
-    yield {"image": split.images[idx], "label": split.labels[idx], "mask": real.astype(np.float32)}
+  for idx, mask in eval_indices(len(split), batch_size):
+    yield {"image": split.images[idx], "label": split.labels[idx], "mask": mask}
+
+
+def chunk_indices(num_examples: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+  """(index, mask), both (num_chunks, chunk): examples 0..n-1 in order, the last chunk filled with
+  example 0 at mask 0 (int64 and float32)."""
+  pad = -num_examples % chunk
+  idx = np.concatenate([np.arange(num_examples), np.zeros(pad, np.int64)])
+  mask = (np.arange(num_examples + pad) < num_examples).astype(np.float32)
+  return idx.reshape(-1, chunk), mask.reshape(-1, chunk)
 
 
 def padded_chunks(images: np.ndarray, labels: np.ndarray, chunk: int) -> dict:
   """All examples as arrays (num_chunks, chunk, ...): `image`, `label` int32, and `mask` (1 real, 0 for
   the zero-index padding that fills the last chunk). The layout the train step and curvature operators
-  take for exact means over chunks."""
-  n = len(labels)
-  pad = -n % chunk
-  idx = np.concatenate([np.arange(n), np.zeros(pad, np.int64)])
-  return {"image": images[idx].reshape((-1, chunk) + images.shape[1:]),
-          "label": labels[idx].astype(np.int32).reshape(-1, chunk),
-          "mask": (np.arange(n + pad) < n).astype(np.float32).reshape(-1, chunk)}
+  take for exact means over chunks (`chunk_indices`; on devices: `research.core.mesh.global_batch`)."""
+  idx, mask = chunk_indices(len(labels), chunk)
+  return {"image": images[idx], "label": labels[idx].astype(np.int32), "mask": mask}

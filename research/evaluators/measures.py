@@ -63,6 +63,7 @@ import ml_collections
 import numpy as np
 
 from research.backend import xla
+from research.core import mesh as mesh_lib
 from research.core import rundir
 from research.core.errors import UserError, choices_message
 from research.core.evaluator import Evaluator, register
@@ -159,10 +160,11 @@ def _logits(logits_fn, tree, chunk):
 def output_change(logits_fn, tree, other, chunks) -> dict:
   """max |logits(other) - logits(tree)| and max |logits(tree)| over the real examples of `chunks`."""
   diff, scale = 0.0, 0.0
-  mask = np.asarray(chunks.arrays["mask"]) > 0
+  mask = mesh_lib.to_host(chunks.arrays["mask"]) > 0
   for c in range(chunks.num_chunks):
     chunk = jax.tree.map(lambda x, c=c: x[c], chunks.arrays)
-    a, b = np.asarray(_logits(logits_fn, tree, chunk)), np.asarray(_logits(logits_fn, other, chunk))
+    a = mesh_lib.to_host(_logits(logits_fn, tree, chunk))  # examples split over processes: gathered
+    b = mesh_lib.to_host(_logits(logits_fn, other, chunk))
     keep = mask[c]
     diff = max(diff, float(np.abs(b - a)[keep].max()))
     scale = max(scale, float(np.abs(a)[keep].max()))

@@ -177,7 +177,7 @@ def scan(model: PointModel | Callable, params, directions: Sequence, axes: Seque
   for name, data in splits.items():
     c = as_chunks(data, chunk_size, shard=shard == "examples")
     if shard == "points":
-      c = dataclasses.replace(c, arrays=jax.device_put(c.arrays, mesh_lib.replicated(mesh)))
+      c = dataclasses.replace(c, arrays=mesh_lib.put(c.arrays, mesh_lib.replicated(mesh)))
     chunks[name] = c
 
   dtype = jnp.result_type(jnp.float32, *jax.tree.leaves(params))  # of the coefficients
@@ -190,7 +190,7 @@ def scan(model: PointModel | Callable, params, directions: Sequence, axes: Seque
   for b in range(0, len(padded), per_batch):
     coeffs = jnp.asarray(padded[b:b + per_batch], dtype)
     if shard == "points":
-      coeffs = jax.device_put(coeffs, mesh_lib.batch_sharding(mesh, 0))
+      coeffs = mesh_lib.put(coeffs, mesh_lib.batch_sharding(mesh, 0))
     stats = stats_fn(params, trees, coeffs)
     for name, c in chunks.items():
       total = None

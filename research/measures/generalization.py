@@ -22,6 +22,7 @@ import scipy.stats
 
 from research.backend import xla
 from research.core import losses
+from research.core import mesh as mesh_lib
 from research.core.errors import UserError, choices_message
 from research.curvature.trace import to_jsonable
 from research.measures.common import as_chunks, check_count
@@ -42,10 +43,11 @@ def per_example(logits_fn: Callable, params, data, *, loss_name: str = "cross_en
 
   outs = [_chunk_values(logits_fn, loss_name, params, jax.tree.map(lambda x, c=c: x[c], chunks.arrays))
           for c in range(chunks.num_chunks)]
-  mask = np.asarray(chunks.arrays["mask"]).reshape(-1) > 0
-  labels = np.asarray(chunks.arrays["label"]).reshape(-1)[mask]
-  return {"loss": np.concatenate([np.asarray(o[0], np.float64) for o in outs])[mask],
-          "correct": np.concatenate([np.asarray(o[1], np.float64) for o in outs])[mask],
+  mask = mesh_lib.to_host(chunks.arrays["mask"]).reshape(-1) > 0
+  labels = mesh_lib.to_host(chunks.arrays["label"]).reshape(-1)[mask]
+  host = lambda x: mesh_lib.to_host(x).astype(np.float64)  # examples split over processes: gathered
+  return {"loss": np.concatenate([host(o[0]) for o in outs])[mask],
+          "correct": np.concatenate([host(o[1]) for o in outs])[mask],
           "label": labels.astype(np.int64)}
 
 

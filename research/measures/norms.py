@@ -34,6 +34,7 @@ import numpy as np
 
 from research.backend import xla
 from research.core import losses
+from research.core import mesh as mesh_lib
 from research.core.errors import UserError, choices_message
 from research.curvature import operators
 from research.measures.common import (
@@ -144,9 +145,9 @@ def margins(logits_fn: Callable, params, data) -> np.ndarray:
   """(n,) z_y - max_{j != y} z_j for every real example, on the host."""
   chunks = as_chunks(data)
 
-  out = [np.asarray(_chunk_margins(logits_fn, params, jax.tree.map(lambda x, c=c: x[c], chunks.arrays)))
-         for c in range(chunks.num_chunks)]
-  mask = np.asarray(chunks.arrays["mask"]).reshape(-1) > 0
+  out = [mesh_lib.to_host(_chunk_margins(logits_fn, params, jax.tree.map(lambda x, c=c: x[c], chunks.arrays)))
+         for c in range(chunks.num_chunks)]  # examples split over processes: gathered
+  mask = mesh_lib.to_host(chunks.arrays["mask"]).reshape(-1) > 0
   return np.concatenate(out)[mask]
 
 

@@ -133,10 +133,14 @@ class _Progress:
 
 def evaluate(eval_step, state, split: data.Split, batch_size: int, sharding, num_classes: int,
              prefix: str) -> dict:
-  """Exact means over a split: `{prefix}/loss`, `/accuracy`, `/class_accuracy` (list)."""
+  """Exact means over a split: `{prefix}/loss`, `/accuracy`, `/class_accuracy` (list).
+
+  Each process places only its devices' share of every batch (`mesh.global_batch`); the sums come back
+  replicated, the same on every process."""
   sums = None
-  for batch in data.eval_batches(split, batch_size):
-    out = eval_step(state.params, state.model_state, jax.device_put(batch, sharding))
+  for idx, mask in data.eval_indices(len(split), batch_size):
+    batch = mesh_lib.global_batch(split.images, split.labels, idx, mask, sharding)
+    out = eval_step(state.params, state.model_state, batch)
     out = jax.tree.map(lambda x: np.asarray(x, np.float64), out)
     sums = out if sums is None else jax.tree.map(np.add, sums, out)
   class_acc = sums["class_correct"] / np.maximum(sums["class_count"], 1)
@@ -278,6 +282,7 @@ def load_run(workdir: str | Path, step: int | None = None):
   if step is not None and step not in steps:
     raise UserError(f"no checkpoint at step {step} in {workdir}; available: {', '.join(map(str, steps))}")
   ds, graphdef, state = initial_state(config)
+  state = mesh_lib.put(state, mesh_lib.replicated(mesh_lib.data_mesh()))  # as training holds it
   ckpt = checkpoints.Checkpointer(ckpt_dir, keep=config.keep_checkpoints)
   step = steps[-1] if step is None else step
   state = ckpt.restore(state, step)
@@ -331,7 +336,7 @@ def _run(config, workdir: Path, meta: dict, evaluators: Sequence[Evaluator], wri
 
   root = jax.random.key(config.seed)
   graphdef, state, optimizer, schedule = build_state(config, ds, total_steps, spe)
-  state = jax.device_put(state, mesh_lib.replicated(mesh))
+  state = mesh_lib.put(state, mesh_lib.replicated(mesh))
   ckpt = checkpoints.Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
   start = ckpt.latest_step()
   kept_step = -1  # the records kept from an earlier session: those up to the restored checkpoint
@@ -358,16 +363,18 @@ def _run(config, workdir: Path, meta: dict, evaluators: Sequence[Evaluator], wri
   train_sharding = mesh_lib.batch_sharding(mesh, axis=1)
   eval_sharding = mesh_lib.batch_sharding(mesh, axis=0)
 
+  def chunked_batch(idx: np.ndarray):
+    """The examples `idx` as (num_chunks, chunk) on the devices; each process places its share only."""
+    positions, mask = data.chunk_indices(len(idx), chunk)
+    return mesh_lib.global_batch(ds.train.images, ds.train.labels, idx[positions], mask, train_sharding)
+
   if full_batch:  # the whole training set, padded to whole chunks, on the devices once
-    fixed_batch = jax.device_put(data.padded_chunks(ds.train.images, ds.train.labels, chunk),
-                                 train_sharding)
+    fixed_batch = chunked_batch(np.arange(n_train))
 
   def batch_at(step: int):
     if full_batch:
       return fixed_batch
-    idx = data.batch_indices(n_train, batch_size, step, seed=config.seed)
-    return jax.device_put(data.padded_chunks(ds.train.images[idx], ds.train.labels[idx], chunk),
-                          train_sharding)
+    return chunked_batch(data.batch_indices(n_train, batch_size, step, seed=config.seed))
 
   splits = {"eval_train": ds.eval_train, "valid": ds.valid, "test": ds.test}
 

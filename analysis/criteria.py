@@ -185,8 +185,13 @@ def with_history(table: pd.DataFrame, study: runs.Study, criteria: list[Criterio
 def judge(criteria: list[Criterion], study: runs.Study, table: pd.DataFrame, *,
           level: float = 0.95) -> list[Verdict]:
   """One `Verdict` per criterion and value of its `each` key, from the runs table (`table` has a `run`
-  column and one column per quantity, derived ones included)."""
-  out = []
+  column and one column per quantity, derived ones included).
+
+  The family of statistical tests (every ratio, difference, mean and Kendall verdict) holds `level`
+  jointly: each is judged at 1 - (1 - level) / m for m such tests (Bonferroni), so that one of several
+  pre-registered comparisons crossing p = 0.05 by chance is not read as a finding. `every` verdicts are
+  counts, not tests."""
+  tasks = []
   table = with_history(table, study, criteria)
   for c in criteria:
     scopes = [("", study.runs)]
@@ -198,12 +203,17 @@ def judge(criteria: list[Criterion], study: runs.Study, table: pd.DataFrame, *,
       short = _short(c.each)
       scopes = [(f"{short}={json.loads(k) if k != 'null' else 'unset'}", rs)
                 for k, rs in seen.items()] or scopes
-    for scope, members in scopes:
-      try:
-        verdict, measured, values = _judge_one(c, table, members, level)
-      except (TypeError, ValueError) as e:  # a quantity of an unexpected type: say so, keep the rest
-        verdict, measured, values = "not measured", f"could not be judged ({type(e).__name__}: {e})"[:160], {}
-      out.append(Verdict(c, scope, verdict, measured, values))
+    tasks += [(c, scope, members) for scope, members in scopes]
+  tests = sum(c.compare != "every" for c, _, _ in tasks)
+  each_level = 1 - (1 - level) / max(tests, 1)
+  out = []
+  for c, scope, members in tasks:
+    try:
+      verdict, measured, values = _judge_one(c, table, members, each_level)
+    except (TypeError, ValueError) as e:  # a quantity of an unexpected type: say so, keep the rest
+      verdict, measured, values = "not measured", f"could not be judged ({type(e).__name__}: {e})"[:160], {}
+    values = values | ({"family_level": level, "tests": tests} if c.compare != "every" else {})
+    out.append(Verdict(c, scope, verdict, measured, values))
   return out
 
 
@@ -239,10 +249,20 @@ def verdict_table(verdicts: list[Verdict]) -> tables.Table:
     claim = c.claim + (f" [{v.scope}]" if v.scope else "")
     rows.append([c.id, claim, _expected_text(c), c.source, v.measured, f"**{v.verdict}**"])
   header = ["criterion", "claim", "test", "source", "measured", "verdict"]
-  return tables.Table(header, rows, [[False] * len(header) for _ in rows],
-                      caption="Pre-registered criteria (recorded in sweep.json before the runs) and their "
-                              "verdicts: 95% intervals valid for the number of seeds (t for means, Welch for "
-                              "differences, Welch on the logs for ratios).", align="llllll")
+  tests = next((v.values["tests"] for v in verdicts if "tests" in v.values), 0)
+  level = next((v.values["family_level"] for v in verdicts if "family_level" in v.values), 0.95)
+  parts = ["Pre-registered criteria (recorded in sweep.json before the runs) and their verdicts."]
+  if tests:
+    plural = "s" if tests > 1 else ""
+    parts.append(f"The {tests} statistical test{plural} hold {100 * level:g}% jointly: "
+                 f"each interval is at {100 * (1 - (1 - level) / tests):.4g}% (Bonferroni), t for means, "
+                 "Welch for differences, Welch on the logs for ratios, Fisher z for Kendall's τ; valid for "
+                 "the number of seeds shown.")
+  if any(v.criterion.compare == "every" for v in verdicts):
+    parts.append("`every run` verdicts count runs against the threshold: observations of each run, without "
+                 "an interval (their seeds are in the measured column).")
+  return tables.Table(header, rows, [[False] * len(header) for _ in rows], caption=" ".join(parts),
+                      align="llllll")
 
 
 def summary(verdicts: list[Verdict]) -> str:

@@ -68,9 +68,15 @@ def test_eos_quantities_count_only_a_crossing_from_below():
   # above at the start and never below: the fall is a catapult only, the threshold is never reached
   q = eos_template.eos_quantities(steps, np.array([170, 160, 150, 140, 130, 120, 110, 105.0]), 100.0)
   assert q["eos/reached"] == 0 and q["eos/window_fraction"] == 0 and np.isnan(q["eos/sharpening"])
-  # at 0.96 of it at step 0: step 0 itself never counts; the next point does (the sharpening rule does not)
+  # inside the window from the start (0.96, 0.97): no measurement below 0.9 x threshold, no crossing
   q = eos_template.eos_quantities(steps[:3], np.array([96, 97, 97.0]), 100.0)
-  assert q["eos/crossing_step"] == 10 and q["eos/sharpening"] == pytest.approx(97 / 96)
+  assert q["eos/reached"] == 0 and np.isnan(q["eos/crossing_step"])
+  # falls from above into the window and stays there (0.94 -> 0.95): not a crossing from below either
+  q = eos_template.eos_quantities(steps[:4], np.array([300, 94, 95, 96.0]), 100.0)
+  assert q["eos/reached"] == 0
+  # below the window at 0.88, dips to 0.70, rises to 0.91 by the end: sharpening from the low point
+  q = eos_template.eos_quantities(steps[:5], np.array([140, 88, 70, 80, 91.0]), 100.0)
+  assert q["eos/reached"] == 0 and q["eos/sharpening"] == pytest.approx(91 / 70)
   # cross-entropy: hovers, then declines late: 3 of 6 after the crossing in [0.9, 1.1], 3 of 3 before it
   q = eos_template.eos_quantities(steps, np.array([20, 60, 100, 104, 99, 60, 40, 30.0]), 100.0)
   assert q["eos/window_fraction"] == pytest.approx(3 / 6) and q["eos/hover_fraction"] == 1

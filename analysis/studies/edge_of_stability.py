@@ -8,10 +8,11 @@ The criteria of the config are judged on per-run quantities derived here from th
   eos/started_above     1 if the first measurement is at or above the threshold (then the run catapults
                         down first, Lewkowycz et al. 2020; that is not progressive sharpening)
   eos/reached           1 if a measurement >= REACH x threshold follows the first measurement below the
-                        threshold (a crossing from below; never the first measurement), else 0
+                        window (< WINDOW[0] x threshold: a crossing from below the window, never the first
+                        measurement; a run that falls into the window from above has not crossed), else 0
   eos/crossing_step     the step of that crossing
-  eos/sharpening        the largest lambda_max from the first measurement below the threshold up to the
-                        crossing (or the end), over the value at that first measurement
+  eos/sharpening        the largest lambda_max after the lowest one (between the first measurement below the
+                        window and the crossing, or the end), over that lowest value
   eos/window_fraction   share of the measurements from the crossing to the end inside WINDOW x threshold
                         (0 when the threshold was not reached from below)
   eos/hover_fraction    the same up to the last measurement at or above WINDOW[0] x threshold: a final
@@ -47,13 +48,14 @@ def eos_quantities(steps: np.ndarray, values: np.ndarray, threshold: float, pref
   q = {"start_ratio": r[0], "end_ratio": r[-1], "max_ratio": r.max(), "started_above": float(r[0] >= 1.0),
        "reached": 0.0, "window_fraction": 0.0, "hover_fraction": 0.0, "sharpening": math.nan,
        "crossing_step": math.nan, "first_below_step": math.nan}
-  below = np.flatnonzero(r < 1.0)
+  below = np.flatnonzero(r < WINDOW[0])
   if len(below):
     start = int(below[0])
     q["first_below_step"] = steps[start]
     later = np.flatnonzero(r[start + 1:] >= REACH) + start + 1
     end = int(later[0]) if len(later) else len(r) - 1
-    q["sharpening"] = float(values[start:end + 1].max() / values[start]) if values[start] > 0 else math.nan
+    low = start + int(np.argmin(values[start:end + 1]))
+    q["sharpening"] = float(values[low:end + 1].max() / values[low]) if values[low] > 0 else math.nan
     if len(later):
       post = r[end:]
       inside = (post >= WINDOW[0]) & (post <= WINDOW[1])

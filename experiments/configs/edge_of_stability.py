@@ -19,10 +19,12 @@ sharpening.
 
 Criteria (`get_criteria`; judged per run, per step size, on quantities the report derives from the
 lambda_max history, `analysis/studies/edge_of_stability.py`): a run "reaches" the threshold only by a
-crossing from below: a measurement >= 0.95 x threshold after its first measurement below the threshold
-(never step 0; 0.95 because lambda_max is sampled every few steps of an oscillating trajectory and
-Lanczos has tolerance 1e-3); "progressive sharpening" = from its first value below the threshold
-lambda_max rises more than 1.1x (beyond the window's half-width) up to the crossing; "hovers" = at
+crossing from below: a measurement >= 0.95 x threshold after its first measurement below the window
+(< 0.9 x threshold: a run that falls into the window from above and stays there has not crossed from
+below; never step 0; 0.95 because lambda_max is sampled every few steps of an oscillating trajectory
+and Lanczos has tolerance 1e-3); "progressive sharpening" = from its lowest value after falling below
+the window, lambda_max rises more than 1.1x (beyond the window's half-width) up to the crossing (or the
+end of training); "hovers" = at
 least 75% of the measurements from that crossing lie in [0.9, 1.1] x threshold (cross-entropy: up to
 the start of the late decline, which is expected and judged separately: its last measurement must not
 lie above 1.1 x threshold).
@@ -120,8 +122,8 @@ def get_criteria(arg: str | None = "quick") -> list[dict]:
   gd_ce = {"optimizer.name": "sgd", "loss.name": "cross_entropy"}
   momentum = {"optimizer.name": "momentum"}
   adam = {"optimizer.name": "adam"}
-  reach = (f"reaches {REACH:g} x the threshold after a measurement below it (a crossing from below, "
-           "not step 0)")
+  reach = (f"reaches {REACH:g} x the threshold after a measurement below {WINDOW[0]:g} x it (a crossing from "
+           "below the window, not step 0)")
   hover = (f"after the crossing, at least {HOVER:.0%} of the measurements lie in "
            f"[{WINDOW[0]:g}, {WINDOW[1]:g}] x the threshold")
   momentum_src = f"{COHEN21}, appendix on GD with momentum"
@@ -129,9 +131,9 @@ def get_criteria(arg: str | None = "quick") -> list[dict]:
   return [
       _every("gd_reaches", f"MSE, full-batch GD: lambda_max {reach} 2/eta", "eos/reached",
              f"{COHEN21}, Sec. 3, Fig. 1", gd_mse, 0.5),
-      _every("gd_sharpening", "MSE, full-batch GD: progressive sharpening: from its first value below "
-             f"2/eta, lambda_max rises by more than {RISE - 1:.0%} (the half-width of the window) before "
-             "reaching the threshold", "eos/sharpening",
+      _every("gd_sharpening", "MSE, full-batch GD: progressive sharpening: from its lowest value below "
+             f"{WINDOW[0]:g} x 2/eta, lambda_max rises by more than {RISE - 1:.0%} (the half-width of the "
+             "window) up to the crossing or the end", "eos/sharpening",
              f"{COHEN21}, Sec. 3 (progressive sharpening), Fig. 1", gd_mse, RISE),
       _every("gd_hovers", f"MSE, full-batch GD: {hover} 2/eta", "eos/window_fraction",
              f"{COHEN21}, Sec. 3, Fig. 1", gd_mse, HOVER),

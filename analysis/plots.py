@@ -262,7 +262,7 @@ def seed_curves(seeds: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]], *,
   if far:
     ax.text(0.01, 0.98, f"{reference_label} = {', '.join(far)}: above the plotted range", fontsize=7.5,
             transform=ax.transAxes, ha="left", va="top", color="0.3")
-  if len(v) and v.min() > 0 and v.max() / v.min() > 30:
+  if len(v) and v.min() > 0 and v.max() / v.min() > 10:  # e.g. sharp at initialization, flat after
     ax.set_yscale("log")
   elif len(v) and v.min() >= 0:
     ax.set_ylim(0, 1.1 * max([top, *shown.values(), *([common_reference[0]] if common_reference else [])]))

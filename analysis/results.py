@@ -370,7 +370,8 @@ def standard_results(ctx: Context, *, bar_metrics=("test/accuracy", "gap/accurac
         loss_name="cross_entropy" if loss == "mixed" else loss, path=p),
         f"By `{key}` (conditions in the sweep's order): diamonds are means over seeds, whiskers the "
         f"{plots.interval_text('t')}, grey dots the individual seeds; the value axes are fitted to the data "
-        "(not from 0)." + (f" Runs left out (not finished): {', '.join(failed)}." if failed else ""))
+        "(not from 0). Every panel is the value at the end of training."
+        + (f" Runs left out (not finished): {', '.join(failed)}." if failed else ""))
     if fig:
       blocks.append(fig)
   per_class = {}

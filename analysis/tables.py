@@ -46,9 +46,10 @@ SHORT_NAMES = {"test/accuracy": "test acc. (%)", "test/loss": "test loss",
 
 
 def default_better(metric: str) -> str | None:
-  """`max` for accuracies, `min` for losses and gaps, None otherwise."""
+  """`max` for accuracies, `min` for losses, None otherwise: a smaller generalization gap is not better in
+  itself (an under-fitting run has a small one), so gaps are never marked."""
   if metric.startswith("gap/"):
-    return "min"
+    return None
   if metric.endswith("/accuracy"):
     return "max"
   if metric.endswith("/loss"):

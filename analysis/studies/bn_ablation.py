@@ -127,13 +127,14 @@ def _bn_results(ctx: Context):
            "interval": iv.as_dict(),
            "mean": float(a.mean()), "mean batch": float(b.mean()), "n": len(a), "n batch": len(b)}))
     for metric, name in (("test/accuracy", "Test accuracy"), ("gap/accuracy", "The accuracy gap")):
+      show = pct if metric == "test/accuracy" else (lambda x: f"{100 * x:.2f} points")
       a, b = ctx.values(base, metric), ctx.values(rs, metric)
       if not (len(a) and len(b)):
         continue
       iv = stats.difference_interval(a, b)
       findings.append(Finding(
-          f"{name} with BatchNorm minus {what}: {100 * iv.estimate:+.2f} points ({pct(a.mean())} vs "
-          f"{pct(b.mean())}; {wording.interval_text(iv, **wording.POINTS)}).",
+          f"{name} with BatchNorm minus {what}: {100 * iv.estimate:+.2f} points ({show(a.mean())} vs "
+          f"{show(b.mean())}; {wording.interval_text(iv, **wording.POINTS)}).",
           {"norm": norm, "metric": metric, "difference": iv.estimate, "ci": (iv.lo, iv.hi),
            "interval": iv.as_dict(), "mean batch": float(a.mean()), "mean": float(b.mean()),
            "n batch": len(a), "n": len(b)}))
@@ -173,15 +174,15 @@ def _regime(ctx: Context, groups: dict[str, list[runs.Run]]) -> list[Finding]:
     end = np.asarray([v[-1] / threshold for _, v in hist])
     if not len(peak):
       continue
-    began = f"started at {start.min():.2f}-{start.max():.2f} at initialization, " if len(start) else ""
+    began = f"{start.min():.2f}-{start.max():.2f}x at initialization, " if len(start) else ""
     below = [float(s[np.argmax(v < threshold)]) for s, v in hist if (v < threshold).any()]
     above = (f"; above the threshold at initialization, below it from step {int(max(below))} on"
              if len(start) and start.max() > 1 and below else "")
     out.append(Finding(
-        f"norm={norm}: relative to the stability threshold {name} = {num(threshold)}, λ_max {began}peaked at "
-        f"{peak.min():.2f}-{peak.max():.2f} after step 0 and ended at {end.min():.2f}-{end.max():.2f} (range "
-        f"over {seeds_text(len(peak))}; minibatch training, where λ_max below the threshold is the expected "
-        f"regime{above}).",
+        f"norm={norm}: λ_max as a multiple of the stability threshold {name} = {num(threshold)}: {began}"
+        f"peaked at {peak.min():.2f}-{peak.max():.2f}x after step 0 and ended at {end.min():.2f}-"
+        f"{end.max():.2f}x (ranges over {seeds_text(len(peak))}; minibatch training, where λ_max below the "
+        f"threshold is the expected regime{above}).",
         {"norm": norm, "metric": "lambda_max / threshold", "threshold": threshold, "start": start.tolist(),
          "peak": peak.tolist(), "end": end.tolist()}))
   return out
@@ -227,7 +228,11 @@ def _bn_comparison(ctx: Context, findings: list[Finding]) -> list:
     summary = [f"Without normalization against BatchNorm, of {len(verdicts)} comparisons the published "
                f"direction shows in {counts['shows']}, is contradicted in {counts['contradicts']} and is "
                f"inconclusive in {counts['inconclusive']} at these seeds."]
-  return out + [items] + summary + (["Regime (Cohen et al. 2021):", regime] if regime else [])
+  ends = [e for f in findings if f.values.get("metric") == "lambda_max / threshold" for e in f.values["end"]]
+  regime = [f"Regime (Cohen et al. 2021): every run ended at {min(ends):.2f}-{max(ends):.2f}x its stability "
+            "threshold (the findings give each condition), " + ("below it: the regime of minibatch SGD, not "
+            "the edge of stability." if max(ends) < 1 else "at or above it in some runs.")] if ends else []
+  return out + [items] + summary + regime
 
 
 def _bn_limitations(ctx: Context) -> list[str]:
@@ -245,6 +250,7 @@ def _bn_limitations(ctx: Context) -> list[str]:
 TEMPLATE = Template(
     "bn_ablation", TITLE,
     "Does BatchNorm make the loss landscape smoother? Networks with BatchNorm, with LayerNorm and without "
-    "normalization, compared over seeds on accuracy, generalization gap, the Hessian of the loss training "
-    "descends along training, and Santurkar et al.'s trajectory smoothness.", _bn_applies, _bn_results,
+    "normalization, compared over seeds on accuracy, generalization gap, the top Hessian eigenvalue measured "
+    "throughout training (with BatchNorm in the mode training uses: batch statistics) and Santurkar et al.'s "
+    "trajectory smoothness.", _bn_applies, _bn_results,
     _bn_comparison, _bn_limitations, _bn_prepare)

@@ -124,7 +124,7 @@ def get_criteria(arg: str | None = "quick") -> list[dict]:
        "source": f"{santurkar}, Fig. 4(c)", "quantity": "smooth/beta@mean", "compare": "ratio",
        "expected": ">"} | _PAIR,
       {"id": "lambda_max", "claim": "Without BatchNorm the Hessian's top eigenvalue along training is higher "
-       "(batch-statistics Hessian)", "source": f"{santurkar}, Sec. 3.2; Ghorbani et al. 2019 (ICML), Fig. 5",
+       "(batch-statistics Hessian)", "source": f"{santurkar}, Sec. 3.2",
        "quantity": "curv/lambda_max@mean", "compare": "ratio", "expected": ">"} | _PAIR,
       {"id": "test_accuracy", "claim": "BatchNorm raises test accuracy (points, batch - none)",
        "source": "Ioffe & Szegedy 2015 (ICML); Santurkar et al. 2018, Fig. 1", "quantity": "test/accuracy",

@@ -119,7 +119,7 @@ def _judge_one(c: Criterion, table: pd.DataFrame, members: list[runs.Run],
       return "not measured", f"no value of `{c.quantity}`", {}
     interval = stats.mean_interval(a, level=level)
   elif c.compare == "every":
-    if not len(a):
+    if not a_runs or c.quantity not in table.columns:
       return "not measured", f"no value of `{c.quantity}`", {}
     # every matched run counts: one whose value is missing or not finite (diverged) does not pass
     col = pd.to_numeric(table.set_index("run")[c.quantity], errors="coerce") if c.quantity in table.columns \
@@ -128,7 +128,9 @@ def _judge_one(c: Criterion, table: pd.DataFrame, members: list[runs.Run],
     with np.errstate(invalid="ignore"):
       ok = {">": a > ref, "<": a < ref, "=": np.abs(a - ref) <= (c.margin or 0.0)}[c.expected]
     verdict = "holds" if ok.all() else "fails"
-    text = (f"{int(ok.sum())} of {len(a)} runs {c.expected} {_fmt(ref)} (values {', '.join(map(_fmt, a))})")
+    text = (f"{int(ok.sum())} of {len(a)} runs {c.expected} {_fmt(ref)} (values {', '.join(map(_fmt, a))}; "
+            "n/a: not defined for the run, which does not pass)" if not np.isfinite(a).all() else
+            f"{int(ok.sum())} of {len(a)} runs {c.expected} {_fmt(ref)} (values {', '.join(map(_fmt, a))})")
     return verdict, text, {"values": a.tolist(), "passing": int(ok.sum()), "n": len(a), "threshold": ref}
   else:  # kendall
     by_run = dict(zip(table["run"], pd.to_numeric(table[c.quantity], errors="coerce"))) \

@@ -175,13 +175,16 @@ def with_history(table: pd.DataFrame, study: runs.Study, criteria: list[Criterio
     metric, at, stat = c.quantity.rpartition("@")[0], "@" in c.quantity, c.quantity.rpartition("@")[2]
     if not at or c.quantity in table.columns or stat not in HISTORY_STATS:
       continue
-    values = {}
-    for r in study.runs:
-      steps, ys = r.curve(metric)
-      ys = ys[(steps > 0) & np.isfinite(ys)]
-      values[r.name] = float(HISTORY_STATS[stat](ys)) if len(ys) else np.nan
+    values = {r.name: history_stat(r, metric, stat) for r in study.runs}
     table[c.quantity] = table["run"].map(values).astype(float)
   return table
+
+
+def history_stat(run: runs.Run, metric: str, stat: str = "mean") -> float:
+  """A statistic (`HISTORY_STATS`) of a metric's logged values after step 0; nan when there are none."""
+  steps, ys = run.curve(metric)
+  ys = ys[(steps > 0) & np.isfinite(ys)]
+  return float(HISTORY_STATS[stat](ys)) if len(ys) else float("nan")
 
 
 def judge(criteria: list[Criterion], study: runs.Study, table: pd.DataFrame, *,

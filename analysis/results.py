@@ -270,6 +270,18 @@ def curvature_mode_text(rs: list[runs.Run]) -> str:
   return "; ".join(out)
 
 
+def bn_mode_phrase(rs: list[runs.Run]) -> str:
+  """`BatchNorm with batch statistics over fixed ghost batches of 128 examples, the loss training descends`
+  when every run's Hessian was taken in batch mode, else `BatchNorm mode batch, eval` (short, for captions
+  that name the mode of networks known to have BatchNorm)."""
+  modes = {r.flat_config.get("curvature.bn_mode", "eval") for r in rs}
+  chunks = {r.flat_config.get("curvature.chunk_size") for r in rs}
+  if modes == {"batch"}:
+    ghost = f" of {chunks.pop()} examples" if len(chunks) == 1 else ""
+    return f"BatchNorm with batch statistics over fixed ghost batches{ghost}, the loss training descends"
+  return f"BatchNorm mode {', '.join(sorted(map(str, modes)))}"
+
+
 def seed_histories(rs: list[runs.Run]) -> list[tuple[np.ndarray, np.ndarray]]:
   """One (steps, lambda_max) per run that has at least two measurements."""
   return [h for h in map(lambda_max_history, rs) if len(h[0]) > 1]

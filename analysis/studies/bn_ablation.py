@@ -5,7 +5,7 @@ with Santurkar et al. 2018, Ghorbani et al. 2019 and Cohen et al. 2021."""
 
 import numpy as np
 
-from analysis import plots, runs, stats, style, wording
+from analysis import criteria, plots, runs, stats, style, wording
 from analysis.document import Finding, Section, distinct, num, pct, seeds_text
 from analysis.results import (
   Context,
@@ -58,16 +58,9 @@ def _bn_prepare(ctx: Context) -> Context:
   return ctx.with_key(NORM_KEY, _norm_of)
 
 
-def _over_training(run: runs.Run, metric: str) -> float:
-  """Mean of a metric's logged values after step 0 (the `metric@mean` of the criteria)."""
-  steps, values = run.curve(metric)
-  values = values[(steps > 0) & np.isfinite(values)]
-  return float(values.mean()) if len(values) else float("nan")
-
-
 def _values(ctx: Context, rs: list[runs.Run], metric: str) -> np.ndarray:
   if metric.endswith("@mean"):
-    v = np.asarray([_over_training(r, metric[:-len("@mean")]) for r in rs], np.float64)
+    v = np.asarray([criteria.history_stat(r, metric[:-len("@mean")]) for r in rs], np.float64)
     return v[np.isfinite(v)]
   return ctx.values(rs, metric)
 

@@ -18,6 +18,7 @@ from analysis.document import Finding, Section, TableBlock
 from analysis.results import (
   Context,
   Template,
+  bn_mode_phrase,
   generic_findings,
   missing_text,
   num,
@@ -44,12 +45,7 @@ def _mode_text(ctx: Context) -> str:
   """The Hessian's BatchNorm mode for networks with BatchNorm (the ResNets), else ''."""
   if not any(str(r.flat_config.get("model.name", "")).startswith("resnet") for r in ctx.study.runs):
     return ""
-  modes = {r.flat_config.get("curvature.bn_mode", "eval") for r in ctx.study.runs}
-  chunks = {r.flat_config.get("curvature.chunk_size") for r in ctx.study.runs}
-  if modes == {"batch"}:
-    ghost = f" of {chunks.pop()} examples" if len(chunks) == 1 else ""
-    return f"BatchNorm with batch statistics over fixed ghost batches{ghost}, the loss training descends"
-  return f"BatchNorm mode {', '.join(sorted(map(str, modes)))}"
+  return bn_mode_phrase(ctx.study.runs)
 
 
 def _depth_key(ctx: Context) -> str:

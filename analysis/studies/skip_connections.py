@@ -17,7 +17,7 @@ import numpy as np
 
 from analysis import landscapes, plots, runs, stats, style, tables, wording
 from analysis.document import Finding, Section, TableBlock
-from analysis.results import Context, Template, num, pct, standard_results
+from analysis.results import Context, Template, bn_mode_phrase, num, pct, standard_results
 
 TITLE = "Skip connections"
 SKIP_KEY = "model.knobs.skip"
@@ -98,12 +98,7 @@ def _quantities(ctx: Context) -> dict[str, dict[str, float]]:
 
 
 def _mode_text(ctx: Context) -> str:
-  modes = {r.flat_config.get("curvature.bn_mode", "eval") for r in ctx.study.runs}
-  chunks = {r.flat_config.get("curvature.chunk_size") for r in ctx.study.runs}
-  if modes == {"batch"}:
-    ghost = f" of {chunks.pop()} examples" if len(chunks) == 1 else ""
-    return f"BatchNorm with batch statistics over fixed ghost batches{ghost}, the loss training descends"
-  return f"BatchNorm mode {', '.join(sorted(map(str, modes)))}"
+  return bn_mode_phrase(ctx.study.runs)
 
 
 def _results(ctx: Context):

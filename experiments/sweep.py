@@ -8,6 +8,9 @@ trials. Re-running continues the sweep: finished trials are skipped, interrupted
 from their checkpoints. `--config.key=value` applies to every trial. When every trial has finished
 and the config file defines `post_sweep(sweep_dir, arg)`, it runs last (comparisons across trials, e.g.
 interpolation between runs; its outcome is `post_sweep` in sweep.json). See `research.sweeps.runner`.
+While trials run, a progress line shows trials ended, training steps done over all selected trials,
+elapsed time and an ETA, rewritten in place on a terminal, a plain line every 30 s in a log
+(`research.sweeps.progress`).
 Exit status: 0 every selected trial finished (done, early_stopped or diverged) and the post step, if
 any, succeeded; 1 some did not or the post step failed; 2 bad input or DIR in use by another sweep (one
 `error:` line); 130 interrupted.

@@ -35,11 +35,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TextIO
 
 from research.core import criteria as criteria_lib
 from research.core import rundir
 from research.core.errors import DIVERGED_EXIT_CODE, UserError
 from research.sweeps import index as index_lib
+from research.sweeps import progress as progress_lib
 from research.sweeps import slurm as slurm_lib
 from research.training.config import FREE_FORM, config_keys, unknown_key_message
 
@@ -130,6 +132,23 @@ def train_argv(index: dict, trial: dict, run: Path, train_command: Sequence[str]
   overrides = index["common_overrides"] | trial["overrides"]
   return [*train_command, "--config", spec, "--workdir", str(run),
           *[f"--config.{k}={_cli_value(v)}" for k, v in overrides.items()]]
+
+
+def planned_steps(index: dict) -> list[int | None]:
+  """Each trial's `training.num_steps` (the config file's `get_config`, then the common and the trial's
+  overrides) for the progress display; None where it trains for `num_epochs` (its total depends on the
+  dataset's size, known once it starts) or the config file cannot be read."""
+  spec = index["config_path"] + (f":{index['variant']}" if index["variant"] else "")
+  try:
+    module, _, variant = config_module(spec)
+    base = module.get_config(variant).training.num_steps
+  except Exception:  # only a display is at stake; the trials report the error
+    return [None] * len(index["trials"])
+  totals = []
+  for t in index["trials"]:
+    steps = (index["common_overrides"] | t["overrides"]).get("training.num_steps", base)
+    totals.append(steps if isinstance(steps, int) and steps > 0 else None)
+  return totals
 
 
 class SweepLock:
@@ -244,9 +263,13 @@ def run_sweep(config: str, workdir: str | Path, *, parallel: int = 1, launcher: 
     dry_run: print the trials, their status and command lines; write nothing.
     common: overrides applied to every trial (may not repeat a key the sweep sets).
     train_command: the trainer (default `python -m experiments.train`), run from the current directory.
+    out: where the sweep's lines go (default: printed); progress lines go there too, at most every
+      30 s, unless `out` is the default and stdout is a terminal: then progress is one line rewritten in
+      place (`research.sweeps.progress`).
     command: the sweep's own command line as typed, kept in the index as `command` (with `cwd`) for
       reports to show how to reproduce the sweep.
   """
+  terminal = sys.stdout if out is None and sys.stdout.isatty() else None
   out = out or (lambda line: print(line, flush=True))
   if launcher not in LAUNCHERS:
     raise UserError(f"unknown launcher {launcher!r}; valid choices: {', '.join(LAUNCHERS)}")
@@ -284,7 +307,7 @@ def run_sweep(config: str, workdir: str | Path, *, parallel: int = 1, launcher: 
     index_lib.refresh(workdir, index)
     index_lib.write(workdir, index)
     _run_trials(index, workdir, selected, backend, parallel=parallel, retries=retries, cwd=cwd,
-                train_command=train_command, out=out)
+                train_command=train_command, out=out, terminal=terminal)
     out(index_lib.summary_table(workdir, index))
     if callable(getattr(config_module(config)[0], "post_sweep", None)):
       run_post_sweep(index, workdir, backend, lock_fd=lock.fd, cwd=cwd, out=out)
@@ -343,18 +366,26 @@ def run_post_sweep(index: dict, workdir: Path, backend, *, lock_fd: int, cwd: Pa
 
 
 def _run_trials(index: dict, workdir: Path, selected: list[int], backend, *, parallel: int, retries: int,
-                cwd: Path, train_command: Sequence[str], out: Callable[[str], None]) -> None:
+                cwd: Path, train_command: Sequence[str], out: Callable[[str], None],
+                terminal: TextIO | None = None) -> None:
+  """Runs the selected trials, `parallel` at a time, with a progress display (on `terminal` if given,
+  else lines through `out`, see `research.sweeps.progress`); every other line goes through `out`."""
   trials = index["trials"]
+  progress = progress_lib.SweepProgress(out, slots=parallel, terminal=terminal)
+  out = progress.print  # erases the progress line first
+  totals = planned_steps(index)
   queue = deque()
   for i in selected:
     t = trials[i]
     if t["status"] in index_lib.FINISHED:
       out(f"skip {t['name']}: {t['status']}")
+      progress.add(i, workdir / t["name"], totals[i], ended=True)
     elif index_lib.trial_busy(workdir / t["name"]):
       out(f"skip {t['name']}: its training process is still running (pid {t['pid']})")
       t["status"] = "running"
     else:
       queue.append(i)
+      progress.add(i, workdir / t["name"], totals[i])
   total, finished_here = len(queue), 0
   running = {}  # trial index -> (handle, lock fd, log file, start time)
   tries = {i: 0 for i in queue}
@@ -367,6 +398,7 @@ def _run_trials(index: dict, workdir: Path, selected: list[int], backend, *, par
     fd = index_lib.try_lock(run / index_lib.TRIAL_LOCK_FILE)
     if fd is None:  # started meanwhile by a process outside this sweep
       out(f"skip {t['name']}: its training process is still running")
+      progress.discard(i)
       return
     argv = train_argv(index, t, run, train_command)
     log = open(run / index_lib.LOG_FILE, "a")
@@ -382,6 +414,7 @@ def _run_trials(index: dict, workdir: Path, selected: list[int], backend, *, par
     t.update(status="running", attempts=t["attempts"] + 1, pid=backend.ident(handle), started=rundir.now(),
              ended=None, exit_code=None, error=None)
     running[i] = (handle, fd, log, time.time())
+    progress.started(i)
     save()
 
   def finish(i: int, exit_code: int | None, status: str | None = None) -> None:
@@ -402,6 +435,7 @@ def _run_trials(index: dict, workdir: Path, selected: list[int], backend, *, par
       queue.append(i)
     else:
       finished_here += 1
+    progress.stopped(i, final=not retry)
     note = f" ({t['error']})" if t["error"] else ""
     out(f"[{finished_here}/{total}] {t['name']}: {status}, exit {exit_code}, "
         f"{time.time() - t0:.1f}s{note}" + (" -> retrying" if retry else ""))
@@ -416,6 +450,7 @@ def _run_trials(index: dict, workdir: Path, selected: list[int], backend, *, par
     while queue or running:
       while queue and len(running) < parallel:
         start(queue.popleft())
+      progress.tick()
       time.sleep(0.1)
       for i in list(running):
         code = backend.poll(running[i][0])
@@ -427,5 +462,6 @@ def _run_trials(index: dict, workdir: Path, selected: list[int], backend, *, par
       finish(i, backend.stop(running[i][0]), status="interrupted")
     raise
   finally:
+    progress.close()
     if in_main:
       signal.signal(signal.SIGTERM, previous)

@@ -888,3 +888,46 @@ def ranked_values(values: Mapping[str, np.ndarray], *, ylabel: str = "Hessian ei
   ax.xaxis.set_major_locator(MaxNLocator(integer=True))
   _legend(fig, ax, list(values))
   return _finish(fig, path)
+
+
+def step_size_sweep(points: Mapping[str, Sequence[tuple[float, float, bool]]], *, trains_at: float,
+                    chance: float | None = None, ylabel: str = "training accuracy (%)",
+                    xlabel: str = "learning rate η", path: str | Path | None = None):
+  """Accuracy against the step size per condition (a step-size sweep, e.g. BatchNorm against none).
+  points: label -> (lr, accuracy in [0, 1] or nan, diverged) per run (seeds included). Per condition (one
+  colour): every run as a point (diverged runs as crosses on the lower edge), the mean over the runs of
+  each step size as a line; `trains_at` dashed (the accuracy above which a run counts as training) and
+  `chance` dotted. The step-size axis is logarithmic."""
+  fig, ax = style.figure(width=5.2, height=3.4)
+  lrs = sorted({lr for pts in points.values() for lr, _, _ in pts})
+  offsets = np.linspace(-0.04, 0.04, max(len(points), 1))
+  bottom = 0.0
+  for i, (label, pts) in enumerate(points.items()):
+    jitter = 10 ** offsets[i]  # conditions side by side at a step size, not on top of each other
+    finite = [(lr, 100 * acc) for lr, acc, div in pts if not div and np.isfinite(acc)]
+    ax.plot([lr * jitter for lr, _ in finite], [a for _, a in finite], linestyle="none", marker="o",
+            markersize=4, color=style.color(i), alpha=0.7)
+    div = [lr for lr, acc, d in pts if d or not np.isfinite(acc)]
+    if div:
+      ax.plot([lr * jitter for lr in div], [bottom] * len(div), linestyle="none", marker="x", markersize=6,
+              color=style.color(i), clip_on=False)
+    means = [(lr, np.mean([a for x, a in finite if x == lr])) for lr in lrs
+             if any(x == lr for x, _ in finite)]
+    ax.plot([lr * jitter for lr, _ in means], [m for _, m in means], color=style.color(i),
+            linestyle=style.linestyle(i), label=label)
+  ax.axhline(100 * trains_at, color="0.3", linestyle="--", linewidth=0.8)
+  ax.annotate(f"trains: > {100 * trains_at:g}%", (0.01, 100 * trains_at), xycoords=("axes fraction", "data"),
+              xytext=(0, 3), textcoords="offset points", fontsize=8, color="0.3")
+  if chance is not None:
+    ax.axhline(100 * chance, color="0.5", linestyle=":", linewidth=0.8)
+    ax.annotate("chance", (0.99, 100 * chance), xycoords=("axes fraction", "data"), xytext=(0, 3),
+                textcoords="offset points", fontsize=8, color="0.5", ha="right")
+  ax.set_xscale("log")
+  ax.set_xticks(lrs)
+  ax.set_xticklabels([f"{lr:g}" for lr in lrs])
+  ax.minorticks_off()
+  ax.set_ylim(bottom - 3, 103)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))
+  return _finish(fig, path)

@@ -3,6 +3,10 @@ layer over seeds, on accuracy, generalization gap, the Hessian along training (t
 loss training descends, its spectrum at the end) and Santurkar et al.'s trajectory smoothness, compared
 with Santurkar et al. 2018, Ghorbani et al. 2019 and Cohen et al. 2021."""
 
+import dataclasses
+import json
+import math
+
 import numpy as np
 
 from analysis import criteria, plots, runs, stats, style, wording
@@ -58,6 +62,27 @@ def _bn_prepare(ctx: Context) -> Context:
   return ctx.with_key(NORM_KEY, _norm_of)
 
 
+def _tracked(run: runs.Run) -> bool:
+  c = run.flat_config
+  return bool(c.get("curvature.every_steps") or c.get("curvature.at_end") or c.get("smoothness.every_steps")
+              or c.get("smoothness.at_end"))
+
+
+def _split(ctx: Context) -> tuple[Context, list[runs.Run]]:
+  """(the main runs' context, the step-size sweep's runs): when some runs tracked curvature or smoothness,
+  the runs that tracked neither are the step-size sweep (shorter trainings at larger step sizes, compared
+  on training accuracy only); the main runs' conditions are named by the keys that vary among them."""
+  main = [r for r in ctx.study.runs if _tracked(r)]
+  if not main or len(main) == len(ctx.study.runs):
+    return ctx, []
+  sweep = [r for r in ctx.study.runs if not _tracked(r)]
+  keys = [k for k in ctx.study.override_keys if k == NORM_KEY or len(distinct(
+      json.dumps(r.overrides.get(k, r.flat_config.get(k)), sort_keys=True, default=str) for r in main)) > 1]
+  names = {r.name for r in main}
+  study = dataclasses.replace(ctx.study, runs=main, override_keys=keys)
+  return dataclasses.replace(ctx, study=study, table=ctx.table[ctx.table["run"].isin(names)]), sweep
+
+
 def _values(ctx: Context, rs: list[runs.Run], metric: str) -> np.ndarray:
   if metric.endswith("@mean"):
     v = np.asarray([criteria.history_stat(r, metric[:-len("@mean")]) for r in rs], np.float64)
@@ -96,7 +121,79 @@ def _smoothness_figures(ctx: Context, groups: dict[str, list[runs.Run]]) -> list
   return out
 
 
+TRAINS = 0.5  # a run of the step-size sweep "trains" when its training-set accuracy at the end exceeds this
+
+
+def _sweep_point(ctx: Context, run: runs.Run, steps: int | None = None) -> tuple[float, float, bool]:
+  """(lr, training-set accuracy at the end or after `steps`, diverged) of one run."""
+  lr = float(run.flat_config.get("schedule.lr", math.nan))
+  diverged = run.status == "diverged"
+  if steps is None:
+    v = ctx.values([run], "eval_train/accuracy")
+    return lr, float(v[0]) if len(v) else math.nan, diverged
+  s, ys = run.curve("eval_train/accuracy")
+  at = ys[s == steps]
+  return lr, float(at[0]) if len(at) else math.nan, diverged
+
+
+def _step_size_sweep(ctx: Context, main: Context, sweep: list[runs.Run]) -> tuple[list, list[Finding]]:
+  """The step-size sweep: training accuracy after the sweep's steps against the step size per norm (the
+  main runs' evaluation at the same step adds the base step size), the largest step size at which every
+  run trained, and per step size the difference BatchNorm minus none over seeds."""
+  steps = distinct(int(r.flat_config.get("training.num_steps") or 0) for r in sweep)
+  n_steps = steps[0] if len(steps) == 1 and steps[0] > 0 else None
+  points: dict[str, list] = {}
+  for r in sweep:
+    points.setdefault(str(_norm_of(r)), []).append(_sweep_point(ctx, r))
+  if n_steps is not None:
+    for r in main.study.runs:
+      p = _sweep_point(main, r, n_steps)
+      if math.isfinite(p[1]):
+        points.setdefault(str(_norm_of(r)), []).append(p)
+  points = {k: sorted(v) for k, v in points.items()}
+  after = f"after {n_steps} steps" if n_steps else "at the end"
+  fig = ctx.figure("step_size_sweep", lambda p: plots.step_size_sweep(
+      {f"norm={k}": v for k, v in points.items()}, trains_at=TRAINS, chance=0.1, path=p),
+      f"Step-size sweep: accuracy on the fixed training subset {after}, per norm, against the learning rate "
+      f"(SGD with momentum 0.9, log axis); every run a point (crosses on the lower edge: diverged), the "
+      f"line through the means per step size. A run counts as training above {100 * TRAINS:g}% (dashed); "
+      f"chance is 10% (dotted). The smallest step size is the main runs' own, evaluated at the same step.")
+  findings = []
+  largest = {}
+  for norm, pts in points.items():
+    by_lr: dict[float, list] = {}
+    for lr, acc, div in pts:
+      by_lr.setdefault(lr, []).append(bool(not div and math.isfinite(acc) and acc > TRAINS))
+    ok = [lr for lr, t in sorted(by_lr.items()) if all(t)]
+    first_fail = next((lr for lr, t in sorted(by_lr.items()) if not all(t)), None)
+    largest[norm] = max(ok) if ok else None
+    counts = "; ".join(f"η = {lr:g}: {sum(t)} of {len(t)}" for lr, t in sorted(by_lr.items()))
+    what = (f"the largest step size of the grid at which every run trained is η = {largest[norm]:g}"
+            if ok else "no step size of the grid at which every run trained")
+    findings.append(Finding(
+        f"norm={norm}: {what}" + (f" (the next, {first_fail:g}, did not)" if ok and first_fail and
+                                  first_fail > largest[norm] else "")
+        + f"; runs training above {100 * TRAINS:g}% {after}: {counts}.",
+        {"norm": norm, "metric": "largest_stable_lr", "largest": largest[norm], "first_failing": first_fail,
+         "counts": {f"{lr:g}": [int(sum(t)), len(t)] for lr, t in by_lr.items()}}))
+  for lr in sorted({lr for pts in points.values() for lr, _, _ in pts}):
+    a = np.asarray([acc for x, acc, _ in points.get("batch", []) if x == lr], np.float64)
+    b = np.asarray([acc for x, acc, _ in points.get("none", []) if x == lr], np.float64)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if len(a) < 2 or len(b) < 2:
+      continue
+    iv = stats.difference_interval(a, b)
+    findings.append(Finding(
+        f"Training accuracy {after} at η = {lr:g}, BatchNorm minus none: {100 * iv.estimate:+.2f} points "
+        f"({pct(a.mean())} vs {pct(b.mean())}; {wording.interval_text(iv, **wording.POINTS)}).",
+        {"norm": "none", "metric": "step_size_accuracy", "lr": lr, "difference": iv.estimate,
+         "interval": iv.as_dict(), "n batch": len(a), "n": len(b)}))
+  return ([fig] if fig else []), findings
+
+
 def _bn_results(ctx: Context):
+  full = ctx
+  ctx, sweep = _split(ctx)
   bars = ("test/accuracy", "gap/accuracy", "curv/lambda_max", "curv/trace")
   blocks = standard_results(ctx, bar_metrics=bars, bar_key=NORM_KEY)
   groups = _bn_groups(ctx)
@@ -132,6 +229,10 @@ def _bn_results(ctx: Context):
            "interval": iv.as_dict(), "mean batch": float(a.mean()), "mean": float(b.mean()),
            "n batch": len(a), "n": len(b)}))
   findings += _regime(ctx, groups)
+  if sweep:
+    more, found = _step_size_sweep(full, ctx, sweep)
+    blocks += more
+    findings += found
   return [Section("Results", blocks)], findings
 
 
@@ -182,6 +283,7 @@ def _regime(ctx: Context, groups: dict[str, list[runs.Run]]) -> list[Finding]:
 
 
 def _bn_comparison(ctx: Context, findings: list[Finding]) -> list:
+  ctx, sweep = _split(ctx)
   mode = curvature_mode_text(ctx.study.runs) or "no network with BatchNorm measured"
   out = ["Santurkar et al. (2018, NeurIPS, \"How does batch normalization help optimization?\") find that "
          "BatchNorm makes the loss smoother along the training trajectory: the loss varies less along the "
@@ -225,7 +327,16 @@ def _bn_comparison(ctx: Context, findings: list[Finding]) -> list:
   regime = [f"Regime (Cohen et al. 2021): every run ended at {min(ends):.2f}-{max(ends):.2f}x its stability "
             "threshold (the findings give each condition), " + ("below it: the regime of minibatch SGD, not "
             "the edge of stability." if max(ends) < 1 else "at or above it in some runs.")] if ends else []
-  return out + [items] + summary + regime
+  stable = {f.values["norm"]: f.values for f in findings if f.values.get("metric") == "largest_stable_lr"}
+  step = []
+  if sweep and stable:
+    words = "; ".join(f"{norm}: " + (f"η = {v['largest']:g}" if v["largest"] is not None
+                                     else "none of the grid") for norm, v in stable.items())
+    step = [f"Step sizes (Ioffe & Szegedy 2015; Bjorck et al. 2018, NeurIPS: BatchNorm's benefit comes from "
+            f"the larger step sizes it tolerates): the largest step size of the sweep at which every run "
+            f"trained, per norm: {words}. The verdict table judges the difference at the decisive step "
+            "size; a 2x grid locates the limit only to a factor of 2."]
+  return out + [items] + summary + regime + step
 
 
 def _bn_limitations(ctx: Context) -> list[str]:
@@ -233,7 +344,7 @@ def _bn_limitations(ctx: Context) -> list[str]:
          "(BatchNorm makes preceding weights scale-invariant), so equal step sizes are not equal steps.",
          "The smoothness probes move along the plain gradient at the current learning rate; with momentum "
          "the optimizer's actual update points elsewhere."]
-  seeds = [len(rs) for rs in _bn_groups(ctx).values()]
+  seeds = [len(rs) for rs in _bn_groups(_split(ctx)[0]).values()]
   if seeds and min(seeds) < 3:
     out.append(f"{min(seeds)} seed(s) per condition: Welch intervals with so few seeds are wide, and most "
                "comparisons can only be inconclusive.")

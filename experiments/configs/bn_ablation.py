@@ -8,35 +8,48 @@ Published results it probes (as pre-registered criteria, `get_criteria`): Santur
 Does Batch Normalization Help Optimization?", NeurIPS, arXiv:1805.11604): BatchNorm makes the loss
 smoother along the trajectory: the loss varies less along the gradient step, the gradient changes less,
 the effective beta-smoothness is lower (their Fig. 4), and the top Hessian eigenvalue is lower (also
-Ghorbani et al. 2019, ICML, arXiv:1901.10159); BatchNorm raises test accuracy (Ioffe & Szegedy 2015).
-Ghorbani et al.'s outliers of the spectrum (about one per class) need the top 2C eigenvalues: the
-`hessian_spectrum` study measures them, not this one.
+Ghorbani et al. 2019, ICML, arXiv:1901.10159); BatchNorm raises test accuracy (Ioffe & Szegedy 2015);
+BatchNorm trains at larger step sizes (Ioffe & Szegedy 2015, Sec. 3.3; Bjorck et al. 2018, NeurIPS,
+"Understanding Batch Normalization"): a step-size sweep. Ghorbani et al.'s outliers of the spectrum (about
+one per class) need the top 2C eigenvalues: the `hessian_spectrum` study measures them, not this one.
 
-Commands (the sweep is norm x seed; `make study` runs the quick variant and writes the report):
+Commands (`make study` runs the quick variant and writes the report):
   python -m experiments.sweep --config experiments/configs/bn_ablation.py:quick \
       --workdir runs/bn_ablation-quick --parallel 2
   python -m analysis.report runs/bn_ablation-quick
   python -m experiments.sweep --config experiments/configs/bn_ablation.py:paper --workdir runs/bn_ablation
 
+The sweep (`get_sweep`): the main runs, norm (batch, none, layer) x 3 seeds at the base step size 0.05
+(SGD, momentum 0.9) with the Hessian and the smoothness tracked; then the step-size sweep, every norm at
+`SWEEP_LRS` (seed 0; seeds 0-2 for batch and none at the decisive step size), shorter and untracked.
+
 Variants:
-- `quick`: `simple_cnn` (conv blocks of 32 and 64 channels, dense 128) on 4,096 Fashion-MNIST training
-  images, 400 SGD-momentum steps of 128 (12.5 epochs), 3 norms x 3 seeds. Every 20 steps (and at
-  initialization): the Hessian of the loss training descends on the first 256 training images (BatchNorm
-  with batch statistics over 2 fixed ghost batches of 128, the training batch size): lambda_max and the
-  gradient's share along its eigenvector; Santurkar et al.'s trajectory smoothness on
-  the first 512 (loss variation, gradient change and effective beta-smoothness along the gradient step).
-  At initialization and at the end: the trace (16 probes) and a spectral density (1 probe, 40 Lanczos
-  steps: coarse, see its resolution).
+- `quick`: `simple_cnn` at width 0.5 (conv blocks of 16 and 32 channels, dense 64) on 4,096 Fashion-MNIST
+  training images, 300 steps of 128 (9.4 epochs). Every 20 steps (16 measurements from initialization):
+  the Hessian of the loss training descends on the first 128 training images (BatchNorm with batch
+  statistics over that one ghost batch of the training batch size): lambda_max; Santurkar et al.'s
+  trajectory smoothness on the first 256 (2 ghost batches of 128). At initialization and at the end: the
+  trace (16 probes) and a spectral density (1 probe, 40 Lanczos steps: coarse, see its resolution).
+  Step-size sweep: 0.1, 0.2, 0.4 for 100 steps; the main runs' evaluation at step 100 adds 0.05.
 - `paper`: VGG-11 on CIFAR-10 (Santurkar et al.'s setting), 100 epochs, cosine, weight decay 5e-4,
-  crop and flip; 3 seeds; the Hessian on 5,120 training images (40 ghost batches of 128). For a GPU;
-  CIFAR-10 needs TFDS's download (and TensorFlow to prepare it).
+  crop and flip; 3 seeds; the Hessian on 5,120 training images (40 ghost batches of 128); step-size
+  sweep 0.1, 0.4, 1.6 for 10 epochs. For a GPU; CIFAR-10 needs TFDS's download (and TensorFlow to
+  prepare it).
 """
 
 from research import sweeps
 from research.training import default_config
 
 NORMS = ("batch", "none", "layer")
+QUICK_STEPS = 300
 VARIANTS = ("quick", "paper")
+BASE_LR = 0.05  # the step size of the main runs (SGD with momentum 0.9)
+# The step-size sweep (both variants): the same network and training at larger step sizes, shorter, without
+# curvature tracking; trials are told apart from the main runs by their `schedule.lr` override.
+SWEEP_LRS = {"quick": (0.1, 0.2, 0.4), "paper": (0.1, 0.4, 1.6)}
+DECISIVE_LR = {"quick": 0.2, "paper": 0.4}  # 3 seeds here: the step size where BatchNorm's advantage shows
+SWEEP_STEPS = {"quick": 100, "paper": 352 * 10}
+TRAINS = 0.5  # a run "trains" when its training-set accuracy at the end exceeds this (10 classes: 0.1 chance)
 
 
 def get_config(arg: str | None = "quick"):
@@ -48,7 +61,7 @@ def get_config(arg: str | None = "quick"):
   c.model.knobs.norm = "batch"
   c.optimizer.name = "momentum"
   c.schedule.name = "constant"
-  c.schedule.lr = 0.05
+  c.schedule.lr = BASE_LR
   # the Hessian of the loss training descends: batch statistics over fixed ghost batches of the training
   # batch size (running statistics would be another function of the parameters)
   c.curvature.bn_mode = "batch"
@@ -56,30 +69,34 @@ def get_config(arg: str | None = "quick"):
   c.curvature.gradient = True  # the gradient's share along the top eigenvector
   c.smoothness.bn_mode = "batch"
   c.smoothness.at_end = True
+  if arg == "quick":  # every_steps divides num_steps: the end is measured; the sweep's "off" is then off
+    c.curvature.at_end = c.smoothness.at_end = False
+    c.curvature.gradient = False  # two more products per measurement; not a criterion
   if arg == "quick":
     c.data.name = "fashion_mnist"
     c.data.options.num_train = 4096
     c.data.options.valid_size = 1000
     c.data.options.eval_train_size = 1000
     c.model.name = "simple_cnn"
+    c.model.knobs.width = 0.5  # conv blocks of 16 and 32 channels, dense 64: the measurements fit in minutes
     c.training.batch_size = 128
     c.training.num_epochs = 0
-    c.training.num_steps = 400
+    c.training.num_steps = QUICK_STEPS
     c.eval.every_epochs = 0
     c.eval.every_steps = 100
     c.log_every = 25
-    c.curvature.every_steps = 20  # 21 points of the lambda_max curve
-    c.curvature.num_examples = 256
-    c.curvature.chunk_size = 128  # the ghost batch: the training batch size
+    c.curvature.every_steps = 20  # 16 points of the lambda_max curve in the main runs
+    c.curvature.num_examples = 128  # one ghost batch of the training batch size
+    c.curvature.chunk_size = 128
     c.smoothness.every_steps = 20
-    c.smoothness.num_examples = 512
+    c.smoothness.num_examples = 256
     c.smoothness.chunk_size = 128
     c.curvature.trace_probes = 16
-    c.curvature.trace_every = 400  # the trace at the end only: 16 products per measurement otherwise
-    c.curvature.density_every = 400
+    c.curvature.trace_every = QUICK_STEPS  # the trace at initialization and at the end
+    c.curvature.density_every = QUICK_STEPS
     c.curvature.density_probes = 1
     c.curvature.density_steps = 40
-    c.curvature.save_every = 400
+    c.curvature.save_every = QUICK_STEPS
     c.progress = "lines"
   else:
     c.data.name = "cifar10"
@@ -106,13 +123,18 @@ def get_config(arg: str | None = "quick"):
   return c
 
 
-_PAIR = {"a": {"model.knobs.norm": "none"}, "b": {"model.knobs.norm": "batch"}}
+_PAIR = {"a": {"model.knobs.norm": "none", "schedule.lr": BASE_LR},
+         "b": {"model.knobs.norm": "batch", "schedule.lr": BASE_LR}}
 
 
 def get_criteria(arg: str | None = "quick") -> list[dict]:
   """The published claims, as testable criteria registered before the runs (ratios without / with
-  BatchNorm, Welch intervals on the logs over seeds; `@mean`: mean over the measurements after step 0)."""
+  BatchNorm, Welch intervals on the logs over seeds; `@mean`: mean over the measurements after step 0;
+  the step-size criterion: the training accuracy at the end, BatchNorm minus none, at the decisive step
+  size of the sweep, 3 seeds each)."""
+  arg = arg or "quick"
   santurkar = "Santurkar et al. 2018 (NeurIPS, arXiv:1805.11604)"
+  lr = DECISIVE_LR[arg]
   return [
       {"id": "loss_variation", "claim": "Without BatchNorm the loss varies more along the gradient step",
        "source": f"{santurkar}, Fig. 4(a)", "quantity": "smooth/loss_range@mean", "compare": "ratio",
@@ -129,12 +151,30 @@ def get_criteria(arg: str | None = "quick") -> list[dict]:
       {"id": "test_accuracy", "claim": "BatchNorm raises test accuracy (points, batch - none)",
        "source": "Ioffe & Szegedy 2015 (ICML); Santurkar et al. 2018, Fig. 1", "quantity": "test/accuracy",
        "compare": "difference", "expected": ">", "a": _PAIR["b"], "b": _PAIR["a"]},
+      {"id": "larger_stable_lr", "claim": f"BatchNorm trains at a step size ({lr:g}, {lr / BASE_LR:g}x the "
+       "base) at which the network without normalization does not (training accuracy at the end, points, "
+       "batch - none)",
+       "source": "Ioffe & Szegedy 2015 (ICML), Sec. 3.3; Bjorck et al. 2018 (NeurIPS, arXiv:1806.02375), "
+       "Fig. 1; Santurkar et al. 2018, Fig. 1", "quantity": "eval_train/accuracy", "compare": "difference",
+       "expected": ">", "a": {"model.knobs.norm": "batch", "schedule.lr": lr},
+       "b": {"model.knobs.norm": "none", "schedule.lr": lr}},
   ]
 
 
 def get_sweep(arg: str | None = "quick") -> list[dict]:
-  """norm (batch: the baseline, none, layer) x 3 seeds (Welch intervals need at least 2 per group; with 2
-  they are too wide to decide anything)."""
+  """The main runs: norm (batch: the baseline, none, layer) x 3 seeds at the base step size, curvature and
+  smoothness tracked (Welch intervals need at least 2 per group; with 2 they are too wide to decide
+  anything). Then the step-size sweep: every norm at each of `SWEEP_LRS` (seed 0; seeds 0-2 for batch
+  and none at the decisive step size), shorter (`SWEEP_STEPS`) and without tracking."""
+  arg = arg or "quick"
   get_config(arg)
-  return sweeps.product(sweeps.grid({"model.knobs.norm": list(NORMS)}),
-                        sweeps.seeds(3))
+  main = sweeps.product(sweeps.grid({"model.knobs.norm": list(NORMS)}), sweeps.seeds(3))
+  off = {"training.num_steps": SWEEP_STEPS[arg], "curvature.every_steps": 0, "smoothness.every_steps": 0}
+  if arg == "paper":
+    off |= {"training.num_epochs": 0, "curvature.at_end": False, "smoothness.at_end": False}
+  lrs = []
+  for norm in NORMS:
+    for lr in SWEEP_LRS[arg]:
+      seeds = range(3) if lr == DECISIVE_LR[arg] and norm in ("batch", "none") else range(1)
+      lrs += [{"model.knobs.norm": norm, "schedule.lr": lr} | off | {"seed": s} for s in seeds]
+  return sweeps.concat(main, lrs)

@@ -88,9 +88,10 @@ def use_compilation_cache() -> str | None:
   """Point JAX's persistent compilation cache at `$RESEARCH_COMPILATION_CACHE` (default
   ~/.cache/research/xla; `0` or empty: off) and return the directory used, or None.
 
-  `JAX_COMPILATION_CACHE_DIR`, when set, wins (JAX reads it itself). Programs that took at least 0.2 s
-  to compile are stored (JAX's default threshold, 1 s, would skip most of ours on CPU). Call before
-  anything is compiled.
+  `JAX_COMPILATION_CACHE_DIR`, when set, wins (JAX reads it itself). Every program is stored, however
+  fast it compiled: JAX's default threshold (1 s) skips most of ours on CPU, and the many small programs
+  of the curvature and smoothness evaluators add up to seconds per trial (benchmarks/README.md). Call
+  before anything is compiled.
   """
   if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
     return os.environ["JAX_COMPILATION_CACHE_DIR"]
@@ -98,7 +99,7 @@ def use_compilation_cache() -> str | None:
   if path.strip() in ("", "0"):
     return None
   jax.config.update("jax_compilation_cache_dir", path)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
   return path
 

@@ -122,7 +122,7 @@ def _point(params, trees, coeffs):
 
 
 @functools.lru_cache(maxsize=8)
-def _make_functions(logits: Callable, statistics: Callable, loss_name: str):
+def point_functions(logits: Callable, statistics: Callable, loss_name: str):
   """Jitted (stats_fn, sums_fn) over a batch of points (P, k); cached, so that repeated scans of one
   PointModel (many directions, many pairs) compile once per shape."""
 
@@ -183,7 +183,7 @@ def scan(model: PointModel | Callable, params, directions: Sequence, axes: Seque
   dtype = jnp.result_type(jnp.float32, *jax.tree.leaves(params))  # of the coefficients
   num_points = len(grid)
   padded = np.concatenate([grid, np.repeat(grid[-1:], -num_points % per_batch, 0)])
-  stats_fn, sums_fn = _make_functions(model.logits, model.statistics, loss_name)
+  stats_fn, sums_fn = point_functions(model.logits, model.statistics, loss_name)
   totals = {name: [] for name in chunks}  # per point batch, (P, 2) sums on the device
   start = time.perf_counter()
   first = None  # seconds of the first point batch (compilation included)

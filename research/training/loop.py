@@ -231,6 +231,34 @@ def schedule_lengths(config, ds: data.Dataset) -> tuple[int, int]:
   return spe, config.training.num_steps or config.training.num_epochs * spe
 
 
+def batch_chunking(config, num_train: int) -> tuple[int, int]:
+  """(batch size, chunk size) of a train step: the examples per step (the training set when full-batch)
+  and per forward/backward pass (SAM's micro-batch, else `training.chunk_size`, else the batch)."""
+  t_cfg, sam = config.training, config.optimizer.sam
+  batch_size = num_train if t_cfg.full_batch else t_cfg.batch_size
+  chunk = sam.micro_batch if (sam.rho > 0 and sam.micro_batch > 0) else (t_cfg.chunk_size or batch_size)
+  chunk = min(chunk, batch_size)
+  if not t_cfg.full_batch and batch_size % chunk:
+    raise UserError(f"batch_size {batch_size} is not a multiple of the chunk size {chunk} "
+                    "(training.chunk_size or optimizer.sam.micro_batch)")
+  return batch_size, chunk
+
+
+def make_steps(config, ds: data.Dataset, graphdef, optimizer, schedule) -> tuple[Callable, Callable]:
+  """(train_step, eval_step) of a config, not jitted (`research.training.step`): what the loop jits."""
+  sam = config.optimizer.sam
+  root = jax.random.key(config.seed)
+  train_step = step_lib.make_train_step(
+      graphdef, optimizer, schedule, loss_name=config.loss.name,
+      label_smoothing=config.loss.label_smoothing, preprocess=ds.preprocess,
+      augment_key=jax.random.fold_in(root, 2), crop_padding=config.data.augment.crop_padding,
+      flip=config.data.augment.flip, sam_rho=sam.rho, sam_adaptive=sam.adaptive, sam_eta=sam.eta,
+      sam_micro_batch=sam.micro_batch, sam_bn_update=sam.bn_update)
+  eval_step = step_lib.make_eval_step(graphdef, loss_name=config.loss.name, num_classes=ds.num_classes,
+                                      preprocess=ds.preprocess)
+  return train_step, eval_step
+
+
 def build_state(config, ds: data.Dataset, total_steps: int, steps_per_epoch: int):
   """(graphdef, state at step 0, optimizer, schedule): the seeded model and its optimizer.
 
@@ -318,14 +346,8 @@ def _run(config, workdir: Path, meta: dict, evaluators: Sequence[Evaluator], wri
   t_cfg, e_cfg = config.training, config.eval
   n_train = len(ds.train)
   full_batch = t_cfg.full_batch
-  batch_size = n_train if full_batch else t_cfg.batch_size
+  batch_size, chunk = batch_chunking(config, n_train)
   spe, total_steps = schedule_lengths(config, ds)
-  sam = config.optimizer.sam
-  chunk = sam.micro_batch if (sam.rho > 0 and sam.micro_batch > 0) else (t_cfg.chunk_size or batch_size)
-  chunk = min(chunk, batch_size)
-  if not full_batch and batch_size % chunk:
-    raise UserError(f"batch_size {batch_size} is not a multiple of the chunk size {chunk} "
-                    "(training.chunk_size or optimizer.sam.micro_batch)")
   mesh = mesh_lib.data_mesh()
   n_dev = mesh.size
   if chunk % n_dev or e_cfg.batch_size % n_dev:
@@ -334,7 +356,6 @@ def _run(config, workdir: Path, meta: dict, evaluators: Sequence[Evaluator], wri
   eval_every = e_cfg.every_steps or (e_cfg.every_epochs * spe if e_cfg.every_epochs else 0)
   ckpt_every = config.checkpoint_every or eval_every or total_steps
 
-  root = jax.random.key(config.seed)
   graphdef, state, optimizer, schedule = build_state(config, ds, total_steps, spe)
   state = mesh_lib.put(state, mesh_lib.replicated(mesh))
   ckpt = checkpoints.Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
@@ -352,14 +373,9 @@ def _run(config, workdir: Path, meta: dict, evaluators: Sequence[Evaluator], wri
              else [r for r in rundir.read_metrics(metrics_path) if r["step"] <= kept_step])
   write_meta(meta | {"total_steps": total_steps})
 
-  train_step = xla.jit(step_lib.make_train_step(
-      graphdef, optimizer, schedule, loss_name=config.loss.name,
-      label_smoothing=config.loss.label_smoothing, preprocess=ds.preprocess,
-      augment_key=jax.random.fold_in(root, 2), crop_padding=config.data.augment.crop_padding,
-      flip=config.data.augment.flip, sam_rho=sam.rho, sam_adaptive=sam.adaptive, sam_eta=sam.eta,
-      sam_micro_batch=sam.micro_batch, sam_bn_update=sam.bn_update), donate_argnums=0)
-  eval_step = xla.jit(step_lib.make_eval_step(graphdef, loss_name=config.loss.name,
-                                              num_classes=ds.num_classes, preprocess=ds.preprocess))
+  train_fn, eval_fn = make_steps(config, ds, graphdef, optimizer, schedule)
+  train_step = xla.jit(train_fn, donate_argnums=0)
+  eval_step = xla.jit(eval_fn)
   train_sharding = mesh_lib.batch_sharding(mesh, axis=1)
   eval_sharding = mesh_lib.batch_sharding(mesh, axis=0)
 

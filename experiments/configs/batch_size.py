@@ -62,6 +62,10 @@ Variants:
   large-batch rule), 100 epochs, no augmentation, 3 seeds; the Hessian and epsilon-sharpness on 5,000
   training images; the landscape and interpolations on 10,000 training and all test images. For a GPU;
   CIFAR-10 needs TFDS's download.
+
+Expected cost of `paper`: 6 trials of 0.15 GPU-hours each, 0.88 GPU-hours for the sweep (25 PFLOP), an
+estimate from XLA's FLOP counts at 40% of the A100's float32 peak of 19.5 TFLOP/s, printed by
+  python -m experiments.dry_run --config experiments/configs/batch_size.py:paper
 """
 
 from pathlib import Path

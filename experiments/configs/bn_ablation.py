@@ -40,6 +40,10 @@ Variants:
   crop and flip; 3 seeds; the Hessian on 5,120 training images (40 ghost batches of 128); step-size
   sweep 0.4 and 1.6 for 10 epochs. For a GPU; CIFAR-10 needs TFDS's download (and TensorFlow to
   prepare it).
+
+Expected cost of `paper`: 17 trials of 0.012-1.9 GPU-hours each, 12 GPU-hours for the sweep (337 PFLOP), an
+estimate from XLA's FLOP counts at 40% of the A100's float32 peak of 19.5 TFLOP/s, printed by
+  python -m experiments.dry_run --config experiments/configs/bn_ablation.py:paper
 """
 
 from research import sweeps

@@ -59,6 +59,10 @@ Variants:
   decay 5e-4, crop and flip, 200 epochs, 3 seeds; the Hessian of the loss training descends (BatchNorm
   with batch statistics over ghost batches of the run's training batch size) on 6,144 training images
   (50 probes); the same compression levels. For a GPU; CIFAR-10 needs TFDS's download.
+
+Expected cost of `paper`: 9 trials of 0.081-0.16 GPU-hours each, 0.96 GPU-hours for the sweep (27 PFLOP), an
+estimate from XLA's FLOP counts at 40% of the A100's float32 peak of 19.5 TFLOP/s, printed by
+  python -m experiments.dry_run --config experiments/configs/compression.py:paper
 """
 
 from research import sweeps

@@ -58,9 +58,14 @@ Variants:
   top 12, `--parallel 2` on 2 quiet CPU cores, 2026-11-22; expect about twice that).
 - `paper`: Ghorbani et al.'s network: ResNet-32 with and without BatchNorm on CIFAR-10; our recipe:
   momentum 0.9, lr 0.05 with cosine decay, weight decay 5e-4, 100 epochs, crop and flip; class subsets of
-  CIFAR-10; 3 seeds; the Hessian on 5,120 training images (40 ghost batches of 128; Ghorbani et al. use
-  all 50,000) every 10 epochs, the density with Ghorbani et al.'s settings (90 Lanczos steps, here 5
-  probes). For a GPU; CIFAR-10 needs TFDS's download.
+  CIFAR-10 (500 validation images per class: 5,000 for all ten, 1,000 and 2,500 for the subsets); 3
+  seeds; the Hessian on 5,120 training images (40 ghost batches of 128; Ghorbani et al. use all 50,000)
+  every 10 epochs, the density with Ghorbani et al.'s settings (90 Lanczos steps, here 5 probes). For a
+  GPU; CIFAR-10 needs TFDS's download.
+
+Expected cost of `paper`: 18 trials of 0.19-0.44 GPU-hours each, 5.1 GPU-hours for the sweep (144 PFLOP), an
+estimate from XLA's FLOP counts at 40% of the A100's float32 peak of 19.5 TFLOP/s, printed by
+  python -m experiments.dry_run --config experiments/configs/hessian_spectrum.py:paper
 """
 
 from research import sweeps

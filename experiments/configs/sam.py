@@ -52,6 +52,10 @@ Variants:
   recipe: momentum 0.9, lr 0.1 with cosine decay, weight decay 5e-4, batch 128, 200 epochs, crop and flip,
   the whole batch as one m-sharpness group; 3 seeds; the Hessian on 5,120 training images (40 ghost
   batches of 128) every 10 epochs. For a GPU; CIFAR-10 needs TFDS's download.
+
+Expected cost of `paper`: 9 trials of 22-31 GPU-hours each, 250 GPU-hours for the sweep (7,021 PFLOP), an
+estimate from XLA's FLOP counts at 40% of the A100's float32 peak of 19.5 TFLOP/s, printed by
+  python -m experiments.dry_run --config experiments/configs/sam.py:paper
 """
 
 from research import sweeps

@@ -55,6 +55,10 @@ Variants:
   3 seeds; the Hessian on 5,120 training images (40 ghost batches of 128) every 15 epochs; a 51 x 51
   landscape on [-1, 1]^2 on 10,000 training images (Li et al. use all 50,000). For a GPU; CIFAR-10
   needs TFDS's download.
+
+Expected cost of `paper`: 18 trials of 0.43-2.7 GPU-hours each, 27 GPU-hours for the sweep (747 PFLOP), an
+estimate from XLA's FLOP counts at 40% of the A100's float32 peak of 19.5 TFLOP/s, printed by
+  python -m experiments.dry_run --config experiments/configs/skip_connections.py:paper
 """
 
 from research import sweeps

@@ -208,8 +208,9 @@ def _common_steps(runs: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.nda
 
 def seed_curves(seeds: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]], *,
                 references: Mapping[str, float] | None = None, reference_label: str = "2/η",
-                common_reference: tuple[float, str] | None = None, band: str = "minmax", level: float = 0.95,
-                show_seeds: bool = True, xlabel: str = "training step",
+                common_reference: tuple[float, str] | None = None,
+                reference_band: tuple[float, float, str] | None = None, band: str = "minmax",
+                level: float = 0.95, show_seeds: bool = True, xlabel: str = "training step",
                 ylabel: str = "top Hessian eigenvalue $\\lambda_{\\max}$", path: str | Path | None = None):
   """A quantity over training per condition, its seeds shown. seeds: condition label -> one
   (steps (n,), values (n,)) per seed; each label is one condition (nothing else is pooled).
@@ -220,8 +221,9 @@ def seed_curves(seeds: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]], *,
   references: label -> a horizontal line in that condition's colour, dashed, annotated
   `{reference_label} = value` (e.g. the stability threshold 2/η); references more than 5x above the data
   are named in a note instead of flattening the curves. common_reference: (value, legend name), one grey
-  dashed line for all (e.g. 1 for λ_max / threshold). The value axis is logarithmic when the data span
-  more than 30x.
+  dashed line for all (e.g. 1 for λ_max / threshold). reference_band: (low, high, legend name), a grey
+  shaded band behind the curves (e.g. the window [0.9, 1.1] around that line). The value axis is
+  logarithmic when the data span more than 10x.
   """
   if band not in BANDS:
     raise UserError(choices_message("band", band, BANDS))
@@ -258,6 +260,9 @@ def seed_curves(seeds: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]], *,
                 color=style.color(i))
   if common_reference is not None:
     ax.axhline(common_reference[0], color="0.3", linestyle="--", linewidth=1.1, label=common_reference[1])
+  if reference_band is not None:
+    ax.axhspan(reference_band[0], reference_band[1], color="0.55", alpha=0.15, linewidth=0, zorder=0,
+               label=reference_band[2])
   far = sorted({f"{t:.3g}" for k, t in references.items() if k not in shown}, key=float)
   if far:
     ax.text(0.01, 0.98, f"{reference_label} = {', '.join(far)}: above the plotted range", fontsize=7.5,
@@ -265,7 +270,8 @@ def seed_curves(seeds: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]], *,
   if len(v) and v.min() > 0 and v.max() / v.min() > 10:  # e.g. sharp at initialization, flat after
     ax.set_yscale("log")
   elif len(v) and v.min() >= 0:
-    ax.set_ylim(0, 1.1 * max([top, *shown.values(), *([common_reference[0]] if common_reference else [])]))
+    ax.set_ylim(0, 1.1 * max([top, *shown.values(), *([common_reference[0]] if common_reference else []),
+                              *([reference_band[1]] if reference_band else [])]))
   if references:
     ax.plot([], [], color="0.3", linestyle="--", linewidth=1.1, label=f"threshold {reference_label}")
   ax.set_xlabel(xlabel)
@@ -279,7 +285,7 @@ def lambda_max_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]] | None
                       ylabel: str = "top Hessian eigenvalue $\\lambda_{\\max}$",
                       normalized: bool = False, seeds: Mapping[str, Sequence[tuple]] | None = None,
                       band: str = "minmax", level: float = 0.95, show_seeds: bool = True,
-                      path: str | Path | None = None):
+                      window: tuple[float, float] | None = None, path: str | Path | None = None):
   """lambda_max over training steps per curve (e.g. per learning rate), each with its stability
   threshold as a dashed horizontal line of the same colour (Cohen et al. 2021, edge of stability).
 
@@ -288,7 +294,9 @@ def lambda_max_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]] | None
   with markers, `band` over seeds, thin seed lines); the caption should say `interval_text(band, level)`.
   normalized: plot lambda_max / threshold instead, with one line at 1 (for curves whose thresholds
   differ by orders of magnitude, e.g. GD's 2/eta next to Adam's 38/eta); curves without a threshold
-  are left out, and the thresholds are listed in a note (the legend keeps the caller's labels).
+  are left out, and the thresholds are listed in a note above the axes (the legend keeps the caller's
+  labels). window: (low, high) multiples of the threshold shaded grey in a normalized plot (e.g. the
+  [0.9, 1.1] within which Cohen et al. 2021 see λ_max hover).
   """
   thresholds = thresholds or {}
   if seeds is not None:
@@ -298,14 +306,15 @@ def lambda_max_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]] | None
     scaled = {k: [(st, np.asarray(v, np.float64) / thresholds[k]) for st, v in rs] for k, rs in seeds.items()
               if thresholds.get(k) is not None and np.isfinite(thresholds[k]) and thresholds[k] > 0}
     named = "" if threshold_label == "threshold" else f" ({threshold_label})"
-    fig = seed_curves(scaled, common_reference=(1.0, "threshold"), band=band, level=level,
-                      show_seeds=show_seeds, ylabel=f"$\\lambda_{{\\max}}$ / threshold{named}")
+    fig = seed_curves(scaled, common_reference=(1.0, "threshold"), reference_band=_window_band(window),
+                      band=band, level=level, show_seeds=show_seeds,
+                      ylabel=f"$\\lambda_{{\\max}}$ / threshold{named}")
     _threshold_note(fig.axes[0], {k: thresholds[k] for k in scaled})
     return _finish(fig, path)
   if curves is None:
     raise UserError("lambda_max_curves needs `curves` (label -> (steps, values)) or `seeds`")
   if normalized:
-    return _normalized_lambda_curves(curves, thresholds, threshold_label, path)
+    return _normalized_lambda_curves(curves, thresholds, threshold_label, path, window)
   fig, ax = style.figure()
   top = 0.0
   for i, (label, (steps, values)) in enumerate(curves.items()):
@@ -361,7 +370,11 @@ def _legend(fig, ax, labels) -> None:
   fig.set_size_inches(fig.get_size_inches()[0], fig.get_size_inches()[1] + 0.22 * (len(labels) + 1))
 
 
-def _normalized_lambda_curves(curves, thresholds, threshold_label, path):
+def _window_band(window: tuple[float, float] | None) -> tuple[float, float, str] | None:
+  return None if window is None else (window[0], window[1], f"[{window[0]:g}, {window[1]:g}] × threshold")
+
+
+def _normalized_lambda_curves(curves, thresholds, threshold_label, path, window=None):
   fig, ax = style.figure()
   for i, (label, (steps, values)) in enumerate(curves.items()):
     t = thresholds.get(label)
@@ -371,21 +384,34 @@ def _normalized_lambda_curves(curves, thresholds, threshold_label, path):
     ax.plot(steps, values / t, color=style.color(i), linestyle=style.linestyle(i),
             marker="o" if len(steps) <= 25 else None, markersize=3, label=label)
   ax.axhline(1.0, color="0.3", linestyle="--", linewidth=1.1, label="threshold")
+  band = _window_band(window)
+  if band is not None:
+    ax.axhspan(band[0], band[1], color="0.55", alpha=0.15, linewidth=0, zorder=0, label=band[2])
   _threshold_note(ax, {k: thresholds[k] for k in curves
                        if thresholds.get(k) is not None and np.isfinite(thresholds[k]) and thresholds[k] > 0})
   ax.set_ylim(0, None)
   ax.set_xlabel("training step")
   named = "" if threshold_label == "threshold" else f" ({threshold_label})"
   ax.set_ylabel(f"$\\lambda_{{\\max}}$ / threshold{named}")
-  _legend(fig, ax, [*curves, "threshold"])
+  _legend(fig, ax, ax.get_legend_handles_labels()[1])
   return _finish(fig, path)
 
 
 def _threshold_note(ax, thresholds: Mapping[str, float]) -> None:
-  """The thresholds of a normalized plot as a note in the lower right (legend labels stay as given)."""
-  if thresholds:
-    ax.text(0.99, 0.02, "thresholds: " + "; ".join(f"{k}: {t:.3g}" for k, t in thresholds.items()),
-            transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="0.3", wrap=True)
+  """The thresholds of a normalized plot as a note above the axes, left-aligned, broken between entries
+  (inside the axes it covered curves and tick labels); legend labels stay as given."""
+  if not thresholds:
+    return
+  width = max(40, int(16 * ax.figure.get_size_inches()[0]))  # characters per line at 7 pt
+  lines, line = [], "thresholds:"
+  for k, t in thresholds.items():
+    item = f"{k}: {t:.3g}"
+    if len(line) + len(item) + 2 > width and line != "thresholds:":
+      lines.append(line + ";")
+      line = item
+    else:
+      line = f"{line} {item}" if line == "thresholds:" else f"{line}; {item}"
+  ax.set_title("\n".join([*lines, line]), loc="left", fontsize=7, color="0.3")
 
 
 @dataclasses.dataclass(frozen=True)

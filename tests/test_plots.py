@@ -78,7 +78,15 @@ def test_normalized_lambda_curves_keep_the_callers_labels():
               plots.lambda_max_curves({k: v[0] for k, v in seeds.items()}, thr, normalized=True)):
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["GD", "Adam", "threshold"]
-    assert any("GD: 20" in t.get_text() and "Adam: 380" in t.get_text() for t in ax.texts)
+    note = ax.get_title(loc="left")  # above the axes: it covered curves and tick labels inside them
+    assert "GD: 20" in note and "Adam: 380" in note and not ax.texts
+  for fig in (plots.lambda_max_curves(thresholds=thr, seeds=seeds, normalized=True, window=(0.9, 1.1)),
+              plots.lambda_max_curves({k: v[0] for k, v in seeds.items()}, thr, normalized=True,
+                                      window=(0.9, 1.1))):
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()][-1] == "[0.9, 1.1] × threshold"
+    (span,) = [p for p in ax.patches if p.get_label() == "[0.9, 1.1] × threshold"]
+    assert (span.get_y(), span.get_y() + span.get_height()) == pytest.approx((0.9, 1.1))
 
 
 def test_dot_whisker_fits_the_axis_and_keeps_the_order():

@@ -106,7 +106,7 @@ def _final(ctx: Context, run: runs.Run, metric: str) -> float:
 
 def _short(run: runs.Run) -> str:
   """`GD (full batch), η=0.02` (a figure's legend; one loss per figure)."""
-  return f"{style.optimizer_label(run.flat_config)}, η={run.flat_config.get('schedule.lr', math.nan):g}"
+  return f"{style.optimizer_label(run.flat_config)}, η={run.flat_config.get('schedule.lr', math.nan):.3g}"
 
 
 def _step(x: float) -> str:
@@ -183,12 +183,15 @@ def _eos_results(ctx: Context):
     names = sorted({threshold_of(rs[0])[1] for rs in sub.values()})
     if seeds:
       fig = ctx.figure(f"lambda_max_{loss}", lambda p, seeds=seeds, thr=thr: plots.lambda_max_curves(
-          seeds=seeds, thresholds=thr, threshold_label="threshold", normalized=True, path=p),
+          seeds=seeds, thresholds=thr, threshold_label="threshold", normalized=True, window=WINDOW, path=p),
           f"{loss} runs: λ_max of the full-batch training loss (Adam: the preconditioned sharpness) divided "
-          f"by each condition's stability threshold ({', '.join(names)}; values in the note), at every "
+          f"by each condition's stability threshold ({', '.join(names)}; values above the plot), at every "
           f"measurement; {plots.interval_text('minmax')} where a condition has several seeds. Dashed: the "
-          f"threshold. A run reaches it only by crossing {REACH:g} from below; the first point is the "
-          "initialization.")
+          f"threshold; grey: the window [{WINDOW[0]:g}, {WINDOW[1]:g}] x the threshold in which the hover "
+          f"criteria count measurements. A run reaches the threshold only by crossing {REACH:g} from below "
+          "after a measurement below the window; the first point is the initialization"
+          + (" (the preconditioned sharpness: the first measurement after it, as Adam has no second-moment "
+             "estimate at step 0)." if any(_adaptive(rs[0]) for rs in sub.values()) else "."))
       if fig:
         blocks.append(fig)
     full = {k: bool(rs[0].flat_config.get("training.full_batch")) for k, rs in sub.items()}
@@ -247,8 +250,19 @@ def _eos_limitations(ctx: Context) -> list[str]:
                "(`curv/precond_lambda_max`, not measured at initialization, where Adam has no second "
                "moment); its raw λ_max is not compared with a threshold.")
   if any((run_quantities(r).get("eos/started_above") or 0) > 0 for r in ctx.study.runs):
-    out.append("Some runs start above their threshold at initialization (their first measurement); the "
-               "study's initialization is not rescaled, so they catapult before any progressive sharpening.")
+    out.append("Some runs start above their threshold at initialization (their first measurement): they "
+               "catapult down before any progressive sharpening; only a later crossing from below counts.")
+  settings: dict[str, list[str]] = {}
+  for label, rs in ctx.groups().items():
+    c = rs[0].flat_config
+    key = (f"initialization {c.get('model.knobs.initializer', 'the model default')}, input normalization "
+           f"{c.get('data.options.normalization', 'standardize')}")
+    settings.setdefault(key, []).append(label)
+  if len(settings) > 1:
+    out.append("The runs do not share one initialization and input normalization (the study config's "
+               "docstring gives the measured reason): " + "; ".join(
+                   f"{k}: {', '.join(v)}" for k, v in settings.items())
+               + ". λ_max at initialization, and so the distance to the threshold, depends on them.")
   return out
 
 

@@ -34,6 +34,7 @@ TITLE = "Edge of stability"
 REACH = 0.95  # experiments/configs/edge_of_stability.py: REACH, WINDOW (the criteria are worded with them)
 WINDOW = (0.9, 1.1)
 PRECOND = "curv/precond_lambda_max"
+FITTED = 1e-3  # MSE training loss at the end below which a run has fitted its training set (a limitation)
 
 
 def eos_quantities(steps: np.ndarray, values: np.ndarray, threshold: float, prefix: str = "eos/") -> dict:
@@ -109,6 +110,12 @@ def _short(run: runs.Run) -> str:
   return f"{style.optimizer_label(run.flat_config)}, η={run.flat_config.get('schedule.lr', math.nan):.3g}"
 
 
+def _run_label(run: runs.Run) -> str:
+  """`GD (full batch) at η=0.02 (mse)`: a run in running text, without commas."""
+  return (f"{style.optimizer_label(run.flat_config)} at η={run.flat_config.get('schedule.lr', math.nan):.3g} "
+          f"({_loss(run)})")
+
+
 def _step(x: float) -> str:
   return f"{int(x)}" if math.isfinite(x) else "–"
 
@@ -124,10 +131,12 @@ def _run_text(label: str, run: runs.Run) -> tuple[str, dict]:
              "Lewkowycz et al. 2020, not progressive sharpening)" if math.isfinite(q["first_below_step"])
              else " (above it) and never fell below it, so it never reached the threshold from below")
   if q["reached"]:
-    text += (f"; from its first value below the threshold it rose {q['sharpening']:.2f}x and crossed "
+    text += (f"; from its lowest value below the window it rose {q['sharpening']:.2f}x and crossed "
              f"{REACH:g} of the threshold at step {_step(q['crossing_step'])}; from there, "
              f"{100 * q['window_fraction']:.0f}% of the measurements lay in [{WINDOW[0]:g}, {WINDOW[1]:g}] x "
-             f"the threshold ({100 * q['hover_fraction']:.0f}% up to a final decline below the window)")
+             "the threshold")
+    if q["hover_fraction"] != q["window_fraction"]:
+      text += f" ({100 * q['hover_fraction']:.0f}% up to a final decline below the window)"
   elif math.isfinite(q["first_below_step"]):
     text += (f"; below the threshold it rose at most {q['sharpening']:.2f}x and did not reach {REACH:g} of "
              "the threshold again")
@@ -161,6 +170,7 @@ def _eos_results(ctx: Context):
                      f"in [{WINDOW[0]:g}, {WINDOW[1]:g}] after crossing": values["window_fraction"],
                      "same, to the final decline": values["hover_fraction"],
                      "end / thr.": values["end_ratio"],
+                     "train loss at end": _final(ctx, r, "eval_train/loss"),
                      "test acc. (%)": 100 * _final(ctx, r, "test/accuracy"),
                      "train acc. (%)": 100 * _final(ctx, r, "eval_train/accuracy")})
   if rows:
@@ -168,10 +178,11 @@ def _eos_results(ctx: Context):
         "Per run: the compared sharpness (λ_max of the full-batch training loss; Adam: the preconditioned "
         "sharpness) relative to the run's stability threshold: at the first measurement; the step at which "
         f"it reached {REACH:g} of the threshold after a measurement below it (a crossing from below; – : "
-        "none); its rise from the first value below the threshold to that crossing; the share of the "
-        f"measurements from the crossing inside [{WINDOW[0]:g}, {WINDOW[1]:g}] x the threshold (to the end, "
-        "and up to a final decline below the window); at the end. These are the quantities the verdicts "
-        "judge. Accuracies at the end (train: the whole training set)."), scale_accuracy=False)))
+        "none); its rise from its lowest value below the window to that crossing (or the end); the share of "
+        f"the measurements from the crossing inside [{WINDOW[0]:g}, {WINDOW[1]:g}] x the threshold (to the "
+        "end, and up to a final decline below the window); at the end. These are the quantities the verdicts "
+        "judge. Training loss and accuracies at the end (train: the whole training set)."),
+        scale_accuracy=False)))
   for loss in dict.fromkeys(_loss(r) for r in ctx.study.runs):
     sub = {k: rs for k, rs in groups.items() if _loss(rs[0]) == loss}
     short = [_short(rs[0]) for rs in sub.values()]
@@ -253,16 +264,23 @@ def _eos_limitations(ctx: Context) -> list[str]:
     out.append("Some runs start above their threshold at initialization (their first measurement): they "
                "catapult down before any progressive sharpening; only a later crossing from below counts.")
   settings: dict[str, list[str]] = {}
-  for label, rs in ctx.groups().items():
+  for rs in ctx.groups().values():
     c = rs[0].flat_config
-    key = (f"initialization {c.get('model.knobs.initializer', 'the model default')}, input normalization "
+    key = (f"initialization {c.get('model.knobs.initializer', 'the model default')} and input normalization "
            f"{c.get('data.options.normalization', 'standardize')}")
-    settings.setdefault(key, []).append(label)
+    settings.setdefault(key, []).append(f"{_run_label(rs[0])}")
   if len(settings) > 1:
     out.append("The runs do not share one initialization and input normalization (the study config's "
-               "docstring gives the measured reason): " + "; ".join(
-                   f"{k}: {', '.join(v)}" for k, v in settings.items())
-               + ". λ_max at initialization, and so the distance to the threshold, depends on them.")
+               "docstring gives the measured reason); λ_max at initialization, and so the distance to the "
+               "threshold, depends on them. " + " ".join(
+                   f"{k[0].upper()}{k[1:]}: {'; '.join(v)}." for k, v in settings.items()))
+  fitted = [f"{_run_label(r)}: {_final(ctx, r, 'eval_train/loss'):.1e}" for r in ctx.study.runs
+            if _loss(r) == "mse" and _q(r)[0].get("reached") and _final(ctx, r, "eval_train/loss") < FITTED]
+  if fitted:
+    out.append(f"Training loss at the end below {FITTED:g} ({'; '.join(fitted)}): once the training set is "
+               "fitted, the sharpness can settle at a minimum just below the threshold instead of "
+               "oscillating about it, and the hover share counts those measurements as well (the training "
+               "curves show whether the loss still spikes, the mark of the edge of stability).")
   return out
 
 

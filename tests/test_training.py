@@ -314,6 +314,22 @@ def test_one_and_four_devices_agree(tmp_path):
     np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
 
 
+def test_curvature_extras_can_skip_the_initialization(tmp_path):
+  """extras_at_init=False: step 0 measures lambda_max only; the trace and the density follow their cadence
+  after it."""
+  c = tiny_config(**{"training.num_steps": 20, "eval.every_steps": 20, "curvature.every_steps": 10,
+                     "curvature.num_examples": 64, "curvature.chunk_size": 32, "curvature.trace_probes": 4,
+                     "curvature.trace_every": 10, "curvature.density_every": 20,
+                     "curvature.density_steps": 5, "curvature.density_probes": 1,
+                     "curvature.extras_at_init": False})
+  training.train_and_evaluate(c, tmp_path)
+  records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  tracked = {r["step"]: r for r in records if "curv/lambda_max" in r}
+  assert sorted(tracked) == [0, 10, 20]
+  assert sorted(s for s, r in tracked.items() if "curv/trace" in r) == [10, 20]
+  assert sorted(p.name for p in (tmp_path / "curvature").glob("step*.npz")) == ["step20_hessian_train.npz"]
+
+
 def test_curvature_tracking_matches_dense_hessian(tmp_path):
   """Tracked lambda_max, lambda_min and trace at the last step equal the dense Hessian's of the final
   checkpoint on the same probe set; warm starts from the previous eigenvector need fewer products."""

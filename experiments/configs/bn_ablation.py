@@ -33,8 +33,8 @@ Variants:
   training images, 300 steps of 128 (9.4 epochs). Every 20 steps (16 measurements from initialization):
   the Hessian of the loss training descends on the first 128 training images (BatchNorm with batch
   statistics over that one ghost batch of the training batch size): lambda_max; Santurkar et al.'s
-  trajectory smoothness on the first 256 (2 ghost batches of 128). At initialization and at the end: the
-  trace (16 probes) and a spectral density (1 probe, 40 Lanczos steps: coarse, see its resolution).
+  trajectory smoothness on the first 256 (2 ghost batches of 128). At the end: the trace (16 probes) and
+  a spectral density (1 probe, 40 Lanczos steps: coarse, see its resolution).
   Step-size sweep: 0.2 and 0.4 for 100 steps; the main runs' evaluation at step 100 adds 0.05.
 - `paper`: VGG-11 on CIFAR-10 (Santurkar et al.'s setting), 100 epochs, cosine, weight decay 5e-4,
   crop and flip; 3 seeds; the Hessian on 5,120 training images (40 ghost batches of 128); step-size
@@ -102,8 +102,9 @@ def get_config(arg: str | None = "quick"):
     c.smoothness.num_examples = 256
     c.smoothness.chunk_size = 128
     c.curvature.trace_probes = 16
-    c.curvature.trace_every = QUICK_STEPS  # the trace at initialization and at the end
+    c.curvature.trace_every = QUICK_STEPS  # the trace and the density at the end only
     c.curvature.density_every = QUICK_STEPS
+    c.curvature.extras_at_init = False
     c.curvature.density_probes = 1
     c.curvature.density_steps = 40
     c.curvature.save_every = QUICK_STEPS

@@ -107,15 +107,16 @@ def default_config() -> ml_collections.ConfigDict:
   """Curvature tracked during training; off unless every_steps > 0
   or at_end. A fixed probe set: the first `num_examples` examples of `split` (0: all).
 
-  Density settings: the quick default is 3 probes of 60 Lanczos steps; Ghorbani et al. 2019 use 90 steps
-  (`research.core.spectral.GHORBANI`: `--config.curvature.density_steps=90`); the record's
-  `results.density.resolution` says what the settings used cannot resolve.
+  `extras_at_init` = False: the trace and the density start after initialization (step 0 measures the
+  top eigenvalues only). Density settings: the quick default is 3 probes of 60 Lanczos steps; Ghorbani
+  et al. 2019 use 90 steps (`research.core.spectral.GHORBANI`: `--config.curvature.density_steps=90`);
+  the record's `results.density.resolution` says what the settings used cannot resolve.
   """
   return ml_collections.ConfigDict(dict(
       every_steps=0, at_end=False, split="train", num_examples=1000, chunk_size=1000, bn_mode="eval",
       k=1, tol=1e-3, max_restarts=10, lambda_min=False, trace_probes=0, trace_every=0, preconditioned=False,
       gradient=False, noise_scale=False, save_every=0, density_every=0, density_probes=3,
-      density_steps=60, seed=0))
+      density_steps=60, extras_at_init=True, seed=0))
 
 
 def build(config: ml_collections.ConfigDict):
@@ -174,8 +175,9 @@ def build(config: ml_collections.ConfigDict):
                   "curv/lambda_min_converged": float(bottom.converged[0])}
       results["bottom"] = bottom.to_dict()
     final = ctx.step == ctx.total_steps
+    extras = c.extras_at_init or ctx.step > 0  # the trace and the density at step 0 too
     est = None
-    if c.trace_probes and (not c.trace_every or ctx.step % c.trace_every == 0 or final):
+    if c.trace_probes and extras and (not c.trace_every or ctx.step % c.trace_every == 0 or final):
       est = trace.hutchinson(op, jax.random.fold_in(key, 2), c.trace_probes, batch=1)
       metrics |= {"curv/trace": est.estimate, "curv/trace_se": est.std_error}
       results["trace_hutchinson"] = est.to_dict()
@@ -199,7 +201,7 @@ def build(config: ml_collections.ConfigDict):
     if c.noise_scale:
       results["noise_scale"] = quantities.gradient_noise_scale(loss_fn, params, chunks, **only)
       metrics["curv/noise_scale"] = results["noise_scale"]["gradient_noise_scale"]
-    if c.density_every and (ctx.step % c.density_every == 0 or final):
+    if c.density_every and extras and (ctx.step % c.density_every == 0 or final):
       quad = density.slq(op, jax.random.fold_in(key, 4), num_probes=c.density_probes,
                          num_steps=min(c.density_steps, op.size))
       results["density"] = {"num_products": quad.num_products, "num_probes": c.density_probes,

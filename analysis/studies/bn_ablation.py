@@ -176,6 +176,8 @@ def _step_size_sweep(ctx: Context, main: Context, sweep: list[runs.Run]) -> tupl
     counts = "; ".join(f"η = {lr:g}: {sum(t)} of {len(t)}" for lr, t in sorted(by_lr.items()))
     what = (f"the largest step size of the grid at which every run trained is η = {largest[norm]:g}"
             if ok else "no step size of the grid at which every run trained")
+    if len(by_lr) == 1:
+      what = f"only η = {next(iter(by_lr)):g} was run (not swept)"
     findings.append(Finding(
         f"norm={norm}: {what}" + (f" (the next, {first_fail:g}, did not)" if ok and first_fail and
                                   first_fail > largest[norm] else "")
@@ -337,12 +339,15 @@ def _bn_comparison(ctx: Context, findings: list[Finding]) -> list:
   stable = {f.values["norm"]: f.values for f in findings if f.values.get("metric") == "largest_stable_lr"}
   step = []
   if sweep and stable:
+    grid = sorted({float(lr) for v in stable.values() for lr in v["counts"]})
+    stable = {norm: v for norm, v in stable.items() if len(v["counts"]) > 1}
     words = "; ".join(f"{norm}: " + (f"η = {v['largest']:g}" if v["largest"] is not None
                                      else "none of the grid") for norm, v in stable.items())
     step = [f"Step sizes (Ioffe & Szegedy 2015; Bjorck et al. 2018, NeurIPS: BatchNorm's benefit comes from "
             f"the larger step sizes it tolerates): the largest step size of the sweep at which every run "
             f"trained, per norm: {words}. The verdict table judges the difference at the decisive step "
-            "size; a 2x grid locates the limit only to a factor of 2."]
+            f"size; the grid ({', '.join(f'{lr:g}' for lr in grid)}) locates a limit only to the next "
+            "step size of the grid."]
   return out + [items] + summary + regime + step
 
 

@@ -86,6 +86,10 @@ Variants:
 - `paper`: Cohen et al.'s setting: a tanh MLP (2 hidden layers of 200, PyTorch initialization) on 5,000
   CIFAR-10 images standardized per pixel, full-batch GD, step sizes 2/30 ... 2/120, until the training
   loss is small. For a GPU; not run here.
+
+Expected cost of `paper`: 7 trials of 0.0096-0.014 GPU-hours each, 0.072 GPU-hours for the sweep (2 PFLOP), an
+estimate from XLA's FLOP counts at 40% of the A100's float32 peak of 19.5 TFLOP/s, printed by
+  python -m experiments.dry_run --config experiments/configs/edge_of_stability.py:paper
 """
 
 from research import sweeps

@@ -318,8 +318,16 @@ def _limitations(ctx: Context) -> list[str]:
   out = ["Worst-case sharpness and ε-sharpness are lower bounds from a few steps of projected ascent; "
          "their ratios carry the solver's error (the adaptive worst case starts from the same random "
          "point, so its invariance is exact only up to where the ascent stops).",
-         "With BatchNorm the rescaled layer is followed by normalization in eval mode: the function is "
-         "unchanged up to BatchNorm's ε, and the path norm is not meaningful for such networks."]
+         "With BatchNorm the rescaled layer is followed by normalization in eval mode: the path norm is not "
+         "meaningful for such networks."]
+  eps = sorted({r.flat_config.get("model.knobs.bn_epsilon") for r in ctx.study.runs
+                if r.flat_config.get("model.knobs.norm") == "batch"} - {None})
+  if eps:
+    out.append(f"BatchNorm's ε = {', '.join(f'{e:.3g}' for e in eps)}: eval-mode BatchNorm computes "
+               "α(x − μ)/√(α²σ² + ε), which equals (x − μ)/√(σ² + ε) only as ε → 0, so the rescaled "
+               "function differs by about ε/(2α²σ²) relative; Dinh et al.'s invariance is the ε → 0 one, "
+               "and the study uses a small ε (with the default 1e-5 the BatchNorm scope failed "
+               "`function_unchanged`; the config's design history gives that run).")
   return out
 
 

@@ -33,6 +33,14 @@ report template derives from each run's measures on its rescaled copies, judged 
 - `path_norm_invariant` (no normalization): the path norm changes by less than 1e-3 relative
   (`reparam/path_norm_change`; Neyshabur et al. 2015).
 
+Design history (issue 23, changed after seeing a run, stated in the report): the run at a14fa55 (BatchNorm
+epsilon 1e-5, 2 seeds) failed `function_unchanged` and `adaptive_invariant` for the BatchNorm scope only,
+with relative logit changes 5.6e-4 and 7.1e-4 and adaptive changes 1.5e-3 and 1.7e-3. That is epsilon:
+eval-mode BatchNorm computes alpha (x - mu) / sqrt(alpha^2 var + eps), which equals (x - mu) / sqrt(var +
+eps) only if eps = 0; at alpha = 0.1 and eps = 1e-5 the difference is of order eps / (2 alpha^2 var).
+Dinh et al.'s invariance is the eps -> 0 statement, so the study now uses eps = 1e-10 (`BN_EPSILON`, far
+below the variances, far above float32's underflow) and 3 seeds; thresholds and criteria are unchanged.
+
 Commands:
   python -m experiments.sweep --config experiments/configs/reparameterization.py:quick \
       --workdir runs/reparameterization-quick --parallel 2
@@ -47,7 +55,7 @@ change of each copy (`sharp/max_output_change@alpha=...`) as the proof that the 
 
 Variants:
 - `quick`: `mlp` (2 hidden ReLU layers of 256) on 4,096 Fashion-MNIST training images, heavy-ball
-  momentum 0.9 at lr 0.02, 1,500 steps of 128 (47 epochs, the training subset is fit), 2 seeds: 4 trials;
+  momentum 0.9 at lr 0.02, 1,500 steps of 128 (47 epochs, the training subset is fit), 3 seeds: 6 trials;
   alphas 0.1, 0.5, 2, 10; measures on 1,000 fixed training images. Measured: 2 min 29 s for the sweep
   and its report with `--parallel 2` on 2 quiet CPU cores (2026-11-22, load average 2-7 from the study's
   own processes, cold compilation cache; 4 trials of 64-65 s).
@@ -64,6 +72,7 @@ from research import sweeps
 from research.training import default_config
 
 VARIANTS = ("quick", "paper")
+BN_EPSILON = 1e-10  # not the default 1e-5: see "Design history" in the docstring
 MEASURES = ("worst_case,worst_case_adaptive,average,average_adaptive,epsilon,pac_bayes,pac_bayes_magnitude,"
             "margin,norms,path_norm,fisher_rao,lambda_max,hessian_trace")
 CONDITIONS = {  # normalization: (rescale kind, the two layers)
@@ -82,6 +91,7 @@ def get_config(arg: str | None = "quick"):
   c.model.name = "mlp"
   c.model.knobs.depth = 2
   c.model.knobs.norm = "none"
+  c.model.knobs.bn_epsilon = BN_EPSILON  # BatchNorm's scale invariance is exact only as epsilon -> 0
   c.optimizer.name = "momentum"
   c.optimizer.momentum = 0.9
   c.schedule.name = "constant"
@@ -127,14 +137,14 @@ def get_config(arg: str | None = "quick"):
 
 
 def get_sweep(arg: str | None = "quick") -> list[dict]:
-  """normalization (none, batch) with its rescaling x seed (2 for quick, 3 for paper)."""
+  """normalization (none, batch) with its rescaling x 3 seeds."""
   arg = arg or "quick"
   get_config(arg)
   norms = list(CONDITIONS)
   conditions = sweeps.zipped({"model.knobs.norm": norms,
                               "measures.rescale_kind": [CONDITIONS[n][0] for n in norms],
                               "measures.rescale_layers": [CONDITIONS[n][1] for n in norms]})
-  return sweeps.product(conditions, sweeps.seeds(2 if arg == "quick" else 3))
+  return sweeps.product(conditions, sweeps.seeds(3))
 
 
 def get_criteria(arg: str | None = "quick") -> list[dict]:

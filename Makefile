@@ -10,7 +10,9 @@ HAVE_ONEDNN := [ -f /usr/include/oneapi/dnnl/dnnl.hpp ] && command -v g++ >/dev/
 
 .PHONY: setup fashion-mnist-files onednn-files native data study test lint
 
-$(STAMP): requirements.txt
+# The stamp's name is the checksum of requirements.txt, so a change of its content makes a new stamp; its date
+# (a fresh clone's requirements.txt is newer than any stamp) does not re-run pip.
+$(STAMP): | requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt

@@ -19,8 +19,12 @@ deepest model of the variant (Li et al. see no effect at depth 20), without skip
 - `landscape_nonconvex`: a larger non-convex share of the 2-D landscape's grid without skips
   (difference > 0; `land/nonconvex_eval_train`).
 - `test_accuracy`: lower test accuracy without skips (difference < 0).
-With one seed per model (quick) an interval cannot be formed: every criterion is then "inconclusive
-with 1 vs 1 seeds"; the quick variant shows the pipeline, the paper variant (3 seeds) tests the claims.
+
+Design history (issue 23): until d06ecc6 the quick sweep was ResNet-20 and ResNet-32 with one seed
+each, lambda_max and lambda_min every 15 steps: every criterion "inconclusive with 1 vs 1 seeds" and 44
+min under load (trials of 346-1,130 s, 60-83% of it in the 21 Hessian measurements). It now trains only
+the depth the criteria judge, 56 (Li et al.'s Fig. 5 shows the effect from there; ResNet-20 is barely
+affected), with 3 seeds and 4 Hessian measurements per trial; the criteria are unchanged.
 
 Commands:
   python -m experiments.sweep --config experiments/configs/skip_connections.py:quick \
@@ -38,18 +42,15 @@ The Hessian is that of the loss training descends: `curvature.bn_mode = "batch"`
 statistics of fixed ghost batches of the training batch size (every chunk of `curvature.chunk_size`
 examples is one), never written back.
 
-Sweep (`get_sweep`): depth x skip (on, off), one seed for quick (a trial costs 2.5-4 minutes on the
-shared CPU, too much for more), 3 for paper.
+Sweep (`get_sweep`): depth x skip (on, off) x 3 seeds; quick has one depth, 56 (below).
 
 Variants:
-- `quick`: ResNet-20 and ResNet-32 at a quarter width (stages of 4, 8, 16 channels; BatchNorm, option-A
-  shortcuts) on 2,048 Fashion-MNIST training images, heavy-ball momentum 0.9 at lr 0.05, 300 steps of 64
-  (9.4 epochs): 4 trials; lambda_max and lambda_min on 128 fixed training images (2 ghost batches of 64)
-  every 15 steps (21 points); at the end a 9 x 9 landscape on [-1, 1]^2 on 256 training (eval_train)
-  and 256 test images. Measured with lambda_max at initialization and at the end only: 7 min 2 s for the
-  sweep and its report with `--parallel 2` on 2 quiet CPU cores (2026-11-22, cold compilation cache; 4
-  trials of 152-251 s); the dense schedule adds 19 Hessian measurements per trial, 9-11 s each with
-  lambda_min in a 10-step smoke run (2026-12-03, shared CPU): expect 3-4 more minutes per trial.
+- `quick`: ResNet-56 at a quarter width (stages of 4, 8, 16 channels; BatchNorm, option-A shortcuts),
+  the depth from which Li et al. see the chaotic landscape, with and without skips, 3 seeds: 6 trials;
+  2,048 Fashion-MNIST training images, heavy-ball momentum 0.9 at lr 0.05, 300 steps of 64 (9.4 epochs);
+  lambda_max and lambda_min on 128 fixed training images (2 ghost batches of 64) at initialization and
+  every 100 steps; at the end a 9 x 9 landscape on [-1, 1]^2 on 256 training (eval_train) and 256 test
+  images. Depth dependence (ResNet-20 against 56 and 110) is left to the paper variant.
 - `paper`: Li et al.'s CIFAR-10 setting: ResNet-20, -56 and -110 with and without skips, momentum 0.9,
   lr 0.1 divided by 10 at 50%, 75% and 92% of 300 epochs, weight decay 5e-4, batch 128, crop and flip,
   3 seeds; the Hessian on 5,120 training images (40 ghost batches of 128) every 15 epochs; a 51 x 51
@@ -65,9 +66,9 @@ from research import sweeps
 from research.training import default_config
 
 VARIANTS = ("quick", "paper")
-DEPTHS = {"quick": (20, 32), "paper": (20, 56, 110)}
-SEEDS = {"quick": 1, "paper": 3}
-CURVATURE_POINTS = 20  # lambda_max every 1/20 of training (and at initialization)
+DEPTHS = {"quick": (56,), "paper": (20, 56, 110)}
+SEEDS = {"quick": 3, "paper": 3}
+CURVATURE_POINTS = {"quick": 3, "paper": 20}  # lambda_max every 1/N of training (and at initialization)
 
 
 def get_config(arg: str | None = "quick"):
@@ -104,7 +105,7 @@ def get_config(arg: str | None = "quick"):
     c.eval.every_epochs = 0
     c.eval.every_steps = 150
     c.log_every = 25
-    c.curvature.every_steps = c.training.num_steps // CURVATURE_POINTS
+    c.curvature.every_steps = c.training.num_steps // CURVATURE_POINTS["quick"]
     c.curvature.num_examples = 128
     c.curvature.chunk_size = c.training.batch_size
     c.landscape.num_points = 9
@@ -138,7 +139,7 @@ def get_config(arg: str | None = "quick"):
 
 def get_criteria(arg: str | None = "quick") -> list[dict]:
   """Li et al.'s claims as criteria registered before the runs, on the deepest model of the variant:
-  without skips (a) against with skips (b), Welch intervals over seeds (none with one seed)."""
+  without skips (a) against with skips (b), Welch intervals over seeds."""
   get_config(arg)
   deep = f"resnet{max(DEPTHS[arg or 'quick'])}"
   pair = {"a": {"model.name": deep, "model.knobs.skip": False},
@@ -161,7 +162,7 @@ def get_criteria(arg: str | None = "quick") -> list[dict]:
 
 
 def get_sweep(arg: str | None = "quick") -> list[dict]:
-  """depth x skip (True, False) x seed (1 for quick, 3 for paper)."""
+  """depth x skip (True, False) x 3 seeds."""
   get_config(arg)
   arg = arg or "quick"
   return sweeps.product(sweeps.grid({"model.name": [f"resnet{d}" for d in DEPTHS[arg]],

@@ -187,6 +187,29 @@ def test_unknown_totals_count_as_the_mean_and_trial_counts_are_the_fallback(tmp_
   assert progress.line(clock()) == "sweep: trials 1/2 (1 running), steps 0/?, elapsed 25s, ETA 15s"
 
 
+def test_end_of_run_measurements_count_once_a_trial_has_ended(tmp_path):
+  """Trial 0 trains 100 steps in 10 s, then measures for 20 s more; trial 1, at its last step after 10 s,
+  has (by trial 0) 20 s of measurements left, not 0."""
+  clock = Clock()
+  runs = [tmp_path / f"00{i}" for i in range(2)]
+  progress = progress_lib.SweepProgress(lambda line: None, slots=1, clock=clock)
+  progress.add(0, runs[0], 100)
+  progress.add(1, runs[1], 100)
+  progress.started(0)
+  clock.t = 10
+  write_metrics(runs[0], 100)
+  progress.refresh()
+  assert progress.line(clock()).endswith("steps 100/200, elapsed 10s, ETA 10s")  # by steps only: 0.1 s
+  clock.t = 30
+  progress.stopped(0, final=True)
+  progress.started(1)
+  clock.t = 40
+  write_metrics(runs[1], 100)
+  progress.refresh()
+  # by steps: 200 steps in 40 slot-seconds, none left; all in: 0.3 s a step, 100 x 0.3 - 10 = 20 s.
+  assert progress.line(clock()) == "sweep: trials 1/2 (1 running), steps 200/200, elapsed 40s, ETA 20s"
+
+
 def test_terminal_line_is_rewritten_in_place_and_erased_before_other_lines(tmp_path):
   clock, term = Clock(), Terminal()
   out = lambda line: term.write(line + "\n")  # as print would, on the same terminal

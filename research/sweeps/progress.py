@@ -20,7 +20,11 @@ trials this invocation started (a resumed trial counts from the step it started 
 do not inflate the rate); each trial left needs (total - done) x s more seconds (an unknown total counts as
 the mean of the known ones); these are packed onto the `parallel` slots (`finish_time`), and the ETA is
 when the last slot is done. Steps differ in cost (curvature measurements, evaluations, compilation at a
-trial's start), so it is an average, not a prediction. Without a step measured or a total known it falls
+trial's start), so it is an average, not a prediction. Once a trial has ended in this invocation, its
+seconds per step all in (its measurements after the last step included) give a second estimate of each
+trial's remaining time, total x rate - seconds so far, and the larger of the two counts: a trial whose
+steps are done but whose end-of-run measurements run is not shown as finishing at once. Without a step
+measured or a total known it falls
 back to trial counts (the mean slot-seconds of the trials ended in this invocation); before either it
 shows `ETA --`.
 
@@ -221,7 +225,15 @@ class SweepProgress:
     ended_here = [t for t in here if t.ended_here]
     if steps_here > 0 and totals:
       mean = sum(totals) / len(totals)
-      need = lambda t: max((mean if t.total is None else t.total) - t.step, 0) * slot_s / steps_here
+      total = lambda t: mean if t.total is None else t.total
+      by_steps = lambda t: max(total(t) - t.step, 0) * slot_s / steps_here
+      ended_steps = sum(max(t.step - t.base, 0) for t in ended_here)
+      if not ended_steps:
+        need = by_steps
+      else:  # a trial's end-of-run measurements: its time per step all in, from the trials that ended
+        all_in = sum(busy(t) for t in ended_here) / ended_steps
+        need = lambda t: max(by_steps(t), (total(t) - (t.step if t.base is None else t.base)) * all_in
+                             - (busy(t) if t.base is not None else 0.0))
     elif ended_here:
       per_trial = sum(busy(t) for t in ended_here) / len(ended_here)
       need = lambda t: max(per_trial - busy(t), 0.0)

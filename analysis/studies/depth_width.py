@@ -8,10 +8,12 @@ networks have flatter minima); the comparison words the same intervals as the cr
 (accuracy within MATCH, lambda_max ratio deep / shallow).
 """
 
+import math
 import re
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 
 from analysis import runs, stats, tables, wording
 from analysis.document import Finding, Section, TableBlock
@@ -167,7 +169,79 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
   models = {str(r.flat_config.get("model.name")) for r in ctx.study.runs}
   scale = ("Caveat: these are plain MLPs without skip connections on a small training set, not the residual "
            "networks of either paper" if models == {"mlp"} else "")
-  return out + [items] + ([scale + "."] if scale else [])
+  return out + [items] + _measured_reasons(ctx) + ([scale + "."] if scale else [])
+
+
+def _verdict_level(ctx: Context) -> float:
+  """The level of each interval of the verdict table: 95% jointly over the registered criteria
+  (Bonferroni), 95% when the index records none."""
+  criteria = (ctx.study.index or {}).get("criteria")
+  return 1 - 0.05 / (len(criteria) if isinstance(criteria, list) and criteria else 1)
+
+
+def _why_wide(margin: float, sa: float, sb: float, na: int, nb: int, level: float, null: str) -> str:
+  """Why an interval around an effect `margin` away from the claim's threshold reaches it: the spread
+  (the seeds per shape it would need, normal approximation) or the t quantile of too few seeds."""
+  if margin <= 0:
+    return "the estimate itself is on the other side of the threshold"
+  z = float(scipy.stats.norm.ppf((1 + level) / 2))
+  need = math.ceil(z * z * (sa * sa + sb * sb) / (margin * margin))
+  var_a, var_b = sa * sa / na, sb * sb / nb
+  if need > min(na, nb) or not var_a + var_b:
+    return (f"at this spread a {100 * level:g}% interval would clear {null} with about {need} seeds per "
+            "shape (normal approximation, n = z² (s_a² + s_b²) / margin²)")
+  df = (var_a + var_b) ** 2 / (var_a ** 2 / (na - 1) + var_b ** 2 / (nb - 1))
+  t = float(scipy.stats.t.ppf((1 + level) / 2, df))
+  return (f"the estimate is {margin / math.sqrt(var_a + var_b):.1f} standard errors from {null}, but with "
+          f"{na} vs {nb} seeds the Welch t quantile at this level is {t:.1f} ({df:.1f} degrees of freedom; "
+          f"{z:.2f} with many seeds)")
+
+
+def _measured_reasons(ctx: Context) -> list[str]:
+  """For each pre-registered comparison left undecided at the verdict table's level: the effect against
+  the seed-to-seed spread and, for λ_max, how much it moved within runs at the end."""
+  groups = _by_depth(ctx)
+  if len(groups) < 2:
+    return []
+  depths = list(groups)
+  shallow, deep = groups[depths[0]], groups[depths[-1]]
+  level = _verdict_level(ctx)
+  out = []
+  a, b = ctx.values(shallow, "test/accuracy"), ctx.values(deep, "test/accuracy")
+  if len(a) >= 2 and len(b) >= 2:
+    iv = stats.difference_interval(a, b, level=level)
+    if math.isfinite(iv.lo) and iv.lo <= -MATCH <= iv.hi:
+      sa, sb = float(a.std(ddof=1)), float(b.std(ddof=1))
+      why = _why_wide(iv.estimate + MATCH, sa, sb, len(a), len(b), level, f"-{100 * MATCH:g} point")
+      out.append(f"Measured reason, accuracy depth {depths[0]} minus depth {depths[-1]}: "
+                 f"{100 * iv.estimate:+.2f} points against a seed-to-seed standard deviation of "
+                 f"{100 * sa:.2f} points (depth {depths[0]}) and {100 * sb:.2f} (depth {depths[-1]}) over "
+                 f"{len(a)} vs {len(b)} seeds: the verdict's {wording.interval_text(iv, **wording.POINTS)} "
+                 f"reaches below -{100 * MATCH:g} point; {why}.")
+  a, b = ctx.values(deep, "curv/lambda_max"), ctx.values(shallow, "curv/lambda_max")
+  if len(a) >= 2 and len(b) >= 2 and (a > 0).all() and (b > 0).all():
+    iv = stats.ratio_interval(a, b, level=level)
+    if math.isfinite(iv.lo) and iv.lo <= 1 <= iv.hi:
+      sa, sb = float(np.log(a).std(ddof=1)), float(np.log(b).std(ddof=1))
+      why = _why_wide(math.log(iv.estimate), sa, sb, len(a), len(b), level, "1")
+      changes = {}
+      for depth in (depths[0], depths[-1]):
+        moves = []
+        for r in groups[depth]:
+          _, values = r.curve("curv/lambda_max")
+          values = values[np.isfinite(values) & (values > 0)]
+          if len(values) >= 2:
+            moves.append(abs(values[-1] / values[-2] - 1))
+        if moves:
+          changes[depth] = float(np.median(moves))
+      within = ("; within a run λ_max had not settled: between its last two measurements it moved by a "
+                "median of " + " and ".join(f"{100 * v:.0f}% (depth {d})" for d, v in changes.items())
+                + ", so the value at the end is one draw of a fluctuating quantity") if changes else ""
+      out.append(f"Measured reason, λ_max depth {depths[-1]} / depth {depths[0]}: {iv.estimate:.2f}x against "
+                 f"a seed-to-seed standard deviation of the log of {sa:.2f} (depth {depths[-1]}) and "
+                 f"{sb:.2f} (depth {depths[0]}) over {len(a)} vs {len(b)} seeds: the verdict's "
+                 f"{wording.interval_text(iv, **wording.TIMES)} contains 1; {why}{within}.")
+  return out
 
 
 def _limitations(ctx: Context) -> list[str]:

@@ -9,6 +9,10 @@ every comparison is within one loss, as the criteria (`each: loss.name`) are.
 """
 
 import dataclasses
+import math
+
+import numpy as np
+import scipy.stats
 
 from analysis import plots, runs, stats, style, tables, wording
 from analysis.document import Finding, Section, TableBlock
@@ -190,7 +194,130 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
                    f"{v['base'].upper()}; published direction (higher): this {j.text}.")
   if not items:
     items.append("No SAM or ASAM run with the measures to compare.")
-  return out + [items]
+  return out + [items] + _measured_reasons(ctx)
+
+
+# The pre-registered comparisons (experiments/configs/sam.py `get_criteria`): (a, b, metric), a against b.
+CRITERIA = (("sam", "sgd", "curv/lambda_max"), ("sam", "sgd", "curv/lambda_1_over_lambda_k"),
+            ("sam", "sgd", "sharp/worst_case_l2"), ("sam", "sgd", "test/accuracy"),
+            ("asam", "sam", "test/accuracy"))
+PUBLISHED_SCALE = {
+    ("sam", "sgd"): "Foret et al.'s gains on CIFAR-10 (Table 1) are about one point of test error or less, "
+                    "for WideResNet-28-10 and larger networks trained 200 epochs or longer with augmentation",
+    ("asam", "sam"): "Kwon et al.'s gains of ASAM over SAM on CIFAR-10 and CIFAR-100 (Sec. 5) are smaller "
+                     "still, a few tenths of a point, for ResNets, WideResNets and PyramidNets with "
+                     "augmentation",
+}
+
+
+def _verdict_level(ctx: Context) -> float:
+  """The level of each interval of the verdict table: 95% jointly over the study's registered criteria
+  (Bonferroni), 95% when the index records none."""
+  criteria = (ctx.study.index or {}).get("criteria")
+  m = len(criteria) if isinstance(criteria, list) and criteria else 1
+  return 1 - 0.05 / m
+
+
+def _scale_text(ctx: Context) -> str:
+  """'421,642-parameter simple_cnn, 400 steps (12.5 epochs) on 4,096 fashion_mnist images' from the runs."""
+  r = ctx.study.runs[0]
+  fc = r.flat_config
+  params = r.summary.get("num_params") if r.summary else None
+  steps, batch, n = (fc.get("training.num_steps"), fc.get("training.batch_size"),
+                     fc.get("data.options.num_train"))
+  what = f"{params:,}-parameter " if isinstance(params, int) else ""
+  text = f"a {what}`{fc.get('model.name')}`"
+  if isinstance(steps, int) and steps and isinstance(batch, int) and isinstance(n, int) and n:
+    text += f" trained {steps} steps ({steps * batch / n:.3g} epochs) on {n:,} `{fc.get('data.name')}` images"
+  return text
+
+
+def _last_change(rs: list[runs.Run], metric: str) -> tuple[float, int] | None:
+  """Median over runs of |v_end / v_before - 1| between a run's last two tracked measurements, and the
+  steps between them (None without two measurements)."""
+  changes, gaps = [], []
+  for r in rs:
+    steps, values = r.curve(metric)
+    ok = np.isfinite(values) & (values > 0)
+    steps, values = steps[ok], values[ok]
+    if len(values) >= 2:
+      changes.append(abs(values[-1] / values[-2] - 1))
+      gaps.append(int(steps[-1] - steps[-2]))
+  return (float(np.median(changes)), int(np.median(gaps))) if changes else None
+
+
+def _seeds_text(effect: float, sa: float, sb: float, na: int, nb: int, level: float, z: float,
+                null: str) -> str:
+  """Why the interval is wide: the spread (seeds needed at it, normal approximation) or, when the effect
+  is large against the spread, the t quantile of too few degrees of freedom."""
+  if not effect:
+    return "the means are equal"
+  var_a, var_b = sa * sa / na, sb * sb / nb
+  se = math.sqrt(var_a + var_b)
+  need = math.ceil(z * z * (sa * sa + sb * sb) / (effect * effect))
+  if need > min(na, nb) or not se:
+    return (f"at this spread a {100 * level:g}% interval would exclude {null} with about {need} seeds per "
+            "method (normal approximation, n = z² (s_a² + s_b²) / effect²)")
+  df = (var_a + var_b) ** 2 / (var_a ** 2 / (na - 1) + var_b ** 2 / (nb - 1))
+  t = float(scipy.stats.t.ppf((1 + level) / 2, df))
+  return (f"the effect is {abs(effect) / se:.1f} standard errors, but with {na} vs {nb} seeds the Welch "
+          f"t quantile at this level is {t:.1f} ({df:.1f} degrees of freedom; {z:.2f} with many seeds): the "
+          "interval is wide for want of degrees of freedom, not because of the spread")
+
+
+def _measured_reasons(ctx: Context) -> list[str]:
+  """For each pre-registered comparison left undecided at the verdict table's level: the effect against
+  the seed-to-seed spread, and the seeds per method that spread would need (normal approximation)."""
+  level = _verdict_level(ctx)
+  z = float(scipy.stats.norm.ppf((1 + level) / 2))
+  k = _k(ctx)
+  labels = LABELS | ({"curv/lambda_1_over_lambda_k": f"λ_1/λ_{k}"} if k else {})
+  losses = _losses(ctx)
+  out = []
+  for loss in losses:
+    rs = [r for r in ctx.study.runs if _loss(r) == loss]
+    where = f" ({loss})" if len(losses) > 1 else ""
+    by = {m: [r for r in rs if method_of(r.flat_config) == m] for m in ORDER}
+    for a_name, b_name, metric in CRITERIA:
+      a = np.array([r.final_metrics().get(metric, np.nan) for r in by[a_name]], float)
+      b = np.array([r.final_metrics().get(metric, np.nan) for r in by[b_name]], float)
+      a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+      if len(a) < 2 or len(b) < 2:
+        continue
+      ratio = metric != "test/accuracy"
+      if ratio:
+        if (a <= 0).any() or (b <= 0).any():
+          continue
+        iv = stats.ratio_interval(a, b, level=level)
+        xa, xb = np.log(a), np.log(b)
+      else:
+        iv = stats.difference_interval(a, b, level=level)
+        xa, xb = a, b
+      if not (math.isfinite(iv.lo) and iv.lo <= iv.null <= iv.hi):
+        continue
+      sa, sb = float(xa.std(ddof=1)), float(xb.std(ddof=1))
+      effect = float(xa.mean() - xb.mean())
+      seeds = _seeds_text(effect, sa, sb, len(a), len(b), level, z, "1" if ratio else "0")
+      name = f"{a_name.upper()} {'/' if ratio else '-'} {b_name.upper()}{where}"
+      if ratio:
+        text = (f"Measured reason, {name} {labels[metric]}: the ratio {iv.estimate:.2f}x is a log-difference "
+                f"of {effect:+.2f} against a seed-to-seed standard deviation of the log of {sa:.2f} "
+                f"({a_name.upper()}) and {sb:.2f} ({b_name.upper()}) over {len(a)} vs {len(b)} seeds, so the "
+                f"verdict's {wording.interval_text(iv, **wording.TIMES)} contains 1; {seeds}.")
+        change = _last_change(rs, metric)
+        if change:
+          text += (f" Within a run the value is not settled: between a run's last two measurements "
+                   f"({change[1]} steps apart) it changed by a median of {100 * change[0]:.0f}%, so the "
+                   "value at the end is one draw of a fluctuating quantity.")
+      else:
+        text = (f"Measured reason, {name} test accuracy: the difference {100 * effect:+.2f} points is "
+                f"smaller than its uncertainty from the seed-to-seed spread (standard deviation "
+                f"{100 * sa:.2f} points for {a_name.upper()}, {100 * sb:.2f} for {b_name.upper()}, "
+                f"{len(a)} vs {len(b)} seeds): the verdict's "
+                f"{wording.interval_text(iv, **wording.POINTS)} contains 0; {seeds}. "
+                f"{PUBLISHED_SCALE[(a_name, b_name)]}; here {_scale_text(ctx)}.")
+      out.append(text)
+  return out
 
 
 def _limitations(ctx: Context) -> list[str]:

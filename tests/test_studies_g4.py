@@ -112,11 +112,11 @@ def test_hessian_spectrum_verdicts(tmp_path):
                _spectrum_trial("none", 0.0, full, seed, flat),
                _spectrum_trial("batch", 0.05, full, seed, 1.5 * flat),  # BatchNorm: no outliers
                _spectrum_trial("none", 0.05, full, seed, _outliers(10, 50.0, seed)),
-               _spectrum_trial("none", 0.05, (0, 1), seed, _outliers(2, 30.0, seed, at=1)),  # C - 1: holds
+               _spectrum_trial("none", 0.05, (0, 1, 2), seed, _outliers(3, 30.0, seed, at=2)),  # C - 1: holds
                _spectrum_trial("none", 0.05, (0, 1, 2, 3, 4), seed, _outliers(5, 40.0, seed, at=3 + seed))]
   verdicts, written = _verdicts(_sweep(tmp_path / "hs", "hessian_spectrum", hessian_spectrum, trials))
-  # gap positions minus C: C=2: -1, -1 (holds); C=5: -2, -1 (one run outside {-1, 0}: fails); C=10: 0, 0
-  assert verdicts[("outliers_C", "classes=[0, 1]")] == "holds"
+  # gap positions minus C: C=3: -1, -1 (holds); C=5: -2, -1 (one run outside {-1, 0}: fails); C=10: 0, 0
+  assert verdicts[("outliers_C", "classes=[0, 1, 2]")] == "holds"
   assert verdicts[("outliers_C", "classes=[0, 1, 2, 3, 4]")] == "fails"
   assert verdicts[("outliers_C", f"classes={list(full)}")] == "holds"
   # lambda_1/lambda_20: trained none ~50/1.6 vs init ~1.1 and trained batch ~1.1: ratios >> 1, 2 vs 2 seeds
@@ -126,6 +126,11 @@ def test_hessian_spectrum_verdicts(tmp_path):
   md = written.markdown.read_text()
   assert "outlier count" not in md.lower() and "SLQ rule" not in md
   assert "ghost batches of 128" in md
+  # the gap profile, computed from the runs: C = 5's largest ratio after 3 and 4 (outliers 40 x 0.98^i
+  # then a bulk from 2): 40 * 0.96 / 2 = 19.2 (seed 0, after 3) and 40 * 1.01 * 0.94 / 2 = 18.99 (seed 1)
+  assert "Gap profile" in md
+  assert ("C = 5 (2 runs): the largest ratio among the top 10 was 19.09 (18.99–19.20), after eigenvalue "
+          "3, 4") in md
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -121,6 +121,65 @@ def separation(top) -> float | None:
   return float(v[0] / v[-1]) if len(v) >= 3 and v[-1] > 0 else None
 
 
+def _fit_at(r: runs.Run, step) -> tuple[float, float]:
+  """(accuracy, loss) on the training subset (`eval_train/*`) at the last evaluation at or before `step`
+  (nan when the run has none)."""
+  rows = [m for m in r.metrics if runs._is_number(m.get("eval_train/accuracy"))
+          and (step is None or m.get("step", -1) <= step)]
+  if not rows:
+    return math.nan, math.nan
+  last = max(rows, key=lambda m: m.get("step", -1))
+  loss = last.get("eval_train/loss")
+  return float(last["eval_train/accuracy"]), float(loss) if runs._is_number(loss) else math.nan
+
+
+def _ratio_at(top, i: int) -> float:
+  """λ_i / λ_(i+1) (1-based i) of the descending top eigenvalues; nan out of range or non-positive."""
+  v = np.asarray(top, np.float64)
+  return float(v[i - 1] / v[i]) if 1 <= i < len(v) and v[i] > 0 else math.nan
+
+
+def _gap_profile(trained: list) -> str | None:
+  """A paragraph computed from the runs, per class count C: the largest ratio λ_i/λ_(i+1) among the top
+  2C and where it lies, against the ratios at C − 1 and C (what C outliers above a bulk would make the
+  largest), the spread λ_1/λ_C of the top C, and the fit of the training set when the Hessian was
+  measured. It says by how much the
+  outlier criterion passes or fails."""
+  per_c: dict[int, list] = {}
+  for r, m in trained:
+    if m["gap"] is not None and len(m["top"]) >= 2 * m["classes"]:
+      per_c.setdefault(m["classes"], []).append((r, m))
+  if not per_c:
+    return None
+  parts = []
+  for c in sorted(per_c):
+    items = per_c[c]
+    largest = np.asarray([_ratio_at(m["top"], m["gap"]) for _, m in items])
+    at_c = np.asarray([_ratio_at(m["top"], c) for _, m in items])
+    at_c1 = np.asarray([_ratio_at(m["top"], c - 1) for _, m in items])  # nan for C = 1
+    spread = np.asarray([m["top"][0] / m["top"][c - 1] if m["top"][c - 1] > 0 else math.nan
+                         for _, m in items])
+    fits = [_fit_at(r, m["step"]) for r, m in items]
+    acc = np.asarray([a for a, _ in fits])
+    loss = np.asarray([x for _, x in fits])
+
+    def rng(x, fmt=lambda v: f"{v:.2f}"):
+      x = x[np.isfinite(x)]
+      if not len(x):
+        return "–"
+      return fmt(x.mean()) + (f" ({fmt(x.min())}–{fmt(x.max())})" if len(x) > 1 else "")
+
+    text = (f"C = {c} ({len(items)} runs): the largest ratio among the top {2 * c} was {rng(largest)}, after "
+            f"eigenvalue {', '.join(str(m['gap']) for _, m in items)}; the ratio after eigenvalue C − 1 was "
+            f"{rng(at_c1)} and after C {rng(at_c)}; the top C span λ_1/λ_C = {rng(spread)}")
+    if np.isfinite(acc).any():
+      text += (f", measured at training-subset accuracy {rng(acc, lambda v: f'{100 * v:.1f}%')} and loss "
+               f"{rng(loss, lambda v: f'{v:.3g}')}")
+    parts.append(text + ".")
+  return ("Gap profile (trained, no normalization; mean over runs, min–max in parentheses). About C "
+          "outliers would make the ratio after C − 1 or C the largest: " + " ".join(parts))
+
+
 def _quantities(ctx: Context) -> dict[str, dict[str, float]]:
   out = {}
   for r in ctx.study.runs:
@@ -259,6 +318,9 @@ def _results(ctx: Context):
                        "(C − 1 is also C outliers' signature, Papyan 2019).")
       if fig:
         blocks.append(fig)
+  profile = _gap_profile(trained_none)
+  if profile:
+    blocks.append(profile)
   for c, gaps in per_c.items():
     ok = sum(g is not None and c - 1 <= g <= c for g in gaps)
     findings.append(Finding(

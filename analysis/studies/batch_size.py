@@ -17,8 +17,9 @@ batch under-fit (the criterion `matched_training_loss` of the config, its margin
 import math
 
 import numpy as np
+import scipy.stats
 
-from analysis import landscapes, plots, runs, stats, style, tables, wording
+from analysis import criteria, landscapes, plots, runs, stats, style, tables, wording
 from analysis.document import Finding, Section, TableBlock
 from analysis.results import Context, Template, num, pct, standard_results
 
@@ -290,6 +291,14 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
                f"training accuracy): this {j.text}. ")
     if j.verdict == "no difference":
       premise += "The comparisons below are at a matched training loss, as Keskar et al.'s."
+      if (x > 0).all() and (y > 0).all():
+        fold = stats.ratio_interval(x, y).estimate
+        if fold >= 2 or fold <= 0.5:
+          premise += (f" Matched within the margin, the two losses still differ {fold:.3g}-fold (ratio of "
+                      "geometric means, large over small batch): near zero loss the Gauss-Newton part of "
+                      "the cross-entropy Hessian scales with p(1 − p) of the predicted probabilities, which "
+                      "shrinks with the loss, so curvature ratios of that order can follow from the loss "
+                      "level alone.")
     elif j.verdict == "contradicts" and x.mean() > y.mean():
       premise += ("The large batch under-fit at this epoch budget: the comparisons below are between a "
                   "solution and a less-trained network, not between two minima, and do not test Keskar et "
@@ -329,12 +338,123 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
                  f"side, as in Keskar et al.'s Figure 3: this {j.text}.")
   if not items:
     items.append("No pair of batch sizes with readable results: no comparison is made.")
-  return out + [items] + [
+  return out + [items] + _measured_reasons(ctx) + [
       "Caveat: Dinh et al. (2017) show that sharpness measures like these change under reparameterizations "
       "that leave the function unchanged, and Li et al. (2018) that the small-to-large interpolation's "
       "picture flips with weight decay (the weights' scale changes), while filter-normalized plots keep "
       "large batches (mildly) sharper: sharper here is a statement about these measures, not about "
       "generalization as such."]
+
+
+def _verdict_level(ctx: Context) -> float:
+  """The level of each interval of the verdict table (`analysis.criteria.judge`): 95% jointly over the
+  recorded criteria that are statistical tests (Bonferroni), 95% when the index records none."""
+  recorded, _ = criteria.recorded(ctx.study)
+  return 1 - 0.05 / max(sum(c.compare != "every" for c in recorded), 1)
+
+
+def _why_text(effect: float, sa: float, sb: float | None, na: int, nb: int, level: float, null: str,
+              per: str) -> str:
+  """Why a `level` interval around `effect` (log-ratio, difference, or with sb None a one-group mean)
+  reaches `null`: the seeds per group the spread would need (normal approximation, n = z^2 (s_a^2 + s_b^2)
+  / effect^2), or, when the effect is already several standard errors, the t quantile of few seeds."""
+  z = float(scipy.stats.norm.ppf((1 + level) / 2))
+  spread2 = sa * sa + (sb * sb if sb is not None else 0.0)
+  need = math.ceil(z * z * spread2 / (effect * effect))
+  if need > min(na, nb):
+    return (f"at this spread a {100 * level:.4g}% interval would exclude {null} with about {need} seeds "
+            f"{per} (normal approximation, n = z² s² / effect²)")
+  if sb is None:
+    se, df = sa / math.sqrt(na), na - 1
+  else:
+    va, vb = sa * sa / na, sb * sb / nb
+    se, df = math.sqrt(va + vb), (va + vb) ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1))
+  t = float(scipy.stats.t.ppf((1 + level) / 2, df))
+  return (f"the effect is {abs(effect) / se:.1f} standard errors, but with {na}"
+          + (f" vs {nb}" if sb is not None else "") + f" seeds the t quantile at this level is {t:.1f} "
+          f"({df:.1f} degrees of freedom; {z:.2f} with many seeds): the interval is wide for want of degrees "
+          "of freedom, not because of the spread")
+
+
+def _measured_reasons(ctx: Context) -> list[str]:
+  """For each pre-registered criterion the verdict table leaves undecided (its interval, at the table's
+  level, reaches no effect, or for the matched loss the margin): the measured effect against the
+  seed-to-seed spread, and the seeds that spread would need (normal approximation)."""
+  groups = _by_batch(ctx)
+  if len(groups) < 2:
+    return []
+  level = _verdict_level(ctx)
+  small, large = min(groups), max(groups)
+  out = []
+  for metric, name, compare, expected in (("sharp/epsilon_sharpness", "ε-sharpness", "ratio", ">"),
+                                          ("curv/lambda_max", "λ_max", "ratio", ">"),
+                                          ("test/accuracy", "test accuracy", "difference", "<")):
+    x, y = ctx.values(groups[large], metric), ctx.values(groups[small], metric)
+    if len(x) < 2 or len(y) < 2:
+      continue
+    if compare == "ratio":
+      if (x <= 0).any() or (y <= 0).any():
+        continue
+      iv = stats.ratio_interval(x, y, level=level)
+      xa, xb = np.log(x), np.log(y)
+    else:
+      iv = stats.difference_interval(x, y, level=level)
+      xa, xb = x, y
+    if not (iv.finite and iv.lo <= iv.null <= iv.hi):
+      continue
+    sa, sb = float(xa.std(ddof=1)), float(xb.std(ddof=1))
+    effect = float(xa.mean() - xb.mean())
+    null = "1" if compare == "ratio" else "0"
+    why = (_why_text(effect, sa, sb, len(x), len(y), level, null, "per batch size")
+           if effect and (effect > 0) == (expected == ">") else
+           "the estimate itself points against the claim, so more seeds at this effect would not show it")
+    if compare == "ratio":
+      out.append(f"Measured reason, {name} (batch {large} / {small}): the ratio {iv.estimate:.2f}x is a "
+                 f"log-difference of {effect:+.2f} against a seed-to-seed standard deviation of the log of "
+                 f"{sa:.2f} (batch {large}) and {sb:.2f} (batch {small}) over {len(x)} vs {len(y)} seeds: "
+                 f"the verdict's {wording.interval_text(iv, **wording.TIMES)} contains 1; {why}.")
+    else:
+      out.append(f"Measured reason, {name} (batch {large} minus {small}): {100 * effect:+.2f} points against "
+                 f"a seed-to-seed standard deviation of {100 * sa:.2f} points (batch {large}) and "
+                 f"{100 * sb:.2f} (batch {small}) over {len(x)} vs {len(y)} seeds: the verdict's "
+                 f"{wording.interval_text(iv, **wording.POINTS)} contains 0; {why}.")
+  x, y = ctx.values(groups[large], "eval_train/loss"), ctx.values(groups[small], "eval_train/loss")
+  margin = _margin(ctx)
+  unit = style.loss_unit(_loss_name(ctx))
+  if len(x) >= 2 and len(y) >= 2:
+    iv = stats.difference_interval(x, y, level=level)
+    if iv.finite and not (-margin <= iv.lo and iv.hi <= margin):
+      sa, sb = float(x.std(ddof=1)), float(y.std(ddof=1))
+      d = float(x.mean() - y.mean())
+      if abs(d) >= margin:
+        acc_large = ctx.values(groups[large], "eval_train/accuracy")
+        acc_small = ctx.values(groups[small], "eval_train/accuracy")
+        why = (f"the difference itself is outside ±{margin:g} {unit}: batch {large if d > 0 else small} "
+               "ended less fitted" + (f" (training accuracy {pct(acc_large.mean())} with batch {large}, "
+                                      f"{pct(acc_small.mean())} with batch {small})"
+                                      if len(acc_large) and len(acc_small) else ""))
+      else:
+        why = _why_text(margin - abs(d), sa, sb, len(x), len(y), level, "the margin's edge",
+                        "per batch size")
+      out.append(f"Measured reason, matched training loss: batch {large} minus {small}, {d:+.3g} {unit} "
+                 f"({x.mean():.3g} vs {y.mean():.3g}; seed-to-seed standard deviation {sa:.3g} and "
+                 f"{sb:.3g}, "
+                 f"{len(x)} vs {len(y)} seeds): the verdict's {100 * level:.4g}% Welch interval "
+                 f"{iv.lo:+.3g} to {iv.hi:+.3g} {unit} is not inside ±{margin:g} {unit}; {why}.")
+  rises = np.array([q[RISE] for q in _quantities(ctx).values() if RISE in q], float)
+  rises = rises[np.isfinite(rises)]
+  if len(rises) >= 2:
+    iv = stats.mean_interval(rises, level=level)
+    if iv.finite and iv.lo <= 0 <= iv.hi:
+      s = float(rises.std(ddof=1))
+      m = float(rises.mean())
+      why = (_why_text(m, s, None, len(rises), len(rises), level, "0", "(pairs)") if m > 0 else
+             "the estimate itself points against the claim, so more seeds at this effect would not show it")
+      out.append(f"Measured reason, interpolation: the rise beyond the large-batch end minus beyond the "
+                 f"small-batch end is {m:+.3g} {unit} on average, per seed pair "
+                 f"{', '.join(f'{v:+.3g}' for v in rises)} (standard deviation {s:.3g}): the verdict's "
+                 f"{wording.interval_text(iv, unit, lambda v: f'{v:+.3g}')} contains 0; {why}.")
+  return out
 
 
 def _limitations(ctx: Context) -> list[str]:

@@ -12,8 +12,9 @@ import math
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 
-from analysis import plots, runs, stats, style, tables, wording
+from analysis import criteria, plots, runs, stats, style, tables, wording
 from analysis.document import Finding, Section, TableBlock
 from analysis.results import (
   ADAPTIVE,
@@ -27,7 +28,7 @@ from analysis.results import (
   pct,
   threshold_of,
 )
-from analysis.studies.edge_of_stability import REACH, run_quantities
+from analysis.studies.edge_of_stability import REACH, WINDOW, run_quantities
 
 TITLE = "Optimizers"
 KEY = "optimizer"
@@ -260,7 +261,103 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
   if len(items) == 0:
     items.append("Neither sharpness nor accuracy could be compared between the optimizers: the comparison "
                  "cannot be made.")
-  return out + [items]
+  return out + [items] + _measured_reasons(ctx)
+
+
+def _verdict_level(ctx: Context) -> float:
+  """The level of each interval of the verdict table (`analysis.criteria.judge`): 95% jointly over the
+  recorded criteria that are statistical tests (Bonferroni; `every` criteria are counts), 95% with none."""
+  recorded, _ = criteria.recorded(ctx.study)
+  tests = sum(c.compare != "every" for c in recorded)
+  return 1 - 0.05 / max(tests, 1)
+
+
+def _spread_text(effect: float, sa: float, sb: float, na: int, nb: int, level: float, null: str) -> str:
+  """Why an interval around `effect` contains `null`: the seeds per group the spread would need (normal
+  approximation) or, when the effect is already several standard errors, the t quantile of few seeds."""
+  if not effect:
+    return "the means are equal"
+  z = float(scipy.stats.norm.ppf((1 + level) / 2))
+  var_a, var_b = sa * sa / na, sb * sb / nb
+  need = math.ceil(z * z * (sa * sa + sb * sb) / (effect * effect))
+  if need > min(na, nb) or not var_a + var_b:
+    return (f"at this spread a {100 * level:.4g}% interval would exclude {null} with about {need} seeds per "
+            "optimizer (normal approximation, n = z² (s_a² + s_b²) / effect²)")
+  df = (var_a + var_b) ** 2 / (var_a ** 2 / (na - 1) + var_b ** 2 / (nb - 1))
+  t = float(scipy.stats.t.ppf((1 + level) / 2, df))
+  return (f"the effect is {abs(effect) / math.sqrt(var_a + var_b):.1f} standard errors, but with {na} vs "
+          f"{nb} seeds the Welch t quantile at this level is {t:.1f} ({df:.1f} degrees of freedom)")
+
+
+def _threshold_ratio(ctx: Context, rs: list[runs.Run]) -> float:
+  """Mean final lambda_max over 2/eta of finished runs (nan without a threshold)."""
+  thr = threshold_of(rs[0])[0] if rs else None
+  v = _final(ctx, rs, "curv/lambda_max")
+  return float(v.mean() / thr) if thr and len(v) else math.nan
+
+
+def _measured_reasons(ctx: Context) -> list[str]:
+  """For each pre-registered comparison the verdict table leaves undecided (its interval, at the table's
+  level, contains no effect): the effect against the seed-to-seed spread and the seeds that spread would
+  need; for GD's crossing of 2/eta, what each GD run that did not reach it measured."""
+  level = _verdict_level(ctx)
+  out = []
+  for a, b, metric, compare, expected, name in COMPARISONS:
+    x, y = _final(ctx, _group(ctx, a), metric), _final(ctx, _group(ctx, b), metric)
+    if len(x) < 2 or len(y) < 2:
+      continue
+    if compare == "ratio":
+      if (x <= 0).any() or (y <= 0).any():
+        continue
+      iv = stats.ratio_interval(x, y, level=level)
+      xa, xb = np.log(x), np.log(y)
+    else:
+      iv = stats.difference_interval(x, y, level=level)
+      xa, xb = x, y
+    if not (iv.finite and iv.lo <= iv.null <= iv.hi):
+      continue
+    sa, sb = float(xa.std(ddof=1)), float(xb.std(ddof=1))
+    effect = float(xa.mean() - xb.mean())
+    why = (_spread_text(effect, sa, sb, len(x), len(y), level, "1" if compare == "ratio" else "0")
+           if (effect > 0) == (expected == ">") else "the estimate itself points against the claim, so more "
+           "seeds at this effect would not show it")
+    if compare == "ratio":
+      text = (f"Measured reason, {name}: the ratio {iv.estimate:.2f}x is a log-difference of {effect:+.2f} "
+              f"against a seed-to-seed standard deviation of the log of {sa:.2f} ({a}) and {sb:.2f} ({b}) "
+              f"over {len(x)} vs {len(y)} seeds, so the verdict's "
+              f"{wording.interval_text(iv, **wording.TIMES)} contains 1; {why}.")
+      ra, rb = _threshold_ratio(ctx, _group(ctx, a)), _threshold_ratio(ctx, _group(ctx, b))
+      if math.isfinite(ra) and math.isfinite(rb):
+        text += (f" Final λ_max over 2/η of their common step size: {ra:.2f} ({a}) and {rb:.2f} ({b}) (mean "
+                 "over seeds).")
+    else:
+      text = (f"Measured reason, {name}: the difference {100 * effect:+.2f} points is smaller than its "
+              f"uncertainty from the seed-to-seed spread (standard deviation {100 * sa:.2f} points for {a}, "
+              f"{100 * sb:.2f} for {b}, {len(x)} vs {len(y)} seeds): the verdict's "
+              f"{wording.interval_text(iv, **wording.POINTS)} contains 0; {why}.")
+      fa = _final(ctx, _group(ctx, a), "eval_train/accuracy")
+      fb = _final(ctx, _group(ctx, b), "eval_train/accuracy")
+      if len(fa) and len(fb):
+        text += (f" Training accuracy at the end: {pct(fa.mean())} ({a}) and {pct(fb.mean())} ({b}) on "
+                 f"{_num_train(ctx)} training images.")
+    out.append(text)
+  gd = [r for r in _finished(_group(ctx, "GD")) if r.flat_config.get("optimizer.name") not in ADAPTIVE]
+  missed = [(r, q) for r in gd if (q := run_quantities(r)) and not q.get("eos/reached")]
+  if missed:
+    parts = []
+    for r, q in missed:
+      below = q.get("eos/first_below_step", math.nan)
+      parts.append(f"seed {r.seed}: started at {q['eos/start_ratio']:.2f}, at most {q['eos/max_ratio']:.2f}, "
+                   + (f"first below {WINDOW[0]:g} at step {int(below)}" if math.isfinite(below)
+                      else f"never below {WINDOW[0]:g}"))
+    out.append(f"Measured reason, GD at 2/η: {len(missed)} of {len(gd)} GD runs did not reach {REACH:g} of "
+               f"2/η after a measurement below {WINDOW[0]:g} of it (λ_max over 2/η; {'; '.join(parts)}).")
+  return out
+
+
+def _num_train(ctx: Context) -> str:
+  n = {(r.summary or {}).get("num_train") for r in ctx.study.runs} - {None}
+  return f"{n.pop():,}" if len(n) == 1 else "the"
 
 
 def _limitations(ctx: Context) -> list[str]:

@@ -82,10 +82,12 @@ Variants:
 - `quick`: `simple_cnn` at half width (conv blocks of 16 and 32 channels, dense 128) on 4,096
   Fashion-MNIST training images, heavy-ball momentum 0.9 at lr 0.05, 400 steps of 128 (12.5 epochs), 3
   seeds: 18 trials; at the end only, on 512 fixed training images (4 ghost batches of 128): the top 20
-  eigenvalues and, for the first seed, a spectral density (60 Lanczos steps, 1 probe: coarse, its
-  resolution is stated). (Until 2026-12-03 `curvature.every_steps = 400` also measured the top 20 and the
-  density at step 0 of every trial, which doubled the measurement: a first 18-trial sweep, stopped after
-  5 min 30 s at a load of 26-29 with no trial done, showed it, 72 products for step 0's top 20.)
+  eigenvalues and a spectral density (60 Lanczos steps, 1 probe: coarse, its resolution is stated).
+  (Until 2026-12-03 `curvature.every_steps = 400` also measured the top 20 and the density at step 0 of
+  every trial, which doubled the measurement: a first 18-trial sweep, stopped after 5 min 30 s at a load
+  of 26-29 with no trial done, showed it, 72 products for step 0's top 20. A sweep at 0012bba computed
+  the density for the first seed only; the report then counted seed 0 and seeds 1-2 as different
+  conditions, the override being per seed, so every trial computes it again.)
   Runtime of the 18 trials: not yet measured.
 - `paper`: Ghorbani et al.'s network: ResNet-32 with and without BatchNorm on CIFAR-10; our recipe:
   momentum 0.9, lr 0.05 with cosine decay, weight decay 5e-4, 100 epochs, crop and flip; class subsets of
@@ -182,12 +184,8 @@ def get_sweep(arg: str | None = "quick") -> list[dict]:
     # the dry run, research.dry_run; the measurement would have failed after training)
     subsets = [s | {"data.options.valid_size": PAPER_VALID_PER_CLASS * len(s["data.options.classes"])}
                for s in subsets]
-  seeds = sweeps.seeds(SEEDS[arg or "quick"])
-  if (arg or "quick") == "quick":
-    # the density (60 products, about a third of a trial's measurement) for the first seed only: the
-    # figures draw one seed per condition, the criteria read the top 20 of every seed
-    seeds = seeds[:1] + [s | {"curvature.density_every": 0} for s in seeds[1:]]
-  return sweeps.product(sweeps.concat(sweeps.product(phases, norms), subsets), seeds)
+  return sweeps.product(sweeps.concat(sweeps.product(phases, norms), subsets),
+                        sweeps.seeds(SEEDS[arg or "quick"]))
 
 
 def get_criteria(arg: str | None = "quick") -> list[dict]:

@@ -139,11 +139,21 @@ def _ratio_at(top, i: int) -> float:
   return float(v[i - 1] / v[i]) if 1 <= i < len(v) and v[i] > 0 else math.nan
 
 
+def _rank_at_classes(top, c: int) -> int | None:
+  """The rank (1: largest) of max(λ_(C-1)/λ_C, λ_C/λ_(C+1)) among the 2C − 1 ratios of the top 2C."""
+  v = np.asarray(top, np.float64)[:2 * c]
+  if len(v) < 2 * c or not (v > 0).all():
+    return None
+  ratios = v[:-1] / v[1:]
+  best = max(ratios[i - 1] for i in (c - 1, c) if i >= 1)
+  return int((ratios > best).sum()) + 1
+
+
 def _gap_profile(trained: list) -> str | None:
   """A paragraph computed from the runs, per class count C: the largest ratio λ_i/λ_(i+1) among the top
   2C and where it lies, against the ratios at C − 1 and C (what C outliers above a bulk would make the
-  largest), the spread λ_1/λ_C of the top C, and the fit of the training set when the Hessian was
-  measured. It says by how much the
+  largest) and the rank of the larger of them, the spread λ_1/λ_C of the top C, and the fit of the
+  training set when the Hessian was measured. It says by how much the
   outlier criterion passes or fails."""
   per_c: dict[int, list] = {}
   for r, m in trained:
@@ -159,6 +169,7 @@ def _gap_profile(trained: list) -> str | None:
     at_c1 = np.asarray([_ratio_at(m["top"], c - 1) for _, m in items])  # nan for C = 1
     spread = np.asarray([m["top"][0] / m["top"][c - 1] if m["top"][c - 1] > 0 else math.nan
                          for _, m in items])
+    ranks = [_rank_at_classes(m["top"], c) for _, m in items]
     fits = [_fit_at(r, m["step"]) for r, m in items]
     acc = np.asarray([a for a, _ in fits])
     loss = np.asarray([x for _, x in fits])
@@ -171,7 +182,9 @@ def _gap_profile(trained: list) -> str | None:
 
     text = (f"C = {c} ({len(items)} runs): the largest ratio among the top {2 * c} was {rng(largest)}, after "
             f"eigenvalue {', '.join(str(m['gap']) for _, m in items)}; the ratio after eigenvalue C − 1 was "
-            f"{rng(at_c1)} and after C {rng(at_c)}; the top C span λ_1/λ_C = {rng(spread)}")
+            f"{rng(at_c1)} and after C {rng(at_c)}, the larger of the two ranking "
+            f"{', '.join('–' if k is None else str(k) for k in ranks)} among the {2 * c - 1} ratios; the "
+            f"top C span λ_1/λ_C = {rng(spread)}")
     if np.isfinite(acc).any():
       text += (f", measured at training-subset accuracy {rng(acc, lambda v: f'{100 * v:.1f}%')} and loss "
                f"{rng(loss, lambda v: f'{v:.3g}')}")
@@ -349,7 +362,8 @@ def _results(ctx: Context):
       what = (f"With {NORM_NAMES[tag]}, training changed {name}" if kind == "emerge" else
               f"After training, {name} without / with BatchNorm was")
       findings.append(Finding(
-          f"{what} {iv.estimate:.2f}x (geometric means {num(_geomean(xa))} vs {num(_geomean(xb))}; "
+          f"{what} {iv.estimate:.2f}x (geometric means {num(_geomean(xa))} vs {num(_geomean(xb))}; seeds "
+          f"{num(xa.min())}–{num(xa.max())} vs {num(xb.min())}–{num(xb.max())}; "
           f"{wording.interval_text(iv, **wording.TIMES)}).",
           {"metric": f"{kind} {key}", "norm": tag, "ratio": iv.estimate, "interval": iv.as_dict()}))
   acc = {label: ctx.values(rs, "test/accuracy") for label, rs in ctx.groups().items()}

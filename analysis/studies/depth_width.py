@@ -252,7 +252,28 @@ def _limitations(ctx: Context) -> list[str]:
   if all(r.flat_config.get("model.name") == "mlp" for r in ctx.study.runs):
     out.append("The MLPs have no skip connections or normalization, so depth also changes how well they "
                "train at one shared learning rate; the shapes were not tuned separately.")
+  out += _fit_text(ctx)
   return out
+
+
+def _fit_text(ctx: Context) -> list[str]:
+  """How far each of the two compared shapes fit the training set at the end (eval_train accuracy and
+  loss, means over seeds): λ_max at the end compares solutions at these training losses."""
+  groups = _by_depth(ctx)
+  if len(groups) < 2 or "eval_train/loss" not in ctx.table.columns:
+    return []
+  depths = list(groups)
+  parts = []
+  for depth in (depths[0], depths[-1]):
+    loss = ctx.values(groups[depth], "eval_train/loss")
+    acc = ctx.values(groups[depth], "eval_train/accuracy")
+    if not len(loss):
+      return []
+    parts.append(f"depth {depth}: training-subset loss {num(loss.mean())} nats"
+                 + (f", accuracy {pct(acc.mean())} (lowest seed {pct(acc.min())})" if len(acc) else ""))
+  return ["The sharpness comparison is at the end of a fixed step budget, not at equal training loss: "
+          + "; ".join(parts) + " (means over seeds, the fixed eval_train subset). A network that has not "
+          "fit its training set sits higher on the loss surface, where λ_max need not be that of a minimum."]
 
 
 TEMPLATE = Template(

@@ -314,7 +314,19 @@ def _measured_reasons(ctx: Context) -> list[str]:
     else:
       iv = stats.difference_interval(x, y, level=level)
       xa, xb = x, y
-    if not (iv.finite and iv.lo <= iv.null <= iv.hi):
+    if not iv.finite:
+      continue
+    if not iv.lo <= iv.null <= iv.hi:
+      if (iv.lo > iv.null) != (expected == ">") and metric == "test/accuracy":  # contradicts the claim
+        fa = _final(ctx, _group(ctx, a), "eval_train/accuracy")
+        fb = _final(ctx, _group(ctx, b), "eval_train/accuracy")
+        if len(fa) and len(fb):
+          out.append(f"Measured reason, {name}: the verdict's {wording.interval_text(iv, **wording.POINTS)} "
+                     f"lies on the other side of the claim. Training accuracy at the end: {pct(fa.mean())} "
+                     f"({a}) and {pct(fb.mean())} ({b}) on {_num_train(ctx)} training images after "
+                     f"{_steps_text(ctx)}: the comparison is between optimizers at different degrees of fit "
+                     "within this step budget at these untuned step sizes, where Wilson et al. tune each "
+                     "method's step size and train to a small training loss.")
       continue
     sa, sb = float(xa.std(ddof=1)), float(xb.std(ddof=1))
     effect = float(xa.mean() - xb.mean())
@@ -353,6 +365,11 @@ def _measured_reasons(ctx: Context) -> list[str]:
     out.append(f"Measured reason, GD at 2/η: {len(missed)} of {len(gd)} GD runs did not reach {REACH:g} of "
                f"2/η after a measurement below {WINDOW[0]:g} of it (λ_max over 2/η; {'; '.join(parts)}).")
   return out
+
+
+def _steps_text(ctx: Context) -> str:
+  steps = {r.flat_config.get("training.num_steps") for r in ctx.study.runs} - {None}
+  return f"{steps.pop():,} steps" if len(steps) == 1 else "training"
 
 
 def _num_train(ctx: Context) -> str:

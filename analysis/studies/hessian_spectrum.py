@@ -327,7 +327,8 @@ def _results(ctx: Context):
                  "reference": (grid, grid, "C")}]
       fig = ctx.figure("gap_vs_classes", lambda p: plots.scatter_panels(panels, path=p),
                        "Position i of the largest ratio λ_i/λ_(i+1) among the top 2C eigenvalues against the "
-                       "number of classes C, one point per run (trained, no normalization); dashed: i = C "
+                       "number of classes C, one point per run (trained, no normalization; runs at the same "
+                       "position overlap); dashed: i = C "
                        "(C − 1 is also C outliers' signature, Papyan 2019).")
       if fig:
         blocks.append(fig)

@@ -66,6 +66,24 @@ Variants:
   et al.'s runs reach similar training accuracy), 4 seeds instead of 2, paid for by measuring lambda_max 9
   times instead of 21 and the trace only at the end (the tracked curvature was ~60% of a trial's time).
   The thresholds and quantities of the criteria did not change.
+  Measured at 8ea0708 (2026-12-03, report by the template at 15bf804): the machine ran 5-6 other sweeps
+  (load average 25-31 on 2 cores), so after trials 0 and 1 (batch 64, seeds 0 and 1) the sweep was stopped
+  and continued with `--only 2,4,5,6`: 3 seeds per batch size ran, the 4th (trials 3 and 7) did not, and
+  the post step was run by hand (`python -m experiments.post_sweep`; the sweep skips it while trials are
+  pending). Verdicts with 3 vs 3 seeds (99% Welch intervals, Bonferroni over 5): `matched_training_loss`
+  holds (eval_train loss 0.0201 with batch 256 against 0.00108 with batch 64, 99.93% and 100% training
+  accuracy); `lambda_max` holds (73 against 4.9, 14.9x); `epsilon_sharpness` inconclusive (469 against
+  262, 1.80x, 99% interval 0.92 to 3.52x: 4.7 standard errors, but t = 5.4 with 3.3 degrees of freedom);
+  `interpolation` inconclusive (the loss rises 4.09 nats beyond the large-batch end against 0.32 beyond
+  the small-batch end, paired difference +2.28, +3.92, +5.11: 99% t interval -4.4 to +11.9 with 2 degrees
+  of freedom); `test_accuracy` inconclusive (85.17% against 85.37%, -0.20 points, about 79 seeds per batch
+  size at this spread: no test-accuracy effect at this scale). The matched losses still differ 18-fold,
+  and near zero loss the cross-entropy Hessian shrinks with the loss, so part of the lambda_max ratio can
+  follow from the loss level (the report says so); the small batch's test loss gap was the larger (0.75
+  against 0.53 nats). Cost: 850 CPU-seconds (`/usr/bin/time`, user + system) for the 6 trials and the 3
+  interpolations, about 128 CPU-seconds per trial for either batch size and 21 per interpolation (wall 70
+  min under that load); the full 4-seed design is about 1,100 CPU-seconds, about 10 minutes at `--parallel
+  2` on 2 quiet cores.
 - `paper`: close to Keskar et al.'s C1 network (a shallow AlexNet-like convolutional network): `alexnet`
   on CIFAR-10, Adam at lr 1e-3, batch 256 against 5,000 (10% of the 50,000 training images, their
   large-batch rule), 100 epochs, no augmentation, 3 seeds; the Hessian and epsilon-sharpness on 5,000

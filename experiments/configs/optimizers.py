@@ -45,8 +45,8 @@ Variants:
   left to `paper`), 5 seeds: 15 trials; lambda_max on the whole training set every 15 steps for GD (21
   points: the crossing criterion reads its curve), every 50 steps for SGD and Adam (7 points: their
   criteria read only the end).
-  Design history (issue 23). The run at a14fa55 (3 seeds, 4 optimizers, Flax's LeCun-normal init and per-
-  channel standardization, lambda_max every 15 steps for all) failed `gd_reaches_2_over_eta`: GD's
+  Design history (issue 23). The run at a14fa55 (3 seeds, 4 optimizers, Flax's LeCun-normal init and
+  per-channel standardization, lambda_max every 15 steps for all) failed `gd_reaches_2_over_eta`: GD's
   lambda_0 was 59.1, 79.5 and 38.5 against 2/eta = 40 (2 of 3 above it), so GD only catapulted and then
   oscillated at 40-75: no measurement fell below 0.9 x 2/eta = 36 (lowest 40.8, 47.4, 42.4); the other
   three criteria were inconclusive with 3 vs 3 seeds (GD / SGD lambda_max 1.00x; SGD - GD test accuracy
@@ -56,6 +56,19 @@ Variants:
   intervals of the three comparisons were 5-10 points and 0.4x-2.6x wide), paid for by dropping momentum
   and measuring SGD's and Adam's lambda_max sparsely. The thresholds and quantities of the criteria did
   not change.
+  Measured at ef3de10 (2026-12-03, report by the template at 939bd90): the machine ran 5-6 other sweeps
+  (load average 25-31 on 2 cores), so after GD seeds 0 and 1 the sweep was stopped and continued with
+  `--only` for seeds 0-3 of each optimizer: 4 seeds ran, the 5th (trials 4, 9, 14) did not. Verdicts with
+  4 vs 4 seeds (98.33% Welch intervals, Bonferroni over 3): `gd_reaches_2_over_eta` holds in 4 of 4 runs
+  (lambda_max starts at 0.05-0.10 x 2/eta, crosses at step 30 or 45 and then stays at 1.05-2.2 x 2/eta,
+  above Cohen et al.'s hovering window, 1.28 at the end on average); `gd_sharper` inconclusive (GD / SGD
+  final lambda_max 51.1 against 42.3, 1.21x, interval 0.89 to 1.65x; at this spread about 6 seeds per
+  optimizer; SGD too ends at 1.06 x 2/eta); `sgd_more_accurate_than_gd` inconclusive (+0.55 points, 75.9%
+  against 75.4%, about 74 seeds at this spread: no effect at this scale); `adam_less_accurate` fails (SGD
+  - Adam -3.54 points, interval -6.56 to -0.51: Adam fits its 512 images in 300 steps, 99.95% training
+  accuracy, SGD and GD do not, 90.1% and 89.7%). Cost: 705 CPU-seconds (`/usr/bin/time`, user + system,
+  three sweep invocations) for the 12 trials, about 60 per trial (wall 66 min under that load); the
+  15-trial design is about 880 CPU-seconds, about 7-8 minutes at `--parallel 2` on 2 quiet cores.
 - `paper`: ResNet-20 on 5,120 CIFAR-10 training images (about Cohen et al.'s 5,000; 40 batches of 128,
   5 chunks of 1,024), 10,000 steps, eta = 0.05, batch 128, no augmentation, 3 seeds; lambda_max every
   500 steps on the whole subset with BatchNorm in batch mode: ghost batches of 128 (GD: its training

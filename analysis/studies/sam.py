@@ -255,14 +255,19 @@ def _seeds_text(effect: float, sa: float, sb: float, na: int, nb: int, level: fl
   var_a, var_b = sa * sa / na, sb * sb / nb
   se = math.sqrt(var_a + var_b)
   need = math.ceil(z * z * (sa * sa + sb * sb) / (effect * effect))
+  if need > 1000:
+    pooled = math.sqrt((sa * sa + sb * sb) / 2)
+    return (f"the difference is {abs(effect) / pooled:.2f} seed-to-seed standard deviations: no effect of a "
+            f"size seeds could resolve at this spread ({need:,} per method for a {100 * level:g}% interval, "
+            "normal approximation)")
+  text = (f"at this spread a {100 * level:g}% interval would exclude {null} with about {need} seeds per "
+          "method (normal approximation, n = z² (s_a² + s_b²) / effect²)")
   if need > min(na, nb) or not se:
-    return (f"at this spread a {100 * level:g}% interval would exclude {null} with about {need} seeds per "
-            "method (normal approximation, n = z² (s_a² + s_b²) / effect²)")
+    return text
   df = (var_a + var_b) ** 2 / (var_a ** 2 / (na - 1) + var_b ** 2 / (nb - 1))
   t = float(scipy.stats.t.ppf((1 + level) / 2, df))
-  return (f"the effect is {abs(effect) / se:.1f} standard errors, but with {na} vs {nb} seeds the Welch "
-          f"t quantile at this level is {t:.1f} ({df:.1f} degrees of freedom; {z:.2f} with many seeds): the "
-          "interval is wide for want of degrees of freedom, not because of the spread")
+  return (text + f"; the effect is {abs(effect) / se:.1f} standard errors, but with {na} vs {nb} seeds the "
+          f"Welch t quantile at this level is {t:.1f} ({df:.1f} degrees of freedom; {z:.2f} with many seeds)")
 
 
 def _measured_reasons(ctx: Context) -> list[str]:

@@ -57,6 +57,17 @@ Variants:
   (from 20) with no trace at initialization, evaluation every 100 steps (from 50). The criteria's
   quantities, comparisons and thresholds are unchanged (the worst-case claim names the restarts from
   the config).
+  Measured (git f6f6e51, 2026-12-03, `nice -n 10` on 2 CPU cores shared with 3-4 other sweeps, load
+  average 21-30): 15 trials of 503-1,582 s wall; 1,584 CPU-seconds (`/usr/bin/time`, user + system)
+  over two invocations: `--parallel 2` for 54 min 35 s (8 trials), then, to finish before a deadline,
+  interrupted and resumed with `--parallel 4` for 34 min 45 s (the 2 interrupted trials resumed from
+  their checkpoints; their lost work is in the total). At 1.1 cores a trial that is about 12 min at
+  `--parallel 2` on 2 quiet cores: over the 10-minute budget; 4 seeds (12 trials) would fit. Verdicts:
+  `sam_lambda_max` holds (SAM / SGD 0.486x, 99% Welch interval 0.363 to 0.65); inconclusive:
+  `sam_top_ratio` 0.824x (0.49 to 1.39; lambda_1 / lambda_5 moved by a median 16% between a run's last
+  two measurements), `sam_worst_case` 0.572x (0.292 to 1.12), `sam_test_accuracy` -0.02 points (-1.30
+  to +1.26; seed standard deviations 0.66 and 0.50 points), `asam_test_accuracy` +0.19 points (-1.05
+  to +1.43), 5 vs 5 seeds each.
 - `paper`: WideResNet-28-10 on CIFAR-10 (Foret et al.'s CIFAR model) with SAM's rho = 0.05 and a standard
   recipe: momentum 0.9, lr 0.1 with cosine decay, weight decay 5e-4, batch 128, 200 epochs, crop and flip,
   the whole batch as one m-sharpness group; 3 seeds; the Hessian on 5,120 training images (40 ghost

@@ -61,7 +61,7 @@ Variants:
   average 21-30): 15 trials of 503-1,582 s wall; 1,584 CPU-seconds (`/usr/bin/time`, user + system)
   over two invocations: `--parallel 2` for 54 min 35 s (8 trials), then, to finish before a deadline,
   interrupted and resumed with `--parallel 4` for 34 min 45 s (the 2 interrupted trials resumed from
-  their checkpoints; their lost work is in the total). At 1.1 cores a trial that is about 12 min at
+  their checkpoints; their lost work is in the total). At 1.1 cores per trial that is about 12 min at
   `--parallel 2` on 2 quiet cores: over the 10-minute budget; 4 seeds (12 trials) would fit. Verdicts:
   `sam_lambda_max` holds (SAM / SGD 0.486x, 99% Welch interval 0.363 to 0.65); inconclusive:
   `sam_top_ratio` 0.824x (0.49 to 1.39; lambda_1 / lambda_5 moved by a median 16% between a run's last

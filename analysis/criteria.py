@@ -153,11 +153,12 @@ def _judge_one(c: Criterion, table: pd.DataFrame, members: list[runs.Run],
       inside = ref - c.margin <= lo and hi <= ref + c.margin
       outside = hi < ref - c.margin or lo > ref + c.margin
       verdict = "holds" if inside else ("fails" if outside else "inconclusive")
-      text = (f"Kendall τ = {tau:+.2f}, {100 * level:g}% interval {lo:+.2f} to {hi:+.2f} (Fisher z, "
+      text = (f"Kendall τ = {tau:+.2f}, {100 * level:.4g}% interval {lo:+.2f} to {hi:+.2f} (Fisher z, "
               f"{n} runs) against ±{c.margin:g}")
       return verdict, text, {"tau": tau, "lo": lo, "hi": hi, "p_value": p, "n": n}
     verdict = ("holds" if side else "fails") if p < alpha else "inconclusive"
-    return verdict, f"Kendall τ = {tau:+.2f} (p = {p:.2g}, {n} runs)", {"tau": tau, "p_value": p, "n": n}
+    return verdict, f"Kendall τ = {tau:+.2f} (p = {p:.2g} against α = {alpha:.2g}, {n} runs)", \
+        {"tau": tau, "p_value": p, "n": n}
   points = c.quantity.split("@")[0].endswith("accuracy") and c.compare in ("difference", "mean")
   style_ = wording.POINTS if points else {}
   j = wording.judge(interval, c.expected, threshold=ref, margin=c.margin, **style_)

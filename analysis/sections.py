@@ -71,6 +71,10 @@ class Fields:
     return out
 
 
+WITH_MOMENTUM = ("momentum", "nesterov", "lars")  # the optimizers that read `optimizer.momentum`
+WITH_B1 = ("adam", "adamw", "lamb", "lion")  # and those that read `optimizer.b1`
+
+
 def _fmt_int(v) -> str:
   return f"{int(v):,}" if math.isfinite(v) else "n/a"
 
@@ -100,9 +104,15 @@ def setup_section(ctx: Context, fields: Fields) -> Section:
                f"{show(summ('num_params'), _fmt_int)} parameters; mixed precision "
                f"{show(c('model.mixed_precision'))}.")
   items.append(f"**Loss**: {show(c('loss.name'))}, label smoothing {show(c('loss.label_smoothing'))}.")
+  of_kind = lambda names: [r for r in rs if r.flat_config.get("optimizer.name") in names]
+  moment = [f"momentum {show(fields.values(of, 'config.json', 'optimizer.momentum'))}"
+            for of in [of_kind(WITH_MOMENTUM)] if of]
+  moment += [f"b1 {show(fields.values(of, 'config.json', 'optimizer.b1'))}"
+             for of in [of_kind(WITH_B1)] if of]
   opt = (f"**Optimizer**: {show(c('optimizer.name'))}, learning rate {show(c('schedule.lr'))}, "
-         f"momentum / b1 {show(c('optimizer.momentum'))} / {show(c('optimizer.b1'))}, weight decay "
-         f"{show(c('optimizer.weight_decay'))}, gradient clipping {show(c('optimizer.grad_clip_norm'))}")
+         + "".join(f"{m}, " for m in moment)
+         + f"weight decay {show(c('optimizer.weight_decay'))}, gradient clipping "
+         f"{show(c('optimizer.grad_clip_norm'))}")
   rho = distinct(v for r in rs if (v := r.flat_config.get("optimizer.sam.rho")) is not None)
   opt += f"; SAM rho {show(rho)}." if any(v for v in rho) else "; no SAM."
   items.append(opt)
@@ -110,10 +120,11 @@ def setup_section(ctx: Context, fields: Fields) -> Section:
   splits = show(c("eval.splits"), lambda v: ", ".join(map(str, v)) if isinstance(v, tuple) else str(v))
   batch = summ("batch_size") or c("training.batch_size")
   steps, epochs = show(summ("total_steps"), num), show(summ("epochs"), num)
+  every = [f"{r.flat_config.get('eval.every_steps')} steps" if r.flat_config.get("eval.every_steps")
+           else f"{r.flat_config.get('eval.every_epochs')} epochs" for r in rs]
   items.append(f"**Training**: {steps} steps ({epochs} epochs) at "
                f"batch size {show(batch, _fmt_int)}; full batch {show(c('training.full_batch'))}; "
-               "evaluation every "
-               f"{show(c('eval.every_steps'))} steps (0: per epoch) on {splits}.")
+               f"evaluation every {show(distinct(every))} on {splits}.")
   seeds = sorted({str(r.seed) for r in rs if r.seed is not None})
   per = [len(v) for v in ctx.groups().values()]
   nruns = len(ctx.study.runs)
@@ -259,13 +270,18 @@ def common_limitations(ctx: Context, fields: Fields) -> list[str]:
   per = [len(v) for v in ctx.groups().values()]
   if per and min(per) < 5:
     span = f"{min(per)}" if min(per) == max(per) else f"{min(per)}–{max(per)}"
-    out.append(f"{span} seed(s) per condition: the intervals are t (Welch) intervals, valid for normally "
-               "distributed seed-to-seed variation and wide with so few seeds; a comparison whose interval "
-               "contains no effect is reported as inconclusive, not as no difference.")
+    out.append(f"{span} seed(s) per condition: where an interval over seeds is given (t for means, Welch for "
+               "differences and ratios), it assumes normally distributed seed-to-seed variation and is wide "
+               "with so few seeds; a comparison whose interval contains no effect is reported as "
+               "inconclusive, not as no difference.")
   steps = fields.values(ctx.study.runs, "summary.json", "total_steps", "number")
-  if steps and max(steps) < 2000:
-    out.append(f"Short training ({num(max(steps))} steps at most): numbers describe early training, not "
-               "converged models.")
+  fit = [a for r in ctx.study.runs
+         if isinstance(a := r.final_metrics().get("eval_train/accuracy"), (int, float))]
+  if steps and max(steps) < 2000 and not (fit and len(fit) == len(ctx.study.runs) and min(fit) >= 0.99):
+    reached = (f"; training-subset accuracy at the end {100 * min(fit):.1f}–{100 * max(fit):.1f}%" if fit
+               else "")
+    out.append(f"Short training ({num(max(steps))} steps at most{reached}): numbers may describe early "
+               "training rather than converged models.")
   notdone = [r.name for r in ctx.study.runs if r.status not in ("done", "early_stopped")]
   if notdone:
     out.append(f"{len(notdone)} run(s) did not finish (status other than done): {', '.join(notdone[:6])}.")

@@ -40,7 +40,7 @@ def _unit(unit: str) -> str:
 
 
 def _name(interval: Interval) -> str:
-  return f"{100 * interval.level:g}% {METHODS.get(interval.method, interval.method)} interval"
+  return f"{100 * interval.level:.4g}% {METHODS.get(interval.method, interval.method)} interval"
 
 
 def _range(interval: Interval, unit: str, fmt) -> str:
@@ -59,7 +59,7 @@ def interval_text(interval: Interval, unit: str = "", fmt: Callable[[float], str
   """'95% Welch interval +0.45 to +2.45 points (3 vs 3 seeds)'; without an interval,
   'no 95% interval with 1 vs 2 seeds (an interval needs at least 2 seeds per group)'."""
   if not interval.finite:
-    return f"no {100 * interval.level:g}% interval with {interval.seeds()} ({interval.reason})"
+    return f"no {100 * interval.level:.4g}% interval with {interval.seeds()} ({interval.reason})"
   return f"{_range(interval, unit, fmt)} ({interval.seeds()})"
 
 

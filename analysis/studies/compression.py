@@ -218,6 +218,7 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
   items = ["The verdict table judges the pre-registered levels (4-bit quantization and 90% sparsity); the "
            "levels below are the mildest at which the drop reaches 1 point on average, chosen after seeing "
            "the drops, so they are exploratory."]
+  items += _registered_spread(ctx)
   for f in findings:
     v = f.values
     if "tau" in v and "measure" in v:
@@ -231,6 +232,36 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
       "Caveat: the conditions that change flatness (step size, SAM) also change the accuracy and the weight "
       "distribution (and with them the per-channel quantization step and which weights are small), so a "
       "rank correlation over these runs is not a controlled test of flatness alone."]
+
+
+def _registered_spread(ctx: Context) -> list[str]:
+  """At each pre-registered level (the criteria's `compress/test_drop_<level>`): how far apart the
+  conditions' mean drops are, against the seed-to-seed spread within a condition."""
+  split = _split(ctx)
+  registered = [c.get("quantity", "") for c in (ctx.study.index or {}).get("criteria") or []
+                if isinstance(c, dict)]
+  names = list(dict.fromkeys(q.removeprefix(f"compress/{split}_drop_") for q in registered
+                             if q.startswith(f"compress/{split}_drop_")))
+  out = []
+  order = {r.name: i for i, r in enumerate(ctx.study.runs)}
+  for name in names:
+    if f"compress/{split}_drop_{name}" not in ctx.table.columns:
+      continue
+    drops = _drops(ctx, split, name)
+    means, stds = [], []
+    for rs in ctx.groups().values():
+      d = drops[[order[r.name] for r in rs]]
+      d = d[np.isfinite(d)]
+      if d.size:
+        means.append(d.mean())
+      if d.size > 1:
+        stds.append(d.std(ddof=1))
+    if len(means) > 1 and stds:
+      out.append(f"At the pre-registered level {name} the conditions' mean drops span "
+                 f"{min(means):.2f}–{max(means):.2f} points, a range of {max(means) - min(means):.2f}, "
+                 f"against a seed-to-seed standard deviation within a condition of {np.mean(stds):.2f} "
+                 "points on average: the ordering by flatness is judged on that signal-to-noise.")
+  return out
 
 
 def _limitations(ctx: Context) -> list[str]:

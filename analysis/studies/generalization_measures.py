@@ -206,17 +206,21 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
                  "interval here, each ψ averages groups of two runs).")
   names = {"pacbayes_mag_flatness": "Magnitude-aware PAC-Bayes flatness",
            "pacbayes_flatness": "PAC-Bayes flatness"}
+  # the verdict table's family level: Bonferroni over the registered statistical tests
+  registered = (ctx.study.index or {}).get("criteria") or []
+  tests = max(sum(isinstance(c, dict) and c.get("compare") != "every" for c in registered), 1)
+  level = 1 - 0.05 / tests
   for f in findings:
     v = f.values
     if v.get("metric") in names and "place" in v:
-      j = wording.judge_correlation(v["tau_b"], v["p"], v["n"], ">")
+      j = wording.judge_correlation(v["tau_b"], v["p"], v["n"], ">", level=level)
       items.append(f"{names[v['metric']]} (Ψ = {v['Psi']:.2f}, rank {v['place']} by Ψ): a larger value with "
                    f"a larger gap, as Jiang et al. found: this {j.text}.")
     if v.get("metric") == "worst_case_adaptive_l2" and "place" in v:
       items.append(f"Adaptive worst-case sharpness: Ψ = {v['Psi']:.2f}, τ_b = {v['tau_b']:.2f} (p = "
-                   f"{v['p']:.2g}, {v['n']} runs); Andriushchenko et al. find no consistent correlation: "
-                   "criterion `adaptive_sharpness_no_correlation` in the verdict table (|τ_b| <= 0.3, not "
-                   "significant).")
+                   f"{v['p']:.2g}, {v['n']} runs); Andriushchenko et al. find no consistent correlation, "
+                   "which criterion `adaptive_sharpness_no_correlation` judges: it holds only if the whole "
+                   "interval of τ (verdict table) lies inside ±0.3, not when τ is merely small.")
   if not items:
     items.append("Too few measures to compare.")
   return out + [items]

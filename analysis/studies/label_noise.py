@@ -11,6 +11,7 @@ Zhang et al. 2017, Arpit et al. 2017 and Neyshabur et al. 2017. Per-run quantity
 import math
 
 import numpy as np
+import pandas as pd
 
 from analysis import runs, stats, wording
 from analysis.document import Finding, Section
@@ -186,7 +187,37 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
                    + f"; a larger fall than {'with clean labels' if clean else 'none'}: this {j.text}.")
   if not items:
     items.append("No noisy run could be compared with a clean one: the comparison cannot be made.")
-  return out + [items]
+  return out + [items] + _sharpness_at_the_end(ctx)
+
+
+def _sharpness_at_the_end(ctx: Context) -> list[str]:
+  """The final training loss per noise level next to the final lambda_max: near interpolation the
+  cross-entropy Hessian (J^T diag-block(p - p p^T) J, Sagun et al. 2017) shrinks with the loss, so a
+  lambda_max compared at different final losses is not a comparison of equally fitted minima."""
+  if "curv/lambda_max" not in ctx.table.columns or "eval_train/loss" not in ctx.table.columns:
+    return []
+  t = ctx.table.assign(noise=pd.to_numeric(ctx.table[KEY], errors="coerce"),
+                       lam=pd.to_numeric(ctx.table["curv/lambda_max"], errors="coerce"),
+                       loss=pd.to_numeric(ctx.table["eval_train/loss"], errors="coerce")).dropna(
+                           subset=["noise", "lam", "loss"])
+  if t["noise"].nunique() < 2:
+    return []
+  g = t.groupby("noise")[["lam", "loss"]].mean().sort_index()
+  parts = ", ".join(f"noise {n:g}: λ_max {num(r.lam)} at training loss {num(r.loss)} nats"
+                    for n, r in g.iterrows())
+  tau, p, n = stats.kendall_tau(t["loss"].tolist(), t["lam"].tolist())
+  loss_x, lam_x = g["loss"].max() / g["loss"].min(), g["lam"].max() / g["lam"].min()
+  out = (f"At the end of training (means over seeds) {parts}; across {n} runs Kendall's τ between the final "
+         f"training loss and λ_max is {tau:+.2f} (p = {p:.2g}). With cross-entropy the Hessian's output "
+         "factor p − ppᵀ vanishes as the fit becomes confident, so near interpolation λ_max also follows the "
+         "training loss reached. ")
+  if loss_x < lam_x:
+    out += (f"Here the mean final losses differ by {loss_x:.2g}x and the mean λ_max by {lam_x:.2g}x: the "
+            "loss level alone does not account for the difference in λ_max between noise levels.")
+  else:
+    out += (f"Here the mean final losses differ by {loss_x:.2g}x, as much as the mean λ_max ({lam_x:.2g}x): "
+            "the sharpness comparison is confounded with how far each noise level fitted.")
+  return [out]
 
 
 def _limitations(ctx: Context) -> list[str]:

@@ -236,8 +236,14 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
       items.append(f"Dependence through η/B only (not a criterion): the exponents of η and B sum to "
                    f"{fit['sum']:.2f}, 95% t-interval {fit['sum lo']:.2f} to {fit['sum hi']:.2f} over "
                    f"{fit['n']} runs; the ratio hypothesis predicts 0, a λ_max that follows 2/η predicts an "
-                   f"exponent of η of −1 (fitted: {fit['b']:.2f} ± {fit['se b']:.2f}). One fit over one seed "
-                   "per cell is a weak test of either.")
+                   f"exponent of η of −1 (fitted: {fit['b']:.2f} ± {fit['se b']:.2f}). "
+                   + ("The interval excludes 0: at this scale λ_max does not depend on η and B through η/B "
+                      "alone. " if not fit["sum lo"] <= 0 <= fit["sum hi"] else
+                      "The interval contains 0, as the ratio hypothesis predicts. ")
+                   + ("Its exponent of η is that of the bound 2/η (within two standard errors of −1): the "
+                      "Kendall criteria above can hold because λ_max follows 2/η, which falls as η, and with "
+                      "it η/B, grows. " if abs(fit["b"] + 1) <= 2 * fit["se b"] else "")
+                   + "The fit assumes one seed per cell is representative (no seed spread enters it).")
   if not items:
     items.append("No λ_max measurement: the comparison cannot be made.")
   return out + [items]

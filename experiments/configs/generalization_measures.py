@@ -23,7 +23,8 @@ correlation depend on the setting.
 
 Pre-registered criteria (`get_criteria`, recorded in sweep.json before the runs): Kendall's tau over all
 runs between a measure (in Jiang et al.'s complexity orientation) and the accuracy gap `gap/accuracy`
-(`by` names that column of the runs table), judged by its two-sided p-value at 0.05. The granulated
+(`by` names that column of the runs table), judged by its two-sided p-value at 0.05 / 3 (Bonferroni).
+The granulated
 coefficient Psi is reported beside it (it has no interval: each psi averages groups of two runs).
 - `pacbayes_mag_flatness`, `pacbayes_flatness`: tau > 0 for the magnitude-aware and plain PAC-Bayes
   flatness 1/sigma'^2 and 1/sigma^2 (Jiang et al.: the sharpness-based measures that correlate best).

@@ -53,7 +53,12 @@ Variants:
   noise 0, 0.2 and 0.4, 4 seeds: 12 trials; test accuracy every 50 steps (the peak is seen to within 50
   steps); lambda_max every 60 steps (21 points with the initialization) and the trace at the end (8
   probes), on 512 fixed training images (the network has no normalization layer, so the BatchNorm mode
-  does not matter). Runtime below.
+  does not matter). Measured (2026-12-03, git 32991b6, 4 seeds): memorization holds at every noise level
+  (4 of 4 runs at 100%), test_accuracy_falls holds (tau = -0.85, p = 0.00044), peak_then_fall holds (0.21,
+  98.33% interval 0.173 to 0.247), sharpness_rises fails: lambda_max at the end falls with the noise (tau
+  = -0.78; means 0.52, 0.20, 0.10 at final training losses 2.3e-4, 2.1e-4, 1.7e-4). The sweep took 60
+  min 33 s with `--parallel 2` while five other sweeps shared the 2 cores (load average 8-29); it used
+  1,313 CPU-seconds (user + sys), about 11-12 min on 2 quiet cores.
 - `paper`: CIFAR-10 with partially corrupted labels as in Zhang et al., on an AlexNet-like network
   (`alexnet`) without dropout, weight decay or augmentation (as their fitting experiments), momentum 0.9
   at lr 0.01, 200 epochs, noise 0, 0.2, 0.4, 0.6 and 0.8, 2 seeds; the Hessian on 5,000 training images,

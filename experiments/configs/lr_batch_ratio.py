@@ -11,7 +11,8 @@ differential equation whose noise scale is set by eta / B; a higher ratio leads 
 minima with better generalization, and runs with the same ratio reach minima of similar sharpness
 (Sec. 3: the SDE whose noise scale is eta / B; Sec. 4: experiments on the ratio).
 
-Criteria (`get_criteria`; Kendall's tau over the finished runs, judged by its two-sided p-value at 0.05):
+Criteria (`get_criteria`; Kendall's tau over the finished runs,
+judged by its two-sided p-value at 0.05 / 2, Bonferroni):
 - `sharpness_falls_with_ratio`: the final lambda_max falls as eta / B grows (tau < 0);
 - `accuracy_rises_with_ratio`: the final test accuracy rises with eta / B (tau > 0).
 eta / B is not a config key: the report derives it per run (`lrb/eta_over_b`, analysis/studies/

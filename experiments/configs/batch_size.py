@@ -83,7 +83,11 @@ Variants:
   against 0.53 nats). Cost: 850 CPU-seconds (`/usr/bin/time`, user + system) for the 6 trials and the 3
   interpolations, about 128 CPU-seconds per trial for either batch size and 21 per interpolation (wall 70
   min under that load); the full 4-seed design is about 1,100 CPU-seconds, about 10 minutes at `--parallel
-  2` on 2 quiet cores.
+  2` on 2 quiet cores. The 4th seed (trials 3 and 7, at 15bf804: same config) and its interpolation ran
+  at the end of the session (3 min 55 s, 285 CPU-seconds, load about 4). With 4 vs 4 seeds:
+  `epsilon_sharpness` holds (1.94x, 99% interval 1.08 to 3.5), `lambda_max` holds (14.8x, 8.73 to 25.2),
+  `matched_training_loss` holds (0.0177 nats apart, +0.0034 to +0.032), `interpolation` holds (3.58 nats,
+  +0.027 to +7.14), `test_accuracy` inconclusive (-0.25 points, -1.48 to +0.98).
 - `paper`: close to Keskar et al.'s C1 network (a shallow AlexNet-like convolutional network): `alexnet`
   on CIFAR-10, Adam at lr 1e-3, batch 256 against 5,000 (10% of the 50,000 training images, their
   large-batch rule), 100 epochs, no augmentation, 3 seeds; the Hessian and epsilon-sharpness on 5,000

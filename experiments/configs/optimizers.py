@@ -68,7 +68,11 @@ Variants:
   - Adam -3.54 points, interval -6.56 to -0.51: Adam fits its 512 images in 300 steps, 99.95% training
   accuracy, SGD and GD do not, 90.1% and 89.7%). Cost: 705 CPU-seconds (`/usr/bin/time`, user + system,
   three sweep invocations) for the 12 trials, about 60 per trial (wall 66 min under that load); the
-  15-trial design is about 880 CPU-seconds, about 7-8 minutes at `--parallel 2` on 2 quiet cores.
+  15-trial design is about 880 CPU-seconds, about 7-8 minutes at `--parallel 2` on 2 quiet cores. The 5th
+  seed (trials 4, 9, 14, at 939bd90: same config) ran at the end of the session (3 min 4 s, 163
+  CPU-seconds, load about 4). With 5 vs 5 seeds: `gd_reaches_2_over_eta` holds (5 of 5), `gd_sharper`
+  inconclusive (1.31x, 98.33% interval 0.93 to 1.84), `sgd_more_accurate_than_gd` inconclusive (+1.47
+  points, -1.94 to +4.88), `adam_less_accurate` fails (-3.26 points, -5.46 to -1.07).
 - `paper`: ResNet-20 on 5,120 CIFAR-10 training images (about Cohen et al.'s 5,000; 40 batches of 128,
   5 chunks of 1,024), 10,000 steps, eta = 0.05, batch 128, no augmentation, 3 seeds; lambda_max every
   500 steps on the whole subset with BatchNorm in batch mode: ghost batches of 128 (GD: its training

@@ -101,12 +101,14 @@ def _plain(x):
 
 
 def _drop_event_loop_noise() -> None:
-  """Silences `RuntimeError: Event loop is closed`, and only it, from `sys.unraisablehook`.
+  """Silences Orbax's read-failure noise, and only it, from `sys.unraisablehook`.
 
   When one read of an Orbax restore fails (a truncated file), Orbax's `run_sync` stops waiting and closes
   its event loop; TensorStore then completes the other reads and its callbacks call
   `loop.call_soon_threadsafe` on the closed loop, which prints one traceback per read (up to 16) through
-  `sys.unraisablehook`, after `restore` has raised. They carry nothing beyond the error Orbax raised,
+  `sys.unraisablehook`, after `restore` has raised; when several arrays are garbled, the reads left
+  unfinished are closed at exit and each prints Orbax's "Encountered error while reading array index"
+  (with a TensorStore spec of some 100 lines), silenced too. They carry nothing beyond the error Orbax raised,
   which we report as one line. Installed once; every other unraisable exception goes to the old hook."""
   previous = sys.unraisablehook
   if getattr(previous, "_drops_event_loop_noise", False):
@@ -115,6 +117,9 @@ def _drop_event_loop_noise() -> None:
   def hook(unraisable):
     e = unraisable.exc_value
     if isinstance(e, RuntimeError) and str(e) == "Event loop is closed":
+      return
+    # the other reads' coroutines, closed unfinished at exit: Orbax re-raises each one's read error there
+    if str(e).startswith("Encountered error while reading array index"):
       return
     previous(unraisable)
 

@@ -197,19 +197,8 @@ def judge(criteria: list[Criterion], study: runs.Study, table: pd.DataFrame, *,
   jointly: each is judged at 1 - (1 - level) / m for m such tests (Bonferroni), so that one of several
   pre-registered comparisons crossing p = 0.05 by chance is not read as a finding. `every` verdicts are
   counts, not tests."""
-  tasks = []
   table = with_history(table, study, criteria)
-  for c in criteria:
-    scopes = [("", study.runs)]
-    if c.each:
-      seen: dict[str, list[runs.Run]] = {}
-      for r in study.runs:
-        if _matches(r, c.a) or (c.b is not None and _matches(r, c.b)):
-          seen.setdefault(json.dumps(_value_of(r, c.each), default=str), []).append(r)
-      short = _short(c.each)
-      scopes = [(f"{short}={json.loads(k) if k != 'null' else 'unset'}", rs)
-                for k, rs in seen.items()] or scopes
-    tasks += [(c, scope, members) for scope, members in scopes]
+  tasks = _scoped(criteria, study)
   tests = sum(c.compare != "every" for c, _, _ in tasks)
   each_level = 1 - (1 - level) / max(tests, 1)
   out = []
@@ -221,6 +210,33 @@ def judge(criteria: list[Criterion], study: runs.Study, table: pd.DataFrame, *,
     values = values | ({"family_level": level, "tests": tests} if c.compare != "every" else {})
     out.append(Verdict(c, scope, verdict, measured, values))
   return out
+
+
+def _scoped(criteria: list[Criterion], study: runs.Study) -> list[tuple[Criterion, str, list[runs.Run]]]:
+  """(criterion, scope label, member runs): one per criterion, or per value of its `each` key."""
+  tasks = []
+  for c in criteria:
+    scopes = [("", study.runs)]
+    if c.each:
+      seen: dict[str, list[runs.Run]] = {}
+      for r in study.runs:
+        if _matches(r, c.a) or (c.b is not None and _matches(r, c.b)):
+          seen.setdefault(json.dumps(_value_of(r, c.each), default=str), []).append(r)
+      short = _short(c.each)
+      scopes = [(f"{short}={json.loads(k) if k != 'null' else 'unset'}", rs)
+                for k, rs in seen.items()] or scopes
+    tasks += [(c, scope, members) for scope, members in scopes]
+  return tasks
+
+
+def test_level(study: runs.Study, level: float = 0.95) -> float:
+  """The level of each interval and Kendall test of the study's verdict table (`judge`): `level` jointly
+  over the recorded criteria's statistical tests, one per criterion and `each` scope (Bonferroni;
+  `every` verdicts are counts); `level` itself when the index records no test. Templates judge their
+  own comparisons of the same quantities at this level, so that the text and the table agree."""
+  recorded_criteria, _ = recorded(study)
+  tests = sum(c.compare != "every" for c, _, _ in _scoped(recorded_criteria, study))
+  return 1 - (1 - level) / max(tests, 1)
 
 
 def _expected_text(c: Criterion) -> str:

@@ -12,6 +12,8 @@ import dataclasses
 import math
 from collections.abc import Callable
 
+import scipy.stats
+
 from analysis.stats import Interval
 
 VERDICTS = ("shows", "contradicts", "no difference", "inconclusive")
@@ -121,3 +123,36 @@ def judge_correlation(tau: float, p_value: float, n: int, expected: str, *, leve
       return Judgement("shows", f"shows it ({stat})")
     return Judgement("contradicts", f"contradicts it ({stat})")
   return Judgement("inconclusive", f"is inconclusive with {n} runs ({stat} >= {1 - level:.2g})")
+
+
+def why_undecided(effect: float, sa: float, sb: float | None, na: int, nb: int, level: float, null: str,
+                  per: str) -> str:
+  """Why a `level` interval around `effect` reaches `null` (the effect measured from `null`: a difference,
+  a log-ratio, or the distance to a threshold or margin edge; with `sb` None a one-group mean of `na`
+  values, with seed standard deviations `sa`, `sb` on the same scale): the seeds `per` group the spread
+  would need (normal approximation, n = z^2 (s_a^2 + s_b^2) / effect^2), or, when the effect is already
+  several standard errors, the t quantile of too few seeds (Welch degrees of freedom for two groups)."""
+  if not effect:
+    return f"the estimate is at {null}"
+  z = float(scipy.stats.norm.ppf((1 + level) / 2))
+  spread2 = sa * sa + (sb * sb if sb is not None else 0.0)
+  need = math.ceil(z * z * spread2 / (effect * effect))
+  if need > 1000:
+    return (f"the effect is {abs(effect) / math.sqrt(spread2 / (1 if sb is None else 2)):.2f} seed-to-seed "
+            f"standard deviations: no effect of a size seeds could resolve at this spread ({need:,} seeds "
+            f"{per} for a {100 * level:.4g}% interval, normal approximation)")
+  if sb is None:
+    var = sa * sa / na
+    df = na - 1
+  else:
+    va, vb = sa * sa / na, sb * sb / nb
+    var = va + vb
+    df = var ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1)) if var else 0.0
+  if need > min(na, nb) or not var:
+    return (f"at this spread a {100 * level:.4g}% interval would exclude {null} with about {need} seeds "
+            f"{per} (normal approximation, n = z² (s_a² + s_b²) / effect²)")
+  t = float(scipy.stats.t.ppf((1 + level) / 2, df))
+  return (f"the effect is {abs(effect) / math.sqrt(var):.1f} standard errors, but with {na}"
+          + (f" vs {nb}" if sb is not None else "") + f" seeds the t quantile at this level is {t:.1f} "
+          f"({df:.1f} degrees of freedom; {z:.2f} with many seeds): the interval is wide for want of degrees "
+          "of freedom, not because of the spread")

@@ -170,3 +170,19 @@ def test_no_correlation_needs_an_interval_inside_the_band():
   assert hi > 0.3  # 16 runs cannot show |tau| < 0.3
   assert judging.tau_interval(0.0, 216)[1] < 0.1
   assert all(np.isnan(judging.tau_interval(0.1, 4)))
+
+
+def test_templates_judge_at_the_verdict_tables_level(tmp_path):
+  """`test_level` is the level `judge` gives each test: Bonferroni over one test per criterion and `each`
+  scope, `every` criteria not counted. Here 1 ratio + 1 history ratio + 3 seed scopes = 5 tests."""
+  every = RATIO | {"id": "every", "compare": "every", "threshold": 7.0, "a": {"model.knobs.norm": "none"}}
+  history = RATIO | {"id": "beta", "quantity": "smooth/beta@mean"}
+  per_seed = RATIO | {"id": "per_seed", "each": "seed"}
+  root = _study(tmp_path / "s", {"none": [10.0, 11.0, 12.0], "batch": [5.0, 5.5, 6.0]},
+                [RATIO, every, history, per_seed])
+  study = runs.load(root)
+  assert judging.test_level(study) == pytest.approx(1 - 0.05 / 5, rel=1e-12)
+  found = judging.judge(judging.recorded(study)[0], study, runs.runs_table(study))
+  levels = {v.values["level"] for v in found if "level" in v.values}
+  assert levels and all(lv == pytest.approx(1 - 0.05 / 5, rel=1e-12) for lv in levels)
+  assert judging.test_level(runs.load(_study(tmp_path / "none", {"none": [1.0], "batch": [1.0]}, []))) == 0.95

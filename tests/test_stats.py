@@ -173,3 +173,20 @@ def test_zero_spread_gives_no_interval_and_no_verdict():
   iv = stats.difference_interval([0.9, 0.9], [0.8, 0.8])
   assert not iv.finite and "zero spread" in iv.reason
   assert wording.judge(iv, ">").verdict == "inconclusive"
+
+
+def test_why_undecided_gives_the_seeds_the_spread_needs_or_the_t_quantile():
+  """n = z^2 (s_a^2 + s_b^2) / effect^2: at 95%, effect 1 and unit spreads, ceil(1.96^2 * 2) = 8 seeds;
+  an effect of 10 standard deviations with 3 vs 3 seeds is limited by Welch's t at 4 degrees of freedom
+  (2.78), not by the spread; a one-group mean uses t at n - 1."""
+  text = wording.why_undecided(1.0, 1.0, 1.0, 3, 3, 0.95, "0", "per group")
+  assert "about 8 seeds per group" in text
+  text = wording.why_undecided(10.0, 1.0, 1.0, 3, 3, 0.95, "0", "per group")
+  se = math.sqrt(2 / 3)
+  assert f"{10 / se:.1f} standard errors" in text
+  assert f"t quantile at this level is {scipy.stats.t.ppf(0.975, 4):.1f} (4.0 degrees" in text
+  text = wording.why_undecided(10.0, 1.0, None, 4, 4, 0.95, "0", "(pairs)")
+  assert f"t quantile at this level is {scipy.stats.t.ppf(0.975, 3):.1f} (3.0 degrees" in text
+  assert "no effect of a size seeds could resolve" in wording.why_undecided(0.01, 1.0, 1.0, 5, 5, 0.95, "0",
+                                                                            "per group")
+  assert wording.why_undecided(0.0, 1.0, 1.0, 5, 5, 0.95, "1", "per group") == "the estimate is at 1"

@@ -17,7 +17,6 @@ batch under-fit (the criterion `matched_training_loss` of the config, its margin
 import math
 
 import numpy as np
-import scipy.stats
 
 from analysis import criteria, landscapes, plots, runs, stats, style, tables, wording
 from analysis.document import Finding, Section, TableBlock
@@ -346,36 +345,6 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
       "generalization as such."]
 
 
-def _verdict_level(ctx: Context) -> float:
-  """The level of each interval of the verdict table (`analysis.criteria.judge`): 95% jointly over the
-  recorded criteria that are statistical tests (Bonferroni), 95% when the index records none."""
-  recorded, _ = criteria.recorded(ctx.study)
-  return 1 - 0.05 / max(sum(c.compare != "every" for c in recorded), 1)
-
-
-def _why_text(effect: float, sa: float, sb: float | None, na: int, nb: int, level: float, null: str,
-              per: str) -> str:
-  """Why a `level` interval around `effect` (log-ratio, difference, or with sb None a one-group mean)
-  reaches `null`: the seeds per group the spread would need (normal approximation, n = z^2 (s_a^2 + s_b^2)
-  / effect^2), or, when the effect is already several standard errors, the t quantile of few seeds."""
-  z = float(scipy.stats.norm.ppf((1 + level) / 2))
-  spread2 = sa * sa + (sb * sb if sb is not None else 0.0)
-  need = math.ceil(z * z * spread2 / (effect * effect))
-  if need > min(na, nb):
-    return (f"at this spread a {100 * level:.4g}% interval would exclude {null} with about {need} seeds "
-            f"{per} (normal approximation, n = z² s² / effect²)")
-  if sb is None:
-    se, df = sa / math.sqrt(na), na - 1
-  else:
-    va, vb = sa * sa / na, sb * sb / nb
-    se, df = math.sqrt(va + vb), (va + vb) ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1))
-  t = float(scipy.stats.t.ppf((1 + level) / 2, df))
-  return (f"the effect is {abs(effect) / se:.1f} standard errors, but with {na}"
-          + (f" vs {nb}" if sb is not None else "") + f" seeds the t quantile at this level is {t:.1f} "
-          f"({df:.1f} degrees of freedom; {z:.2f} with many seeds): the interval is wide for want of degrees "
-          "of freedom, not because of the spread")
-
-
 def _measured_reasons(ctx: Context) -> list[str]:
   """For each pre-registered criterion the verdict table leaves undecided (its interval, at the table's
   level, reaches no effect, or for the matched loss the margin): the measured effect against the
@@ -383,7 +352,7 @@ def _measured_reasons(ctx: Context) -> list[str]:
   groups = _by_batch(ctx)
   if len(groups) < 2:
     return []
-  level = _verdict_level(ctx)
+  level = criteria.test_level(ctx.study)
   small, large = min(groups), max(groups)
   out = []
   for metric, name, compare, expected in (("sharp/epsilon_sharpness", "ε-sharpness", "ratio", ">"),
@@ -405,7 +374,7 @@ def _measured_reasons(ctx: Context) -> list[str]:
     sa, sb = float(xa.std(ddof=1)), float(xb.std(ddof=1))
     effect = float(xa.mean() - xb.mean())
     null = "1" if compare == "ratio" else "0"
-    why = (_why_text(effect, sa, sb, len(x), len(y), level, null, "per batch size")
+    why = (wording.why_undecided(effect, sa, sb, len(x), len(y), level, null, "per batch size")
            if effect and (effect > 0) == (expected == ">") else
            "the estimate itself points against the claim, so more seeds at this effect would not show it")
     if compare == "ratio":
@@ -434,7 +403,7 @@ def _measured_reasons(ctx: Context) -> list[str]:
                                       f"{pct(acc_small.mean())} with batch {small})"
                                       if len(acc_large) and len(acc_small) else ""))
       else:
-        why = _why_text(margin - abs(d), sa, sb, len(x), len(y), level, "the margin's edge",
+        why = wording.why_undecided(margin - abs(d), sa, sb, len(x), len(y), level, "the margin's edge",
                         "per batch size")
       out.append(f"Measured reason, matched training loss: batch {large} minus {small}, {d:+.3g} {unit} "
                  f"({x.mean():.3g} vs {y.mean():.3g}; seed-to-seed standard deviation {sa:.3g} and "
@@ -448,7 +417,7 @@ def _measured_reasons(ctx: Context) -> list[str]:
     if iv.finite and iv.lo <= 0 <= iv.hi:
       s = float(rises.std(ddof=1))
       m = float(rises.mean())
-      why = (_why_text(m, s, None, len(rises), len(rises), level, "0", "(pairs)") if m > 0 else
+      why = (wording.why_undecided(m, s, None, len(rises), len(rises), level, "0", "(pairs)") if m > 0 else
              "the estimate itself points against the claim, so more seeds at this effect would not show it")
       out.append(f"Measured reason, interpolation: the rise beyond the large-batch end minus beyond the "
                  f"small-batch end is {m:+.3g} {unit} on average, per seed pair "

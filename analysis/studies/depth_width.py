@@ -13,9 +13,8 @@ import re
 
 import numpy as np
 import pandas as pd
-import scipy.stats
 
-from analysis import runs, stats, tables, wording
+from analysis import criteria, runs, stats, tables, wording
 from analysis.document import Finding, Section, TableBlock
 from analysis.results import (
   Context,
@@ -172,29 +171,11 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
   return out + [items] + _measured_reasons(ctx) + ([scale + "."] if scale else [])
 
 
-def _verdict_level(ctx: Context) -> float:
-  """The level of each interval of the verdict table: 95% jointly over the registered criteria
-  (Bonferroni), 95% when the index records none."""
-  criteria = (ctx.study.index or {}).get("criteria")
-  return 1 - 0.05 / (len(criteria) if isinstance(criteria, list) and criteria else 1)
-
-
 def _why_wide(margin: float, sa: float, sb: float, na: int, nb: int, level: float, null: str) -> str:
-  """Why an interval around an effect `margin` away from the claim's threshold reaches it: the spread
-  (the seeds per shape it would need, normal approximation) or the t quantile of too few seeds."""
+  """Why an interval around an effect `margin` away from the claim's threshold reaches it."""
   if margin <= 0:
     return "the estimate itself is on the other side of the threshold"
-  z = float(scipy.stats.norm.ppf((1 + level) / 2))
-  need = math.ceil(z * z * (sa * sa + sb * sb) / (margin * margin))
-  var_a, var_b = sa * sa / na, sb * sb / nb
-  if need > min(na, nb) or not var_a + var_b:
-    return (f"at this spread a {100 * level:g}% interval would clear {null} with about {need} seeds per "
-            "shape (normal approximation, n = z² (s_a² + s_b²) / margin²)")
-  df = (var_a + var_b) ** 2 / (var_a ** 2 / (na - 1) + var_b ** 2 / (nb - 1))
-  t = float(scipy.stats.t.ppf((1 + level) / 2, df))
-  return (f"the estimate is {margin / math.sqrt(var_a + var_b):.1f} standard errors from {null}, but with "
-          f"{na} vs {nb} seeds the Welch t quantile at this level is {t:.1f} ({df:.1f} degrees of freedom; "
-          f"{z:.2f} with many seeds)")
+  return wording.why_undecided(margin, sa, sb, na, nb, level, null, "per shape")
 
 
 def _measured_reasons(ctx: Context) -> list[str]:
@@ -205,7 +186,7 @@ def _measured_reasons(ctx: Context) -> list[str]:
     return []
   depths = list(groups)
   shallow, deep = groups[depths[0]], groups[depths[-1]]
-  level = _verdict_level(ctx)
+  level = criteria.test_level(ctx.study)
   out = []
   a, b = ctx.values(shallow, "test/accuracy"), ctx.values(deep, "test/accuracy")
   if len(a) >= 2 and len(b) >= 2:

@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis import plots, stats, tables, wording
+from analysis import criteria, plots, stats, tables, wording
 from analysis.document import Finding, Section, TableBlock
 from analysis.results import Context, Template, num, pct, standard_results
 from research.core.errors import UserError
@@ -206,10 +206,7 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
                  "interval here, each ψ averages groups of two runs).")
   names = {"pacbayes_mag_flatness": "Magnitude-aware PAC-Bayes flatness",
            "pacbayes_flatness": "PAC-Bayes flatness"}
-  # the verdict table's family level: Bonferroni over the registered statistical tests
-  registered = (ctx.study.index or {}).get("criteria") or []
-  tests = max(sum(isinstance(c, dict) and c.get("compare") != "every" for c in registered), 1)
-  level = 1 - 0.05 / tests
+  level = criteria.test_level(ctx.study)  # the verdict table's level
   for f in findings:
     v = f.values
     if v.get("metric") in names and "place" in v:

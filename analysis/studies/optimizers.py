@@ -12,7 +12,6 @@ import math
 
 import numpy as np
 import pandas as pd
-import scipy.stats
 
 from analysis import criteria, plots, runs, stats, style, tables, wording
 from analysis.document import Finding, Section, TableBlock
@@ -264,31 +263,6 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
   return out + [items] + _measured_reasons(ctx)
 
 
-def _verdict_level(ctx: Context) -> float:
-  """The level of each interval of the verdict table (`analysis.criteria.judge`): 95% jointly over the
-  recorded criteria that are statistical tests (Bonferroni; `every` criteria are counts), 95% with none."""
-  recorded, _ = criteria.recorded(ctx.study)
-  tests = sum(c.compare != "every" for c in recorded)
-  return 1 - 0.05 / max(tests, 1)
-
-
-def _spread_text(effect: float, sa: float, sb: float, na: int, nb: int, level: float, null: str) -> str:
-  """Why an interval around `effect` contains `null`: the seeds per group the spread would need (normal
-  approximation) or, when the effect is already several standard errors, the t quantile of few seeds."""
-  if not effect:
-    return "the means are equal"
-  z = float(scipy.stats.norm.ppf((1 + level) / 2))
-  var_a, var_b = sa * sa / na, sb * sb / nb
-  need = math.ceil(z * z * (sa * sa + sb * sb) / (effect * effect))
-  if need > min(na, nb) or not var_a + var_b:
-    return (f"at this spread a {100 * level:.4g}% interval would exclude {null} with about {need} seeds per "
-            "optimizer (normal approximation, n = z² (s_a² + s_b²) / effect²)")
-  df = (var_a + var_b) ** 2 / (var_a ** 2 / (na - 1) + var_b ** 2 / (nb - 1))
-  t = float(scipy.stats.t.ppf((1 + level) / 2, df))
-  return (f"the effect is {abs(effect) / math.sqrt(var_a + var_b):.1f} standard errors, but with {na} vs "
-          f"{nb} seeds the Welch t quantile at this level is {t:.1f} ({df:.1f} degrees of freedom)")
-
-
 def _threshold_ratio(ctx: Context, rs: list[runs.Run]) -> float:
   """Mean final lambda_max over 2/eta of finished runs (nan without a threshold)."""
   thr = threshold_of(rs[0])[0] if rs else None
@@ -300,7 +274,7 @@ def _measured_reasons(ctx: Context) -> list[str]:
   """For each pre-registered comparison the verdict table leaves undecided (its interval, at the table's
   level, contains no effect): the effect against the seed-to-seed spread and the seeds that spread would
   need; for GD's crossing of 2/eta, what each GD run that did not reach it measured."""
-  level = _verdict_level(ctx)
+  level = criteria.test_level(ctx.study)
   out = []
   for a, b, metric, compare, expected, name in COMPARISONS:
     x, y = _final(ctx, _group(ctx, a), metric), _final(ctx, _group(ctx, b), metric)
@@ -330,7 +304,8 @@ def _measured_reasons(ctx: Context) -> list[str]:
       continue
     sa, sb = float(xa.std(ddof=1)), float(xb.std(ddof=1))
     effect = float(xa.mean() - xb.mean())
-    why = (_spread_text(effect, sa, sb, len(x), len(y), level, "1" if compare == "ratio" else "0")
+    why = (wording.why_undecided(effect, sa, sb, len(x), len(y), level, "1" if compare == "ratio" else "0",
+                                  "per optimizer")
            if (effect > 0) == (expected == ">") else "the estimate itself points against the claim, so more "
            "seeds at this effect would not show it")
     if compare == "ratio":

@@ -12,9 +12,8 @@ import dataclasses
 import math
 
 import numpy as np
-import scipy.stats
 
-from analysis import plots, runs, stats, style, tables, wording
+from analysis import criteria, plots, runs, stats, style, tables, wording
 from analysis.document import Finding, Section, TableBlock
 from analysis.results import Context, Template, num, pct, standard_results
 
@@ -210,14 +209,6 @@ PUBLISHED_SCALE = {
 }
 
 
-def _verdict_level(ctx: Context) -> float:
-  """The level of each interval of the verdict table: 95% jointly over the study's registered criteria
-  (Bonferroni), 95% when the index records none."""
-  criteria = (ctx.study.index or {}).get("criteria")
-  m = len(criteria) if isinstance(criteria, list) and criteria else 1
-  return 1 - 0.05 / m
-
-
 def _scale_text(ctx: Context) -> str:
   """'421,642-parameter simple_cnn, 400 steps (12.5 epochs) on 4,096 fashion_mnist images' from the runs."""
   r = ctx.study.runs[0]
@@ -246,35 +237,10 @@ def _last_change(rs: list[runs.Run], metric: str) -> tuple[float, int] | None:
   return (float(np.median(changes)), int(np.median(gaps))) if changes else None
 
 
-def _seeds_text(effect: float, sa: float, sb: float, na: int, nb: int, level: float, z: float,
-                null: str) -> str:
-  """Why the interval is wide: the spread (seeds needed at it, normal approximation) or, when the effect
-  is large against the spread, the t quantile of too few degrees of freedom."""
-  if not effect:
-    return "the means are equal"
-  var_a, var_b = sa * sa / na, sb * sb / nb
-  se = math.sqrt(var_a + var_b)
-  need = math.ceil(z * z * (sa * sa + sb * sb) / (effect * effect))
-  if need > 1000:
-    pooled = math.sqrt((sa * sa + sb * sb) / 2)
-    return (f"the difference is {abs(effect) / pooled:.2f} seed-to-seed standard deviations: no effect of a "
-            f"size seeds could resolve at this spread ({need:,} per method for a {100 * level:g}% interval, "
-            "normal approximation)")
-  text = (f"at this spread a {100 * level:g}% interval would exclude {null} with about {need} seeds per "
-          "method (normal approximation, n = z² (s_a² + s_b²) / effect²)")
-  if need > min(na, nb) or not se:
-    return text
-  df = (var_a + var_b) ** 2 / (var_a ** 2 / (na - 1) + var_b ** 2 / (nb - 1))
-  t = float(scipy.stats.t.ppf((1 + level) / 2, df))
-  return (text + f"; the effect is {abs(effect) / se:.1f} standard errors, but with {na} vs {nb} seeds the "
-          f"Welch t quantile at this level is {t:.1f} ({df:.1f} degrees of freedom; {z:.2f} with many seeds)")
-
-
 def _measured_reasons(ctx: Context) -> list[str]:
   """For each pre-registered comparison left undecided at the verdict table's level: the effect against
   the seed-to-seed spread, and the seeds per method that spread would need (normal approximation)."""
-  level = _verdict_level(ctx)
-  z = float(scipy.stats.norm.ppf((1 + level) / 2))
+  level = criteria.test_level(ctx.study)
   k = _k(ctx)
   labels = LABELS | ({"curv/lambda_1_over_lambda_k": f"λ_1/λ_{k}"} if k else {})
   losses = _losses(ctx)
@@ -302,7 +268,8 @@ def _measured_reasons(ctx: Context) -> list[str]:
         continue
       sa, sb = float(xa.std(ddof=1)), float(xb.std(ddof=1))
       effect = float(xa.mean() - xb.mean())
-      seeds = _seeds_text(effect, sa, sb, len(a), len(b), level, z, "1" if ratio else "0")
+      seeds = wording.why_undecided(effect, sa, sb, len(a), len(b), level, "1" if ratio else "0",
+                                    "per method")
       name = f"{a_name.upper()} {'/' if ratio else '-'} {b_name.upper()}{where}"
       if ratio:
         text = (f"Measured reason, {name} {labels[metric]}: the ratio {iv.estimate:.2f}x is a log-difference "

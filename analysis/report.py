@@ -184,7 +184,19 @@ def write_report(directory: str | Path, out: str | Path | None = None, *,
              "verdicts": [v.to_dict() for v in report.verdicts], "unfinished": unfinished} \
       | runs.provenance(dataclasses.replace(study, runs=[r for r in study.runs if r.name not in unfinished]))
   (out / "verdicts.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
-  return Written(report, md, page, [f.path for f in report.figures()], table_paths, findings)
+  figures = [f.path for f in report.figures()]
+  _remove_stale(out / "figures", {Path(f).stem for f in figures}, (".png", ".pdf"))
+  _remove_stale(out / "tables", {p.stem for p in table_paths}, (".md", ".tex"))
+  return Written(report, md, page, figures, table_paths, findings)
+
+
+def _remove_stale(folder: Path, written: set[str], suffixes: tuple[str, ...]) -> None:
+  """Figures or tables an earlier report of the same folder wrote and this one did not (a figure whose
+  data is gone would otherwise sit next to the report as if it were part of it)."""
+  if folder.is_dir():
+    for p in folder.iterdir():
+      if p.is_file() and p.suffix in suffixes and p.stem not in written:
+        p.unlink()
 
 
 def main(argv: list[str] | None = None) -> int:

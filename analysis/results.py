@@ -162,11 +162,17 @@ class Template:
 # ---------------------------------------------------------------------------------------------------
 # Pieces of study templates (analysis/studies/).
 
+# columns that describe a solver's run (its spread, error, time, convergence), not a measure of the network
+SOLVER_DIAGNOSTICS = ("_restart_spread", "_se", "seconds", "_converged", "_residual", "_converged_all")
+
+
 def mean_ci_text(values, fmt: Callable[[float], str] = num) -> str:
   """`12.3 (2 seeds, 95% CI 11.0–13.6)` of the finite values; `n/a` when there is none."""
   d = stats.describe(values)
   if not d["n"]:
     return "n/a"
+  if d["n"] > 1 and d["std"] == 0:
+    return f"{fmt(d['mean'])} ({seeds_text(d['n'])}, the same in every seed: no interval)"
   return f"{fmt(d['mean'])} ({seeds_text(d['n'])}, {ci_text(d['ci_low'], d['ci_high'], fmt)})"
 
 
@@ -402,7 +408,7 @@ def standard_results(ctx: Context, *, bar_metrics=("test/accuracy", "gap/accurac
       blocks.append(fig)
   measures = [m for m in ctx.table.columns
               if (m.startswith("sharp/") or m in ("curv/lambda_max", "curv/trace"))
-              and ctx.table[m].notna().sum() >= 3]
+              and not m.endswith(SOLVER_DIAGNOSTICS) and ctx.table[m].notna().sum() >= 3]
   if "gap/loss" in ctx.table.columns and measures and len(ctx.study.runs) >= 3:
     grp = [ctx.label(r) for r in ctx.study.runs]
     for m in measures[:4]:

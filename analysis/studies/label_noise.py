@@ -226,12 +226,21 @@ def _sharpness_at_the_end(ctx: Context) -> list[str]:
   return [out]
 
 
+def _eval_interval(ctx: Context) -> str:
+  """'every 50 steps' (or epochs) as the runs were evaluated; 'at intervals' when they differ."""
+  seen = set()
+  for r in ctx.study.runs:
+    steps, epochs = r.flat_config.get("eval.every_steps"), r.flat_config.get("eval.every_epochs")
+    seen.add(f"every {steps} steps" if steps else f"every {epochs} epoch(s)" if epochs else "at the end")
+  return seen.pop() if len(seen) == 1 else "at intervals that differ between runs"
+
+
 def _limitations(ctx: Context) -> list[str]:
   out = ["Accuracy on the flipped examples alone is not logged; the memorized fraction is a lower bound "
          "from the accuracy on all (noisy) training labels, exact only if every clean label is fitted.",
          "The Hessian is that of the noisy training loss on the probe set, so it includes the flipped "
          "examples the network is memorizing.",
-         "Test accuracy is evaluated every few hundred steps: a peak between evaluations is not seen."]
+         f"Test accuracy is evaluated {_eval_interval(ctx)}: a peak between evaluations is not seen."]
   if "sharp/epsilon_sharpness" in ctx.table.columns:
     out.append("The sharpness criterion (`sharpness_rises`) judges Keskar's ε-sharpness, the measure "
                "Neyshabur et al. compute. It was changed after a run: registered on the final λ_max, it "

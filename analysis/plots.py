@@ -722,6 +722,10 @@ def _dots(ax, groups: Mapping, intervals: Mapping | None, error: str, level: flo
   v = v[np.isfinite(v)]
   if len(v) and v.min() > 0 and v.max() / v.min() > 50:
     ax.set_yscale("log")
+  elif scale == 100 and len(v) and v.max() <= 100 and ax.get_ylim()[1] > 100:
+    # percentages (accuracy, accuracy points) never run past 100: matplotlib pads equal values by +-4%
+    bottom = min(ax.get_ylim()[0], v.min() - 1)
+    ax.set_ylim(bottom, 100 + 0.03 * (100 - bottom))
 
 
 def dot_whisker(groups: Mapping[str, Sequence[float]], *,

@@ -62,6 +62,14 @@ Variants:
   lambda_max at the end falls with the noise (tau = -0.78; means 0.52, 0.20, 0.10 at final training losses
   2.3e-4, 2.1e-4, 1.7e-4). The sweep took 60 min 33 s with `--parallel 2` while five other sweeps shared the
   2 cores (load average 8-29); it used 1,313 CPU-seconds (user + sys), about 11-12 min on 2 quiet cores.
+  Measured with the epsilon-sharpness criterion (2026-12-03, git 401db58, 4 seeds, nothing else running):
+  memorization holds at every noise level, test_accuracy_falls holds (tau = -0.85, p = 0.00044),
+  peak_then_fall holds (0.21, 98.33% interval 0.173 to 0.247), sharpness_rises is inconclusive:
+  epsilon-sharpness also falls with the noise (means 12.5, 7.47, 3.27; tau = -0.46, p = 0.057 against alpha
+  = 0.017), as lambda_max (tau = -0.78, p = 0.0013) and the trace do, at final training losses within 1.3x
+  of each other. Neyshabur et al.'s claim does not reproduce here with either measure. The sweep took 10 min
+  50 s with `--parallel 2` (1,237 CPU-seconds; trials of 99-112 s, of which epsilon-sharpness about 18 s and
+  the 13 lambda_max measurements about 20 s): 50 s over the budget.
 - `paper`: CIFAR-10 with partially corrupted labels as in Zhang et al., on an AlexNet-like network
   (`alexnet`) without dropout, weight decay or augmentation (as their fitting experiments), momentum 0.9
   at lr 0.01, 200 epochs, noise 0, 0.2, 0.4, 0.6 and 0.8, 2 seeds; the Hessian and epsilon-sharpness on

@@ -400,6 +400,12 @@ def test_norms_path_norm_fisher_rao_and_margin_by_hand():
   marg = output_margin(logits_fn, params, data)
   assert marg.value == pytest.approx(np.percentile(margins, 10))
   assert marg.details["fraction_negative"] == pytest.approx(np.mean(margins < 0))
+  # Jiang et al.'s 1 / gamma^2 is defined for a positive percentile margin only
+  for q in (10.0, 90.0):
+    g = np.percentile(margins, q)
+    inv = output_margin(logits_fn, params, data, percentile=q).details["inverse_margin_sq"]
+    assert (inv == pytest.approx(1 / g**2)) if g > 0 else np.isnan(inv)
+  assert np.percentile(margins, 10) < 0 < np.percentile(margins, 90)  # both branches are exercised
 
 
 def test_generalization_gap_per_class_and_intervals_against_numpy():

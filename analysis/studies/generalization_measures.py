@@ -231,8 +231,22 @@ def _limitations(ctx: Context) -> list[str]:
           "Networks were trained for a fixed number of epochs, not to a common training loss as in Jiang et "
           "al.; the train-accuracy finding states how far apart they ended.",
           "Sharpness values are lower bounds from a few ascent steps, PAC-Bayes σ from a short bisection "
-          "with few noise samples (see the settings in each run's measures/ record)."]
+          "with few noise samples (see the settings in each run's measures/ record)."] + _margin_note(ctx)
 
+
+def _margin_note(ctx: Context) -> list[str]:
+  """How many runs have no positive output margin (Jiang et al.'s margin measures are undefined there)."""
+  if "sharp/output_margin" not in ctx.table.columns:
+    return []
+  gamma = pd.to_numeric(ctx.table["sharp/output_margin"], errors="coerce").dropna()
+  bad = int((gamma <= 0).sum())
+  if not bad:
+    return []
+  return [f"In {bad} of {len(gamma)} runs the output margin γ (the 10th percentile of z_y − max_j≠y z_j on "
+          "the probe set) is not positive: those networks misclassify more than a tenth of the probe "
+          "examples, and the inverse margin 1/γ² and the norms divided by γ² are undefined for them and left "
+          "out of those measures' τ and Ψ (their n column); in Jiang et al.'s protocol every network is "
+          "trained to a training cross-entropy of 0.01 first, where γ > 0."]
 
 TEMPLATE = Template(
     "generalization_measures", TITLE,

@@ -154,7 +154,9 @@ def margins(logits_fn: Callable, params, data) -> np.ndarray:
 def output_margin(logits_fn: Callable, params, data, *, percentile: float = 10.0,
                   info: dict | None = None) -> Measurement:
   """gamma = the `percentile`-th percentile of the output margins (np.percentile, linear); details
-  hold 1 / gamma^2 (Jiang et al.'s inverse margin) and the fraction of negative margins."""
+  hold 1 / gamma^2 (Jiang et al.'s inverse margin; nan when gamma <= 0, i.e. when more than `percentile`%
+  of the examples are misclassified or tied: 1 / gamma^2 would then rank a worse fit as less complex)
+  and the fraction of negative margins."""
   if not 0 <= percentile <= 100:
     raise UserError(f"percentile must be in [0, 100], got {percentile!r}")
   chunks = as_chunks(data)
@@ -162,6 +164,6 @@ def output_margin(logits_fn: Callable, params, data, *, percentile: float = 10.0
   gamma = float(np.percentile(m, percentile))
   settings = data_settings(chunks, percentile=percentile) | (info or {})
   return Measurement("output_margin", gamma, float("nan"), settings,
-                     {"inverse_margin_sq": 1.0 / gamma**2 if gamma != 0 else float("inf"),
+                     {"inverse_margin_sq": 1.0 / gamma**2 if gamma > 0 else float("nan"),
                       "fraction_negative": float((m < 0).mean()), "median": float(np.median(m))})
 

@@ -99,6 +99,17 @@ def ranking(ctx: Context, gap: str = GAP) -> pd.DataFrame:
   return frame.reset_index(drop=True)
 
 
+def _place(rank: pd.DataFrame, row: pd.Series) -> tuple[int, int]:
+  """(1 + the number of measures ranked strictly above `row`, the number of others with the same value):
+  competition ranking by Ψ (by τ without Ψ), so equal coefficients share a place."""
+  key = "Ψ" if "Ψ" in rank else "τ"
+  values = pd.to_numeric(rank[key], errors="coerce")
+  v = row[key]
+  if not math.isfinite(v):
+    return int(row.name) + 1, 0
+  return int((values > v).sum()) + 1, int((values == v).sum()) - 1
+
+
 def _results(ctx: Context):
   # The standard results by batch size only (its runs share the step count; 16 conditions would not fit
   # one legend), the band over the other axes; the measure-vs-gap plots are drawn below.
@@ -129,6 +140,8 @@ def _results(ctx: Context):
   top = rank.head(4)
   for i, r in enumerate(top.itertuples()):
     metric, label = r.metric, r.measure
+    place, tied = _place(rank, rank.loc[r.Index])
+    where = f"rank {place} by Ψ" + (f", tied with {tied} other{'s' if tied > 1 else ''}" if tied else "")
     sub = ctx.table[[f"sharp/{metric}", GAP]].apply(pd.to_numeric, errors="coerce").dropna()
     groups = None
     if "training.batch_size" in ctx.table.columns:
@@ -137,7 +150,7 @@ def _results(ctx: Context):
     fig = ctx.figure(f"measure_vs_gap_{i + 1}_{metric}", lambda p, x=x, y=y, label=label, groups=groups:
                      plots.measure_vs_gap(x, y, measure_name=label, gap_name="accuracy gap (points)",
                                           groups=groups, path=p),
-                     f"{label} (rank {i + 1} by Ψ) against the accuracy gap, one point per run; τ in the "
+                     f"{label} ({where}) against the accuracy gap, one point per run; τ in the "
                      "title is scipy's tau-b with its p-value.")
     if fig:
       blocks.append(fig)
@@ -174,9 +187,10 @@ def _results(ctx: Context):
     r = rank[rank["metric"] == metric]
     if len(r):
       r = r.iloc[0]
-      place = int(r.name) + 1
+      place, tied = _place(rank, r)
       text = (f"{r['measure']}: Ψ = {r.get('Ψ', math.nan):.2f}, τ = {r['τ']:.2f}, τ_b = {r['τ_b']:.2f} "
-              f"(p = {r['p (τ_b)']:.2g}, {r['n']} runs; rank {place} of {len(rank)} by Ψ)")
+              f"(p = {r['p (τ_b)']:.2g}, {r['n']} runs; rank {place} of {len(rank)} by Ψ"
+              + (f", tied with {tied} other measure{'s' if tied > 1 else ''})" if tied else ")"))
       lr = loss_rank[loss_rank["metric"] == metric] if len(loss_rank) else loss_rank
       if len(lr):
         text += f"; against the loss gap Ψ = {lr.iloc[0].get('Ψ', math.nan):.2f}, τ = {lr.iloc[0]['τ']:.2f}"

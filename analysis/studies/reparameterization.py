@@ -168,10 +168,14 @@ def ratio_figure(curves: dict[str, dict[str, np.ndarray]], grid: list[float], pa
         ax.set_ylabel("value / value at α = 1" if kind == "changes" else "|value / value at α = 1 − 1|")
     for ax in (top, bottom):
       ax.set_xticks(xs[xs != 1].tolist() + [1.0], [f"{a:g}" for a in xs[xs != 1]] + ["1"])
-  for row in range(2):
-    handles, labels = axes[row, -1].get_legend_handles_labels()
-    axes[row, -1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7,
-                         frameon=False)
+  for row in range(2):  # every measure drawn in any column, in MEASURES order (a column may lack one)
+    seen: dict = {}
+    for ax in axes[row]:
+      for handle, label in zip(*ax.get_legend_handles_labels()):
+        seen.setdefault(label, handle)
+    order = [label for _, label, _ in MEASURES if label in seen]
+    axes[row, -1].legend([seen[k] for k in order], order, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                         fontsize=7, frameon=False)
   style.save(fig, path)
   return fig
 
@@ -219,7 +223,8 @@ def _results(ctx: Context):
       if not len(ratio) or np.isnan(ratio).all():
         continue
       mean = np.nanmean(ratio, axis=0)
-      by_metric[metric] = mean
+      if not expected.startswith("n/a"):  # the figure's panels are for the measures the argument covers
+        by_metric[metric] = mean
       observed = "invariant" if same.all() else "changes"
       deviation = float(np.nanmax(np.abs(ratio - 1)))
       rows.append({"measure": label} | {f"α = {a:g}": float(m) for a, m in zip(full, mean)}
@@ -277,7 +282,10 @@ def _results(ctx: Context):
     fig = ctx.figure("ratios", lambda p: ratio_figure(curves, full, p), (
         "Top: measures that Dinh et al.'s argument says a rescaling can change, divided by their value as "
         "trained (|ratio|, mean over seeds; log-log). Bottom: scale-invariant measures, |ratio − 1| (their "
-        "relative change; floored at 1e-9 for the log axis), the dotted line at the 5% tolerance."))
+        "relative change; floored at 1e-9 for the log axis), the dotted line at the 5% tolerance."
+        + (" The path norm is drawn for the networks without normalization only: it ignores BatchNorm, so "
+           "it is not defined for the others (their table gives its values)." if len(curves) > 1 or
+           "none" not in curves else "")))
     if fig:
       blocks.insert(1, fig)
   return [Section("Results", blocks)], findings

@@ -120,6 +120,24 @@ def ratio_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95) 
   return _welch(np.log(x), np.log(y), level, "welch-log", 0.0, math.exp)
 
 
+def compared(a: Sequence[float], b: Sequence[float], compare: str,
+             level: float = 0.95) -> tuple[Interval, float, float, float] | None:
+  """Group a against group b as a "ratio" (`ratio_interval`) or a "difference" (`difference_interval`):
+  (the interval, the effect on the scale the interval is Welch on: mean log a - mean log b or mean a -
+  mean b, and the seed-to-seed standard deviations of a and b on that scale). None with fewer than 2
+  finite values in a group or, for a ratio, a non-positive value."""
+  if compare not in ("ratio", "difference"):
+    raise ValueError(f"compare must be 'ratio' or 'difference', not {compare!r}")
+  x, y = _finite(a), _finite(b)
+  if len(x) < 2 or len(y) < 2 or (compare == "ratio" and ((x <= 0).any() or (y <= 0).any())):
+    return None
+  if compare == "ratio":
+    iv, x, y = ratio_interval(x, y, level=level), np.log(x), np.log(y)
+  else:
+    iv = difference_interval(x, y, level=level)
+  return iv, float(x.mean() - y.mean()), float(x.std(ddof=1)), float(y.std(ddof=1))
+
+
 def bootstrap_interval(values: Sequence[float], level: float = 0.95,
                        statistic: Callable[[np.ndarray], np.ndarray] | None = None, seed: int = 0,
                        num_resamples: int = 10000) -> Interval:

@@ -190,3 +190,18 @@ def test_why_undecided_gives_the_seeds_the_spread_needs_or_the_t_quantile():
   assert "no effect of a size seeds could resolve" in wording.why_undecided(0.01, 1.0, 1.0, 5, 5, 0.95, "0",
                                                                             "per group")
   assert wording.why_undecided(0.0, 1.0, 1.0, 5, 5, 0.95, "1", "per group") == "the estimate is at 1"
+
+
+def test_compared_gives_the_interval_and_the_spread_on_its_own_scale():
+  a, b = [2.0, 3.0, 4.0], [1.0, 1.5, 2.5]
+  iv, effect, sa, sb = stats.compared(a, b, "ratio")
+  assert effect == pytest.approx(np.mean(np.log(a)) - np.mean(np.log(b)), rel=1e-12)
+  assert (sa, sb) == pytest.approx((np.std(np.log(a), ddof=1), np.std(np.log(b), ddof=1)), rel=1e-12)
+  assert iv.estimate == pytest.approx(math.exp(effect), rel=1e-12)
+  iv, effect, sa, sb = stats.compared(a, b, "difference")
+  ref = scipy.stats.ttest_ind(a, b, equal_var=False)
+  assert effect == pytest.approx(np.mean(a) - np.mean(b))
+  assert iv.p_value == pytest.approx(ref.pvalue, rel=1e-9)
+  assert stats.compared([1.0, -1.0], b, "ratio") is None and stats.compared([1.0], b, "difference") is None
+  with pytest.raises(ValueError, match="compare"):
+    stats.compared(a, b, "mean")

@@ -359,20 +359,12 @@ def _measured_reasons(ctx: Context) -> list[str]:
                                           ("curv/lambda_max", "λ_max", "ratio", ">"),
                                           ("test/accuracy", "test accuracy", "difference", "<")):
     x, y = ctx.values(groups[large], metric), ctx.values(groups[small], metric)
-    if len(x) < 2 or len(y) < 2:
+    got = stats.compared(x, y, compare, level)
+    if got is None:
       continue
-    if compare == "ratio":
-      if (x <= 0).any() or (y <= 0).any():
-        continue
-      iv = stats.ratio_interval(x, y, level=level)
-      xa, xb = np.log(x), np.log(y)
-    else:
-      iv = stats.difference_interval(x, y, level=level)
-      xa, xb = x, y
+    iv, effect, sa, sb = got
     if not (iv.finite and iv.lo <= iv.null <= iv.hi):
       continue
-    sa, sb = float(xa.std(ddof=1)), float(xb.std(ddof=1))
-    effect = float(xa.mean() - xb.mean())
     null = "1" if compare == "ratio" else "0"
     why = (wording.why_undecided(effect, sa, sb, len(x), len(y), level, null, "per batch size")
            if effect and (effect > 0) == (expected == ">") else

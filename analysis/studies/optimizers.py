@@ -278,18 +278,10 @@ def _measured_reasons(ctx: Context) -> list[str]:
   out = []
   for a, b, metric, compare, expected, name in COMPARISONS:
     x, y = _final(ctx, _group(ctx, a), metric), _final(ctx, _group(ctx, b), metric)
-    if len(x) < 2 or len(y) < 2:
+    got = stats.compared(x, y, compare, level)
+    if got is None or not got[0].finite:
       continue
-    if compare == "ratio":
-      if (x <= 0).any() or (y <= 0).any():
-        continue
-      iv = stats.ratio_interval(x, y, level=level)
-      xa, xb = np.log(x), np.log(y)
-    else:
-      iv = stats.difference_interval(x, y, level=level)
-      xa, xb = x, y
-    if not iv.finite:
-      continue
+    iv, effect, sa, sb = got
     if not iv.lo <= iv.null <= iv.hi:
       if (iv.lo > iv.null) != (expected == ">") and metric == "test/accuracy":  # contradicts the claim
         fa = _final(ctx, _group(ctx, a), "eval_train/accuracy")
@@ -302,8 +294,6 @@ def _measured_reasons(ctx: Context) -> list[str]:
                      "within this step budget at these untuned step sizes, where Wilson et al. tune each "
                      "method's step size and train to a small training loss.")
       continue
-    sa, sb = float(xa.std(ddof=1)), float(xb.std(ddof=1))
-    effect = float(xa.mean() - xb.mean())
     why = (wording.why_undecided(effect, sa, sb, len(x), len(y), level, "1" if compare == "ratio" else "0",
                                   "per optimizer")
            if (effect > 0) == (expected == ">") else "the estimate itself points against the claim, so more "

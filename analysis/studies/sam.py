@@ -256,18 +256,12 @@ def _measured_reasons(ctx: Context) -> list[str]:
       if len(a) < 2 or len(b) < 2:
         continue
       ratio = metric != "test/accuracy"
-      if ratio:
-        if (a <= 0).any() or (b <= 0).any():
-          continue
-        iv = stats.ratio_interval(a, b, level=level)
-        xa, xb = np.log(a), np.log(b)
-      else:
-        iv = stats.difference_interval(a, b, level=level)
-        xa, xb = a, b
+      got = stats.compared(a, b, "ratio" if ratio else "difference", level)
+      if got is None:
+        continue
+      iv, effect, sa, sb = got
       if not (math.isfinite(iv.lo) and iv.lo <= iv.null <= iv.hi):
         continue
-      sa, sb = float(xa.std(ddof=1)), float(xb.std(ddof=1))
-      effect = float(xa.mean() - xb.mean())
       seeds = wording.why_undecided(effect, sa, sb, len(a), len(b), level, "1" if ratio else "0",
                                     "per method")
       name = f"{a_name.upper()} {'/' if ratio else '-'} {b_name.upper()}{where}"

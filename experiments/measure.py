@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from research.core.errors import UserError, choices_message
+from research.core.errors import USER_ERROR_EXIT_CODE, UserError, choices_message, error_line
 
 WHAT = ("lambda_max", "top_k", "trace", "density", "noise_scale", "gradient")
 OPERATORS = ("hessian", "ggn", "fisher", "empirical_fisher")
@@ -233,12 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
       metrics = posthoc.measure_checkpoint(args.workdir, [s for s in args.sections.split(",") if s],
                                            overrides=_overrides(extra), step=args.checkpoint)
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  except OSError as e:  # the workdir or the dataset on disk (permissions, space, a file in the way)
-    print(f"error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""), file=sys.stderr)
-    return 2
+  except (UserError, OSError) as e:  # OSError: the workdir or the dataset on disk
+    print(error_line(e), file=sys.stderr)
+    return USER_ERROR_EXIT_CODE
   print(json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}, indent=1))
   return 0
 

@@ -20,7 +20,7 @@ import argparse
 import ast
 import sys
 
-from research.core.errors import UserError
+from research.core.errors import USER_ERROR_EXIT_CODE, UserError, error_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -80,12 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     index = sweeps.run_sweep(args.config, args.workdir, parallel=args.parallel, launcher=args.launcher,
                              only=args.only, retries=args.retries, dry_run=args.dry_run, common=args.common,
                              slurm=args.slurm, command=["python", "-m", "experiments.sweep", *argv])
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  except OSError as e:  # the workdir or the dataset on disk (permissions, space, a file in the way)
-    print(f"error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""), file=sys.stderr)
-    return 2
+  except (UserError, OSError) as e:  # OSError: the workdir or the dataset on disk
+    print(error_line(e), file=sys.stderr)
+    return USER_ERROR_EXIT_CODE
   except KeyboardInterrupt:
     return 130
   if args.dry_run:

@@ -18,7 +18,7 @@ from pathlib import Path
 from absl import flags
 from ml_collections import config_flags
 
-from research.core.errors import DIVERGED_EXIT_CODE, UserError
+from research.core.errors import DIVERGED_EXIT_CODE, USER_ERROR_EXIT_CODE, UserError, error_line
 
 FLAGS = flags.FLAGS
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Study config file[:variant].",
@@ -135,12 +135,9 @@ def main(argv: list[str] | None = None) -> int:
 
   try:
     summary = training.train_and_evaluate(config, _WORKDIR.value, launch=launch, force=_FORCE.value)
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  except OSError as e:  # the workdir or the dataset on disk (permissions, space, a file in the way)
-    print(f"error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""), file=sys.stderr)
-    return 2
+  except (UserError, OSError) as e:  # OSError: the workdir or the dataset on disk
+    print(error_line(e), file=sys.stderr)
+    return USER_ERROR_EXIT_CODE
   final = summary.get("final", {})
   shown = {k: round(v, 4) for k, v in final.items() if isinstance(v, float)}
   if summary.get("already_finished"):

@@ -290,7 +290,9 @@ def common_limitations(ctx: Context, fields: Fields) -> list[str]:
     sources = [c.get("source") for r in ctx.study.runs for c in r.curvature]
     n = distinct([op.get("num_examples") for op in ops])
     modes = distinct([op.get("bn_mode") for op in ops])
-    when = ("during training" if all(s == "tracking" for s in sources)
+    once = all(len(r.curvature) == 1 for r in ctx.study.runs if r.curvature)
+    when = ("at the end of training" if once and all(s == "tracking" for s in sources)
+            else "during training" if all(s == "tracking" for s in sources)
             else "after training" if not any(s == "tracking" for s in sources)
             else "during and after training")
     out.append(f"The Hessian was measured {when} on a fixed probe set of {', '.join(map(str, n))} "

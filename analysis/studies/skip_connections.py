@@ -221,7 +221,7 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
       iv = stats.Interval.from_dict(v["interval"])
       j = wording.judge(iv, ">", **(wording.TIMES if "ratio" in v else {}))
       items.append(f"{model}: the {what} is {num(v['without'])} without vs {num(v['with'])} with skips; "
-                   f"higher without skips, the direction Li et al. report: this {j.text}.")
+                   f"Li et al. report it higher without skips: this {j.text}.")
     gaps = [found[m]["without"] - found[m]["with"] for m in models if m in found]
     if len(gaps) >= 2 and all(math.isfinite(g) for g in gaps):
       grows = all(b >= a for a, b in zip(gaps, gaps[1:]))
@@ -244,7 +244,27 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
     caveat.append(f"The deepest model here has depth {depth}; Li et al. see the chaotic landscapes from "
                   "depth 56 on (ResNet-20 without skips stays fairly convex in their Figure 5), so these "
                   "depths test the onset of the effect, not its strong form.")
-  return out + [items] + caveat
+  return out + [items] + _unfitted(ctx) + caveat
+
+
+def _unfitted(ctx: Context) -> list[str]:
+  """The measured reason for the landscape and Hessian comparisons when a network without skips ends far
+  from fitting its training subset: Li et al. compare trained minima."""
+  out = []
+  fit = {}
+  for r in ctx.study.runs:
+    acc = r.final_metrics().get("eval_train/accuracy")
+    if acc is not None and math.isfinite(acc):
+      fit.setdefault(bool(r.flat_config.get("model.knobs.skip", True)), []).append(acc)
+  if fit.get(False) and max(fit[False]) < FITS:
+    with_skips = (f" (with skips {100 * min(fit[True]):.1f}–{100 * max(fit[True]):.1f}%)" if fit.get(True)
+                  else "")
+    without = f"{100 * min(fit[False]):.1f}–{100 * max(fit[False]):.1f}%"
+    out.append(f"Measured reason for the landscape and Hessian comparisons: the networks without skips end "
+               f"at {without} training-subset accuracy{with_skips}: their Hessian and landscape are "
+               "measured at a point of training, not at a minimum, where Li et al. compare trained "
+               "networks; the comparison needs both networks trained to fit.")
+  return out
 
 
 def _limitations(ctx: Context) -> list[str]:

@@ -81,6 +81,8 @@ Variants:
   So lambda_max is now measured every 200 steps (7 points; every 100 before) and the validation split, which
   no criterion or figure of this study reads, is no longer evaluated; training and the criteria are
   unchanged.
+  Run at ec7f995 (2026-12-03, nothing else running): verdicts and numbers identical to 401db58's; 9 min 50 s
+  with `--parallel 2` (1,125 CPU-seconds).
 - `paper`: CIFAR-10 with partially corrupted labels as in Zhang et al., on an AlexNet-like network
   (`alexnet`) without dropout, weight decay or augmentation (as their fitting experiments), momentum 0.9
   at lr 0.01, 200 epochs, noise 0, 0.2, 0.4, 0.6 and 0.8, 2 seeds; the Hessian and epsilon-sharpness on

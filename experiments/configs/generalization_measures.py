@@ -49,6 +49,10 @@ Variants:
   10,000 test images. Measured: 3 min 39 s for the sweep and its report with `--parallel 2` on 2 quiet
   CPU cores (2026-11-22, load average 2-7 from the study's own processes, cold compilation cache; 16
   trials of 20-38 s).
+  Run at ec7f995 (2026-12-03, nothing else running; the inverse margin is now undefined where the
+  10th-percentile margin is not positive, 6 of the 16 networks): 2 min 15 s for the sweep (249 CPU-seconds);
+  the 3 criteria inconclusive, as before (tau = +0.13 with p = 0.49, +0.37 with p = 0.047 against alpha =
+  0.017, and an interval -0.49 to +0.36 for the no-correlation band +-0.3).
 - `paper`: closer to Jiang et al.'s design (our recipe, a fraction of their 10,000 networks): `simple_cnn`
   on CIFAR-10, lr {0.01, 0.03, 0.1} x batch {32, 128, 512} x width {0.5, 1, 2} x blocks {2, 3} x weight
   decay {0, 5e-4} x dropout {0, 0.3}: 216 runs, each trained until the training cross-entropy is below

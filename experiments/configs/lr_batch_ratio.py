@@ -36,9 +36,12 @@ epochs (20 measurements over training and one at initialization) for every batch
 Variants:
 - `quick`: `simple_cnn` (conv blocks of 32 and 64 channels, dense 128) on 4,096 Fashion-MNIST training
   images, SGD without momentum at a constant lr of 0.025, 0.05 or 0.1 and batch 32, 64 or 128, 10 epochs:
-  9 trials; lambda_max on 512 fixed training images every half epoch. Measured with lambda_max every 5
-  epochs: 6 min 8 s for the sweep and its report with `--parallel 2` on 2 quiet CPU cores (2026-11-22);
-  the denser tracking makes it longer (not yet measured).
+  9 trials; lambda_max on 512 fixed training images every epoch. Measured with lambda_max every 5 epochs: 6
+  min 8 s for the sweep and its report with `--parallel 2` on 2 quiet CPU cores (2026-11-22). With
+  lambda_max every half epoch (run at ec7f995, 2026-12-03, nothing else running): verdicts as in the run at
+  a14fa55 (both hold), 11 min 43 s (1,310 CPU-seconds; trials of 140-173 s, of which the 21 lambda_max
+  measurements about 118 s), over the 10-minute budget; so lambda_max is now measured every epoch (11
+  points). No criterion reads the curve (both judge final values); training is unchanged.
 - `paper`: CIFAR-10 with ResNet-32 (one of Jastrzebski et al.'s networks), plain SGD at a constant lr of
   0.025, 0.05 or 0.1 and batch 64, 128 or 256, 200 epochs, no augmentation (our recipe, not a copy of
   theirs); the Hessian on 5,120 training images every 10 epochs (BatchNorm with batch statistics over
@@ -57,7 +60,7 @@ LRS = (0.025, 0.05, 0.1)
 BATCH_SIZES = {"quick": (32, 64, 128), "paper": (64, 128, 256)}
 NUM_TRAIN = {"quick": 4096, "paper": 45000}
 EPOCHS = {"quick": 10, "paper": 200}
-CURVATURE_EVERY_EPOCHS = {"quick": 0.5, "paper": 10}  # 20 measurements over training
+CURVATURE_EVERY_EPOCHS = {"quick": 1.0, "paper": 10}  # 10 (quick) and 20 (paper) measurements after step 0
 EVAL_EVERY_EPOCHS = {"quick": 2, "paper": 10}
 PROBES = {"quick": 512, "paper": 5120}  # a multiple of every batch size (ghost batches)
 

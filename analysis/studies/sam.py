@@ -224,12 +224,13 @@ def _scale_text(ctx: Context) -> str:
 
 
 def _last_change(rs: list[runs.Run], metric: str) -> tuple[float, int] | None:
-  """Median over runs of |v_end / v_before - 1| between a run's last two tracked measurements, and the
-  steps between them (None without two measurements)."""
+  """Median over runs of |v_end / v_before - 1| between a run's last two tracked measurements after
+  initialization, and the steps between them (None without two: the change from the initialization is
+  training, not fluctuation)."""
   changes, gaps = [], []
   for r in rs:
     steps, values = r.curve(metric)
-    ok = np.isfinite(values) & (values > 0)
+    ok = np.isfinite(values) & (values > 0) & (steps > 0)
     steps, values = steps[ok], values[ok]
     if len(values) >= 2:
       changes.append(abs(values[-1] / values[-2] - 1))

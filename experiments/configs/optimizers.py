@@ -73,6 +73,8 @@ Variants:
   CPU-seconds, load about 4). With 5 vs 5 seeds: `gd_reaches_2_over_eta` holds (5 of 5), `gd_sharper`
   inconclusive (1.31x, 98.33% interval 0.93 to 1.84), `sgd_more_accurate_than_gd` inconclusive (+1.47
   points, -1.94 to +4.88), `adam_less_accurate` fails (-3.26 points, -5.46 to -1.07).
+  All 15 trials again in one sweep at 018e590 (2026-12-03, nothing else running): the same verdicts and
+  numbers, 6 min 25 s with `--parallel 2` (712 CPU-seconds).
 - `paper`: ResNet-20 on 5,120 CIFAR-10 training images (about Cohen et al.'s 5,000; 40 batches of 128,
   5 chunks of 1,024), 10,000 steps, eta = 0.05, batch 128, no augmentation, 3 seeds; lambda_max every
   500 steps on the whole subset with BatchNorm in batch mode: ghost batches of 128 (GD: its training

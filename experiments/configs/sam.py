@@ -79,6 +79,8 @@ Variants:
   Run at ec7f995 (2026-12-03): the same verdicts and numbers, 10 min 10 s with `--parallel 2` (1,148
   CPU-seconds), with a test run and report regenerations (about 60 CPU-seconds at nice 19) sharing its first
   minutes; the evaluation is now every 200 steps instead of 100 (no criterion reads the intermediate ones).
+  Run at bd7b5c4 (2026-12-03, nothing else running): the same verdicts and numbers, 9 min 8 s with
+  `--parallel 2` (1,043 CPU-seconds).
 - `paper`: WideResNet-28-10 on CIFAR-10 (Foret et al.'s CIFAR model) with SAM's rho = 0.05 and a standard
   recipe: momentum 0.9, lr 0.1 with cosine decay, weight decay 5e-4, batch 128, 200 epochs, crop and flip,
   the whole batch as one m-sharpness group; 3 seeds; the Hessian on 5,120 training images (40 ghost

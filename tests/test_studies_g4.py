@@ -150,7 +150,8 @@ def test_label_noise_verdicts(tmp_path):
       trials.append({"overrides": {key: noise, "seed": seed}, "history": history,
                      "config": {"training.num_steps": 400},
                      "final": {"test/accuracy": peak - drop, "eval_train/accuracy": fit,
-                               "curv/lambda_max": 10.0 * (1 + noise) + seed}})
+                               "curv/lambda_max": 10.0 * (1 + noise) + seed,
+                               "sharp/epsilon_sharpness": 10.0 * (1 + noise) + seed}})
   verdicts, written = _verdicts(_sweep(tmp_path / "ln", "label_noise", label_noise, trials))
   assert verdicts[("memorization", "label_noise=0.0")] == "holds"
   assert verdicts[("memorization", "label_noise=0.2")] == "holds"

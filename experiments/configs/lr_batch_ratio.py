@@ -38,10 +38,12 @@ Variants:
   images, SGD without momentum at a constant lr of 0.025, 0.05 or 0.1 and batch 32, 64 or 128, 10 epochs:
   9 trials; lambda_max on 512 fixed training images every epoch. Measured with lambda_max every 5 epochs: 6
   min 8 s for the sweep and its report with `--parallel 2` on 2 quiet CPU cores (2026-11-22). With
-  lambda_max every half epoch (run at ec7f995, 2026-12-03, nothing else running): verdicts as in the run at
+  lambda_max every half epoch (run at 018e590, 2026-12-03, nothing else running): verdicts as in the run at
   a14fa55 (both hold), 11 min 43 s (1,310 CPU-seconds; trials of 140-173 s, of which the 21 lambda_max
   measurements about 118 s), over the 10-minute budget; so lambda_max is now measured every epoch (11
   points). No criterion reads the curve (both judge final values); training is unchanged.
+  Run at c2799bf (2026-12-03, nothing else running): the same verdicts and numbers, 7 min 51 s with
+  `--parallel 2` (807 CPU-seconds).
 - `paper`: CIFAR-10 with ResNet-32 (one of Jastrzebski et al.'s networks), plain SGD at a constant lr of
   0.025, 0.05 or 0.1 and batch 64, 128 or 256, 200 epochs, no augmentation (our recipe, not a copy of
   theirs); the Hessian on 5,120 training images every 10 epochs (BatchNorm with batch statistics over

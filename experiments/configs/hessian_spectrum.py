@@ -100,6 +100,8 @@ Variants:
   a sweep at 0012bba (the same trials, density for seed 0 only). The sweep took 24 min 44 s with
   `--parallel 2` while other sweeps shared the 2 cores (load average 20-32, mean 26); it used 830
   CPU-seconds (user + sys), about 6-7 min on 2 quiet cores.
+  Run again at c2799bf (2026-12-03, nothing else running but a test run at nice 19): the same verdicts and
+  numbers, 7 min 27 s with `--parallel 2` (794 CPU-seconds).
 - `paper`: Ghorbani et al.'s network: ResNet-32 with and without BatchNorm on CIFAR-10; our recipe:
   momentum 0.9, lr 0.05 with cosine decay, weight decay 5e-4, 100 epochs, crop and flip; class subsets of
   CIFAR-10 (500 validation images per class: 5,000 for all ten, 1,500 and 2,500 for the subsets); 3

@@ -9,6 +9,7 @@ process with 1 device the summation order of the gradient differs and SGD amplif
 1e-5 relative at step 10, percents by step 50; see the README's Cluster section.)"""
 
 import json
+import math
 import subprocess
 import sys
 import time
@@ -59,8 +60,9 @@ def test_two_processes_killed_and_restarted_equal_one_process(quick_reference, t
   assert measures == timed(jp.printed_json(tmp_path / "measures" / "p1.log"))  # every process computes
   assert "sharp/worst_case_l2" in measures and "sharp/output_margin" in measures
   assert measures.keys() == timed(ref_measures).keys()
-  for k, v in measures.items():
-    assert jp.relative(v, ref_measures[k]) <= 1e-4, (k, v, ref_measures[k])
+  for k, v in measures.items():  # an undefined measure (nan, e.g. 1/gamma^2 at gamma <= 0) on both sides
+    assert (math.isnan(v) and math.isnan(ref_measures[k])) or jp.relative(v, ref_measures[k]) <= 1e-4, (
+        k, v, ref_measures[k])
   assert len(list((workdir / "measures").glob("step100_posthoc*.json"))) == 1
   (tmp_path / "figures.json").write_text(json.dumps({"train": table, "measure": {
       "lambda_max": [got["top"]["values"][0], ref["top"]["values"][0]],

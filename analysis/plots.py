@@ -211,7 +211,8 @@ def seed_curves(seeds: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]], *,
                 common_reference: tuple[float, str] | None = None,
                 reference_band: tuple[float, float, str] | None = None, band: str = "minmax",
                 level: float = 0.95, show_seeds: bool = True, xlabel: str = "training step",
-                ylabel: str = "top Hessian eigenvalue $\\lambda_{\\max}$", path: str | Path | None = None):
+                ylabel: str = "top Hessian eigenvalue $\\lambda_{\\max}$",
+                styles: Mapping[str, tuple[int, str]] | None = None, path: str | Path | None = None):
   """A quantity over training per condition, its seeds shown. seeds: condition label -> one
   (steps (n,), values (n,)) per seed; each label is one condition (nothing else is pooled).
 
@@ -222,8 +223,10 @@ def seed_curves(seeds: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]], *,
   `{reference_label} = value` (e.g. the stability threshold 2/η); references more than 5x above the data
   are named in a note instead of flattening the curves. common_reference: (value, legend name), one grey
   dashed line for all (e.g. 1 for λ_max / threshold). reference_band: (low, high, legend name), a grey
-  shaded band behind the curves (e.g. the window [0.9, 1.1] around that line). The value axis is
-  logarithmic when the data span more than 10x.
+  shaded band behind the curves (e.g. the window [0.9, 1.1] around that line). styles: label -> (colour
+  index, marker) for conditions of a two-factor grid (colour by one factor, marker by the other); by
+  default each condition has its own colour and circles. The value axis is logarithmic when the data
+  span more than 10x.
   """
   if band not in BANDS:
     raise UserError(choices_message("band", band, BANDS))
@@ -232,7 +235,8 @@ def seed_curves(seeds: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]], *,
   fig, ax = style.figure()
   every = []
   for i, (label, runs) in enumerate(seeds.items()):
-    c = style.color(i)
+    ci, marker = (styles or {}).get(label, (i, "o"))
+    c = style.color(ci)
     if show_seeds and len(runs) > 1:
       for steps, values in runs:
         ax.plot(steps, values, color=c, linewidth=0.6, alpha=0.45, linestyle="-")
@@ -245,8 +249,8 @@ def seed_curves(seeds: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]], *,
     if np.isfinite(lo).any():
       ax.fill_between(steps, lo, hi, color=c, alpha=0.18, linewidth=0)
       every += [lo, hi]
-    ax.plot(steps, mean, color=c, linestyle="-", marker="o" if len(steps) <= 60 else None, markersize=3.5,
-            label=label)
+    ax.plot(steps, mean, color=c, linestyle="-", marker=marker if len(steps) <= 60 else None,
+            markersize=3.5, label=label)
   v = np.concatenate(every) if every else np.zeros(0)
   v = v[np.isfinite(v)]
   top = float(v.max()) if len(v) else 1.0

@@ -55,6 +55,17 @@ def test_seed_curves_draw_mean_band_seeds_and_references():
   assert plots.interval_text("minmax") == "min–max over seeds"
 
 
+def test_seed_curves_styles_colour_by_one_factor_marker_by_the_other():
+  rng = np.random.default_rng(2)
+  seeds = {f"eta={e}, B={b}": _seeds(rng, 1.0, n=2) for e in (1, 2) for b in (32, 64)}
+  styles = {f"eta={e}, B={b}": ((32, 64).index(b), "os"[(1, 2).index(e)]) for e in (1, 2) for b in (32, 64)}
+  ax = plots.seed_curves(seeds, styles=styles).axes[0]
+  mean = {line.get_label(): line for line in ax.lines if line.get_label() in seeds}
+  assert matplotlib.colors.same_color(mean["eta=1, B=32"].get_color(), mean["eta=2, B=32"].get_color())
+  assert not matplotlib.colors.same_color(mean["eta=1, B=32"].get_color(), mean["eta=1, B=64"].get_color())
+  assert [mean[k].get_marker() for k in ("eta=1, B=64", "eta=2, B=64")] == ["o", "s"]
+
+
 def test_seed_curves_t_interval_and_one_seed():
   rng = np.random.default_rng(1)
   seeds = {"a": _seeds(rng, 5.0, n=4), "single": _seeds(rng, 3.0, n=1)}

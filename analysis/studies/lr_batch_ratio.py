@@ -139,8 +139,8 @@ def _results(ctx: Context):
                    "sets the sharpness, the points of the left panel lie on one decreasing curve.")
   if fig:
     blocks.insert(2, fig)
-  seeds = {}
-  for label, rs in ctx.groups().items():
+  seeds, keys = {}, {}
+  for rs in ctx.groups().values():
     curves = []
     for r in rs:
       s, v = lambda_max_history(r)
@@ -148,13 +148,19 @@ def _results(ctx: Context):
       if len(s) > 1 and per_epoch:
         curves.append((s / per_epoch, v * _lr(r) / 2))
     if curves:
-      seeds[label] = curves
+      label = f"η = {_lr(rs[0]):g}, B = {_batch(rs[0]):g}"
+      seeds[label], keys[label] = curves, (_batch(rs[0]), _lr(rs[0]))
   if seeds:
+    # colour by batch size, marker by step size: the grid's two factors read off separately
+    batches = sorted({b for b, _ in keys.values()})
+    etas = sorted({e for _, e in keys.values()})
+    styles = {k: (batches.index(b), "osD^v<>p"[etas.index(e) % 8]) for k, (b, e) in keys.items()}
     fig = ctx.figure("lambda_over_threshold", lambda p: plots.seed_curves(
         seeds, common_reference=(1.0, "bound 2/η"), xlabel="epoch",
-        ylabel="$\\lambda_{\\max}$ / (2/η)", path=p),
+        ylabel="$\\lambda_{\\max}$ / (2/η)", styles=styles, path=p),
         "λ_max over training divided by each run's stability bound 2/η, against the epoch, at every "
-        f"measurement (the first: initialization); Hessian: {_bn_text(ctx)}; dashed: the bound.")
+        f"measurement (the first: initialization); colour by batch size B, marker by step size η; Hessian: "
+        f"{_bn_text(ctx)}; dashed: the bound.")
     if fig:
       blocks.append(fig)
 

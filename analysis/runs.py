@@ -87,6 +87,13 @@ class Run:
     value = self.flat_config.get("study")
     return value if isinstance(value, str) else ""
 
+  @property
+  def eval_interval(self) -> str:
+    """How often the run was evaluated, as its config says: 'every 100 steps', 'every 5 epochs' or
+    'at the end' (`eval.every_steps` wins over `eval.every_epochs`, as in training)."""
+    steps, epochs = self.flat_config.get("eval.every_steps"), self.flat_config.get("eval.every_epochs")
+    return f"every {steps} steps" if steps else f"every {epochs} epochs" if epochs else "at the end"
+
   def final_metrics(self) -> dict:
     """Scalar final metrics: summary.json's `final` and `gaps`, else the last evaluation record."""
     if self.summary and isinstance(self.summary.get("final"), dict) and self.summary["final"]:

@@ -120,11 +120,9 @@ def setup_section(ctx: Context, fields: Fields) -> Section:
   splits = show(c("eval.splits"), lambda v: ", ".join(map(str, v)) if isinstance(v, tuple) else str(v))
   batch = summ("batch_size") or c("training.batch_size")
   steps, epochs = show(summ("total_steps"), num), show(summ("epochs"), num)
-  every = [f"{r.flat_config.get('eval.every_steps')} steps" if r.flat_config.get("eval.every_steps")
-           else f"{r.flat_config.get('eval.every_epochs')} epochs" for r in rs]
   items.append(f"**Training**: {steps} steps ({epochs} epochs) at "
                f"batch size {show(batch, _fmt_int)}; full batch {show(c('training.full_batch'))}; "
-               f"evaluation every {show(distinct(every))} on {splits}.")
+               f"evaluation {show([r.eval_interval for r in rs])} on {splits}.")
   seeds = sorted({str(r.seed) for r in rs if r.seed is not None})
   per = [len(v) for v in ctx.groups().values()]
   nruns = len(ctx.study.runs)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import runs, stats, wording
-from analysis.document import Finding, Section
+from analysis.document import Finding, Section, distinct
 from analysis.results import (
   Context,
   Template,
@@ -193,7 +193,7 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
                    + f"; a larger fall than {'with clean labels' if clean else 'none'}: this {j.text}.")
   if not items:
     items.append("No noisy run could be compared with a clean one: the comparison cannot be made.")
-  return out + [items] + _sharpness_at_the_end(ctx)
+  return out + [items] + _sharpness_at_the_end(ctx) + _direction(ctx, findings)
 
 
 def _sharpness_at_the_end(ctx: Context) -> list[str]:
@@ -223,39 +223,34 @@ def _sharpness_at_the_end(ctx: Context) -> list[str]:
   else:
     out += (f"Here the mean final losses differ by {loss_x:.2g}x, as much as the mean λ_max ({lam_x:.2g}x): "
             "the sharpness comparison is confounded with how far each noise level fitted.")
-  return [out] + _direction(ctx, t)
+  return [out]
 
 
-def _direction(ctx: Context, t: pd.DataFrame) -> list[str]:
+def _direction(ctx: Context, findings: list[Finding]) -> list[str]:
   """The measured reason when a sharpness measure moves against Neyshabur et al.: its per-level means and
-  the sign of its Kendall tau with the noise level (more seeds cannot reverse an estimate's sign)."""
+  the sign of its Kendall tau with the noise level (the Results finding; more seeds cannot reverse an
+  estimate's sign)."""
   out = []
-  for metric, name in (("sharp/epsilon_sharpness", "ε-sharpness"), ("curv/lambda_max", "λ_max")):
-    if metric not in ctx.table.columns:
+  done = [r.status in ("done", "early_stopped") for r in ctx.study.runs]
+  noise = pd.Series([noise_of(r) for r in ctx.study.runs], index=ctx.table.index)[done]
+  for metric in ("sharp/epsilon_sharpness", "curv/lambda_max"):
+    tau = next((f.values for f in findings
+                if f.values.get("metric") == metric and f.values.get("with") == "noise"), None)
+    if tau is None or not tau["tau"] < 0:
       continue
-    v = pd.to_numeric(ctx.table.loc[t.index, metric], errors="coerce")
-    ok = v.notna()
-    if ok.sum() < 3:
-      continue
-    tau, p, n = stats.kendall_tau(t["noise"][ok].tolist(), v[ok].tolist())
-    if not tau < 0:
-      continue
-    means = v[ok].groupby(t["noise"][ok]).mean().sort_index()
-    levels = ", ".join(f"{num(m)} at noise {k:g}" for k, m in means.items())
-    out.append(f"Measured reason for the sharpness comparison: the final {name} falls as the noise grows "
-               f"({levels}; Kendall's τ = {tau:+.2f}, "
-               f"p = {p:.2g}, {n} runs), the opposite direction to Neyshabur et al.'s; more seeds at this "
-               "estimate would not show their claim.")
+    v = pd.to_numeric(ctx.table.loc[done, metric], errors="coerce")
+    means = v.groupby(noise).mean().sort_index()
+    levels = ", ".join(f"{num(m)} at noise {k:g}" for k, m in means.items() if np.isfinite(m))
+    out.append(f"Measured reason for the sharpness comparison: the final {SHARPNESS[metric]} falls as the "
+               f"noise grows ({levels}; Kendall's τ = {tau['tau']:+.2f}, p = {tau['p']:.2g}, {tau['n']} "
+               "runs), the opposite direction to Neyshabur et al.'s; more seeds at this estimate would not "
+               "show their claim.")
   return out
 
 
 def _eval_interval(ctx: Context) -> str:
-  """'every 50 steps' (or epochs) as the runs were evaluated; 'at intervals' when they differ."""
-  seen = set()
-  for r in ctx.study.runs:
-    steps, epochs = r.flat_config.get("eval.every_steps"), r.flat_config.get("eval.every_epochs")
-    seen.add(f"every {steps} steps" if steps else f"every {epochs} epoch(s)" if epochs else "at the end")
-  return seen.pop() if len(seen) == 1 else "at intervals that differ between runs"
+  every = distinct([r.eval_interval for r in ctx.study.runs])
+  return every[0] if len(every) == 1 else f"at intervals that differ between runs ({', '.join(every)})"
 
 
 def _limitations(ctx: Context) -> list[str]:

@@ -162,8 +162,13 @@ class Template:
 # ---------------------------------------------------------------------------------------------------
 # Pieces of study templates (analysis/studies/).
 
-# columns that describe a solver's run (its spread, error, time, convergence), not a measure of the network
-SOLVER_DIAGNOSTICS = ("_restart_spread", "_se", "seconds", "_converged", "_residual", "_converged_all")
+# columns that describe a solver's run (its spread, standard error, time, convergence, residual), not a
+# measure of the network: `sharp/epsilon_sharpness_restart_spread`, `curv/trace_se`, `curv/seconds`, ...
+SOLVER_DIAGNOSTIC = re.compile(r"(_restart_spread|_se|seconds|_converged(_all)?|_residual)$")
+
+
+def is_solver_diagnostic(column: str) -> bool:
+  return SOLVER_DIAGNOSTIC.search(column) is not None
 
 
 def mean_ci_text(values, fmt: Callable[[float], str] = num) -> str:
@@ -408,7 +413,7 @@ def standard_results(ctx: Context, *, bar_metrics=("test/accuracy", "gap/accurac
       blocks.append(fig)
   measures = [m for m in ctx.table.columns
               if (m.startswith("sharp/") or m in ("curv/lambda_max", "curv/trace"))
-              and not m.endswith(SOLVER_DIAGNOSTICS) and ctx.table[m].notna().sum() >= 3]
+              and not is_solver_diagnostic(m) and ctx.table[m].notna().sum() >= 3]
   if "gap/loss" in ctx.table.columns and measures and len(ctx.study.runs) >= 3:
     grp = [ctx.label(r) for r in ctx.study.runs]
     for m in measures[:4]:

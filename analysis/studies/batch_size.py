@@ -20,7 +20,7 @@ import numpy as np
 
 from analysis import criteria, landscapes, plots, runs, stats, style, tables, wording
 from analysis.document import Finding, Section, TableBlock
-from analysis.results import Context, Template, num, pct, standard_results
+from analysis.results import Context, Template, is_solver_diagnostic, num, pct, standard_results
 
 TITLE = "Batch size"
 BATCH_KEY = "training.batch_size"
@@ -49,10 +49,10 @@ def _by_batch(ctx: Context) -> dict[int, list[runs.Run]]:
 
 
 def _sharp_columns(ctx: Context) -> list[str]:
-  """The sharpness values the runs logged (Keskar's epsilon-sharpness first), without their standard
-  errors and restart spreads."""
+  """The sharpness values the runs logged (Keskar's epsilon-sharpness first), without their solvers'
+  diagnostics (standard errors, restart spreads, times)."""
   cols = [c for c in ctx.table.columns if c.startswith("sharp/") and ctx.table[c].notna().any()
-          and not c.endswith(("_se", "_restart_spread"))]
+          and not is_solver_diagnostic(c)]
   eps = [c for c in cols if "eps" in c]
   return (eps or cols)[:3]
 

@@ -169,14 +169,14 @@ def _log_if_wide(ax, which: str, ratio: float = 30.0) -> None:
     (ax.set_yscale if which == "y" else ax.set_xscale)("log")
 
 
-def interval_text(kind: str, level: float = 0.95) -> str:
-  """Caption words for an interval over seeds: `minmax`, `t` (the t-interval of the mean), `std`, or
-  `given` (intervals the caller computed)."""
+def interval_text(kind: str, level: float = 0.95, over: str = "seeds") -> str:
+  """Caption words for an interval over seeds (or over what `over` names, e.g. runs pooled from a grid):
+  `minmax`, `t` (the t-interval of the mean), `std`, or `given` (intervals the caller computed)."""
   if kind not in (*BANDS, "given"):
     raise UserError(choices_message("interval", kind, (*BANDS, "given")))
-  return {"minmax": "min–max over seeds",
-          "t": f"{100 * level:g}% t-interval of the mean over seeds (t with n − 1 degrees of freedom)",
-          "std": "mean ± one sample standard deviation over seeds",
+  return {"minmax": f"min–max over {over}",
+          "t": f"{100 * level:g}% t-interval of the mean over {over} (t with n − 1 degrees of freedom)",
+          "std": f"mean ± one sample standard deviation over {over}",
           "given": "the interval stated in the caption"}[kind]
 
 
@@ -689,15 +689,28 @@ def measure_vs_gap(measure: np.ndarray, gap: np.ndarray, *, measure_name: str,
   return _finish(fig, path)
 
 
+# caption words for `_dots` panels drawn on logs (heavy-tailed positive values; see `_dots`)
+LOG_PANELS = ("A panel on a log axis holds positive values spanning more than 10x over the seeds: its marker "
+              "is the geometric mean and its whiskers the same interval computed on the logs.")
+
+
 def _dots(ax, groups: Mapping, intervals: Mapping | None, error: str, level: float,
           scale: float = 1.0) -> None:
   """Draws one condition per x position 0, 1, ... in the order of `groups` (label -> seed values):
   every seed a small jittered grey point left of the position, the mean a coloured marker right of it,
   whiskers from `intervals[label]` = (lo, hi) when given, else `_interval(error)`. The value axis is
-  fitted to what is drawn (matplotlib's data limits; never extended to 0)."""
+  fitted to what is drawn (matplotlib's data limits; never extended to 0). Positive values whose seeds
+  span more than 10x (a heavy tail: a mean and t-interval would be set by one seed and run below 0) are
+  drawn on a log axis with the geometric mean and `error` computed on the logs (`LOG_PANELS` says so)."""
   rng = np.random.default_rng(0)
   intervals = intervals or {}
   drawn = []
+  every = [scale * np.asarray(pd.to_numeric(pd.Series(list(v)), errors="coerce"), np.float64)
+           for v in groups.values()]
+  every = np.concatenate(every) if every else np.zeros(0)
+  every = every[np.isfinite(every)]
+  logs = (not intervals and len(every) > 1 and every.min() > 0 and every.max() / every.min() > 10
+          and error != "minmax")
   for i, (label, values) in enumerate(groups.items()):
     x = scale * np.asarray(pd.to_numeric(pd.Series(list(values)), errors="coerce"), np.float64)
     x = x[np.isfinite(x)]
@@ -705,9 +718,11 @@ def _dots(ax, groups: Mapping, intervals: Mapping | None, error: str, level: flo
       continue
     ax.plot(i - 0.12 + rng.uniform(-0.06, 0.06, len(x)), x, linestyle="none", marker="o", markersize=3,
             color="0.35", alpha=0.75, markeredgewidth=0)
-    mean = float(x.mean())
+    mean = float(np.exp(np.log(x).mean())) if logs else float(x.mean())
     if label in intervals and intervals[label] is not None:
       lo, hi = (scale * float(v) for v in intervals[label])
+    elif logs:
+      lo, hi = (float(np.exp(v[0])) for v in _interval(np.log(x)[:, None], error, level))
     else:
       lo, hi = (float(v[0]) for v in _interval(x[:, None], error, level))
     if np.isfinite(lo) and np.isfinite(hi):
@@ -724,7 +739,7 @@ def _dots(ax, groups: Mapping, intervals: Mapping | None, error: str, level: flo
   ax.grid(axis="x", visible=False)
   v = np.asarray(drawn, np.float64)
   v = v[np.isfinite(v)]
-  if len(v) and v.min() > 0 and v.max() / v.min() > 50:
+  if logs or (len(v) and v.min() > 0 and v.max() / v.min() > 50):
     ax.set_yscale("log")
   elif scale == 100 and len(v) and v.max() <= 100 and ax.get_ylim()[1] > 100:
     # percentages (accuracy, accuracy points) never run past 100: matplotlib pads equal values by +-4%
@@ -795,8 +810,8 @@ def per_class_accuracy(class_names: Sequence[str], accuracies: Mapping[str, np.n
                        path: str | Path | None = None):
   """Accuracy per class as dots (no bars from 0): accuracies: label -> (num_classes,) or
   (num_seeds, num_classes) in [0, 1]. Per class, each label's mean is a marker (side by side in the
-  order given), whiskers span one sample std over seeds when there are several, seeds are small points;
-  the value axis is fitted to the data."""
+  order given), whiskers span the min–max over seeds when there are several (a mean ± std would run past
+  100% for classes near it), seeds are small points; the value axis is fitted to the data."""
   n = len(class_names)
   m = len(accuracies)
   fig, ax = style.figure(width=max(5.5, min(0.55 * n * max(m, 1) + 1.5, 11.0)), height=3.3)
@@ -808,7 +823,8 @@ def per_class_accuracy(class_names: Sequence[str], accuracies: Mapping[str, np.n
     if acc.shape[0] > 1:
       ax.plot(np.broadcast_to(x - 0.3 * width, acc.shape).ravel(), acc.ravel(), linestyle="none", marker="o",
               markersize=2, color=style.color(i), alpha=0.5, markeredgewidth=0)
-    ax.errorbar(x, mean, yerr=acc.std(axis=0, ddof=1) if acc.shape[0] > 1 else None, color=style.color(i),
+    spread = np.stack([mean - acc.min(axis=0), acc.max(axis=0) - mean]) if acc.shape[0] > 1 else None
+    ax.errorbar(x, mean, yerr=spread, color=style.color(i),
                 linestyle="none", marker="D", markersize=4.5, capsize=2, elinewidth=0.9, label=label)
   ax.set_xticks(range(n), list(class_names), rotation=30 if max(map(len, class_names)) > 5 else 0,
                 ha="right" if max(map(len, class_names)) > 5 else "center")

@@ -300,10 +300,11 @@ def seed_histories(rs: list[runs.Run]) -> list[tuple[np.ndarray, np.ndarray]]:
 
 def standard_results(ctx: Context, *, bar_metrics=("test/accuracy", "gap/accuracy", "curv/lambda_max"),
                      bar_key: str | None = None, thresholds: bool = True, curves_x: str = "step",
-                     curve_splits: tuple = ("train", "test")) -> list:
+                     curve_splits: tuple = ("train", "test"), over: str = "seeds") -> list:
   """Summary table, training curves, lambda_max over training, spectra, dot-and-whisker panels, per-class
   accuracy and measure-vs-gap scatter, each when its data exist. thresholds=False: lambda_max curves
-  without stability thresholds (studies that do not compare with them)."""
+  without stability thresholds (studies that do not compare with them). over: what a condition's runs
+  are, in the captions ("seeds"; "runs" when a template pools grid points into one condition)."""
   blocks = []
   groups = ctx.groups()
   loss = _loss_name(ctx)
@@ -312,11 +313,12 @@ def standard_results(ctx: Context, *, bar_metrics=("test/accuracy", "gap/accurac
   metrics = [m for m in SUMMARY_METRICS if m in ctx.table.columns and ctx.table[m].notna().any()]
   if metrics:
     t = tables.mean_std_table(ctx.table, ctx.keys, metrics, caption=(
-        f"Mean ± sample standard deviation over seeds (the value alone for one seed); accuracies in percent, "
+        f"Mean ± sample standard deviation over {over} (the value alone for one {over[:-1]}); accuracies in "
+        "percent, "
         f"losses {unit}; gaps: train minus test accuracy, test minus train loss (train = the fixed "
         "eval_train subset); the best mean of each accuracy, loss and gap column in bold (not when fewer "
         "than two conditions finished). λ_max and trace: the training-loss Hessian at the end"
-        + (f" ({mode})" if (mode := curvature_mode_text(ctx.study.runs)) else "") + "."))
+        + (f" ({mode})" if (mode := curvature_mode_text(ctx.study.runs)) else "") + "."), count_name=over)
     blocks.append(TableBlock("summary", t))
   full = {label: bool(rs[0].flat_config.get("training.full_batch", False)) for label, rs in groups.items()}
   train_name = ("full-batch training" if all(full.values()) else
@@ -327,8 +329,8 @@ def standard_results(ctx: Context, *, bar_metrics=("test/accuracy", "gap/accurac
   if loss != "mixed":
     fig = ctx.figure("training_curves", lambda p: plots.training_curves(
         groups, splits=curve_splits, x=curves_x, loss_name=loss, full_batch=full, path=p),
-        f"Training curves: {shown} loss and accuracy against the {curves_x}, mean over seeds with the "
-        f"min–max band over seeds. Loss in {style.loss_unit(loss)}, accuracy in percent.")
+        f"Training curves: {shown} loss and accuracy against the {curves_x}, mean over {over} with the "
+        f"min–max band over {over}. Loss in {style.loss_unit(loss)}, accuracy in percent.")
     if fig:
       blocks.append(fig)
   seeds = {label: seed_histories(rs) for label, rs in groups.items()}
@@ -336,11 +338,11 @@ def standard_results(ctx: Context, *, bar_metrics=("test/accuracy", "gap/accurac
   points = max((len(h[0]) for v in seeds.values() for h in v), default=0)
   mode = curvature_mode_text(ctx.study.runs)
   mode = f" Hessian: {mode}." if mode else ""
-  band = plots.interval_text("minmax")
+  band = plots.interval_text("minmax", over=over)
   if seeds and not thresholds:
     fig = ctx.figure("lambda_max", lambda p: plots.lambda_max_curves(seeds=seeds, band="minmax", path=p),
-                     f"Top Hessian eigenvalue λ_max over training ({points} measurements): mean over seeds "
-                     f"(markers), band {band}, thin lines the seeds (Adam-type runs that tracked it: the "
+                     f"Top Hessian eigenvalue λ_max over training ({points} measurements): mean over {over} "
+                     f"(markers), band {band}, thin lines the {over} (Adam-type runs that tracked it: the "
                      f"preconditioned sharpness).{mode}")
     if fig:
       blocks.append(fig)
@@ -352,9 +354,9 @@ def standard_results(ctx: Context, *, bar_metrics=("test/accuracy", "gap/accurac
     normalized = len(values) == len(thr) and max(values) > 10 * min(values)  # e.g. 2/eta next to 38/eta
     caption = (f"λ_max over training ({points} measurements) divided by each condition's stability "
                f"threshold ({', '.join(n for n in name if n)}; Adam-type runs: the preconditioned "
-               f"sharpness): mean over seeds, band {band}, the dashed line at 1." if normalized else
-               f"Top Hessian eigenvalue λ_max over training ({points} measurements): mean over seeds "
-               f"(markers), band {band}, thin lines the seeds, with each condition's stability threshold "
+               f"sharpness): mean over {over}, band {band}, the dashed line at 1." if normalized else
+               f"Top Hessian eigenvalue λ_max over training ({points} measurements): mean over {over} "
+               f"(markers), band {band}, thin lines the {over}, with each condition's stability threshold "
                f"({', '.join(n for n in name if n) or 'none for this optimizer'}) dashed in its colour.")
     fig = ctx.figure("lambda_max", lambda p: plots.lambda_max_curves(
         thresholds={k: t for k, (t, _) in thr.items()}, threshold_label=label, normalized=normalized,
@@ -391,9 +393,9 @@ def standard_results(ctx: Context, *, bar_metrics=("test/accuracy", "gap/accurac
     fig = ctx.figure("ablation", lambda p: plots.ablation_bars(
         rows, key, bars, order=[o for o in order if o in set(rows[key])], error="t",
         loss_name="cross_entropy" if loss == "mixed" else loss, path=p),
-        f"By `{key}` (conditions in the sweep's order): diamonds are means over seeds, whiskers the "
-        f"{plots.interval_text('t')}, grey dots the individual seeds; the value axes are fitted to the data "
-        "(not from 0). Every panel is the value at the end of training."
+        f"By `{key}` (conditions in the sweep's order): diamonds are means over {over}, whiskers the "
+        f"{plots.interval_text('t', over=over)}, grey dots the individual {over}; the value axes are fitted "
+        f"to the data (not from 0). Every panel is the value at the end of training. {plots.LOG_PANELS}"
         + (f" Runs left out (not finished): {', '.join(failed)}." if failed else ""))
     if fig:
       blocks.append(fig)
@@ -408,7 +410,8 @@ def standard_results(ctx: Context, *, bar_metrics=("test/accuracy", "gap/accurac
     names = CLASS_NAMES.get(ctx.study.runs[0].flat_config.get("data.name"), ())
     names = names if len(names) == n else tuple(str(k) for k in range(n))
     fig = ctx.figure("per_class_accuracy", lambda p: plots.per_class_accuracy(names, per_class, path=p),
-                     "Final test accuracy per class (mean over seeds; error bars one standard deviation).")
+                     f"Final test accuracy per class: mean over {over} (diamonds), whiskers the min–max "
+                     f"over {over}, small dots the {over}.")
     if fig:
       blocks.append(fig)
   measures = [m for m in ctx.table.columns

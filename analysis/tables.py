@@ -95,9 +95,10 @@ def format_mean_std(mean: float, std: float, n: int) -> str:
 
 def mean_std_table(table: pd.DataFrame, by: Sequence[str], metrics: Sequence[str], *,
                    better: Mapping[str, str | None] | None = None, caption: str = "",
-                   names: Mapping[str, str] | None = None, invalid: Collection | None = None) -> Table:
+                   names: Mapping[str, str] | None = None, invalid: Collection | None = None,
+                   count_name: str = "seeds") -> Table:
   """One row per condition (distinct values of `by`), one column per metric: mean ± std over the
-  condition's runs (seeds), a column `seeds` with their count, the best mean per column in bold.
+  condition's runs (seeds), a column `count_name` with their count, the best mean per column in bold.
 
   Bold goes only to valid conditions (`best_mask`): not listed in `invalid` (conditions as tuples of
   their `by` values, or the value alone for one key), no run whose `status` column (when the table has
@@ -111,7 +112,7 @@ def mean_std_table(table: pd.DataFrame, by: Sequence[str], metrics: Sequence[str
   conditions = list(dict.fromkeys(tuple(r) for r in agg[by].itertuples(index=False))) if by else [()]
   short = [b.rsplit(".", 1)[-1] for b in by]
   short = [".".join(b.split(".")[-2:]) if short.count(n) > 1 else n for b, n in zip(by, short)]
-  header = [names.get(b, n) for b, n in zip(by, short)] + ["seeds"] + [
+  header = [names.get(b, n) for b, n in zip(by, short)] + [count_name] + [
       names.get(m, SHORT_NAMES.get(m, style.metric_label(m))) for m in metrics]
   invalid = {c if isinstance(c, tuple) else (c,) for c in (invalid or ())}
   rows, means, valid = [], [], []

@@ -116,6 +116,22 @@ def test_dot_whisker_fits_the_axis_and_keeps_the_order():
   assert sum(len(line.get_ydata()) for line in seeds) == 15
 
 
+def test_dot_whisker_heavy_tailed_positive_values_on_logs():
+  """Seeds spanning more than 10x: geometric mean and the t-interval of the logs on a log axis (a mean and
+  t-interval of the values would run below 0)."""
+  values = np.array([140.0, 6000.0, 32000.0])
+  ax = plots.dot_whisker({"no skip": values}, error="t").axes[0]
+  assert ax.get_yscale() == "log"
+  mean = next(line for line in ax.lines if line.get_marker() == "D")
+  assert mean.get_ydata()[0] == pytest.approx(np.exp(np.log(values).mean()))
+  logs = np.log(values)
+  half = scipy.stats.t.ppf(0.975, 2) * logs.std(ddof=1) / np.sqrt(3)
+  caps = sorted(float(y) for line in ax.lines if line.get_marker() == "_" for y in line.get_ydata())
+  np.testing.assert_allclose(caps, np.exp([logs.mean() - half, logs.mean() + half]), rtol=1e-9)
+  narrow = plots.dot_whisker({"a": np.array([1.0, 2.0, 3.0])}, error="t").axes[0]
+  assert narrow.get_yscale() == "linear"
+
+
 def test_ablation_dots_order_units_and_no_pooling_of_losses():
   rng = np.random.default_rng(4)
   table = pd.DataFrame({"optimizer.name": ["sgd"] * 3 + ["adam"] * 3 + ["momentum"] * 3,
@@ -246,3 +262,7 @@ def test_per_class_accuracy_is_dots_in_the_given_class_order():
   assert [t.get_text() for t in ax.get_xticklabels()] == names
   means = next(line for line in ax.lines if line.get_marker() == "D")
   np.testing.assert_allclose(means.get_ydata(), 100 * acc.mean(axis=0))
+  # whiskers: the min-max over seeds, never past 100% (a mean + std of 99% and 100% would be)
+  top = plots.per_class_accuracy(["x"], {"a": np.array([[0.99], [1.0]])}).axes[0]
+  whisker = next(c for c in top.collections if len(c.get_segments()))
+  np.testing.assert_allclose(sorted(whisker.get_segments()[0][:, 1]), [99.0, 100.0])

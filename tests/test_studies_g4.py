@@ -256,6 +256,9 @@ def test_generalization_measures_verdicts(tmp_path):
   assert verdicts[("adaptive_sharpness_no_correlation", "")] == "inconclusive"
   md = written.markdown.read_text()
   assert "contradicts it" in md  # the comparison's words follow the same tau_b and p as the verdicts
+  # the summary by batch size pools grid points of one seed each: counted and captioned as runs, not seeds
+  assert "| batch_size | runs |" in md and "over runs (the value alone for one run)" in md
+  assert "| batch_size | seeds |" not in md
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -112,11 +112,12 @@ def _place(rank: pd.DataFrame, row: pd.Series) -> tuple[int, int]:
 
 def _results(ctx: Context):
   # The standard results by batch size only (its runs share the step count; 16 conditions would not fit
-  # one legend), the band over the other axes; the measure-vs-gap plots are drawn below.
+  # one legend), pooling the grid points of the other axes (not seeds: the captions say "runs"); the
+  # measure-vs-gap plots are drawn below.
   pooled = dataclasses.replace(ctx.study, override_keys=[k for k in ctx.keys if k == "training.batch_size"])
   plain = dataclasses.replace(ctx, study=pooled, table=ctx.table.drop(columns=[
       c for c in ctx.table.columns if str(c).startswith("sharp/")]))
-  blocks = standard_results(plain, bar_metrics=())
+  blocks = standard_results(plain, bar_metrics=(), over="runs")
   cols = [k for k in ctx.keys if k in ctx.table.columns] + [
       m for m in ("eval_train/accuracy", "eval_train/loss", "test/accuracy", "gap/accuracy", "gap/loss")
       if m in ctx.table.columns]

@@ -215,7 +215,7 @@ def _results(ctx: Context):
         ctx.table, KEY, dots, order=order, error="t", loss_name=loss, path=p),
         "Per optimizer (in the sweep's order): the mean over seeds (diamond) with its "
         f"{plots.interval_text('t')} as whiskers, and each seed as a grey point; the value axes are fitted "
-        "to the data.")
+        f"to the data. {plots.LOG_PANELS}")
     if fig:
       blocks.append(fig)
   full = {label: bool(rs[0].flat_config.get("training.full_batch")) for label, rs in groups.items()}

@@ -114,7 +114,8 @@ def _results(ctx: Context):
         table, METHOD, have, order=order, error="std",
         loss_name=losses[0] if len(losses) == 1 else "cross_entropy", path=p),
         "By method" + (" and loss" if len(losses) > 1 else "") + ": the mean over seeds (marker), whiskers "
-        f"{plots.interval_text('std')}, the seeds as small points; the value axis fitted to the data.")
+        f"{plots.interval_text('std')}, the seeds as small points; the value axis fitted to the data. "
+        f"{plots.LOG_PANELS}")
     if fig:
       blocks.insert(2, fig)
   return [Section("Results", blocks)], _findings(ctx, table, losses)

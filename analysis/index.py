@@ -65,7 +65,21 @@ def table(records: list[dict]) -> str:
     code = ", ".join(c[:12] for c in r.get("code_versions") or []) or "not recorded"
     name = f"`{r.get('study') or r.get('template')}`" + (f" ({r['variant']})" if r.get("variant") else "")
     lines.append(f"| {name} | {verdicts} | {seeds} | {_minutes(r.get('wall_time_s'))} | {code} |")
-  return "\n".join(lines) + "\n"
+  return "\n".join(lines) + "\n\n" + totals(records) + "\n"
+
+
+def totals(records: list[dict]) -> str:
+  """The line under the table: how many studies hold every criterion, how many hold some, and the sum of
+  the sweeps' wall times (with how many studies recorded none)."""
+  judged = [r for r in records if r["verdicts"]]
+  every = [r for r in judged if all(v.get("verdict") == "holds" for v in r["verdicts"])]
+  some = [r for r in judged if r not in every and any(v.get("verdict") == "holds" for v in r["verdicts"])]
+  walls = [r.get("wall_time_s") for r in records]
+  known = [w for w in walls if isinstance(w, int | float)]
+  text = (f"{len(every)} of {len(records)} studies hold every criterion, {len(some)} more hold some; the "
+          f"sweeps' wall times sum to {_minutes(sum(known))}")
+  missing = len(walls) - len(known)
+  return text + (f" ({missing} study/studies recorded none)." if missing else ".")
 
 
 def replace_between_markers(text: str, block: str, where: str) -> str:

@@ -128,6 +128,10 @@ def test_the_report_opens_with_the_verdicts_and_the_index_is_generated_from_them
   text = readme.read_text()
   assert "old hand-typed" not in text and text.startswith("intro\n") and text.endswith("rest\n")
   assert "✔ holds" in text and "✘ fails" in text and "6 min 30 s" in text and "abc123def456" in text
+  assert "0 of 1 studies hold every criterion, 1 more hold some; the sweeps' wall times sum to 6 min 30 s." \
+      in text
+  both = index.totals([record, record | {"verdicts": record["verdicts"][:1], "wall_time_s": None}])
+  assert both.startswith("1 of 2 studies hold every criterion, 1 more hold some") and "(1 study" in both
   readme.write_text("no markers\n")
   assert index.main([str(root), "--readme", str(readme)]) == 2
   assert readme.read_text() == "no markers\n"

@@ -88,6 +88,9 @@ Variants:
   `epsilon_sharpness` holds (1.94x, 99% interval 1.08 to 3.5), `lambda_max` holds (14.8x, 8.73 to 25.2),
   `matched_training_loss` holds (0.0177 nats apart, +0.0034 to +0.032), `interpolation` holds (3.58 nats,
   +0.027 to +7.14), `test_accuracy` inconclusive (-0.25 points, -1.48 to +0.98).
+  Re-run at 98e9e1c (2026-12-03, one sweep at a time, nothing else running but a nice-19 test run and
+  report writing): 9 min 56 s for the whole sweep with its interpolations (`/usr/bin/time`; 1,041
+  CPU-seconds), the same verdicts and numbers.
 - `paper`: close to Keskar et al.'s C1 network (a shallow AlexNet-like convolutional network): `alexnet`
   on CIFAR-10, Adam at lr 1e-3, batch 256 against 5,000 (10% of the 50,000 training images, their
   large-batch rule), 100 epochs, no augmentation, 3 seeds; the Hessian and epsilon-sharpness on 5,000

@@ -64,7 +64,8 @@ Variants:
   mean drops span 0.14-0.28 points against a seed spread of 0.20, at prune0.9 14.3-18.2 points against
   4.1. The milder pruning levels, not registered, show it (prune0.7: tau = +0.62, p = 5e-5). The sweep
   took 31 min 3 s with `--parallel 2` while five other sweeps shared the 2 cores (load average about
-  25); it used 481 CPU-seconds (user + sys), about 4-5 min on 2 quiet cores.
+  25); it used 481 CPU-seconds (user + sys), about 4-5 min on 2 quiet cores. Re-run at 98e9e1c with
+  nothing else running: 3 min 13 s (352 CPU-seconds), the same verdicts and numbers.
 - `paper`: ResNet-20 (BatchNorm) on CIFAR-10, SGD with momentum 0.9, lr 0.1 with cosine decay, weight
   decay 5e-4, crop and flip, 200 epochs, 3 seeds; the Hessian of the loss training descends (BatchNorm
   with batch statistics over ghost batches of the run's training batch size) on 6,144 training images

@@ -47,7 +47,8 @@ Variants:
   criteria are unchanged.
   Measured (git f6f6e51, 2026-12-03, `nice -n 10`, `--parallel 2` on 2 CPU cores shared with 3-4 other
   sweeps, load average 21-30): 48 min 50 s for the sweep (24 trials of 86-262 s wall), 612 CPU-seconds
-  (`/usr/bin/time`: 559 s user, 53 s system), i.e. about 5 minutes on 2 quiet cores. Both criteria hold:
+  (`/usr/bin/time`: 559 s user, 53 s system), i.e. about 5 minutes on 2 quiet cores (re-run at 98e9e1c
+  with nothing else running: 5 min 10 s, 549 CPU-seconds, the same numbers). Both criteria hold:
   depth 1 minus depth 8 test accuracy +1.37 points (97.5% Welch interval -0.04 to +2.77 points, above
   -1), lambda_max depth 8 / depth 1 4.04x (2.53 to 6.45x), 6 vs 6 seeds. Depth 8 ended short of fitting
   the training set (training-subset accuracy 98.88%, loss 0.036 nats, against 100% and 0.007 for depth

@@ -82,7 +82,8 @@ Variants:
   89% in the window (its loss, 2.3e-4, still spikes). Cross-entropy: crosses at step 240, 94% in the
   window up to its decline, ends at 0.31 x 2/eta. Wall time: 4 min 58 s for the sweep with `--parallel 2`
   at nice 15 while another sweep ran on both cores (load average 4-8; trials of 63-110 s); it used 311
-  CPU-seconds, about 3 min on 2 quiet cores. The report takes ~8 s.
+  CPU-seconds, about 3 min on 2 quiet cores. The report takes ~8 s. Re-run at 98e9e1c: 3 min 41 s while
+  a 2-process pilot shared the cores for most of it (257 CPU-seconds), the same verdicts and numbers.
 - `paper`: Cohen et al.'s setting: a tanh MLP (2 hidden layers of 200, PyTorch initialization) on 5,000
   CIFAR-10 images standardized per pixel, full-batch GD, step sizes 2/30 ... 2/120, until the training
   loss is small. For a GPU; not run here.

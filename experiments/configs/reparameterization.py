@@ -60,7 +60,8 @@ Variants:
   epsilon 1e-10, 3 seeds): every criterion holds (largest relative logit change 3.2e-7 to 6.0e-7; lambda_max
   range 95-109x without normalization; adaptive change at most 4.8e-6; path norm at most 1.3e-7). The sweep
   took 15 min 5 s with `--parallel 2` while five other sweeps shared the 2 cores (load average about 25);
-  it used 634 CPU-seconds (user + sys), about 5-6 min on 2 quiet cores.
+  it used 634 CPU-seconds (user + sys), about 5-6 min on 2 quiet cores. Re-run at 98e9e1c with nothing
+  else running: 5 min 11 s, the same verdicts and numbers.
 - `paper`: the same design at a larger scale (our recipe; Dinh et al.'s argument is analytic and has no
   training recipe): `mlp` with 2 hidden layers of 1,024 on all 60,000 Fashion-MNIST images, 30 epochs,
   alphas 0.01 to 100, measures on 10,000 training images, 3 seeds.

@@ -370,7 +370,7 @@ def _measured_reason(ctx: Context, findings: list[Finding]) -> list[str]:
           f"{lo:.2f}x and {hi:.2f}x, each 95% interval containing 1 (the widest: {widest['ci'][0]:.2f} to "
           f"{widest['ci'][1]:.2f}x for {dict(RATIOS).get(widest['metric'], widest['metric'])}): at this "
           f"scale ({depth}) these seeds do not tell the two networks apart: the effect Santurkar et al. "
-          f"measure on a deeper VGG network on CIFAR-10 is either absent here or smaller than these seeds "
+          f"measure on VGG networks on CIFAR-10 is either absent here or smaller than these seeds "
           f"resolve (no difference is shown either)."]
 
 

@@ -28,7 +28,7 @@ import pandas as pd
 import scipy.stats
 
 from analysis import runs, stats, tables, wording
-from research.core.criteria import Criterion, parse_one
+from research.core.criteria import TWO_GROUPS, Criterion, parse_one
 from research.core.errors import UserError
 
 VERDICTS = ("holds", "fails", "inconclusive", "not measured")
@@ -79,12 +79,22 @@ def _matches(run: runs.Run, group: dict) -> bool:
   return all(_same(_value_of(run, k), v) for k, v in group.items())
 
 
-def _values(table: pd.DataFrame, group_runs: list[runs.Run], quantity: str) -> np.ndarray:
-  if quantity not in table.columns or not group_runs:
+def _values(table: pd.DataFrame, group_runs: list[runs.Run], quantity: str,
+            diverged: float | None = None) -> np.ndarray:
+  """The finite values of the group's runs; a run that diverged counts as `diverged` when that is given
+  (the criterion's stated value for it), else it is left out like any run without the quantity."""
+  if not group_runs:
     return np.zeros(0)
-  names = {r.name for r in group_runs}
-  col = pd.to_numeric(table.loc[table["run"].isin(names), quantity], errors="coerce")
-  return col[np.isfinite(col)].to_numpy(np.float64)
+  col = (pd.to_numeric(table.set_index("run")[quantity], errors="coerce") if quantity in table.columns
+         else pd.Series(dtype=float))
+  out = []
+  for r in group_runs:
+    v = float(col.get(r.name, np.nan))
+    if diverged is not None and r.status == "diverged" and not np.isfinite(v):
+      v = diverged
+    if np.isfinite(v):
+      out.append(v)
+  return np.asarray(out, np.float64)
 
 
 def _fmt(x: float) -> str:
@@ -106,10 +116,10 @@ def tau_interval(tau: float, n: int, level: float = 0.95) -> tuple[float, float]
 def _judge_one(c: Criterion, table: pd.DataFrame, members: list[runs.Run],
                level: float) -> tuple[str, str, dict]:
   a_runs = [r for r in members if _matches(r, c.a)]
-  a = _values(table, a_runs, c.quantity)
+  a = _values(table, a_runs, c.quantity, c.diverged)
   ref = c.reference
   if c.compare in ("ratio", "difference"):
-    b = _values(table, [r for r in members if _matches(r, c.b)], c.quantity)
+    b = _values(table, [r for r in members if _matches(r, c.b)], c.quantity, c.diverged)
     if not (len(a) and len(b)):
       return "not measured", f"no value of `{c.quantity}` in {'group a' if not len(a) else 'group b'}", {}
     compute = stats.ratio_interval if c.compare == "ratio" else stats.difference_interval
@@ -166,6 +176,13 @@ def _judge_one(c: Criterion, table: pd.DataFrame, members: list[runs.Run],
   measured = f"{estimate}; {wording.interval_text(interval, **style_)}"
   values = {"estimate": interval.estimate, "lo": interval.lo, "hi": interval.hi, "method": interval.method,
             "n": list(interval.n), "p_value": interval.p_value, "threshold": ref, "level": interval.level}
+  if c.diverged is not None:
+    grouped = a_runs + ([r for r in members if _matches(r, c.b)] if c.compare in TWO_GROUPS else [])
+    gone = [r.name for r in grouped if r.status == "diverged" and not np.isfinite(
+        _values(table, [r], c.quantity)).any()]
+    if gone:
+      measured += f"; {len(gone)} diverged run(s) counted as {_fmt(c.diverged)}, as registered"
+      values["diverged_runs"] = gone
   return _FROM_WORDING[j.verdict], measured, values
 
 

@@ -165,6 +165,30 @@ def test_every_counts_a_diverged_run_as_failing(tmp_path):
   assert v.verdict == "fails" and v.values["passing"] == 2 and v.values["n"] == 3
 
 
+def test_a_registered_diverged_value_counts_runs_that_diverged(tmp_path):
+  """`diverged`: a run that diverged (no final value) counts as the registered value in a difference;
+  without the field it is left out, and the interval is that of the runs that finished."""
+  diff = RATIO | {"id": "trains", "compare": "difference", "quantity": "curv/lambda_max",
+                  "a": {"model.knobs.norm": "batch"}, "b": {"model.knobs.norm": "none"}}
+  counted = diff | {"id": "counted", "diverged": 0.1}
+  root = _study(tmp_path / "s", {"none": [0.09, 0.5, 0.5], "batch": [0.85, 0.86, 0.84]}, [diff, counted])
+  for name in ("001-norm=none-seed=1", "002-norm=none-seed=2"):  # diverged: no final metrics
+    (root / name / "meta.json").write_text(json.dumps({"status": "diverged", "seed": 1}))
+    (root / name / "summary.json").write_text(json.dumps({"status": "diverged", "final": {}}))
+    (root / name / "metrics.jsonl").write_text(json.dumps({"step": 30, "diverged": True}) + "\n")
+  study = runs.load(root)
+  found = judging.judge(judging.recorded(study)[0], study, runs.runs_table(study))
+  by_id = {v.criterion.id: v for v in found}
+  assert by_id["trains"].values["n"] == [3, 1]  # the diverged runs left out
+  assert by_id["counted"].values["n"] == [3, 3]
+  ref = scipy.stats.ttest_ind([0.85, 0.86, 0.84], [0.09, 0.1, 0.1], equal_var=False)
+  assert by_id["counted"].values["p_value"] == pytest.approx(ref.pvalue, rel=1e-9)
+  assert by_id["counted"].verdict == "holds"
+  assert "2 diverged run(s) counted as 0.1" in by_id["counted"].measured
+  with pytest.raises(UserError, match="diverged"):
+    criteria.parse([counted | {"diverged": "chance"}])
+
+
 def test_no_correlation_needs_an_interval_inside_the_band():
   """Kendall's tau interval by Fisher z (var 0.437 / (n - 4)); a small tau from few runs is not 'no
   correlation'."""

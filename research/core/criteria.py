@@ -21,6 +21,9 @@ the report judges them from the run directories (`analysis.criteria`). A criteri
   a, b       the groups: {config key: value} that every run of the group matches (`{}`: every run)
   threshold  what the estimate is compared with (default: the null of `compare`)
   each       optional config key: the criterion is judged once per value of it (e.g. per step size)
+  diverged   optional number: the value a run that diverged counts as, for a quantity it never logged
+             (e.g. 0.1, chance accuracy of 10 classes, for "does not train at this step size"); without
+             it a diverged run has no value and is left out of its group
 
 Why here: the sweep (research) records the criteria and `analysis` judges them, and both may import
 only this leaf; neither owns the schema.
@@ -36,7 +39,7 @@ EXPECTED = (">", "<", "=")
 NULLS = {"ratio": 1.0, "difference": 0.0, "mean": 0.0, "every": 0.0, "kendall": 0.0}
 TWO_GROUPS = ("ratio", "difference")
 REQUIRED = ("id", "claim", "source", "quantity", "compare", "expected")
-OPTIONAL = ("a", "b", "threshold", "margin", "each", "by")
+OPTIONAL = ("a", "b", "threshold", "margin", "each", "by", "diverged")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +56,7 @@ class Criterion:
   margin: float | None = None
   each: str | None = None
   by: str | None = None
+  diverged: float | None = None
 
   @property
   def null(self) -> float:
@@ -105,7 +109,8 @@ def parse_one(spec: dict, where: str = "criterion") -> Criterion:
                 spec["expected"], _group(spec.get("a"), "a", where),
                 _group(spec.get("b"), "b", where) if spec["compare"] in TWO_GROUPS else None,
                 _number(spec.get("threshold"), "threshold", where),
-                _number(spec.get("margin"), "margin", where), spec.get("each"), spec.get("by"))
+                _number(spec.get("margin"), "margin", where), spec.get("each"), spec.get("by"),
+                _number(spec.get("diverged"), "diverged", where))
   if c.compare in TWO_GROUPS and not spec.get("b") and spec.get("b") != {}:
     raise UserError(f"{where}: compare={c.compare} needs the second group `b`")
   if c.expected == "=" and (c.margin is None or c.margin <= 0):

@@ -229,6 +229,46 @@ def judge(criteria: list[Criterion], study: runs.Study, table: pd.DataFrame, *,
   return out
 
 
+def undecided_reasons(study: runs.Study, table: pd.DataFrame, *, level: float = 0.95) -> list[str]:
+  """For each ratio or difference criterion the verdict table leaves inconclusive: the measured reason,
+  its effect against the seed-to-seed spread of each group and what that spread and seed count need
+  (`wording.why_undecided`, at the level each test of the table is judged)."""
+  found, _ = recorded(study)
+  table = with_history(table, study, found)
+  each = test_level(study, level)
+  out = []
+  for v in judge(found, study, table, level=level):
+    c = v.criterion
+    if v.verdict != "inconclusive" or c.compare not in TWO_GROUPS or v.scope:
+      continue
+    ra, rb = ([r for r in study.runs if _matches(r, g)] for g in (c.a, c.b))
+    a, b = (_values(table, rs, c.quantity, c.diverged) for rs in (ra, rb))
+    if c.compare == "ratio":
+      a, b = np.log(a[a > 0]), np.log(b[b > 0])
+    if len(a) < 2 or len(b) < 2:
+      short, rs, x = ("a", ra, a) if len(a) < 2 else ("b", rb, b)
+      gone = sum(r.status == "diverged" for r in rs)
+      out.append(f"Measured reason, `{c.id}`: {len(x)} of the {len(rs)} runs of group {short} have a value"
+                 + (f" ({gone} diverged)" if gone else "") + "; an interval needs at least 2.")
+      continue
+    effect, sa, sb = float(a.mean() - b.mean()), float(a.std(ddof=1)), float(b.std(ddof=1))
+    points = c.compare == "difference" and c.quantity.split("@")[0].endswith("accuracy")
+    if points:  # accuracies in points, as the verdict table gives them
+      effect, sa, sb = 100 * effect, 100 * sa, 100 * sb
+    if c.compare == "ratio":
+      what = f"a log-ratio of {effect:+.2f} against a seed-to-seed standard deviation of the log of"
+    else:
+      what = (f"a difference of {effect:+.3g}{' points' if points else ''} against a seed-to-seed standard "
+              "deviation of")
+    why = (wording.why_undecided(effect, sa, sb, len(a), len(b), each, "1" if c.compare == "ratio" else "0",
+                                 "per group")
+           if (effect > 0) == (c.expected == ">") else
+           "the estimate itself points against the claim, so more seeds at this effect would not show it")
+    out.append(f"Measured reason, `{c.id}`: {what} {sa:.3g} (a) and {sb:.3g} (b) over {len(a)} vs {len(b)} "
+               f"seeds; {why}.")
+  return out
+
+
 def _scoped(criteria: list[Criterion], study: runs.Study) -> list[tuple[Criterion, str, list[runs.Run]]]:
   """(criterion, scope label, member runs): one per criterion, or per value of its `each` key."""
   tasks = []

@@ -189,6 +189,23 @@ def test_a_registered_diverged_value_counts_runs_that_diverged(tmp_path):
     criteria.parse([counted | {"diverged": "chance"}])
 
 
+def test_an_inconclusive_comparison_gets_its_measured_reason(tmp_path):
+  """`undecided_reasons`: the log-ratio against each group's spread of the logs, and the seeds that spread
+  needs at the table's level (the normal approximation n = z^2 (s_a^2 + s_b^2) / effect^2)."""
+  values = {"none": [6.0, 11.0, 8.0], "batch": [5.0, 9.0, 6.5]}
+  root = _study(tmp_path / "s", values, [RATIO])
+  study = runs.load(root)
+  (reason,) = judging.undecided_reasons(study, runs.runs_table(study))
+  la, lb = np.log(values["none"]), np.log(values["batch"])
+  effect = la.mean() - lb.mean()
+  need = int(np.ceil(scipy.stats.norm.ppf(0.975) ** 2 * (la.var(ddof=1) + lb.var(ddof=1)) / effect ** 2))
+  assert reason.startswith(f"Measured reason, `sharper`: a log-ratio of {effect:+.2f}")
+  assert f"about {need} seeds per group" in reason
+  clear = _study(tmp_path / "c", {"none": [10.0, 11.0, 12.0], "batch": [5.0, 5.5, 6.0]}, [RATIO])
+  study = runs.load(clear)
+  assert judging.undecided_reasons(study, runs.runs_table(study)) == []  # decided: nothing to explain
+
+
 def test_no_correlation_needs_an_interval_inside_the_band():
   """Kendall's tau interval by Fisher z (var 0.437 / (n - 4)); a small tau from few runs is not 'no
   correlation'."""

@@ -291,6 +291,7 @@ def _regime(ctx: Context, groups: dict[str, list[runs.Run]]) -> list[Finding]:
 
 
 def _bn_comparison(ctx: Context, findings: list[Finding]) -> list:
+  whole = ctx  # the criteria are judged over every run, the step-size sweep's included
   ctx, sweep = _split(ctx)
   mode = curvature_mode_text(ctx.study.runs) or "no network with BatchNorm measured"
   out = ["Santurkar et al. (2018, NeurIPS, \"How does batch normalization help optimization?\") find that "
@@ -332,6 +333,7 @@ def _bn_comparison(ctx: Context, findings: list[Finding]) -> list:
                f"direction shows in {counts['shows']}, is contradicted in {counts['contradicts']} and is "
                f"inconclusive in {counts['inconclusive']} at these seeds."]
     summary += _measured_reason(ctx, findings)
+  summary += criteria.undecided_reasons(whole.study, whole.table)
   ends = [e for f in findings if f.values.get("metric") == "lambda_max / threshold" for e in f.values["end"]]
   regime = [f"Regime (Cohen et al. 2021): every run ended at {min(ends):.2f}-{max(ends):.2f}x its stability "
             "threshold (the findings give each condition), " + ("below it: the regime of minibatch SGD, not "

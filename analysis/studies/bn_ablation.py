@@ -381,6 +381,15 @@ def _bn_limitations(ctx: Context) -> list[str]:
          "(BatchNorm makes preceding weights scale-invariant), so equal step sizes are not equal steps.",
          "The smoothness probes move along the plain gradient at the current learning rate; with momentum "
          "the optimizer's actual update points elsewhere."]
+  index = ctx.study.index or {}
+  recorded = index.get("criteria") or []
+  if index.get("variant") == "quick" and any(isinstance(c, dict) and "diverged" in c for c in recorded):
+    out.append("This design was changed after earlier runs of the study, and the verdicts should be read "
+               "with that in mind: the network (a VGG-11 instead of a 2-convolution CNN), the value a "
+               "diverged run counts as in `larger_stable_lr`, the tracking interval and the step-size grid "
+               "(`experiments/configs/bn_ablation.py` gives those runs and their numbers). An earlier run of "
+               "the same training measured every 20 steps instead of 30 and decided `loss_variation` but not "
+               "`lambda_max`: verdicts near their thresholds turn on which steps are measured.")
   seeds = [len(rs) for rs in _bn_groups(_split(ctx)[0]).values()]
   if seeds and min(seeds) < 3:
     out.append(f"{min(seeds)} seed(s) per condition: Welch intervals with so few seeds are wide, and most "

@@ -49,6 +49,13 @@ for the next: `larger_stable_lr` counts a diverged run at chance accuracy (0.1; 
 `diverged`), what "does not train" means; and, to bring `make study` under 5 minutes, the curvature and
 smoothness every 30 steps instead of 20 and the step-size sweep without 0.4 (not a criterion; at 0.2 the
 limit of the run without normalization already shows). Training is unchanged by either.
+Run at 91f6edd (`make study` from a fresh clone after `make setup`, empty caches: 4 min 25 s): 4 criteria
+hold, `gradient_predictiveness` (5.68x), `beta_smoothness` (2.34x), `lambda_max` (1.90x, 99.17% interval
+1.07 to 3.36) and `larger_stable_lr` (+74.4 points, 2 diverged runs at chance); `loss_variation` (4.02x,
+0.26 to 61) and `test_accuracy` (+1.16 points, -7.4 to +9.7) are inconclusive. The same training measured
+every 20 steps had decided `loss_variation` (3.27x) but not `lambda_max` (1.75x): the loss variation of
+the network without normalization spikes early in training (above 1 nat at some measurements, against
+about 0.07 with BatchNorm), so its mean depends on which steps are measured.
 
 Variants:
 - `quick`: `vgg11` at width 1/8 (8 conv layers of 8-64 channels in VGG-11's five groups, global average

@@ -660,12 +660,21 @@ def measure_vs_gap(measure: np.ndarray, gap: np.ndarray, *, measure_name: str,
                    gap_name: str | None = None, groups: Sequence[str] | None = None,
                    loss_name: str = "cross_entropy", path: str | Path | None = None):
   """Scatter of a measure (one point per run) against the generalization gap, Kendall's tau in the
-  title. The measure axis is logarithmic when positive and spanning more than 30x. gap_name: default
-  the loss gap in `style.loss_unit(loss_name)`."""
+  title: over all runs, and when the runs come from several conditions (`groups`) the title says it is
+  pooled across them (a between-condition difference can make it, or hide one within conditions). Only
+  groups with a point are in the legend. The measure axis is logarithmic when positive and spanning
+  more than 30x. gap_name: default the loss gap in `style.loss_unit(loss_name)`."""
   gap_name = style.metric_label("gap/loss", loss_name) if gap_name is None else gap_name
   measure, gap = np.asarray(measure, np.float64), np.asarray(gap, np.float64)
   tau, p, n = stats.kendall_tau(measure, gap)
   fig, ax = style.figure(width=4.6, height=3.5)
+  drawn = np.isfinite(measure) & np.isfinite(gap)
+  pooled = 0
+  if groups is not None:
+    groups = list(groups)
+    pooled = len({g for g, ok in zip(groups, drawn) if ok})
+    keep = [g for g, ok in zip(groups, drawn) if ok]
+    measure, gap, groups = measure[drawn], gap[drawn], keep
   if groups is None:
     ax.plot(measure, gap, linestyle="none", marker="o", color=style.color(0), alpha=0.85)
   else:
@@ -684,7 +693,8 @@ def measure_vs_gap(measure: np.ndarray, gap: np.ndarray, *, measure_name: str,
     ax.set_xscale("log")
   ax.set_xlabel(measure_name)
   ax.set_ylabel(gap_name)
-  ax.set_title(f"Kendall τ = {tau:.2f} (n = {n}, p = {p:.2g})" if np.isfinite(tau) else f"n = {n}",
+  over = f", pooled over {pooled} conditions" if pooled > 1 else ""
+  ax.set_title(f"Kendall τ = {tau:.2f} (n = {n}{over}, p = {p:.2g})" if np.isfinite(tau) else f"n = {n}",
                fontsize=10, loc="left")
   return _finish(fig, path)
 

@@ -425,7 +425,8 @@ def standard_results(ctx: Context, *, bar_metrics=("test/accuracy", "gap/accurac
           vals, ctx.table["gap/loss"].to_numpy(np.float64), measure_name=style.metric_label(m),
           groups=grp if len(set(grp)) > 1 else None, path=p),
           f"{style.plain(style.metric_label(m)).capitalize()} against the generalization gap (test minus "
-          "train loss), one point per run; Kendall's τ over the runs in the title.")
+          "train loss), one point per run; Kendall's τ over the runs in the title, pooled over the "
+          "conditions when there are several (a difference between conditions can make it).")
       if fig:
         blocks.append(fig)
   return blocks

@@ -188,6 +188,19 @@ def test_loss_axes_take_the_unit_of_the_loss():
                                       loss_name="mse").axes[0].get_ylabel()
 
 
+def test_measure_vs_gap_says_when_tau_is_pooled_and_lists_only_drawn_groups():
+  lam = np.array([11.0, 13.0, 22.0, 13.0, 27.0, 28.0, np.nan, np.nan])
+  gap = np.array([0.41, 0.38, 0.39, 0.15, 0.18, 0.23, 0.12, 0.13])
+  groups = ["batch"] * 3 + ["none"] * 3 + ["layer"] * 2  # layer: no lambda_max
+  ax = plots.measure_vs_gap(lam, gap, measure_name="λ_max", groups=groups).axes[0]
+  tau = scipy.stats.kendalltau(lam[:6], gap[:6])
+  title = ax.get_title(loc="left")
+  assert title.startswith(f"Kendall τ = {tau.statistic:.2f} (n = 6, pooled over 2 conditions")
+  assert [t.get_text() for t in ax.get_legend().get_texts()] == ["batch", "none"]
+  one = plots.measure_vs_gap(lam[:3], gap[:3], measure_name="λ_max", groups=groups[:3]).axes[0]
+  assert "pooled" not in one.get_title(loc="left")
+
+
 def test_landscape_centre_is_trained_parameters_unless_at_minimum():
   grid = np.linspace(-1, 1, 11)
   land = 0.3 + grid[None, :] ** 2 + grid[:, None] ** 2

@@ -82,15 +82,15 @@ def _matches(run: runs.Run, group: dict) -> bool:
 def _values(table: pd.DataFrame, group_runs: list[runs.Run], quantity: str,
             diverged: float | None = None) -> np.ndarray:
   """The finite values of the group's runs; a run that diverged counts as `diverged` when that is given
-  (the criterion's stated value for it), else it is left out like any run without the quantity."""
-  if not group_runs:
+  (the criterion's stated value for it, whatever the run logged before it diverged), else it is left out
+  like any run without the quantity."""
+  if not group_runs or quantity not in table.columns:
     return np.zeros(0)
-  col = (pd.to_numeric(table.set_index("run")[quantity], errors="coerce") if quantity in table.columns
-         else pd.Series(dtype=float))
+  col = dict(zip(table["run"], pd.to_numeric(table[quantity], errors="coerce")))
   out = []
   for r in group_runs:
     v = float(col.get(r.name, np.nan))
-    if diverged is not None and r.status == "diverged" and not np.isfinite(v):
+    if diverged is not None and r.status == "diverged":
       v = diverged
     if np.isfinite(v):
       out.append(v)
@@ -178,8 +178,7 @@ def _judge_one(c: Criterion, table: pd.DataFrame, members: list[runs.Run],
             "n": list(interval.n), "p_value": interval.p_value, "threshold": ref, "level": interval.level}
   if c.diverged is not None:
     grouped = a_runs + ([r for r in members if _matches(r, c.b)] if c.compare in TWO_GROUPS else [])
-    gone = [r.name for r in grouped if r.status == "diverged" and not np.isfinite(
-        _values(table, [r], c.quantity)).any()]
+    gone = [r.name for r in grouped if r.status == "diverged"]
     if gone:
       measured += f"; {len(gone)} diverged run(s) counted as {_fmt(c.diverged)}, as registered"
       values["diverged_runs"] = gone

@@ -316,8 +316,8 @@ def standard_results(ctx: Context, *, bar_metrics=("test/accuracy", "gap/accurac
         f"Mean ± sample standard deviation over {over} (the value alone for one {over[:-1]}); accuracies in "
         "percent, "
         f"losses {unit}; gaps: train minus test accuracy, test minus train loss (train = the fixed "
-        "eval_train subset); the best mean of each accuracy, loss and gap column in bold (not when fewer "
-        "than two conditions finished). λ_max and trace: the training-loss Hessian at the end"
+        "eval_train subset); the best mean of each accuracy and loss column in bold (gaps are not ranked; "
+        "none when fewer than two conditions finished). λ_max and trace: the training-loss Hessian at the end"
         + (f" ({mode})" if (mode := curvature_mode_text(ctx.study.runs)) else "") + "."), count_name=over)
     blocks.append(TableBlock("summary", t))
   full = {label: bool(rs[0].flat_config.get("training.full_batch", False)) for label, rs in groups.items()}

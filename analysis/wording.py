@@ -149,10 +149,13 @@ def why_undecided(effect: float, sa: float, sb: float | None, na: int, nb: int, 
     var = va + vb
     df = var ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1)) if var else 0.0
   if need > min(na, nb) or not var:
-    return (f"at this spread a {100 * level:.4g}% interval would exclude {null} with about {need} seeds "
-            f"{per} (normal approximation, n = z² (s_a² + s_b²) / effect²)")
+    return (f"at this spread a {100 * level:.4g}% interval would narrow to the size of this effect with "
+            f"about {need} seeds {per}, even odds of excluding {null} if the effect is real (normal "
+            "approximation, n = z² (s_a² + s_b²) / effect²)")
   t = float(scipy.stats.t.ppf((1 + level) / 2, df))
+  unequal = sb is not None and df < 0.75 * (na + nb - 2)  # Welch's df well below the pooled na + nb - 2
   return (f"the effect is {abs(effect) / math.sqrt(var):.1f} standard errors, but with {na}"
-          + (f" vs {nb}" if sb is not None else "") + f" seeds the t quantile at this level is {t:.1f} "
+          + (f" vs {nb}" if sb is not None else "") + " seeds"
+          + (" of unequal spread (Welch)" if unequal else "") + f" the t quantile at this level is {t:.1f} "
           f"({df:.1f} degrees of freedom; {z:.2f} with many seeds): the interval is wide for want of degrees "
-          "of freedom, not because of the spread")
+          "of freedom")

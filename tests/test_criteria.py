@@ -166,8 +166,8 @@ def test_every_counts_a_diverged_run_as_failing(tmp_path):
 
 
 def test_a_registered_diverged_value_counts_runs_that_diverged(tmp_path):
-  """`diverged`: a run that diverged (no final value) counts as the registered value in a difference;
-  without the field it is left out, and the interval is that of the runs that finished."""
+  """`diverged`: a run that diverged counts as the registered value in a difference, whatever it logged
+  before diverging; without the field it keeps that last evaluation."""
   diff = RATIO | {"id": "trains", "compare": "difference", "quantity": "curv/lambda_max",
                   "a": {"model.knobs.norm": "batch"}, "b": {"model.knobs.norm": "none"}}
   counted = diff | {"id": "counted", "diverged": 0.1}
@@ -175,11 +175,13 @@ def test_a_registered_diverged_value_counts_runs_that_diverged(tmp_path):
   for name in ("001-norm=none-seed=1", "002-norm=none-seed=2"):  # diverged: no final metrics
     (root / name / "meta.json").write_text(json.dumps({"status": "diverged", "seed": 1}))
     (root / name / "summary.json").write_text(json.dumps({"status": "diverged", "final": {}}))
-    (root / name / "metrics.jsonl").write_text(json.dumps({"step": 30, "diverged": True}) + "\n")
+    (root / name / "metrics.jsonl").write_text(  # an evaluation before it diverged: not what counts
+        json.dumps({"step": 20, "test/accuracy": 0.3, "curv/lambda_max": 0.7}) + "\n"
+        + json.dumps({"step": 30, "diverged": True}) + "\n")
   study = runs.load(root)
   found = judging.judge(judging.recorded(study)[0], study, runs.runs_table(study))
   by_id = {v.criterion.id: v for v in found}
-  assert by_id["trains"].values["n"] == [3, 1]  # the diverged runs left out
+  assert by_id["trains"].values["n"] == [3, 3]  # without the field: what they logged before diverging
   assert by_id["counted"].values["n"] == [3, 3]
   ref = scipy.stats.ttest_ind([0.85, 0.86, 0.84], [0.09, 0.1, 0.1], equal_var=False)
   assert by_id["counted"].values["p_value"] == pytest.approx(ref.pvalue, rel=1e-9)

@@ -185,6 +185,9 @@ def test_why_undecided_gives_the_seeds_the_spread_needs_or_the_t_quantile():
   se = math.sqrt(2 / 3)
   assert f"{10 / se:.1f} standard errors" in text
   assert f"t quantile at this level is {scipy.stats.t.ppf(0.975, 4):.1f} (4.0 degrees" in text
+  assert "unequal spread" not in text
+  text = wording.why_undecided(10.0, 3.0, 0.2, 3, 3, 0.95, "0", "per group")  # Welch's df near 2
+  assert "seeds of unequal spread (Welch)" in text
   text = wording.why_undecided(10.0, 1.0, None, 4, 4, 0.95, "0", "(pairs)")
   assert f"t quantile at this level is {scipy.stats.t.ppf(0.975, 3):.1f} (3.0 degrees" in text
   assert "no effect of a size seeds could resolve" in wording.why_undecided(0.01, 1.0, 1.0, 5, 5, 0.95, "0",

@@ -21,9 +21,9 @@ the report judges them from the run directories (`analysis.criteria`). A criteri
   a, b       the groups: {config key: value} that every run of the group matches (`{}`: every run)
   threshold  what the estimate is compared with (default: the null of `compare`)
   each       optional config key: the criterion is judged once per value of it (e.g. per step size)
-  diverged   optional number: the value a run that diverged counts as, for a quantity it never logged
-             (e.g. 0.1, chance accuracy of 10 classes, for "does not train at this step size"); without
-             it a diverged run has no value and is left out of its group
+  diverged   optional number: the value a run that diverged counts as, whatever it logged before it
+             diverged (e.g. 0.1, chance accuracy of 10 classes, for "does not train at this step size");
+             without it a diverged run keeps what it logged, usually nothing, and is then left out
 
 Why here: the sweep (research) records the criteria and `analysis` judges them, and both may import
 only this leaf; neither owns the schema.

@@ -137,10 +137,16 @@ def _verdict_section(study: runs.Study, ctx: Context, parts: Parts, verdicts: li
       table.loc[table["run"] == run, q] = v
   verdicts += criteria.judge(recorded, study, table)
   when = (study.index or {}).get("criteria_registered")
-  return Section("Verdicts", [
+  changes = [c for c in (study.index or {}).get("changes_after_runs") or [] if isinstance(c, str)]
+  blocks = [
       "The published claims this study tests, as criteria registered "
-      f"{'on ' + str(when) + ' ' if when else ''}before any run ({criteria.summary(verdicts)}).",
-      TableBlock("verdicts", criteria.verdict_table(verdicts))])
+      f"{'on ' + str(when) + ' ' if when else ''}before this sweep's first run "
+      f"({criteria.summary(verdicts)}).",
+      TableBlock("verdicts", criteria.verdict_table(verdicts))]
+  if changes:
+    blocks += ["**Changed after earlier runs of this study** (stated by the study config and recorded with "
+               "the criteria before this sweep ran; read the verdicts with it in mind):", changes]
+  return Section("Verdicts", blocks)
 
 
 @dataclasses.dataclass

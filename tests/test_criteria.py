@@ -59,6 +59,30 @@ def test_a_sweep_records_its_criteria_before_any_trial(tmp_path):
     runner.load_definition(str(cfg))
 
 
+def test_changes_after_runs_are_recorded_and_printed_by_the_verdicts(tmp_path):
+  """A config's `get_changes_after_runs` is recorded in sweep.json with the criteria, and the report
+  prints it right after the verdict table; a non-list is a one-line error."""
+  cfg = tmp_path / "study.py"
+  body = ("from research import sweeps\nfrom research.training import default_config\n"
+          "def get_config(arg=None):\n  c = default_config()\n  c.study = 'toy'\n  return c\n"
+          "def get_sweep(arg=None):\n  return sweeps.seeds(2)\n"
+          f"def get_criteria(arg=None):\n  return [{RATIO!r}]\n")
+  cfg.write_text(body + "def get_changes_after_runs(arg=None):\n  return ['The network, after run abc.']\n")
+  assert runner.load_definition(str(cfg))["changes_after_runs"] == ["The network, after run abc."]
+  cfg.write_text(body + "def get_changes_after_runs(arg=None):\n  return 'not a list'\n")
+  with pytest.raises(UserError, match="list of sentences") as e:
+    runner.load_definition(str(cfg))
+  assert "\n" not in str(e.value)
+  root = _study(tmp_path / "s", {"none": [10.0, 11.0, 12.0], "batch": [5.0, 5.5, 6.0]}, [RATIO])
+  index_ = json.loads((root / "sweep.json").read_text())
+  change = {"changes_after_runs": ["The network, after run abc."]}
+  (root / "sweep.json").write_text(json.dumps(index_ | change))
+  md = report.write_report(root).markdown.read_text()
+  verdicts = md[md.index("## Verdicts"):md.index("## ", md.index("## Verdicts") + 3)]
+  assert "Changed after earlier runs of this study" in verdicts
+  assert "- The network, after run abc." in verdicts
+
+
 def _write_run(d: Path, config: dict, final: dict, history: list[dict]) -> None:
   d.mkdir(parents=True)
   (d / "config.json").write_text(json.dumps(config))

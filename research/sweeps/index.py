@@ -76,15 +76,19 @@ def _canonical(value):
 
 
 def new_index(*, config: str, config_path: str, variant: str | None, study: str, common: dict,
-              overrides: Sequence[dict], criteria: Sequence[dict] = ()) -> dict:
+              overrides: Sequence[dict], criteria: Sequence[dict] = (),
+              changes_after_runs: Sequence[str] = ()) -> dict:
   """A fresh index, every trial pending; `criteria` (checked dicts) are recorded with the time, before
-  any trial runs, and never rewritten by a resumed sweep."""
+  any trial runs, and never rewritten by a resumed sweep; so are `changes_after_runs`, the config's
+  statements of what its design changed after seeing earlier runs (the report prints them by the
+  verdicts)."""
   names = trial_names(overrides)
   return {
       "config": config, "config_path": config_path, "variant": variant, "study": study,
       "common_overrides": _canonical(common), "created": rundir.now(), "updated": rundir.now(),
       "criteria": [_canonical(c) for c in criteria],
       "criteria_registered": rundir.now() if criteria else None,
+      "changes_after_runs": list(changes_after_runs),
       "trials": [{"index": i, "name": name, "overrides": _canonical(o), "status": "pending",
                   "exit_code": None, "attempts": 0, "wall_time_s": 0.0, "pid": None, "started": None,
                   "ended": None, "error": None}

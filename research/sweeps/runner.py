@@ -110,9 +110,20 @@ def load_definition(config: str, common: dict | None = None) -> dict:
       message = f"{path}:{variant or ''}: get_criteria: {type(e).__name__}: {e}"
       raise UserError(message.splitlines()[0]) from None
     criteria = [c.to_dict() for c in criteria_lib.parse(specs)]
+  changes = []
+  if callable(getattr(module, "get_changes_after_runs", None)):
+    try:
+      changes = module.get_changes_after_runs(variant)
+    except Exception as e:
+      raise UserError(f"{path}:{variant or ''}: get_changes_after_runs: {type(e).__name__}: {e}"
+                      .splitlines()[0]) from None
+    if not isinstance(changes, list | tuple) or not all(isinstance(c, str) and c for c in changes):
+      raise UserError(f"{path}: get_changes_after_runs({variant!r}) must return a list of sentences (str), "
+                      f"got {changes!r}"[:200])
   return index_lib.new_index(config=config, config_path=str(file.resolve()), variant=variant,
                              study=str(base.get("study", "")), common=common,
-                             overrides=[dict(o) for o in overrides], criteria=criteria)
+                             overrides=[dict(o) for o in overrides], criteria=criteria,
+                             changes_after_runs=list(changes))
 
 
 def _cli_value(value) -> str:

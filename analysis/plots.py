@@ -700,8 +700,8 @@ def measure_vs_gap(measure: np.ndarray, gap: np.ndarray, *, measure_name: str,
 
 
 # caption words for `_dots` panels drawn on logs (heavy-tailed positive values; see `_dots`)
-LOG_PANELS = ("A panel on a log axis holds positive values spanning more than 10x over the seeds: its marker "
-              "is the geometric mean and its whiskers the same interval computed on the logs.")
+LOG_PANELS = ("A panel on a log axis holds positive values spanning more than 10x over all its seeds: its "
+              "markers are geometric means and its whiskers the same intervals computed on the logs.")
 
 
 def _dots(ax, groups: Mapping, intervals: Mapping | None, error: str, level: float,

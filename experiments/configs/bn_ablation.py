@@ -56,6 +56,9 @@ hold, `gradient_predictiveness` (5.68x), `beta_smoothness` (2.34x), `lambda_max`
 every 20 steps had decided `loss_variation` (3.27x) but not `lambda_max` (1.75x): the loss variation of
 the network without normalization spikes early in training (above 1 nat at some measurements, against
 about 0.07 with BatchNorm), so its mean depends on which steps are measured.
+Run again at 8c3c986 (the same design, with `get_changes_after_runs` recorded in sweep.json and lambda_max's
+source corrected; `make study` from a fresh clone, nothing else running): the same verdicts and numbers, in
+5 min 31 s (593 CPU-seconds against 469 for the same work at 91f6edd: the machine ran slower).
 
 Variants:
 - `quick`: `vgg11` at width 1/8 (8 conv layers of 8-64 channels in VGG-11's five groups, global average

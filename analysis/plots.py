@@ -256,12 +256,13 @@ def seed_curves(seeds: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]], *,
   top = float(v.max()) if len(v) else 1.0
   shown = {k: t for k, t in references.items() if t <= 5 * max(top, 1e-12)}
   order = list(seeds)
-  for k, t in shown.items():
-    i = order.index(k)
-    ax.axhline(t, color=style.color(i), linestyle="--", linewidth=1.1, alpha=0.9)
-    ax.annotate(f"{reference_label} = {t:.3g}", xy=(0.01, t), xycoords=("axes fraction", "data"),
-                xytext=(0, 2), textcoords="offset points", ha="left", va="bottom", fontsize=7.5,
-                color=style.color(i))
+  shared = len(shown) > 1 and len(set(shown.values())) == 1  # one line for all: drawn once, in grey
+  for k, t in (list(shown.items())[:1] if shared else shown.items()):
+    c = "0.3" if shared else style.color(order.index(k))
+    ax.axhline(t, color=c, linestyle="--", linewidth=1.1, alpha=0.9)
+    ax.annotate(f"{reference_label} = {t:.3g}" + (" (every condition)" if shared else ""), xy=(0.01, t),
+                xycoords=("axes fraction", "data"), xytext=(0, 2), textcoords="offset points", ha="left",
+                va="bottom", fontsize=7.5, color=c)
   if common_reference is not None:
     ax.axhline(common_reference[0], color="0.3", linestyle="--", linewidth=1.1, label=common_reference[1])
   if reference_band is not None:

@@ -357,7 +357,8 @@ def standard_results(ctx: Context, *, bar_metrics=("test/accuracy", "gap/accurac
                f"sharpness): mean over {over}, band {band}, the dashed line at 1." if normalized else
                f"Top Hessian eigenvalue λ_max over training ({points} measurements): mean over {over} "
                f"(markers), band {band}, thin lines the {over}, with each condition's stability threshold "
-               f"({', '.join(n for n in name if n) or 'none for this optimizer'}) dashed in its colour.")
+               f"({', '.join(n for n in name if n) or 'none for this optimizer'}) dashed in its colour (one "
+               "grey line when they coincide).")
     fig = ctx.figure("lambda_max", lambda p: plots.lambda_max_curves(
         thresholds={k: t for k, (t, _) in thr.items()}, threshold_label=label, normalized=normalized,
         seeds=seeds, band="minmax", path=p), caption + mode)
@@ -390,13 +391,17 @@ def standard_results(ctx: Context, *, bar_metrics=("test/accuracy", "gap/accurac
   if key and len(groups) > 1 and bars and key in ctx.table.columns:
     order = list(dict.fromkeys(ctx.table[key].tolist()))  # the sweep's order, never sorted
     rows = ctx.table[~ctx.table["run"].isin(failed)]
+    empty = [f"{key.rsplit('.', 1)[-1]}={v}: {style.plain(style.metric_label(m))}" for m in bars
+             for v in order if v in set(rows[key])
+             and not pd.to_numeric(rows.loc[rows[key] == v, m], errors="coerce").notna().any()]
     fig = ctx.figure("ablation", lambda p: plots.ablation_bars(
         rows, key, bars, order=[o for o in order if o in set(rows[key])], error="t",
         loss_name="cross_entropy" if loss == "mixed" else loss, path=p),
         f"By `{key}` (conditions in the sweep's order): diamonds are means over {over}, whiskers the "
         f"{plots.interval_text('t', over=over)}, grey dots the individual {over}; the value axes are fitted "
         f"to the data (not from 0). Every panel is the value at the end of training. {plots.LOG_PANELS}"
-        + (f" Runs left out (not finished): {', '.join(failed)}." if failed else ""))
+        + (f" Runs left out (not finished): {', '.join(failed)}." if failed else "")
+        + (f" Empty columns, not measured for that condition: {'; '.join(empty)}." if empty else ""))
     if fig:
       blocks.append(fig)
   per_class = {}

@@ -66,6 +66,16 @@ def test_seed_curves_styles_colour_by_one_factor_marker_by_the_other():
   assert [mean[k].get_marker() for k in ("eta=1, B=64", "eta=2, B=64")] == ["o", "s"]
 
 
+def test_seed_curves_one_grey_threshold_when_the_conditions_share_it():
+  rng = np.random.default_rng(4)
+  seeds = {"batch": _seeds(rng, 10.0), "none": _seeds(rng, 20.0)}
+  ax = plots.lambda_max_curves(thresholds={"batch": 76.0, "none": 76.0}, seeds=seeds).axes[0]
+  dashed = [line for line in ax.lines if line.get_linestyle() == "--" and len(line.get_ydata())]
+  assert len(dashed) == 1 and dashed[0].get_ydata()[0] == 76.0
+  assert matplotlib.colors.same_color(dashed[0].get_color(), "0.3")
+  assert any("every condition" in t.get_text() for t in ax.texts)
+
+
 def test_seed_curves_t_interval_and_one_seed():
   rng = np.random.default_rng(1)
   seeds = {"a": _seeds(rng, 5.0, n=4), "single": _seeds(rng, 3.0, n=1)}

@@ -277,9 +277,11 @@ def _results(ctx: Context):
     top = {show(k): first[k][1]["top"] for k in chosen}
     resid = {show(k): first[k][1]["residuals"] for k in chosen}
     o = first[chosen[0]][1]["operator"]
+    mode = (_mode_text(o) if any(_norm(first[k][0]) == "batch" for k in chosen)
+            else "no BatchNorm layer (no BatchNorm mode applies)")
     seeds = "; ".join(f"{show(k)}: seed {_seed(first[k][0])}, step {first[k][1]['step']}" for k in chosen)
     fig = ctx.figure(name, lambda p: plots.spectral_density(dens, top=top, residuals=resid, path=p),
-                     f"Hessian spectral density {what}: {_mode_text(o)}, {o.get('num_examples')} training "
+                     f"Hessian spectral density {what}: {mode}, {o.get('num_examples')} training "
                      f"examples, one seed per curve ({seeds}). "
                      + plots.spectral_density_caption(dens, top=top, residuals=resid))
     if fig:

@@ -116,10 +116,11 @@ def tau_interval(tau: float, n: int, level: float = 0.95) -> tuple[float, float]
 def _judge_one(c: Criterion, table: pd.DataFrame, members: list[runs.Run],
                level: float) -> tuple[str, str, dict]:
   a_runs = [r for r in members if _matches(r, c.a)]
+  b_runs = [r for r in members if _matches(r, c.b)] if c.compare in TWO_GROUPS else []
   a = _values(table, a_runs, c.quantity, c.diverged)
   ref = c.reference
-  if c.compare in ("ratio", "difference"):
-    b = _values(table, [r for r in members if _matches(r, c.b)], c.quantity, c.diverged)
+  if c.compare in TWO_GROUPS:
+    b = _values(table, b_runs, c.quantity, c.diverged)
     if not (len(a) and len(b)):
       return "not measured", f"no value of `{c.quantity}` in {'group a' if not len(a) else 'group b'}", {}
     compute = stats.ratio_interval if c.compare == "ratio" else stats.difference_interval
@@ -169,7 +170,7 @@ def _judge_one(c: Criterion, table: pd.DataFrame, members: list[runs.Run],
     verdict = ("holds" if side else "fails") if p < alpha else "inconclusive"
     return verdict, f"Kendall τ = {tau:+.2f} (p = {p:.2g} against α = {alpha:.2g}, {n} runs)", \
         {"tau": tau, "p_value": p, "n": n}
-  points = c.quantity.split("@")[0].endswith("accuracy") and c.compare in ("difference", "mean")
+  points = _in_points(c)
   style_ = wording.POINTS if points else {}
   j = wording.judge(interval, c.expected, threshold=ref, margin=c.margin, **style_)
   estimate = f"{100 * interval.estimate:+.2f} points" if points else _fmt(interval.estimate)
@@ -177,12 +178,17 @@ def _judge_one(c: Criterion, table: pd.DataFrame, members: list[runs.Run],
   values = {"estimate": interval.estimate, "lo": interval.lo, "hi": interval.hi, "method": interval.method,
             "n": list(interval.n), "p_value": interval.p_value, "threshold": ref, "level": interval.level}
   if c.diverged is not None:
-    grouped = a_runs + ([r for r in members if _matches(r, c.b)] if c.compare in TWO_GROUPS else [])
-    gone = [r.name for r in grouped if r.status == "diverged"]
+    gone = [r.name for r in a_runs + b_runs if r.status == "diverged"]
     if gone:
       measured += f"; {len(gone)} diverged run(s) counted as {_fmt(c.diverged)}, as registered"
       values["diverged_runs"] = gone
   return _FROM_WORDING[j.verdict], measured, values
+
+
+def _in_points(c: Criterion) -> bool:
+  """Whether the verdict table states the criterion's estimate in accuracy points (a difference or mean of
+  an accuracy)."""
+  return c.quantity.split("@")[0].endswith("accuracy") and c.compare in ("difference", "mean")
 
 
 def with_history(table: pd.DataFrame, study: runs.Study, criteria: list[Criterion]) -> pd.DataFrame:
@@ -242,16 +248,15 @@ def undecided_reasons(study: runs.Study, table: pd.DataFrame, *, level: float = 
       continue
     ra, rb = ([r for r in study.runs if _matches(r, g)] for g in (c.a, c.b))
     a, b = (_values(table, rs, c.quantity, c.diverged) for rs in (ra, rb))
-    if c.compare == "ratio":
-      a, b = np.log(a[a > 0]), np.log(b[b > 0])
-    if len(a) < 2 or len(b) < 2:
+    got = stats.compared(a, b, c.compare, each)
+    if got is None:
       short, rs, x = ("a", ra, a) if len(a) < 2 else ("b", rb, b)
       gone = sum(r.status == "diverged" for r in rs)
       out.append(f"Measured reason, `{c.id}`: {len(x)} of the {len(rs)} runs of group {short} have a value"
                  + (f" ({gone} diverged)" if gone else "") + "; an interval needs at least 2.")
       continue
-    effect, sa, sb = float(a.mean() - b.mean()), float(a.std(ddof=1)), float(b.std(ddof=1))
-    points = c.compare == "difference" and c.quantity.split("@")[0].endswith("accuracy")
+    _, effect, sa, sb = got
+    points = _in_points(c)
     if points:  # accuracies in points, as the verdict table gives them
       effect, sa, sb = 100 * effect, 100 * sa, 100 * sb
     if c.compare == "ratio":

@@ -96,9 +96,10 @@ def _values(ctx: Context, rs: list[runs.Run], metric: str) -> np.ndarray:
   return ctx.values(rs, metric)
 
 
-def _phase_mean(run: runs.Run, metric: str, lo: float, hi: float) -> float:
-  """Mean of a tracked metric over the measurements at steps in (lo, hi] (step 0 alone: lo = hi = 0)."""
-  steps, ys = run.curve(metric)
+def _phase_mean(curve: tuple[np.ndarray, np.ndarray], lo: float, hi: float) -> float:
+  """Mean of a tracked metric's (steps, values) over the measurements at steps in (lo, hi] (step 0 alone:
+  lo = hi = 0)."""
+  steps, ys = curve
   keep = ((steps == 0) if hi == 0 else (steps > lo) & (steps <= hi)) & np.isfinite(ys)
   return float(ys[keep].mean()) if keep.any() else math.nan
 
@@ -112,16 +113,16 @@ def _phases(groups: dict[str, list[runs.Run]]) -> list[Finding]:
   out = []
   for metric, name in RATIOS:
     base = metric[:-len("@mean")]
-    ends = [r.curve(base)[0] for r in groups["none"] + groups["batch"]]
-    last = max((float(s.max()) for s in ends if len(s)), default=0.0)
+    curves = {norm: [r.curve(base) for r in groups[norm]] for norm in ("none", "batch")}
+    last = max((float(s.max()) for cs in curves.values() for s, _ in cs if len(s)), default=0.0)
     if last <= 0:
       continue
     half = last / 2
     parts = []
     for label, lo, hi in (("at initialization", 0.0, 0.0), (f"steps 1-{half:g}", 0.0, half),
                           (f"after step {half:g} to {last:g}", half, last)):
-      a = np.asarray([_phase_mean(r, base, lo, hi) for r in groups["none"]])
-      b = np.asarray([_phase_mean(r, base, lo, hi) for r in groups["batch"]])
+      a = np.asarray([_phase_mean(cv, lo, hi) for cv in curves["none"]])
+      b = np.asarray([_phase_mean(cv, lo, hi) for cv in curves["batch"]])
       a, b = a[np.isfinite(a) & (a > 0)], b[np.isfinite(b) & (b > 0)]
       if len(a) and len(b):
         parts.append((label, float(np.exp(np.log(a).mean() - np.log(b).mean()))))

@@ -70,6 +70,18 @@ def config_module(config: str):
   return module, path, variant
 
 
+def _optional_call(module, name: str, variant: str | None, path: str, *, default):
+  """`module.name(variant)` when the config file defines it, else `default`; its error as one line."""
+  if not callable(getattr(module, name, None)):
+    return default
+  try:
+    return getattr(module, name)(variant)
+  except UserError:
+    raise
+  except Exception as e:
+    raise UserError(f"{path}:{variant or ''}: {name}: {type(e).__name__}: {e}".splitlines()[0]) from None
+
+
 def load_definition(config: str, common: dict | None = None) -> dict:
   """A fresh index (all trials pending) from `path/to/config.py[:variant]`: calls `get_sweep(variant)`
   and `get_config(variant)` of the file, checks that every override names a config key."""
@@ -100,26 +112,12 @@ def load_definition(config: str, common: dict | None = None) -> dict:
   for key in {k for o in overrides for k in o} | common.keys():
     if key not in reference and not any(key.startswith(p + ".") for p in FREE_FORM):
       raise UserError(unknown_key_message(key, reference))
-  criteria = []
-  if callable(getattr(module, "get_criteria", None)):
-    try:
-      specs = module.get_criteria(variant)
-    except UserError:
-      raise
-    except Exception as e:
-      message = f"{path}:{variant or ''}: get_criteria: {type(e).__name__}: {e}"
-      raise UserError(message.splitlines()[0]) from None
-    criteria = [c.to_dict() for c in criteria_lib.parse(specs)]
-  changes = []
-  if callable(getattr(module, "get_changes_after_runs", None)):
-    try:
-      changes = module.get_changes_after_runs(variant)
-    except Exception as e:
-      raise UserError(f"{path}:{variant or ''}: get_changes_after_runs: {type(e).__name__}: {e}"
-                      .splitlines()[0]) from None
-    if not isinstance(changes, list | tuple) or not all(isinstance(c, str) and c for c in changes):
-      raise UserError(f"{path}: get_changes_after_runs({variant!r}) must return a list of sentences (str), "
-                      f"got {changes!r}"[:200])
+  specs = _optional_call(module, "get_criteria", variant, path, default=[])
+  criteria = [c.to_dict() for c in criteria_lib.parse(specs)]
+  changes = _optional_call(module, "get_changes_after_runs", variant, path, default=[])
+  if not isinstance(changes, list | tuple) or not all(isinstance(c, str) and c for c in changes):
+    raise UserError(f"{path}: get_changes_after_runs({variant!r}) must return a list of sentences (str), "
+                    f"got {changes!r}"[:200])
   return index_lib.new_index(config=config, config_path=str(file.resolve()), variant=variant,
                              study=str(base.get("study", "")), common=common,
                              overrides=[dict(o) for o in overrides], criteria=criteria,

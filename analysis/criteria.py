@@ -79,6 +79,44 @@ def _matches(run: runs.Run, group: dict) -> bool:
   return all(_same(_value_of(run, k), v) for k, v in group.items())
 
 
+def group_of(c: Criterion, members: list[runs.Run], which: str,
+             table: pd.DataFrame) -> tuple[list[runs.Run], dict]:
+  """The runs of group `which` ("a" or "b") of `c` among `members`. With `c.tune`, only those at the value of
+  its key whose runs have the largest mean of its quantity (finite values; ties: the first in the sweep's
+  order); the dict then says what was chosen among what ({} without `tune`)."""
+  rs = [r for r in members if _matches(r, getattr(c, which))]
+  if not c.tune:
+    return rs, {}
+  key, by = c.tune["key"], c.tune["by"]
+  by_value: dict[str, list[runs.Run]] = {}
+  for r in rs:
+    by_value.setdefault(json.dumps(_value_of(r, key), default=str), []).append(r)
+  means = {}
+  for k, group in by_value.items():
+    v = _values(table, group, by)
+    means[k] = float(v.mean()) if len(v) else float("nan")
+  scored = [k for k in by_value if math.isfinite(means[k])]
+  if not scored:
+    return [], {"key": key, "by": by, "chosen": None, "means": {}}
+  best = max(scored, key=lambda k: means[k])  # max keeps the first of equal means
+  return by_value[best], {"key": key, "by": by, "chosen": json.loads(best),
+                          "means": {k: means[k] for k in by_value}}
+
+
+def tuned_text(info: dict) -> str:
+  """`lr=0.2 (of 0.05, 0.1, 0.2)` for a group narrowed by `tune`; '' without."""
+  if not info:
+    return ""
+  if info.get("chosen") is None:
+    return f"no run with `{info['by']}` to choose {_short(info['key'])}"
+  return (f"{_short(info['key'])}={_fmt_value(info['chosen'])} (of "
+          f"{', '.join(_fmt_value(json.loads(k)) for k in info['means'])})")
+
+
+def _fmt_value(v) -> str:
+  return f"{v:g}" if isinstance(v, float) else str(v)
+
+
 def _values(table: pd.DataFrame, group_runs: list[runs.Run], quantity: str,
             diverged: float | None = None) -> np.ndarray:
   """The finite values of the group's runs; a run that diverged counts as `diverged` when that is given
@@ -115,8 +153,8 @@ def tau_interval(tau: float, n: int, level: float = 0.95) -> tuple[float, float]
 
 def _judge_one(c: Criterion, table: pd.DataFrame, members: list[runs.Run],
                level: float) -> tuple[str, str, dict]:
-  a_runs = [r for r in members if _matches(r, c.a)]
-  b_runs = [r for r in members if _matches(r, c.b)] if c.compare in TWO_GROUPS else []
+  a_runs, tuned_a = group_of(c, members, "a", table)
+  b_runs, tuned_b = group_of(c, members, "b", table) if c.compare in TWO_GROUPS else ([], {})
   a = _values(table, a_runs, c.quantity, c.diverged)
   ref = c.reference
   if c.compare in TWO_GROUPS:
@@ -177,6 +215,12 @@ def _judge_one(c: Criterion, table: pd.DataFrame, members: list[runs.Run],
   measured = f"{estimate}; {wording.interval_text(interval, **style_)}"
   values = {"estimate": interval.estimate, "lo": interval.lo, "hi": interval.hi, "method": interval.method,
             "n": list(interval.n), "p_value": interval.p_value, "threshold": ref, "level": interval.level}
+  if c.tune:
+    by = c.tune["by"]
+    chosen = f"a at {tuned_text(tuned_a)}" + (f", b at {tuned_text(tuned_b)}" if c.compare in TWO_GROUPS
+                                               else "")
+    measured += f"; tuned by the largest mean `{by}`: {chosen}"
+    values["tuned"] = {"a": tuned_a} | ({"b": tuned_b} if c.compare in TWO_GROUPS else {})
   if c.diverged is not None:
     gone = [r.name for r in a_runs + b_runs if r.status == "diverged"]
     if gone:
@@ -246,7 +290,7 @@ def undecided_reasons(study: runs.Study, table: pd.DataFrame, *, level: float = 
     c = v.criterion
     if v.verdict != "inconclusive" or c.compare not in TWO_GROUPS or v.scope:
       continue
-    ra, rb = ([r for r in study.runs if _matches(r, g)] for g in (c.a, c.b))
+    (ra, _), (rb, _) = (group_of(c, study.runs, w, table) for w in ("a", "b"))
     a, b = (_values(table, rs, c.quantity, c.diverged) for rs in (ra, rb))
     got = stats.compared(a, b, c.compare, each)
     if got is None:
@@ -309,7 +353,9 @@ def _expected_text(c: Criterion) -> str:
   elif c.a:
     groups = f" ({_group_text(c.a)})"
   band = f" ± {c.margin:g}" if c.expected == "=" else ""
-  return f"`{c.quantity}`: {what} {c.expected} {c.reference:g}{band}{groups}"
+  tune = (f"; each group at the {_short(c.tune['key'])} of its largest mean `{c.tune['by']}`" if c.tune
+          else "")
+  return f"`{c.quantity}`: {what} {c.expected} {c.reference:g}{band}{groups}{tune}"
 
 
 def _group_text(group: dict | None) -> str:

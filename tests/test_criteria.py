@@ -257,3 +257,35 @@ def test_templates_judge_at_the_verdict_tables_level(tmp_path):
   levels = {v.values["level"] for v in found if "level" in v.values}
   assert levels and all(lv == pytest.approx(1 - 0.05 / 5, rel=1e-12) for lv in levels)
   assert judging.test_level(runs.load(_study(tmp_path / "none", {"none": [1.0], "batch": [1.0]}, []))) == 0.95
+
+
+def test_tune_judges_each_group_at_its_best_mean_of_the_tuning_quantity(tmp_path):
+  """`tune`: each group is narrowed to the value of its key with the largest mean of `by` over its seeds
+  (here validation accuracy per step size), and the criterion is the Welch test of those runs alone."""
+  valid = {("none", 0.1): [0.70, 0.72, 0.71], ("none", 0.2): [0.80, 0.79, 0.81],
+           ("batch", 0.1): [0.83, 0.84, 0.82], ("batch", 0.2): [0.60, 0.90, 0.61]}  # 0.2: mean 0.703
+  test = {("none", 0.1): [0.5, 0.5, 0.5], ("none", 0.2): [0.76, 0.75, 0.77],
+          ("batch", 0.1): [0.80, 0.81, 0.79], ("batch", 0.2): [0.99, 0.99, 0.99]}
+  root, trials, i = tmp_path / "s", [], 0
+  for (norm, lr), accs in valid.items():
+    for seed, acc in enumerate(accs):
+      name = f"{i:03d}-norm={norm}-lr={lr}-seed={seed}"
+      cfg = {"study": "toy", "seed": seed, "model": {"knobs": {"norm": norm}}, "schedule": {"lr": lr}}
+      _write_run(root / name, cfg, {"valid/accuracy": acc, "test/accuracy": test[norm, lr][seed]}, [])
+      trials.append({"index": i, "name": name, "status": "done",
+                     "overrides": {"model.knobs.norm": norm, "schedule.lr": lr, "seed": seed}})
+      i += 1
+  spec = RATIO | {"id": "tuned", "quantity": "test/accuracy", "compare": "difference",
+                  "a": {"model.knobs.norm": "batch"}, "b": {"model.knobs.norm": "none"},
+                  "tune": {"key": "schedule.lr", "by": "valid/accuracy"}}
+  (root / "sweep.json").write_text(json.dumps({"study": "toy", "variant": "quick", "common_overrides": {},
+                                               "trials": trials, "criteria": [spec]}))
+  study = runs.load(root)
+  (v,) = judging.judge(judging.recorded(study)[0], study, runs.runs_table(study))
+  ref = scipy.stats.ttest_ind(test["batch", 0.1], test["none", 0.2], equal_var=False)
+  assert v.values["p_value"] == pytest.approx(ref.pvalue, rel=1e-9) and v.values["n"] == [3, 3]
+  assert v.values["tuned"]["a"]["chosen"] == 0.1 and v.values["tuned"]["b"]["chosen"] == 0.2
+  assert "a at lr=0.1 (of 0.1, 0.2), b at lr=0.2 (of 0.1, 0.2)" in v.measured
+  for bad in ({"key": "schedule.lr"}, {"key": "schedule.lr", "by": ""}, "schedule.lr"):
+    with pytest.raises(UserError, match="`tune` must be"):
+      criteria.parse([spec | {"tune": bad}])

@@ -162,9 +162,12 @@ def test_optimizers_report_verdicts_and_labels(tmp_path):
       history = _history(values, every=100)
       if name == "adam":
         history += _history([100, 300, 700], every=100, key="curv/precond_lambda_max", start=100)
-      final = {"test/accuracy": acc[name][seed], "eval_train/accuracy": 1.0,
+      final = {"test/accuracy": acc[name][seed], "eval_train/accuracy": 1.0, "valid/accuracy": acc[name][seed],
                "curv/lambda_max": lam[name][seed], "gap/accuracy": 1.0 - acc[name][seed]}
       runs.append((flat, final, history, "done"))
+  for seed in range(3):  # SGD at a step size of worse validation accuracy: the tuning leaves it out
+    flat = optimizers.OPTIMIZERS["sgd"] | {"schedule.lr": 0.2, "training.batch_size": 128, "seed": seed}
+    runs.append((flat, {"test/accuracy": 0.99, "valid/accuracy": 0.5, "eval_train/accuracy": 1.0}, [], "done"))
   root = _sweep(tmp_path / "opt", "optimizers", optimizers.get_criteria("quick"), runs)
   found, md = _verdicts(root, tmp_path / "out")
   gd_sgd = scipy.stats.ttest_ind(np.log(lam["gd"]), np.log(lam["sgd"]), equal_var=False)
@@ -178,7 +181,10 @@ def test_optimizers_report_verdicts_and_labels(tmp_path):
   assert found[("gd_reaches_2_over_eta", "")]["values"]["passing"] == 2
   assert "GD (full batch)" in md and "SGD (batch 128)" in md and "Adam (batch 128)" in md
   findings = md.split("## Findings")[1]
-  assert "Adam less accurate than SGD (Wilson et al. 2017): SGD minus Adam" in findings
+  assert found[("adam_less_accurate", "")]["values"]["tuned"]["a"]["chosen"] == 0.05
+  assert "Adam less accurate than SGD (Wilson et al. 2017): SGD (η = 0.05, tuned) minus Adam (η = 0.001, " \
+      "tuned)" in findings
+  assert "SGD minus GD" not in findings and "SGD (η = 0.05) minus GD" in findings
   assert "is inconclusive with 3 vs 3 seeds" in findings
   assert "at the threshold**" not in md
 
@@ -222,7 +228,8 @@ def test_optimizers_template_compares_the_configs_groups():
   assert template.GROUPS == {"GD": optimizers.GROUPS["gd"], "SGD": optimizers.GROUPS["sgd"],
                              "Adam": optimizers.GROUPS["adam"]}
   by_id = {c["id"]: c for c in optimizers.get_criteria("quick")}
-  for a, b, metric, compare, expected, _ in template.COMPARISONS:
-    match = [c for c in by_id.values() if c["quantity"] == metric and c["compare"] == compare
-             and c["a"] == template.GROUPS[a] and c["b"] == template.GROUPS[b]]
-    assert len(match) == 1 and match[0]["expected"] == expected
+  for cid, a, b, metric, compare, expected, _ in template.COMPARISONS:
+    c = by_id[cid]  # the fallback groups (sweeps without recorded criteria) are the criteria's, lr aside
+    assert (c["quantity"], c["compare"], c["expected"]) == (metric, compare, expected)
+    for side, name in (("a", a), ("b", b)):
+      assert {k: v for k, v in c[side].items() if k != "schedule.lr"} == template.GROUPS[name]

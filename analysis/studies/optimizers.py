@@ -36,12 +36,13 @@ PRECOND = "curv/precond_lambda_max"
 GROUPS = {"GD": {"optimizer.name": "sgd", "training.full_batch": True},
           "SGD": {"optimizer.name": "sgd", "training.full_batch": False},
           "Adam": {"optimizer.name": "adam"}}
-# (a, b, metric, compare, expected): the comparisons of the config's criteria, in their direction
-COMPARISONS = (("GD", "SGD", "curv/lambda_max", "ratio", ">",
+# (criterion id, a, b, metric, compare, expected, name): the comparisons of the config's criteria, in their
+# direction; their groups are the recorded criterion's (`_compared`), GROUPS where a sweep recorded none
+COMPARISONS = (("gd_sharper", "GD", "SGD", "curv/lambda_max", "ratio", ">",
                 "GD ends sharper than SGD (Keskar et al. 2017)"),
-               ("SGD", "GD", "test/accuracy", "difference", ">",
+               ("sgd_more_accurate_than_gd", "SGD", "GD", "test/accuracy", "difference", ">",
                 "SGD more accurate than GD (Keskar et al. 2017)"),
-               ("SGD", "Adam", "test/accuracy", "difference", ">",
+               ("adam_less_accurate", "SGD", "Adam", "test/accuracy", "difference", ">",
                 "Adam less accurate than SGD (Wilson et al. 2017)"))
 
 
@@ -86,6 +87,20 @@ def _in_group(run: runs.Run, group: dict) -> bool:
 
 def _group(ctx: Context, name: str) -> list[runs.Run]:
   return [r for r in ctx.study.runs if _in_group(r, GROUPS[name])]
+
+
+def _compared(ctx: Context, cid: str, a: str, b: str) -> tuple[list[runs.Run], list[runs.Run], str, str]:
+  """The runs of the two groups of recorded criterion `cid` (a step size chosen by its `tune` named in the
+  labels), or of GROUPS[a] and GROUPS[b] when the sweep recorded no such criterion."""
+  found = {c.id: c for c in criteria.recorded(ctx.study)[0]}
+  c = found.get(cid)
+  if c is None:
+    return _group(ctx, a), _group(ctx, b), a, b
+  (ra, ta), (rb, tb) = (criteria.group_of(c, ctx.study.runs, w, ctx.table) for w in ("a", "b"))
+  lr_a, lr_b = ({r.flat_config.get("schedule.lr") for r in rs} for rs in (ra, rb))
+  label_a = f"{a} (η = {lr_a.pop():g}{', tuned' if ta else ''})" if len(lr_a) == 1 else a
+  label_b = f"{b} (η = {lr_b.pop():g}{', tuned' if tb else ''})" if len(lr_b) == 1 else b
+  return ra, rb, label_a, label_b
 
 
 def _bn_text(ctx: Context) -> str:
@@ -162,8 +177,9 @@ def _results(ctx: Context):
   if not any(len(_final(ctx, rs, "curv/lambda_max")) for rs in groups.values()):
     blocks.append(missing_text("final sharpness", "`curv/lambda_max` in metrics.jsonl (config "
                                "`curvature.at_end`)"))
-  for a, b, metric, compare, expected, name in COMPARISONS:
-    x, y = _final(ctx, _group(ctx, a), metric), _final(ctx, _group(ctx, b), metric)
+  for cid, a, b, metric, compare, expected, name in COMPARISONS:
+    ra, rb, a, b = _compared(ctx, cid, a, b)
+    x, y = _final(ctx, ra, metric), _final(ctx, rb, metric)
     if not (len(x) and len(y)):
       continue
     if compare == "ratio":
@@ -276,23 +292,25 @@ def _measured_reasons(ctx: Context) -> list[str]:
   need; for GD's crossing of 2/eta, what each GD run that did not reach it measured."""
   level = criteria.test_level(ctx.study)
   out = []
-  for a, b, metric, compare, expected, name in COMPARISONS:
-    x, y = _final(ctx, _group(ctx, a), metric), _final(ctx, _group(ctx, b), metric)
+  for cid, a, b, metric, compare, expected, name in COMPARISONS:
+    ra, rb, a, b = _compared(ctx, cid, a, b)
+    x, y = _final(ctx, ra, metric), _final(ctx, rb, metric)
     got = stats.compared(x, y, compare, level)
     if got is None or not got[0].finite:
       continue
     iv, effect, sa, sb = got
     if not iv.lo <= iv.null <= iv.hi:
       if (iv.lo > iv.null) != (expected == ">") and metric == "test/accuracy":  # contradicts the claim
-        fa = _final(ctx, _group(ctx, a), "eval_train/accuracy")
-        fb = _final(ctx, _group(ctx, b), "eval_train/accuracy")
+        fa, fb = _final(ctx, ra, "eval_train/accuracy"), _final(ctx, rb, "eval_train/accuracy")
         if len(fa) and len(fb):
           out.append(f"Measured reason, {name}: the verdict's {wording.interval_text(iv, **wording.POINTS)} "
                      f"lies on the other side of the claim. Training accuracy at the end: {pct(fa.mean())} "
                      f"({a}) and {pct(fb.mean())} ({b}) on {_num_train(ctx)} training images after "
-                     f"{_steps_text(ctx)}: the comparison is between optimizers at different degrees of fit "
-                     "within this step budget at these untuned step sizes, where Wilson et al. tune each "
-                     "method's step size and train to a small training loss.")
+                     f"{_steps_text(ctx)}"
+                     + (": the comparison is between optimizers at different degrees of fit within this "
+                        "step budget at these untuned step sizes, where Wilson et al. tune each method's "
+                        "step size and train to a small training loss." if "tuned" not in a + b else
+                        f", each at its step size of best mean validation accuracy ({a}, {b})."))
       continue
     why = (wording.why_undecided(effect, sa, sb, len(x), len(y), level, "1" if compare == "ratio" else "0",
                                   "per optimizer")
@@ -303,17 +321,16 @@ def _measured_reasons(ctx: Context) -> list[str]:
               f"against a seed-to-seed standard deviation of the log of {sa:.2f} ({a}) and {sb:.2f} ({b}) "
               f"over {len(x)} vs {len(y)} seeds, so the verdict's "
               f"{wording.interval_text(iv, **wording.TIMES)} contains 1; {why}.")
-      ra, rb = _threshold_ratio(ctx, _group(ctx, a)), _threshold_ratio(ctx, _group(ctx, b))
-      if math.isfinite(ra) and math.isfinite(rb):
-        text += (f" Final λ_max over 2/η of their common step size: {ra:.2f} ({a}) and {rb:.2f} ({b}) (mean "
+      ta, tb = _threshold_ratio(ctx, ra), _threshold_ratio(ctx, rb)
+      if math.isfinite(ta) and math.isfinite(tb):
+        text += (f" Final λ_max over 2/η of their common step size: {ta:.2f} ({a}) and {tb:.2f} ({b}) (mean "
                  "over seeds).")
     else:
       text = (f"Measured reason, {name}: the difference {100 * effect:+.2f} points is smaller than its "
               f"uncertainty from the seed-to-seed spread (standard deviation {100 * sa:.2f} points for {a}, "
               f"{100 * sb:.2f} for {b}, {len(x)} vs {len(y)} seeds): the verdict's "
               f"{wording.interval_text(iv, **wording.POINTS)} contains 0; {why}.")
-      fa = _final(ctx, _group(ctx, a), "eval_train/accuracy")
-      fb = _final(ctx, _group(ctx, b), "eval_train/accuracy")
+      fa, fb = _final(ctx, ra, "eval_train/accuracy"), _final(ctx, rb, "eval_train/accuracy")
       if len(fa) and len(fb):
         text += (f" Training accuracy at the end: {pct(fa.mean())} ({a}) and {pct(fb.mean())} ({b}) on "
                  f"{_num_train(ctx)} training images.")
@@ -343,12 +360,22 @@ def _num_train(ctx: Context) -> str:
 
 
 def _limitations(ctx: Context) -> list[str]:
-  lrs = ", ".join(dict.fromkeys(f"{optimizer_label(r)} {r.flat_config.get('schedule.lr'):g}"
-                                for r in ctx.study.runs))
+  lrs: dict[str, list] = {}
+  for r in ctx.study.runs:
+    lrs.setdefault(optimizer_label(r), [])
+    if r.flat_config.get("schedule.lr") not in lrs[optimizer_label(r)]:
+      lrs[optimizer_label(r)].append(r.flat_config.get("schedule.lr"))
+  listed = "; ".join(f"{k}: {', '.join(f'{v:g}' for v in vs)}" for k, vs in lrs.items())
+  tuned = any(c.tune for c in criteria.recorded(ctx.study)[0])
+  steps = (f"Step sizes ({listed}): the tuned comparison chose from {max(len(v) for v in lrs.values())} per "
+           "optimizer by mean validation accuracy over seeds, a coarse grid (Wilson et al. search more "
+           "finely, with decay schedules); its test accuracies are of the same runs the choice was made on "
+           "(validation and test are disjoint images). GD and SGD are compared at one common step size, "
+           "untuned, as Keskar et al. compare batch sizes." if tuned else
+           f"Untuned learning rates ({listed}): a tuned comparison (Wilson et al. tune each) could order the "
+           "optimizers differently.")
   return ["The budget is matched in steps, not in gradient evaluations: GD sees the whole training set at "
-          "every step, SGD and Adam one batch.",
-          f"Untuned learning rates ({lrs}): a tuned comparison (Wilson et al. tune each) "
-          "could order the optimizers differently.",
+          "every step, SGD and Adam one batch.", steps,
           "Sharpness is measured every few steps; GD at the edge of stability oscillates between "
           "measurements."]
 

@@ -24,6 +24,10 @@ the report judges them from the run directories (`analysis.criteria`). A criteri
   diverged   optional number: the value a run that diverged counts as, whatever it logged before it
              diverged (e.g. 0.1, chance accuracy of 10 classes, for "does not train at this step size");
              without it a diverged run keeps what it logged, usually nothing, and is then left out
+  tune       optional {"key": config key, "by": quantity}: each group is first narrowed to the runs at
+             the value of `key` whose runs have the largest mean of `by` (e.g. each optimizer at its
+             step size of best mean validation accuracy over its seeds, as Wilson et al. 2017 tune); the
+             criterion is then judged on those runs
 
 Why here: the sweep (research) records the criteria and `analysis` judges them, and both may import
 only this leaf; neither owns the schema.
@@ -39,7 +43,7 @@ EXPECTED = (">", "<", "=")
 NULLS = {"ratio": 1.0, "difference": 0.0, "mean": 0.0, "every": 0.0, "kendall": 0.0}
 TWO_GROUPS = ("ratio", "difference")
 REQUIRED = ("id", "claim", "source", "quantity", "compare", "expected")
-OPTIONAL = ("a", "b", "threshold", "margin", "each", "by", "diverged")
+OPTIONAL = ("a", "b", "threshold", "margin", "each", "by", "diverged", "tune")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +61,7 @@ class Criterion:
   each: str | None = None
   by: str | None = None
   diverged: float | None = None
+  tune: dict | None = None
 
   @property
   def null(self) -> float:
@@ -87,6 +92,15 @@ def _number(value, name: str, where: str) -> float | None:
   return float(value)
 
 
+def _tune(spec, where: str) -> dict | None:
+  if spec is None:
+    return None
+  if not (isinstance(spec, dict) and set(spec) == {"key", "by"} and all(isinstance(v, str) and v
+                                                                         for v in spec.values())):
+    raise UserError(f"{where}: `tune` must be {{'key': a config key, 'by': a quantity}}, got {spec!r}")
+  return dict(spec)
+
+
 def parse_one(spec: dict, where: str = "criterion") -> Criterion:
   """A checked `Criterion` from its dict; a one-line `UserError` names the first problem."""
   if not isinstance(spec, dict):
@@ -110,7 +124,7 @@ def parse_one(spec: dict, where: str = "criterion") -> Criterion:
                 _group(spec.get("b"), "b", where) if spec["compare"] in TWO_GROUPS else None,
                 _number(spec.get("threshold"), "threshold", where),
                 _number(spec.get("margin"), "margin", where), spec.get("each"), spec.get("by"),
-                _number(spec.get("diverged"), "diverged", where))
+                _number(spec.get("diverged"), "diverged", where), _tune(spec.get("tune"), where))
   if c.compare in TWO_GROUPS and not spec.get("b") and spec.get("b") != {}:
     raise UserError(f"{where}: compare={c.compare} needs the second group `b`")
   if c.expected == "=" and (c.margin is None or c.margin <= 0):

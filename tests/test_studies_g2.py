@@ -162,12 +162,14 @@ def test_optimizers_report_verdicts_and_labels(tmp_path):
       history = _history(values, every=100)
       if name == "adam":
         history += _history([100, 300, 700], every=100, key="curv/precond_lambda_max", start=100)
-      final = {"test/accuracy": acc[name][seed], "eval_train/accuracy": 1.0, "valid/accuracy": acc[name][seed],
-               "curv/lambda_max": lam[name][seed], "gap/accuracy": 1.0 - acc[name][seed]}
+      final = {"test/accuracy": acc[name][seed], "eval_train/accuracy": 1.0,
+               "valid/accuracy": acc[name][seed], "curv/lambda_max": lam[name][seed],
+               "gap/accuracy": 1.0 - acc[name][seed]}
       runs.append((flat, final, history, "done"))
   for seed in range(3):  # SGD at a step size of worse validation accuracy: the tuning leaves it out
     flat = optimizers.OPTIMIZERS["sgd"] | {"schedule.lr": 0.2, "training.batch_size": 128, "seed": seed}
-    runs.append((flat, {"test/accuracy": 0.99, "valid/accuracy": 0.5, "eval_train/accuracy": 1.0}, [], "done"))
+    final = {"test/accuracy": 0.99, "valid/accuracy": 0.5, "eval_train/accuracy": 1.0}
+    runs.append((flat, final, [], "done"))
   root = _sweep(tmp_path / "opt", "optimizers", optimizers.get_criteria("quick"), runs)
   found, md = _verdicts(root, tmp_path / "out")
   gd_sgd = scipy.stats.ttest_ind(np.log(lam["gd"]), np.log(lam["sgd"]), equal_var=False)

@@ -109,8 +109,16 @@ def tuned_text(info: dict) -> str:
     return ""
   if info.get("chosen") is None:
     return f"no run with `{info['by']}` to choose {_short(info['key'])}"
+  grid = [json.loads(k) for k in info["means"]]
+  edge = ""
+  numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in grid)
+  grid = sorted(grid) if numeric else grid
+  if len(grid) > 2 and numeric:
+    # a choice at the grid's end: the best value may lie beyond the grid
+    edge = {max(grid): ", the largest: the grid's edge", min(grid): ", the smallest: the grid's edge"}.get(
+        info["chosen"], "")
   return (f"{_short(info['key'])}={_fmt_value(info['chosen'])} (of "
-          f"{', '.join(_fmt_value(json.loads(k)) for k in info['means'])})")
+          f"{', '.join(_fmt_value(v) for v in grid)}{edge})")
 
 
 def _fmt_value(v) -> str:

@@ -117,7 +117,7 @@ def training_curves(groups: Mapping[str, Sequence], *, splits: Sequence[str] = (
   fig, axes = style.figure(ncols=len(quantities), width=min(3.9 * len(quantities), 11.0), height=3.2)
   axes = np.atleast_1d(axes)
   split_styles = {"train": "-", "eval_train": (0, (1, 1)), "valid": "-.", "test": "--"}
-  drawn = {}
+  drawn, single = {}, {}  # single: a split evaluated once, drawn as a dot (its line style never shows)
   for ax, q in zip(axes, quantities):
     for i, runs in enumerate(groups.values()):
       for split in splits:
@@ -131,6 +131,7 @@ def training_curves(groups: Mapping[str, Sequence], *, splits: Sequence[str] = (
         ax.plot(steps, k * mean, color=style.color(i), linestyle=split_styles.get(split, "-"), marker=marker,
                 markersize=3, label=name)
         drawn.setdefault(split, name)
+        single[split] = single.get(split, True) and len(steps) == 1
         if len(runs) > 1:
           ax.fill_between(steps, k * lo, k * hi, color=style.color(i), alpha=0.15, linewidth=0)
     ax.set_xlabel("training step" if x == "step" else "epoch")
@@ -141,7 +142,9 @@ def training_curves(groups: Mapping[str, Sequence], *, splits: Sequence[str] = (
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=style.color(i), label=str(label)) for i, label in enumerate(groups)]
-    handles += [Line2D([], [], color="0.35", linestyle=split_styles.get(split, "-"), label=name)
+    handles += [Line2D([], [], color="0.35", marker="o" if single[split] else None, markersize=3,
+                       linestyle="none" if single[split] else split_styles.get(split, "-"),
+                       label=f"{name} (evaluated once)" if single[split] else name)
                 for split, name in drawn.items()]
     if max(len(str(label)) for label in groups) <= 28:
       fig.legend(handles=handles, loc="outside right center")
@@ -878,10 +881,11 @@ def scatter_panels(panels: Sequence[Mapping], *, groups: Sequence[str] | None = 
   """Side-by-side scatter plots of the same points (e.g. one per run) against different x quantities.
 
   panels: each {"x": (n,), "y": (n,), "xlabel", "ylabel", optional "logx"/"logy" (bool) and
-  "reference": (xs, ys, label), a dashed line such as y = x or a stability bound}. groups: (n,) labels
+  "reference": (xs, ys, label), a dashed line such as y = x or a stability bound, or "references": several,
+  dashed, dotted, dash-dotted in order}. groups: (n,) labels
   giving each point its colour and marker, with one legend for all panels.
   """
-  legend = groups is not None or any(p.get("reference") is not None for p in panels)
+  legend = groups is not None or any(p.get("reference") is not None or p.get("references") for p in panels)
   fig, axes = style.figure(ncols=len(panels), width=min(3.5 * len(panels) + (2.0 if legend else 0.4), 11.0),
                            height=3.2)
   axes = np.atleast_1d(axes)
@@ -892,9 +896,9 @@ def scatter_panels(panels: Sequence[Mapping], *, groups: Sequence[str] | None = 
       sel = np.ones(len(x), bool) if g is None else np.array([str(v) == str(g) for v in groups])
       ax.plot(x[sel], y[sel], linestyle="none", marker="osD^v<>p"[i % 8], color=style.color(i), alpha=0.85,
               label=None if g is None else str(g))
-    ref = panel.get("reference")
-    if ref is not None:
-      ax.plot(ref[0], ref[1], color="0.3", linestyle="--", linewidth=1.1, label=ref[2])
+    refs = list(panel.get("references") or []) + ([panel["reference"]] if panel.get("reference") else [])
+    for j, ref in enumerate(refs):
+      ax.plot(ref[0], ref[1], color="0.3", linestyle=("--", ":", "-.")[j % 3], linewidth=1.1, label=ref[2])
     if panel.get("logx"):
       ax.set_xscale("log")
       _value_ticks(ax.xaxis, x)
@@ -956,7 +960,8 @@ def step_size_sweep(points: Mapping[str, Sequence[tuple[float, float, bool]]], *
                     xlabel: str = "learning rate η", path: str | Path | None = None):
   """Accuracy against the step size per condition (a step-size sweep, e.g. BatchNorm against none).
   points: label -> (lr, accuracy in [0, 1] or nan, diverged) per run (seeds included). Per condition (one
-  colour): every run as a point (diverged runs as crosses on the lower edge), the mean over the runs of
+  colour): every run as a point (diverged runs as one cross per step size on the lower edge, labelled with
+  their count), the mean over the runs of
   each step size as a line; `trains_at` dashed (the accuracy above which a run counts as training) and
   `chance` dotted. The step-size axis is logarithmic."""
   fig, ax = style.figure(width=5.2, height=3.4)
@@ -969,13 +974,16 @@ def step_size_sweep(points: Mapping[str, Sequence[tuple[float, float, bool]]], *
     ax.plot([lr * jitter for lr, _ in finite], [a for _, a in finite], linestyle="none", marker="o",
             markersize=4, color=style.color(i), alpha=0.7)
     div = [lr for lr, acc, d in pts if d or not np.isfinite(acc)]
-    if div:
-      ax.plot([lr * jitter for lr in div], [bottom] * len(div), linestyle="none", marker="x", markersize=6,
-              color=style.color(i), clip_on=False)
+    for lr in sorted(set(div)):  # one cross per step size, with the count of runs it stands for
+      ax.plot([lr * jitter], [bottom], linestyle="none", marker="x", markersize=6, color=style.color(i),
+              clip_on=False)
+      ax.annotate(f"{div.count(lr)} diverged", (lr * jitter, bottom), xytext=(5, 3),
+                  textcoords="offset points", fontsize=7, color=style.color(i))
     means = [(lr, np.mean([a for x, a in finite if x == lr])) for lr in lrs
              if any(x == lr for x, _ in finite)]
     ax.plot([lr * jitter for lr, _ in means], [m for _, m in means], color=style.color(i),
-            linestyle=style.linestyle(i), label=label)
+            linestyle=style.linestyle(i), label=label,  # one step size: no line, its mean as a diamond
+            marker="D" if len(means) == 1 else None, markersize=5)
   ax.axhline(100 * trains_at, color="0.3", linestyle="--", linewidth=0.8)
   ax.annotate(f"trains: > {100 * trains_at:g}%", (0.01, 100 * trains_at), xycoords=("axes fraction", "data"),
               xytext=(0, 3), textcoords="offset points", fontsize=8, color="0.3")

@@ -336,12 +336,14 @@ def standard_results(ctx: Context, *, bar_metrics=("test/accuracy", "gap/accurac
   seeds = {label: seed_histories(rs) for label, rs in groups.items()}
   seeds = {k: v for k, v in seeds.items() if v}
   points = max((len(h[0]) for v in seeds.values() for h in v), default=0)
+  points = (f"{points} measurements" if points > 2 else  # two: a line between them is not a measured path
+            f"{points} measurements: the lines join them, training in between was not measured")
   mode = curvature_mode_text(ctx.study.runs)
   mode = f" Hessian: {mode}." if mode else ""
   band = plots.interval_text("minmax", over=over)
   if seeds and not thresholds:
     fig = ctx.figure("lambda_max", lambda p: plots.lambda_max_curves(seeds=seeds, band="minmax", path=p),
-                     f"Top Hessian eigenvalue λ_max over training ({points} measurements): mean over {over} "
+                     f"Top Hessian eigenvalue λ_max over training ({points}): mean over {over} "
                      f"(markers), band {band}, thin lines the {over} (Adam-type runs that tracked it: the "
                      f"preconditioned sharpness).{mode}")
     if fig:
@@ -352,10 +354,10 @@ def standard_results(ctx: Context, *, bar_metrics=("test/accuracy", "gap/accurac
     label = name[0] if len(name) == 1 else "threshold"
     values = [t for t, _ in thr.values() if t is not None and np.isfinite(t) and t > 0]
     normalized = len(values) == len(thr) and max(values) > 10 * min(values)  # e.g. 2/eta next to 38/eta
-    caption = (f"λ_max over training ({points} measurements) divided by each condition's stability "
+    caption = (f"λ_max over training ({points}) divided by each condition's stability "
                f"threshold ({', '.join(n for n in name if n)}; Adam-type runs: the preconditioned "
                f"sharpness): mean over {over}, band {band}, the dashed line at 1." if normalized else
-               f"Top Hessian eigenvalue λ_max over training ({points} measurements): mean over {over} "
+               f"Top Hessian eigenvalue λ_max over training ({points}): mean over {over} "
                f"(markers), band {band}, thin lines the {over}, with each condition's stability threshold "
                f"({', '.join(n for n in name if n) or 'none for this optimizer'}) dashed in its colour (one "
                "grey line when they coincide).")

@@ -142,15 +142,25 @@ def setup_section(ctx: Context, fields: Fields) -> Section:
   wall_text = num(float(np.mean(wall))) if wall else "n/a"
   items.append(f"**Hardware**: {show(hw)}; wall time per run {wall_text} s"
                + (f" (total {num(float(np.sum(wall)))} s)." if len(wall) > 1 else "."))
-  speedups = []
+  convs: dict[str, int] = {}  # the convolutions of each run (counted), the oneDNN verdicts summed over runs
+  hits = checks = refused = 0
   for b in meta("backend_setup", "dict"):
     v = b.get("onednn_verdicts") if isinstance(b.get("onednn_verdicts"), dict) else {}
-    refused = v.get("refused") if isinstance(v.get("refused"), list) else []
-    speedups.append(f"convolutions {b.get('convolutions', '?')}"
-                    + (" (first layer as shifted products)" if b.get("first_layer_taps") else "")
-                    + f", oneDNN verdicts {v.get('hits', 0)} cached / {v.get('checks', 0)} checked / "
-                    f"{len(refused)} refused")
-  items.append(f"**Speed-ups** (`research.backend`, meta.json `backend_setup`): {show(speedups)}.")
+    kind = (f"convolutions {b.get('convolutions', '?')}"
+            + (" (first layer as shifted products)" if b.get("first_layer_taps") else ""))
+    convs[kind] = convs.get(kind, 0) + 1
+    hits += int(v.get("hits", 0) or 0)
+    checks += int(v.get("checks", 0) or 0)
+    refused += len(v.get("refused")) if isinstance(v.get("refused"), list) else 0
+  if convs:
+    n = sum(convs.values())
+    kinds = "; ".join(f"{k} in {m} of {n} run{'s' if n > 1 else ''}" if len(convs) > 1 or m < n else
+                      f"{k} in {'every' if n > 1 else 'the'} run" for k, m in convs.items())
+    items.append(f"**Speed-ups** (`research.backend`, meta.json `backend_setup`): {kinds}; oneDNN's "
+                 f"per-shape verdicts, summed over the runs: {hits} cached, {checks} checked, {refused} "
+                 "refused.")
+  else:
+    items.append("**Speed-ups** (`research.backend`, meta.json `backend_setup`): n/a.")
   versions: dict[str, list] = {}
   for v in meta("versions", "dict"):
     for k, x in v.items():

@@ -289,3 +289,7 @@ def test_tune_judges_each_group_at_its_best_mean_of_the_tuning_quantity(tmp_path
   for bad in ({"key": "schedule.lr"}, {"key": "schedule.lr", "by": ""}, "schedule.lr"):
     with pytest.raises(UserError, match="`tune` must be"):
       criteria.parse([spec | {"tune": bad}])
+  grid = {"key": "schedule.lr", "by": "valid/accuracy", "means": {"0.05": 0.7, "0.1": 0.8, "0.2": 0.9}}
+  edge = "lr=0.2 (of 0.05, 0.1, 0.2, the largest: the grid's edge)"
+  assert judging.tuned_text(grid | {"chosen": 0.2}) == edge
+  assert judging.tuned_text(grid | {"chosen": 0.1}) == "lr=0.1 (of 0.05, 0.1, 0.2)"

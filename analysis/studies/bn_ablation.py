@@ -201,8 +201,9 @@ def _step_size_sweep(ctx: Context, main: Context, sweep: list[runs.Run]) -> tupl
   fig = ctx.figure("step_size_sweep", lambda p: plots.step_size_sweep(
       {f"norm={k}": v for k, v in points.items()}, trains_at=TRAINS, chance=0.1, path=p),
       f"Step-size sweep: accuracy on the fixed training subset {after}, per norm, against the learning rate "
-      f"(SGD with momentum 0.9, log axis); every run a point (crosses on the lower edge: diverged), the "
-      f"line through the means per step size. A run counts as training above {100 * TRAINS:g}% (dashed); "
+      f"(SGD with momentum 0.9, log axis); every run a point (runs that diverged: a cross on the lower "
+      f"edge with their count), the line through the means per step size. A run counts as training above "
+      f"{100 * TRAINS:g}% (dashed); "
       f"chance is 10% (dotted). The smallest step size is the main runs' own, evaluated at the same step.")
   findings = []
   largest = {}

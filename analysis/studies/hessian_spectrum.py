@@ -326,12 +326,12 @@ def _results(ctx: Context):
       grid = np.array([min(cs), max(cs)], np.float64)
       panels = [{"x": np.asarray(cs, np.float64), "y": np.asarray(gs, np.float64),
                  "xlabel": "number of classes C", "ylabel": "largest-gap position in the top 2C",
-                 "reference": (grid, grid, "C")}]
+                 "references": [(grid, grid, "i = C"), (grid, grid - 1, "i = C − 1")]}]
       fig = ctx.figure("gap_vs_classes", lambda p: plots.scatter_panels(panels, path=p),
                        "Position i of the largest ratio λ_i/λ_(i+1) among the top 2C eigenvalues against the "
                        "number of classes C, one point per run (trained, no normalization; runs at the same "
-                       "position overlap); dashed: i = C "
-                       "(C − 1 is also C outliers' signature, Papyan 2019).")
+                       "position overlap); dashed: i = C, dotted: i = C − 1 (either is C outliers' "
+                       "signature, Papyan 2019).")
       if fig:
         blocks.append(fig)
   profile = _gap_profile(trained_none)

@@ -366,12 +366,16 @@ def _limitations(ctx: Context) -> list[str]:
     if r.flat_config.get("schedule.lr") not in lrs[optimizer_label(r)]:
       lrs[optimizer_label(r)].append(r.flat_config.get("schedule.lr"))
   listed = "; ".join(f"{k}: {', '.join(f'{v:g}' for v in vs)}" for k, vs in lrs.items())
-  tuned = any(c.tune for c in criteria.recorded(ctx.study)[0])
-  steps = (f"Step sizes ({listed}): the tuned comparison chose from {max(len(v) for v in lrs.values())} per "
-           "optimizer by mean validation accuracy over seeds, a coarse grid (Wilson et al. search more "
-           "finely, with decay schedules); its test accuracies are of the same runs the choice was made on "
-           "(validation and test are disjoint images). GD and SGD are compared at one common step size, "
-           "untuned, as Keskar et al. compare batch sizes." if tuned else
+  tuned = [c for c in criteria.recorded(ctx.study)[0] if c.tune]
+  chosen = "; ".join(criteria.tuned_text(criteria.group_of(c, ctx.study.runs, w, ctx.table)[1])
+                     for c in tuned[:1] for w in ("a", "b"))
+  most = max(len(v) for v in lrs.values())
+  steps = (f"Step sizes ({listed}): the tuned comparison chose from {most} per optimizer by mean "
+           f"validation accuracy over seeds ({chosen}), a coarse grid (Wilson et al. search more finely, "
+           "with decay schedules; a choice at the grid's edge may not be the best step size); its test "
+           "accuracies are of the same runs the choice was made on (validation and test are disjoint "
+           "images). GD and SGD are compared at one common step size, untuned, as Keskar et al. compare "
+           "batch sizes." if tuned else
            f"Untuned learning rates ({listed}): a tuned comparison (Wilson et al. tune each) could order the "
            "optimizers differently.")
   return ["The budget is matched in steps, not in gradient evaluations: GD sees the whole training set at "

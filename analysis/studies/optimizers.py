@@ -119,12 +119,19 @@ def _bn_text(ctx: Context) -> str:
 def _results(ctx: Context):
   label_of = _labeler(ctx)
   groups = group_runs(ctx, label_of)
+  kinds: dict[str, int] = {}  # each optimizer's step sizes next to each other, in increasing order
+  for rs in groups.values():
+    kinds.setdefault(optimizer_label(rs[0]), len(kinds))
+  groups = dict(sorted(groups.items(), key=lambda kv: (kinds[optimizer_label(kv[1][0])],
+                                                       kv[1][0].flat_config.get("schedule.lr") or 0.0)))
   order = list(groups)
+  rank = {label: i for i, label in enumerate(order)}
+  table = ctx.table.assign(_rank=ctx.table[KEY].map(rank)).sort_values("_rank", kind="stable")
   blocks, findings = [], generic_findings(ctx)
   metrics = [m for m in ("test/accuracy", "eval_train/accuracy", "gap/accuracy", "curv/lambda_max", PRECOND)
              if m in ctx.table.columns and ctx.table[m].notna().any()]
   if metrics:
-    blocks.append(TableBlock("summary", tables.mean_std_table(ctx.table, [KEY], metrics, caption=(
+    blocks.append(TableBlock("summary", tables.mean_std_table(table, [KEY], metrics, caption=(
         "At the end of training, per optimizer: mean ± sample standard deviation over its seeds; accuracies "
         "in percent, gap = train minus test accuracy (train: the whole training subset); λ_max: top "
         f"eigenvalue of the training-loss Hessian on the whole training set ({_bn_text(ctx)}); for Adam also "
@@ -207,7 +214,9 @@ def _results(ctx: Context):
         "Sharpness over training divided by each optimizer's stability threshold (λ_max for GD, SGD and "
         "momentum; Adam: the preconditioned sharpness against 38/η); per optimizer the mean over seeds with "
         f"markers at every measurement, {plots.interval_text('minmax')} as a band and each seed as a thin "
-        f"line; dashed: the threshold. Hessian: {_bn_text(ctx)}.")
+        f"line; dashed: the threshold. Hessian: {_bn_text(ctx)}."
+        + (f" Drawn: {', '.join(seeds)}; the other runs measured λ_max at the end only (the summary table) "
+           "or not at all (the tuning runs)." if len(seeds) < len(groups) else ""))
     if fig:
       blocks.append(fig)
   raw = {}
@@ -216,7 +225,7 @@ def _results(ctx: Context):
     curves = [c for c in curves if len(c[0]) > 1]
     if curves:
       raw[label] = curves
-  if raw:
+  if len(raw) > 1:  # one curve is the figure above, in other units
     fig = ctx.figure("lambda_max_raw", lambda p: plots.lambda_max_curves(seeds=raw, path=p),
                      "Raw λ_max of the training-loss Hessian over training for every optimizer, Adam "
                      f"included (mean over seeds with markers, {plots.interval_text('minmax')} as a band, "
@@ -228,10 +237,12 @@ def _results(ctx: Context):
   if dots and len(groups) > 1:
     loss = str(ctx.study.runs[0].flat_config.get("loss.name", "cross_entropy"))
     fig = ctx.figure("by_optimizer", lambda p: plots.ablation_bars(
-        ctx.table, KEY, dots, order=order, error="t", loss_name=loss, path=p),
-        "Per optimizer (in the sweep's order): the mean over seeds (diamond) with its "
+        table, KEY, dots, order=order, error="t", loss_name=loss, path=p),
+        "Per optimizer (each at its step sizes in increasing order): the mean over seeds (diamond) with its "
         f"{plots.interval_text('t')} as whiskers, and each seed as a grey point; the value axes are fitted "
-        f"to the data. {plots.LOG_PANELS}")
+        f"to the data. {plots.LOG_PANELS}"
+        + (" λ_max: the runs at the base step sizes (the tuning runs measure accuracy only)."
+           if "curv/lambda_max" in dots and ctx.table["curv/lambda_max"].isna().any() else ""))
     if fig:
       blocks.append(fig)
   full = {label: bool(rs[0].flat_config.get("training.full_batch")) for label, rs in groups.items()}
@@ -334,6 +345,8 @@ def _measured_reasons(ctx: Context) -> list[str]:
       if len(fa) and len(fb):
         text += (f" Training accuracy at the end: {pct(fa.mean())} ({a}) and {pct(fb.mean())} ({b}) on "
                  f"{_num_train(ctx)} training images.")
+      if cid == "sgd_more_accurate_than_gd":
+        text += _batch_fraction(ra)
     out.append(text)
   gd = [r for r in _finished(_group(ctx, "GD")) if r.flat_config.get("optimizer.name") not in ADAPTIVE]
   missed = [(r, q) for r in gd if (q := run_quantities(r)) and not q.get("eos/reached")]
@@ -347,6 +360,18 @@ def _measured_reasons(ctx: Context) -> list[str]:
     out.append(f"Measured reason, GD at 2/η: {len(missed)} of {len(gd)} GD runs did not reach {REACH:g} of "
                f"2/η after a measurement below {WINDOW[0]:g} of it (λ_max over 2/η; {'; '.join(parts)}).")
   return out
+
+
+def _batch_fraction(rs: list[runs.Run]) -> str:
+  """How large the minibatch is against the training set, beside Keskar et al.'s batch sizes."""
+  batch = {r.flat_config.get("training.batch_size") for r in rs} - {None}
+  n = {(r.summary or {}).get("num_train") for r in rs} - {None}
+  if len(batch) != 1 or len(n) != 1:
+    return ""
+  b, n = batch.pop(), n.pop()
+  return (f" SGD's batch of {b} is {100 * b / n:.3g}% of its {n:,} training images, where Keskar et al.'s "
+          "small batch (256 of 50,000 CIFAR-10 images) is 0.5% and their large batch 10%: the gradient noise "
+          "that is to set the two apart is small here.")
 
 
 def _steps_text(ctx: Context) -> str:

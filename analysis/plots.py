@@ -511,7 +511,12 @@ def spectral_density_caption(spectra: Mapping[str, tuple[np.ndarray, np.ndarray]
   if top:
     ks = sorted({len(np.atleast_1d(v)) for v in top.values()})
     text += (f" Triangles: the top {'/'.join(map(str, ks))} eigenvalues of a separate Lanczos eigensolve"
-             + (", whiskers their residual norms ‖Hv − θv‖." if residuals else "."))
+             + (", whiskers their residual norms ‖Hv − θv‖" if residuals else "."))
+    if residuals:
+      res = np.concatenate([np.atleast_1d(np.asarray(v, np.float64)) for v in residuals.values()])
+      res = res[np.isfinite(res)]
+      text += (f" (at most {res.max():.2g}: whiskers shorter than the triangles are hidden by them)."
+               if len(res) else ".")
   return text
 
 

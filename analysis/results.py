@@ -12,7 +12,7 @@ and stability thresholds, and helpers for sentences.
 import dataclasses
 import re
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -191,6 +191,11 @@ def group_runs(ctx: Context, label_of: Callable[[runs.Run], str]) -> dict[str, l
 
 
 
+def _uneven(groups: Mapping[str, Sequence[runs.Run]]) -> bool:
+  """Whether the runs of some group trained for different numbers of steps."""
+  return any(len({(r.summary or {}).get("total_steps") for r in rs}) > 1 for rs in groups.values())
+
+
 def missing_text(what: str, need: str) -> str:
   """A Results paragraph naming a missing input: `Not available: <what> (needs <need>).`"""
   return f"Not available: {what} (needs {need})."
@@ -330,7 +335,9 @@ def standard_results(ctx: Context, *, bar_metrics=("test/accuracy", "gap/accurac
     fig = ctx.figure("training_curves", lambda p: plots.training_curves(
         groups, splits=curve_splits, x=curves_x, loss_name=loss, full_batch=full, path=p),
         f"Training curves: {shown} loss and accuracy against the {curves_x}, mean over {over} with the "
-        f"min–max band over {over}. Loss in {style.loss_unit(loss)}, accuracy in percent.")
+        f"min–max band over {over}. Loss in {style.loss_unit(loss)}, accuracy in percent."
+        + (f" The {over} of a condition differ in length, so each point is the mean over the {over} logged "
+           f"at that {curves_x}: a jump can be one of them ending, not training." if _uneven(groups) else ""))
     if fig:
       blocks.append(fig)
   seeds = {label: seed_histories(rs) for label, rs in groups.items()}

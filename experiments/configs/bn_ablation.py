@@ -240,8 +240,10 @@ def get_sweep(arg: str | None = "quick") -> list[dict]:
   off = {"curvature.every_steps": 0, "smoothness.every_steps": 0}
   if arg == "paper":
     off |= {"curvature.at_end": False, "smoothness.at_end": False}
+  # batch and none alternate, so that the two trials a 2-process sweep starts with compile different
+  # networks (two cold starts of the same network would compile it twice, before the cache has it)
   main = sweeps.concat(
-      sweeps.product(sweeps.grid({"model.knobs.norm": ["batch", "none"]}), sweeps.seeds(3)),
+      [{"model.knobs.norm": norm, "seed": seed} for seed in range(3) for norm in ("batch", "none")],
       sweeps.product(sweeps.grid({"model.knobs.norm": ["layer"]} | {k: [v] for k, v in off.items()}),
                      sweeps.seeds(3)))
   short = {"training.num_steps": SWEEP_STEPS[arg]} | ({"training.num_epochs": 0} if arg == "paper" else {})

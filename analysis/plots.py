@@ -991,8 +991,8 @@ def step_size_sweep(points: Mapping[str, Sequence[tuple[float, float, bool]]], *
             linestyle=style.linestyle(i), label=label,  # one step size: no line, its mean as a diamond
             marker="D" if len(means) == 1 else None, markersize=5)
   ax.axhline(100 * trains_at, color="0.3", linestyle="--", linewidth=0.8)
-  ax.annotate(f"trains: > {100 * trains_at:g}%", (0.01, 100 * trains_at), xycoords=("axes fraction", "data"),
-              xytext=(0, 3), textcoords="offset points", fontsize=8, color="0.3")
+  ax.annotate(f"trains: > {100 * trains_at:g}%", (0.99, 100 * trains_at), xycoords=("axes fraction", "data"),
+              xytext=(0, 3), textcoords="offset points", fontsize=8, color="0.3", ha="right")
   if chance is not None:
     ax.axhline(100 * chance, color="0.5", linestyle=":", linewidth=0.8)
     ax.annotate("chance", (0.99, 100 * chance), xycoords=("axes fraction", "data"), xytext=(0, 3),

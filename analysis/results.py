@@ -330,6 +330,9 @@ def standard_results(ctx: Context, *, bar_metrics=("test/accuracy", "gap/accurac
                 "minibatch training" if not any(full.values()) else "training batches (full or minibatch)")
   names = {"train": f"{train_name} (solid)", "eval_train": "training subset (dotted)",
            "valid": "validation (dash-dotted)", "test": "test (dashed)"}
+  once = {sp for sp in curve_splits if sp != "train" and all(  # evaluated once: a dot, no line style
+      len(r.curve(f"{sp}/accuracy")[0]) <= 1 for rs in groups.values() for r in rs)}
+  names |= {sp: f"{names.get(sp, sp).split(' (')[0]} (a dot: evaluated once)" for sp in once}
   shown = " and ".join(names.get(sp, sp) for sp in curve_splits)
   if loss != "mixed":
     fig = ctx.figure("training_curves", lambda p: plots.training_curves(
@@ -337,7 +340,9 @@ def standard_results(ctx: Context, *, bar_metrics=("test/accuracy", "gap/accurac
         f"Training curves: {shown} loss and accuracy against the {curves_x}, mean over {over} with the "
         f"min–max band over {over}. Loss in {style.loss_unit(loss)}, accuracy in percent."
         + (f" The {over} of a condition differ in length, so each point is the mean over the {over} logged "
-           f"at that {curves_x}: a jump can be one of them ending, not training." if _uneven(groups) else ""))
+           f"at that {curves_x}: a jump can be one of them ending, not training." if _uneven(groups) else "")
+        + (f" A condition pools {over} of different settings (the sweep's other axes): the band spans those "
+           "settings, not seed-to-seed noise." if over != "seeds" else ""))
     if fig:
       blocks.append(fig)
   seeds = {label: seed_histories(rs) for label, rs in groups.items()}

@@ -82,7 +82,9 @@ Variants:
   no criterion or figure of this study reads, is no longer evaluated; training and the criteria are
   unchanged.
   Run at ec7f995 (2026-12-03, nothing else running): verdicts and numbers identical to 401db58's; 9 min 50 s
-  with `--parallel 2` (1,125 CPU-seconds).
+  with `--parallel 2` (1,125 CPU-seconds). Run again at 5daf0a8, the first sweep to record the changes above
+  in its sweep.json (`get_changes_after_runs`), nothing else running: the same verdicts and numbers, 8 min
+  55 s with `--parallel 2` (1,003 CPU-seconds).
 - `paper`: CIFAR-10 with partially corrupted labels as in Zhang et al., on an AlexNet-like network
   (`alexnet`) without dropout, weight decay or augmentation (as their fitting experiments), momentum 0.9
   at lr 0.01, 200 epochs, noise 0, 0.2, 0.4, 0.6 and 0.8, 2 seeds; the Hessian and epsilon-sharpness on

@@ -319,7 +319,7 @@ def undecided_reasons(study: runs.Study, table: pd.DataFrame, *, level: float = 
     why = (wording.why_undecided(effect, sa, sb, len(a), len(b), each, "1" if c.compare == "ratio" else "0",
                                  "per group")
            if (effect > 0) == (c.expected == ">") else
-           "the estimate itself points against the claim, so more seeds at this effect would not show it")
+           wording.AGAINST)
     out.append(f"Measured reason, `{c.id}`: {what} {sa:.3g} (a) and {sb:.3g} (b) over {len(a)} vs {len(b)} "
                f"seeds; {why}.")
   return out

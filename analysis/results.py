@@ -474,14 +474,21 @@ def generic_findings(ctx: Context) -> list[Finding]:
     iv = stats.difference_interval(accs[best], accs[second])
     out.append(Finding(
         f"The highest mean test accuracy was {best}, {pct(m1)}, {100 * iv.estimate:.2f} points above "
-        f"{second} ({wording.interval_text(iv, **wording.POINTS)}).",
+        f"{second} ({wording.interval_text(iv, **wording.POINTS)}"
+        + (f"; the best of {len(ranked)} conditions, picked after the runs: a description, not a test"
+           if len(ranked) > 2 else "") + ").",
         {"best": best, "best mean": m1, "second": second, "difference": iv.estimate, "ci": (iv.lo, iv.hi),
          "interval": iv.as_dict()}))
   for m in ("curv/lambda_max",):
     if m in ctx.table.columns and "gap/loss" in ctx.table.columns and ctx.table[m].notna().sum() >= 3:
       tau, p, n = stats.kendall_tau(ctx.table[m], ctx.table["gap/loss"])
-      out.append(Finding(f"Across {n} runs, Kendall's τ between λ_max and the loss gap is {tau:.2f} "
-                         f"(p = {p:.2g}).", {"tau": tau, "p": p, "n": n}))
+      measured = set(ctx.table.loc[ctx.table[m].notna(), "run"])
+      pooled = len({label for label, rs in ctx.groups().items() if any(r.name in measured for r in rs)})
+      out.append(Finding(f"Across {n} runs, Kendall's τ between λ_max and the loss gap (test minus training "
+                         f"loss) is {tau:.2f} (p = {p:.2g}"
+                         + (f"; pooled over {pooled} conditions, so a difference between conditions can "
+                            "make it, and outside the verdict table's tests" if pooled > 1 else "") + ").",
+                         {"tau": tau, "p": p, "n": n, "conditions": int(pooled)}))
   return out
 
 

@@ -298,11 +298,18 @@ def common_limitations(ctx: Context, fields: Fields) -> list[str]:
     sources = [c.get("source") for r in ctx.study.runs for c in r.curvature]
     n = distinct([op.get("num_examples") for op in ops])
     modes = distinct([op.get("bn_mode") for op in ops])
-    once = all(len(r.curvature) == 1 for r in ctx.study.runs if r.curvature)
-    when = ("at the end of training" if once and all(s == "tracking" for s in sources)
-            else "during training" if all(s == "tracking" for s in sources)
-            else "after training" if not any(s == "tracking" for s in sources)
-            else "during and after training")
-    out.append(f"The Hessian was measured {when} on a fixed probe set of {', '.join(map(str, n))} "
-               f"training examples (BatchNorm mode {', '.join(map(str, modes))}).")
+    measured = [r for r in ctx.study.runs if r.curvature]
+    # tracked in metrics.jsonl every `curvature.every_steps` (only the end writes a record file)
+    tracked = [r for r in measured if (r.flat_config.get("curvature.every_steps") or 0) > 0
+               or len(r.curvature) > 1]
+    when = ("after training" if not any(s == "tracking" for s in sources)
+            else "during and after training" if not all(s == "tracking" for s in sources)
+            else "at the end of training" if not tracked
+            else "during training" if len(tracked) == len(measured)
+            else f"during training in {len(tracked)} of the {len(measured)} runs that measured it, at the "
+                 "end in the others")
+    # a network whose config names no BatchNorm has no mode to state (an unset knob: the model's default)
+    bn = any(r.flat_config.get("model.knobs.norm") in (None, "batch") for r in ctx.study.runs)
+    out.append(f"The Hessian was measured {when}, on a fixed probe set of {', '.join(map(str, n))} "
+               f"training examples" + (f" (BatchNorm mode {', '.join(map(str, modes))})." if bn else "."))
   return out

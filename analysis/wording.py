@@ -125,6 +125,11 @@ def judge_correlation(tau: float, p_value: float, n: int, expected: str, *, leve
   return Judgement("inconclusive", f"is inconclusive with {n} runs ({stat} >= {1 - level:.2g})")
 
 
+# why more seeds are not the answer when an undecided estimate lies on the far side of the claim
+AGAINST = ("the estimate lies on the other side of the claim, so more seeds would show the claim only if the "
+           "true effect differs from this estimate")
+
+
 def why_undecided(effect: float, sa: float, sb: float | None, na: int, nb: int, level: float, null: str,
                   per: str) -> str:
   """Why a `level` interval around `effect` reaches `null` (the effect measured from `null`: a difference,

@@ -368,7 +368,7 @@ def _measured_reasons(ctx: Context) -> list[str]:
     null = "1" if compare == "ratio" else "0"
     why = (wording.why_undecided(effect, sa, sb, len(x), len(y), level, null, "per batch size")
            if effect and (effect > 0) == (expected == ">") else
-           "the estimate itself points against the claim, so more seeds at this effect would not show it")
+           wording.AGAINST)
     if compare == "ratio":
       out.append(f"Measured reason, {name} (batch {large} / {small}): the ratio {iv.estimate:.2f}x is a "
                  f"log-difference of {effect:+.2f} against a seed-to-seed standard deviation of the log of "
@@ -410,7 +410,7 @@ def _measured_reasons(ctx: Context) -> list[str]:
       s = float(rises.std(ddof=1))
       m = float(rises.mean())
       why = (wording.why_undecided(m, s, None, len(rises), len(rises), level, "0", "(pairs)") if m > 0 else
-             "the estimate itself points against the claim, so more seeds at this effect would not show it")
+             wording.AGAINST)
       out.append(f"Measured reason, interpolation: the rise beyond the large-batch end minus beyond the "
                  f"small-batch end is {m:+.3g} {unit} on average, per seed pair "
                  f"{', '.join(f'{v:+.3g}' for v in rises)} (standard deviation {s:.3g}): the verdict's "

@@ -19,6 +19,7 @@ from analysis.results import (
   ADAPTIVE,
   Context,
   Template,
+  curvature_mode_text,
   generic_findings,
   group_runs,
   lambda_max_history,
@@ -104,16 +105,14 @@ def _compared(ctx: Context, cid: str, a: str, b: str) -> tuple[list[runs.Run], l
 
 
 def _bn_text(ctx: Context) -> str:
-  """How the Hessian treated BatchNorm, from the curvature records or the config."""
-  modes = {}
-  for r in ctx.study.runs:
-    mode = r.flat_config.get("curvature.bn_mode")
-    chunk = r.flat_config.get("curvature.chunk_size")
-    modes.setdefault(str(mode), set()).add(chunk)
-  parts = [(f"BatchNorm with batch statistics over ghost batches of {', '.join(map(str, sorted(c)))} "
-            "(each optimizer's own batch; GD: its chunks)") if m == "batch" else f"BatchNorm mode {m}"
-           for m, c in modes.items()]
-  return "; ".join(parts)
+  """How the Hessian treated BatchNorm (`curvature_mode_text`: each optimizer's own batch as the ghost
+  batch, GD's its chunks), or that the network has none."""
+  mode = curvature_mode_text(ctx.study.runs)
+  chunks = sorted({r.flat_config.get("curvature.chunk_size") for r in ctx.study.runs} - {None})
+  if not mode:
+    return "a network without BatchNorm"
+  return (f"BatchNorm with batch statistics over ghost batches of {', '.join(map(str, chunks))} (each "
+          "optimizer's own batch; GD: its chunks)" if "batch statistics" in mode else mode)
 
 
 def _results(ctx: Context):
@@ -125,15 +124,18 @@ def _results(ctx: Context):
   groups = dict(sorted(groups.items(), key=lambda kv: (kinds[optimizer_label(kv[1][0])],
                                                        kv[1][0].flat_config.get("schedule.lr") or 0.0)))
   order = list(groups)
+  momentum = any(r.flat_config.get("optimizer.name") == "momentum" for r in ctx.study.runs)
   rank = {label: i for i, label in enumerate(order)}
   table = ctx.table.assign(_rank=ctx.table[KEY].map(rank)).sort_values("_rank", kind="stable")
   blocks, findings = [], generic_findings(ctx)
-  metrics = [m for m in ("test/accuracy", "eval_train/accuracy", "gap/accuracy", "curv/lambda_max", PRECOND)
+  metrics = [m for m in ("test/accuracy", "valid/accuracy", "eval_train/accuracy", "gap/accuracy",
+                         "curv/lambda_max", PRECOND)
              if m in ctx.table.columns and ctx.table[m].notna().any()]
   if metrics:
     blocks.append(TableBlock("summary", tables.mean_std_table(table, [KEY], metrics, caption=(
         "At the end of training, per optimizer: mean ± sample standard deviation over its seeds; accuracies "
-        "in percent, gap = train minus test accuracy (train: the whole training subset); λ_max: top "
+        "in percent (validation: the split the tuned comparison chooses step sizes on), gap = train minus "
+        "test accuracy (train: the whole training subset); λ_max: top "
         f"eigenvalue of the training-loss Hessian on the whole training set ({_bn_text(ctx)}); for Adam also "
         "the preconditioned λ_max of P^-1/2 H P^-1/2; bold: the best mean among finished conditions."))))
   rows = []
@@ -175,8 +177,9 @@ def _results(ctx: Context):
     findings.append(Finding(text + ".", values))
   if rows:
     blocks.append(TableBlock("sharpness", tables.frame_table(pd.DataFrame(rows), caption=(
-        "Sharpness against each optimizer's stability threshold (2/η for SGD, (2 + 2β)/η for heavy-ball "
-        "momentum, 38/η for Adam's preconditioned sharpness): the compared quantity at the end over the "
+        "Sharpness against each optimizer's stability threshold (2/η for SGD"
+        + (", (2 + 2β)/η for heavy-ball momentum" if momentum else "")
+        + ", 38/η for Adam's preconditioned sharpness): the compared quantity at the end over the "
         f"threshold (mean over seeds); runs whose first measurement was at or above it; runs in which it "
         f"reached {REACH:g} of the threshold after a measurement below it (a crossing from below, never the "
         "initialization). The threshold is a full-batch notion: minibatch runs usually stay below it."),
@@ -184,17 +187,18 @@ def _results(ctx: Context):
   if not any(len(_final(ctx, rs, "curv/lambda_max")) for rs in groups.values()):
     blocks.append(missing_text("final sharpness", "`curv/lambda_max` in metrics.jsonl (config "
                                "`curvature.at_end`)"))
+  level = criteria.test_level(ctx.study)  # the verdict table's level, so that text and table agree
   for cid, a, b, metric, compare, expected, name in COMPARISONS:
     ra, rb, a, b = _compared(ctx, cid, a, b)
     x, y = _final(ctx, ra, metric), _final(ctx, rb, metric)
     if not (len(x) and len(y)):
       continue
     if compare == "ratio":
-      iv = stats.ratio_interval(x, y)
+      iv = stats.ratio_interval(x, y, level=level)
       j = wording.judge(iv, expected, **wording.TIMES)
       text = f"{a} / {b}, final λ_max: {iv.estimate:.2f}x (ratio of geometric means); this {j.text}."
     else:
-      iv = stats.difference_interval(x, y)
+      iv = stats.difference_interval(x, y, level=level)
       j = wording.judge(iv, expected, **wording.POINTS)
       text = (f"{a} minus {b}, test accuracy: {100 * iv.estimate:+.2f} points ({pct(x.mean())} vs "
               f"{pct(y.mean())}); this {j.text}.")
@@ -211,8 +215,9 @@ def _results(ctx: Context):
     thr = {k: threshold_of(groups[k][0])[0] for k in seeds}
     fig = ctx.figure("lambda_max", lambda p: plots.lambda_max_curves(
         seeds=seeds, thresholds=thr, threshold_label="threshold", normalized=True, path=p),
-        "Sharpness over training divided by each optimizer's stability threshold (λ_max for GD, SGD and "
-        "momentum; Adam: the preconditioned sharpness against 38/η); per optimizer the mean over seeds with "
+        "Sharpness over training divided by each optimizer's stability threshold (λ_max for GD, SGD"
+        + (" and momentum" if momentum else "") + "; Adam: the preconditioned sharpness against 38/η; log "
+        "axis); per optimizer the mean over seeds with "
         f"markers at every measurement, {plots.interval_text('minmax')} as a band and each seed as a thin "
         f"line; dashed: the threshold. Hessian: {_bn_text(ctx)}."
         + (f" Drawn: {', '.join(seeds)}; the other runs measured λ_max at the end only (the summary table) "
@@ -250,7 +255,8 @@ def _results(ctx: Context):
   fig = ctx.figure("training_curves", lambda p: plots.training_curves(
       groups, splits=("train", "eval_train", "test"), loss_name=loss, full_batch=full, path=p),
       "Training curves per optimizer: the training-step value (solid; GD: the whole training set, others: "
-      "their minibatch), the whole training subset (dotted) and test (dashed); loss in "
+      f"their minibatch), the whole training subset (dotted) and test (dashed), evaluated "
+      f"{', '.join(sorted({r.eval_interval for r in ctx.study.runs}))}; loss in "
       f"{style.loss_unit(loss)}, accuracy in percent; band: min–max over seeds.")
   if fig:
     blocks.append(fig)
@@ -261,7 +267,35 @@ def _results(ctx: Context):
         "Training-set accuracy at the end: " + "; ".join(f"{k} {pct(v.mean())}" for k, v in fit.items())
         + ".",
         {"eval_train/accuracy": {k: float(v.mean()) for k, v in fit.items()}}))
+  answer = _answer(ctx, groups, fit)
+  if answer:
+    findings.append(answer)
   return [Section("Results", blocks)], findings
+
+
+def _answer(ctx: Context, groups: dict[str, list[runs.Run]], fit: dict[str, np.ndarray]) -> Finding | None:
+  """The question's answer as measured (means over seeds, no test): the smallest final lambda_max among
+  the conditions that measured it, and the smallest generalization gap with its training accuracy."""
+  lam = {k: v for k, rs in groups.items() if len(v := _final(ctx, rs, "curv/lambda_max"))}
+  gap = {k: v for k, rs in groups.items() if len(v := _final(ctx, rs, "gap/accuracy"))}
+  if not (lam or gap):
+    return None
+  parts = []
+  if lam:
+    flat = min(lam, key=lambda k: lam[k].mean())
+    parts.append(f"the smallest mean final λ_max is {flat}'s, {num(lam[flat].mean())} (of {len(lam)} "
+                 "conditions that measured it; Adam's raw λ_max is not held to a 2/η threshold and its "
+                 "preconditioned one is the comparable quantity)")
+  if gap:
+    small = min(gap, key=lambda k: gap[k].mean())
+    at = f", at {pct(fit[small].mean())} training accuracy" if small in fit else ""
+    parts.append(f"the smallest mean gap is {small}'s, {100 * gap[small].mean():.1f} points{at} (gaps of "
+                 "networks that fit their training set to different degrees are not comparable minima)")
+  return Finding("The question, as measured (means over seeds, picked after the runs, no test): "
+                 + "; ".join(parts) + ".", {"smallest": {"lambda_max": min(lam, key=lambda k: lam[k].mean())
+                                                         if lam else None,
+                                                         "gap": min(gap, key=lambda k: gap[k].mean())
+                                                         if gap else None}})
 
 
 def _comparison(ctx: Context, findings: list[Finding]) -> list:
@@ -279,7 +313,10 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
                   if v["started above"] else "")
       items.append(f"GD at the edge of stability: it reached {REACH:g} of 2/η from below in {v['reached']} "
                    f"of {v['runs']} runs and ended at {v['ratio to threshold']:.2f} of it on average"
-                   f"{catapult}.")
+                   f"{catapult}"
+                   + (f": above Cohen et al.'s hovering window ({WINDOW[0]:g}-{WINDOW[1]:g} of 2/η), so the "
+                      "crossing reproduces and the hovering at 2/η does not"
+                      if v["ratio to threshold"] > WINDOW[1] else "") + ".")
     if v.get("adaptive") and "ratio to threshold" in v:
       items.append(f"{v['optimizer']}: preconditioned λ_max ended at {v['ratio to threshold']:.2f} of 38/η. "
                    "Cohen et al. (2022) study full-batch Adam; with minibatches the sharpness usually stays "
@@ -325,8 +362,7 @@ def _measured_reasons(ctx: Context) -> list[str]:
       continue
     why = (wording.why_undecided(effect, sa, sb, len(x), len(y), level, "1" if compare == "ratio" else "0",
                                   "per optimizer")
-           if (effect > 0) == (expected == ">") else "the estimate itself points against the claim, so more "
-           "seeds at this effect would not show it")
+           if (effect > 0) == (expected == ">") else wording.AGAINST)
     if compare == "ratio":
       text = (f"Measured reason, {name}: the ratio {iv.estimate:.2f}x is a log-difference of {effect:+.2f} "
               f"against a seed-to-seed standard deviation of the log of {sa:.2f} ({a}) and {sb:.2f} ({b}) "
@@ -370,8 +406,8 @@ def _batch_fraction(rs: list[runs.Run]) -> str:
     return ""
   b, n = batch.pop(), n.pop()
   return (f" SGD's batch of {b} is {100 * b / n:.3g}% of its {n:,} training images, where Keskar et al.'s "
-          "small batch (256 of 50,000 CIFAR-10 images) is 0.5% and their large batch 10%: the gradient noise "
-          "that is to set the two apart is small here.")
+          "small batch (256 of 50,000 CIFAR-10 images) is 0.5% and their large batch 10%; a possible reason, "
+          "not measured here, is that SGD's gradient noise is too small to set the two apart.")
 
 
 def _steps_text(ctx: Context) -> str:
@@ -391,28 +427,57 @@ def _limitations(ctx: Context) -> list[str]:
     if r.flat_config.get("schedule.lr") not in lrs[optimizer_label(r)]:
       lrs[optimizer_label(r)].append(r.flat_config.get("schedule.lr"))
   listed = "; ".join(f"{k}: {', '.join(f'{v:g}' for v in vs)}" for k, vs in lrs.items())
-  tuned = [c for c in criteria.recorded(ctx.study)[0] if c.tune]
-  chosen = "; ".join(criteria.tuned_text(criteria.group_of(c, ctx.study.runs, w, ctx.table)[1])
-                     for c in tuned[:1] for w in ("a", "b"))
+  tuned = [c for c in criteria.recorded(ctx.study)[0] if c.tune][:1]
+  chosen, curse = [], []
+  for c in tuned:
+    for w in ("a", "b"):
+      rs, info = criteria.group_of(c, ctx.study.runs, w, ctx.table)
+      chosen.append(criteria.tuned_text(info))
+      v, t = _final(ctx, rs, "valid/accuracy"), _final(ctx, rs, "test/accuracy")
+      if len(v) and len(t) and rs:
+        curse.append(f"{optimizer_label(rs[0])} at η = {rs[0].flat_config.get('schedule.lr'):g}: "
+                     f"validation {pct(v.mean())}, test {pct(t.mean())}")
   most = max(len(v) for v in lrs.values())
   steps = (f"Step sizes ({listed}): the tuned comparison chose from {most} per optimizer by mean "
-           f"validation accuracy over seeds ({chosen}), a coarse grid (Wilson et al. search more finely, "
-           "with decay schedules; a choice at the grid's edge may not be the best step size); its test "
-           "accuracies are of the same runs the choice was made on (validation and test are disjoint "
-           "images). GD and SGD are compared at one common step size, untuned, as Keskar et al. compare "
-           "batch sizes." if tuned else
+           f"validation accuracy over seeds ({'; '.join(chosen)}), a coarse grid (Wilson et al. search more "
+           "finely, with decay schedules; a choice at the grid's edge may not be the best step size). The "
+           "choice and the comparison use the same runs: validation and test are disjoint images but the "
+           "same trained networks, so the chosen step size's luck on validation partly carries over to test "
+           "(the winner's curse; choosing on some seeds and comparing fresh ones would remove it)"
+           + (f"; {'; '.join(curse)}" if curse else "") + ". GD and SGD are compared at one common step "
+           "size, untuned, as Keskar et al. compare batch sizes." if tuned else
            f"Untuned learning rates ({listed}): a tuned comparison (Wilson et al. tune each) could order the "
            "optimizers differently.")
-  return ["The budget is matched in steps, not in gradient evaluations: GD sees the whole training set at "
-          "every step, SGD and Adam one batch.", steps,
-          "Sharpness is measured every few steps; GD at the edge of stability oscillates between "
-          "measurements."]
+  every = {}
+  for r in ctx.study.runs:
+    if r.flat_config.get("curvature.at_end") or (r.flat_config.get("curvature.every_steps") or 0) > 0:
+      every.setdefault(optimizer_label(r), set()).add(r.flat_config.get("curvature.every_steps") or 0)
+  cadence = "; ".join(f"{k} " + (f"every {max(v)} steps" if max(v) else "at the end only")
+                      for k, v in every.items())
+  out = ["The budget is matched in steps, not in gradient evaluations: GD sees the whole training set at "
+         "every step, SGD and Adam one batch.", steps]
+  if cadence:
+    out.append(f"λ_max was measured: {cadence}; at the edge of stability it oscillates between "
+               "measurements.")
+  n = {(r.summary or {}).get("num_train") for r in ctx.study.runs} - {None}
+  out.append(f"Every run trains on the same fixed draw of {_num_train(ctx)} training images; the seed "
+             "intervals do not cover another draw of them, which can move these comparisons by more than "
+             "their intervals (the study config's design history gives a case)." if len(n) == 1 else
+             "The seed intervals do not cover the draw of the training images.")
+  sgd_runs, gd_runs, _, _ = _compared(ctx, "sgd_more_accurate_than_gd", "SGD", "GD")
+  fit = [(lab, _final(ctx, rs, "eval_train/accuracy")) for lab, rs in (("SGD", sgd_runs), ("GD", gd_runs))]
+  if all(len(f) for _, f in fit) and min(f.mean() for _, f in fit) < 0.99:
+    out.append("Keskar et al.'s claims speak of minima; here GD and SGD at the common step size end at "
+               + " and ".join(f"{pct(f.mean())} ({lab})" for lab, f in fit) + " training accuracy, so "
+               "'minimum' means the end of training, not a converged minimum.")
+  return out
 
 
 TEMPLATE = Template(
     "optimizers", TITLE,
     "At a matched number of steps, which optimizer (full-batch GD, minibatch SGD, heavy-ball "
-    "momentum, Adam) ends in the flattest minimum and with the smallest generalization gap? Final λ_max (for "
+    "momentum where the sweep runs it, Adam) ends in the flattest minimum and with the smallest "
+    "generalization gap? Final λ_max (for "
     "Adam also the preconditioned λ_max) against each optimizer's stability threshold, training and test "
     "accuracy and the gap.", _applies, _results, _comparison, _limitations,
     _prepare, quantities=lambda ctx: {r.name: run_quantities(r) for r in ctx.study.runs})

@@ -95,7 +95,10 @@ Variants:
   0.2, 79.26%, both fitting 99.4-100% of the training subset: a plateau, not a rise cut off by the grid. The
   estimate favours Adam; Wilson et al.'s effect does not show at this scale. SGD's batch is 25% of the 512
   training images (Keskar et al.'s small batch is 0.5% of theirs), the measured reason the report gives for
-  the GD-SGD accuracy tie.
+  the GD-SGD accuracy tie. Run again at 23ca6ab, whose recorded changes say which of these verdicts were
+  seen before its registration (nothing else running): the same verdicts and numbers, 9 min 15 s with
+  `--parallel 2` (1,050 CPU-seconds: the machine ran slower than for the 937 CPU-seconds of the same work at
+  dc4b939).
 - `paper`: ResNet-20 on 5,120 CIFAR-10 training images (about Cohen et al.'s 5,000; 40 batches of 128,
   5 chunks of 1,024), 10,000 steps, eta = 0.05, batch 128, no augmentation, 3 seeds; lambda_max every
   500 steps on the whole subset with BatchNorm in batch mode: ghost batches of 128 (GD: its training

@@ -250,14 +250,21 @@ def _results(ctx: Context):
            if "curv/lambda_max" in dots and ctx.table["curv/lambda_max"].isna().any() else ""))
     if fig:
       blocks.append(fig)
-  full = {label: bool(rs[0].flat_config.get("training.full_batch")) for label, rs in groups.items()}
+  # the conditions the verdict table compares (with a tuning grid, the others would crowd the figure)
+  compared = {label_of(r) for cid, a, b, *_ in COMPARISONS
+              for rs in _compared(ctx, cid, a, b)[:2] for r in rs}
+  shown = {k: rs for k, rs in groups.items() if k in compared} if compared else groups
+  full = {label: bool(rs[0].flat_config.get("training.full_batch")) for label, rs in shown.items()}
   loss = str(ctx.study.runs[0].flat_config.get("loss.name", "cross_entropy"))
   fig = ctx.figure("training_curves", lambda p: plots.training_curves(
-      groups, splits=("train", "eval_train", "test"), loss_name=loss, full_batch=full, path=p),
+      shown, splits=("train", "eval_train", "test"), loss_name=loss, full_batch=full, path=p),
       "Training curves per optimizer: the training-step value (solid; GD: the whole training set, others: "
       f"their minibatch), the whole training subset (dotted) and test (dashed), evaluated "
       f"{', '.join(sorted({r.eval_interval for r in ctx.study.runs}))}; loss in "
-      f"{style.loss_unit(loss)}, accuracy in percent; band: min–max over seeds.")
+      f"{style.loss_unit(loss)}, accuracy in percent; band: min–max over seeds."
+      + (f" Drawn: the {len(shown)} conditions the verdict table compares; the other "
+         f"{len(groups) - len(shown)} (step sizes of the tuning) are in the summary table."
+         if len(shown) < len(groups) else ""))
   if fig:
     blocks.append(fig)
   fit = {label: _final(ctx, rs, "eval_train/accuracy") for label, rs in groups.items()}

@@ -91,14 +91,14 @@ Variants:
   1.52), `sgd_more_accurate_than_gd` inconclusive (-0.07 points, -2.26 to +2.12; the same GD and SGD runs as
   at 6099b11), `gd_reaches_2_over_eta` holds (5 of 5), `adam_less_accurate` inconclusive (-0.93 points,
   -2.58 to +0.73): Adam is tuned inside its grid (3e-3: 80.2% test accuracy against 79.4% at 1e-3 and 79.3%
-  at 1e-2), SGD again at its grid's largest step size (0.4), but its test accuracy there, 79.30%, is that at
-  0.2, 79.26%, both fitting 99.4-100% of the training subset: a plateau, not a rise cut off by the grid. The
-  estimate favours Adam; Wilson et al.'s effect does not show at this scale. SGD's batch is 25% of the 512
-  training images (Keskar et al.'s small batch is 0.5% of theirs), the measured reason the report gives for
-  the GD-SGD accuracy tie. Run again at 23ca6ab, whose recorded changes say which of these verdicts were
-  seen before its registration (nothing else running): the same verdicts and numbers, 9 min 15 s with
-  `--parallel 2` (1,050 CPU-seconds: the machine ran slower than for the 937 CPU-seconds of the same work at
-  dc4b939).
+  at 1e-2), SGD again at its grid's largest step size (0.4), its validation accuracy still rising (79.9% at
+  0.2, 80.2% at 0.4: 0.3 points on 1,000 images), so SGD may be under-tuned; its test accuracy at 0.2 and
+  0.4 is the same (79.26%, 79.30%), both fitting 99.4-100% of the training subset. The estimate favours
+  Adam; Wilson et al.'s effect does not show at this scale. SGD's batch is 25% of the 512 training images
+  (Keskar et al.'s small batch is 0.5% of theirs), the measured reason the report gives for the GD-SGD
+  accuracy tie. Run again at 23ca6ab, whose recorded changes say which of these verdicts were seen before
+  its registration (nothing else running): the same verdicts and numbers, 9 min 15 s with `--parallel 2`
+  (1,050 CPU-seconds: the machine ran slower than for the 937 CPU-seconds of the same work at dc4b939).
 - `paper`: ResNet-20 on 5,120 CIFAR-10 training images (about Cohen et al.'s 5,000; 40 batches of 128,
   5 chunks of 1,024), 10,000 steps, eta = 0.05, batch 128, no augmentation, 3 seeds; lambda_max every
   500 steps on the whole subset with BatchNorm in batch mode: ghost batches of 128 (GD: its training

@@ -7,6 +7,7 @@ corruption is made by flipping or cutting bytes of the files Orbax wrote.
 
 import hashlib
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -285,3 +286,17 @@ def test_convert_command_turns_a_flat_run_into_a_named_one(trained_run, tmp_path
   assert out.returncode == 0 and "converted steps 20; step 20 restored by name and verified" in out.stdout, \
       out.stderr[-2000:]
   _assert_same(training.load_run(workdir)[3], state)
+
+
+def test_unretrieved_read_errors_of_a_failed_restore_are_not_logged(caplog):
+  """asyncio logs "Task exception was never retrieved" for each Orbax read a failed restore left behind
+  (some 100 lines each, after the one-line error): dropped; asyncio's other records are kept."""
+  checkpoints._drop_event_loop_noise()
+  log = logging.getLogger("asyncio")
+  with caplog.at_level(logging.ERROR, logger="asyncio"):
+    log.error("Task exception was never retrieved\nfuture: <Task finished name='Task-88' "
+              "coro=<async_deserialize() done> exception=ValueError('Error reading')>")
+    log.error("Task exception was never retrieved\nfuture: <Task finished coro=<other_work() done>>")
+    log.error("Unclosed client session")
+  kept = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+  assert len(kept) == 2 and "other_work" in kept[0] and kept[1] == "Unclosed client session"

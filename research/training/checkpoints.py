@@ -18,6 +18,7 @@ them with `python -m experiments.convert_checkpoints RUN_DIR` (`convert_flat`).
 
 import hashlib
 import json
+import logging
 import re
 import shutil
 import sys
@@ -125,6 +126,16 @@ def _drop_event_loop_noise() -> None:
 
   hook._drops_event_loop_noise = True
   sys.unraisablehook = hook
+  logging.getLogger("asyncio").addFilter(_drop_unretrieved_read)
+
+
+def _drop_unretrieved_read(record: logging.LogRecord) -> bool:
+  """False (drop) for asyncio's "Task exception was never retrieved" about one of Orbax's array reads
+  (`async_deserialize`): when a restore fails, the reads it stopped waiting for are collected later and
+  asyncio logs each one's error, a TensorStore spec of some 100 lines, after `restore` has raised the error
+  we report as one line. Every other asyncio record passes."""
+  text = record.getMessage()
+  return not ("Task exception was never retrieved" in text and "async_deserialize" in text)
 
 
 def _registry():

@@ -79,6 +79,14 @@ def _matches(run: runs.Run, group: dict) -> bool:
   return all(_same(_value_of(run, k), v) for k, v in group.items())
 
 
+def _by_value(rs: list[runs.Run], key: str) -> dict[str, list[runs.Run]]:
+  """The runs split by their value of config `key` (JSON text of the value -> runs, in the sweep's order)."""
+  out: dict[str, list[runs.Run]] = {}
+  for r in rs:
+    out.setdefault(json.dumps(_value_of(r, key), default=str), []).append(r)
+  return out
+
+
 def group_of(c: Criterion, members: list[runs.Run], which: str,
              table: pd.DataFrame) -> tuple[list[runs.Run], dict]:
   """The runs of group `which` ("a" or "b") of `c` among `members`. With `c.tune`, only those at the value of
@@ -88,9 +96,7 @@ def group_of(c: Criterion, members: list[runs.Run], which: str,
   if not c.tune:
     return rs, {}
   key, by = c.tune["key"], c.tune["by"]
-  by_value: dict[str, list[runs.Run]] = {}
-  for r in rs:
-    by_value.setdefault(json.dumps(_value_of(r, key), default=str), []).append(r)
+  by_value = _by_value(rs, key)
   means = {}
   for k, group in by_value.items():
     v = _values(table, group, by)
@@ -331,10 +337,8 @@ def _scoped(criteria: list[Criterion], study: runs.Study) -> list[tuple[Criterio
   for c in criteria:
     scopes = [("", study.runs)]
     if c.each:
-      seen: dict[str, list[runs.Run]] = {}
-      for r in study.runs:
-        if _matches(r, c.a) or (c.b is not None and _matches(r, c.b)):
-          seen.setdefault(json.dumps(_value_of(r, c.each), default=str), []).append(r)
+      seen = _by_value([r for r in study.runs if _matches(r, c.a) or (c.b is not None and _matches(r, c.b))],
+                       c.each)
       short = _short(c.each)
       scopes = [(f"{short}={json.loads(k) if k != 'null' else 'unset'}", rs)
                 for k, rs in seen.items()] or scopes

@@ -8,6 +8,7 @@ Jastrzebski et al. 2017 (noise finds flatter minima), Cohen et al. 2021, 2022 (e
 Wilson et al. 2017 (adaptive methods generalize worse).
 """
 
+import dataclasses
 import math
 
 import numpy as np
@@ -38,7 +39,7 @@ GROUPS = {"GD": {"optimizer.name": "sgd", "training.full_batch": True},
           "SGD": {"optimizer.name": "sgd", "training.full_batch": False},
           "Adam": {"optimizer.name": "adam"}}
 # (criterion id, a, b, metric, compare, expected, name): the comparisons of the config's criteria, in their
-# direction; their groups are the recorded criterion's (`_compared`), GROUPS where a sweep recorded none
+# direction; their groups are the recorded criterion's (`_pairs`), GROUPS where a sweep recorded none
 COMPARISONS = (("gd_sharper", "GD", "SGD", "curv/lambda_max", "ratio", ">",
                 "GD ends sharper than SGD (Keskar et al. 2017)"),
                ("sgd_more_accurate_than_gd", "SGD", "GD", "test/accuracy", "difference", ">",
@@ -90,29 +91,49 @@ def _group(ctx: Context, name: str) -> list[runs.Run]:
   return [r for r in ctx.study.runs if _in_group(r, GROUPS[name])]
 
 
-def _compared(ctx: Context, cid: str, a: str, b: str) -> tuple[list[runs.Run], list[runs.Run], str, str]:
-  """The runs of the two groups of recorded criterion `cid` (a step size chosen by its `tune` named in the
-  labels), or of GROUPS[a] and GROUPS[b] when the sweep recorded no such criterion."""
+@dataclasses.dataclass(frozen=True)
+class _Pair:
+  """The two groups of one comparison: runs, labels, and what `tune` chose for each ({} untuned)."""
+  a: list
+  b: list
+  label_a: str
+  label_b: str
+  tuned_a: dict
+  tuned_b: dict
+
+
+def _pairs(ctx: Context) -> dict[str, _Pair]:
+  """criterion id -> its two groups, for every comparison of COMPARISONS: the recorded criterion's groups
+  (a step size chosen by its `tune` named in the labels), GROUPS where the sweep recorded no criterion."""
   found = {c.id: c for c in criteria.recorded(ctx.study)[0]}
-  c = found.get(cid)
-  if c is None:
-    return _group(ctx, a), _group(ctx, b), a, b
-  (ra, ta), (rb, tb) = (criteria.group_of(c, ctx.study.runs, w, ctx.table) for w in ("a", "b"))
-  lr_a, lr_b = ({r.flat_config.get("schedule.lr") for r in rs} for rs in (ra, rb))
-  label_a = f"{a} (η = {lr_a.pop():g}{', tuned' if ta else ''})" if len(lr_a) == 1 else a
-  label_b = f"{b} (η = {lr_b.pop():g}{', tuned' if tb else ''})" if len(lr_b) == 1 else b
-  return ra, rb, label_a, label_b
+  out = {}
+  for cid, a, b, *_ in COMPARISONS:
+    c = found.get(cid)
+    if c is None:
+      out[cid] = _Pair(_group(ctx, a), _group(ctx, b), a, b, {}, {})
+      continue
+    (ra, ta), (rb, tb) = (criteria.group_of(c, ctx.study.runs, w, ctx.table) for w in ("a", "b"))
+    out[cid] = _Pair(ra, rb, _pair_label(a, ra, ta), _pair_label(b, rb, tb), ta, tb)
+  return out
+
+
+def _pair_label(name: str, rs: list[runs.Run], tuned: dict) -> str:
+  """`SGD (η = 0.4, tuned)`: the group's name with its one step size, else the name alone."""
+  lrs = {r.flat_config.get("schedule.lr") for r in rs}
+  return f"{name} (η = {lrs.pop():g}{', tuned' if tuned else ''})" if len(lrs) == 1 else name
 
 
 def _bn_text(ctx: Context) -> str:
-  """How the Hessian treated BatchNorm (`curvature_mode_text`: each optimizer's own batch as the ghost
-  batch, GD's its chunks), or that the network has none."""
+  """How the Hessian treated BatchNorm (`curvature_mode_text`; in batch mode each optimizer's own batch is
+  the ghost batch, GD's its chunks), or that the network has none."""
   mode = curvature_mode_text(ctx.study.runs)
-  chunks = sorted({r.flat_config.get("curvature.chunk_size") for r in ctx.study.runs} - {None})
   if not mode:
     return "a network without BatchNorm"
+  if "batch" not in {r.flat_config.get("curvature.bn_mode", "eval") for r in ctx.study.runs}:
+    return mode
+  chunks = sorted({r.flat_config.get("curvature.chunk_size") for r in ctx.study.runs} - {None})
   return (f"BatchNorm with batch statistics over ghost batches of {', '.join(map(str, chunks))} (each "
-          "optimizer's own batch; GD: its chunks)" if "batch statistics" in mode else mode)
+          "optimizer's own batch; GD: its chunks)")
 
 
 def _results(ctx: Context):
@@ -188,9 +209,11 @@ def _results(ctx: Context):
     blocks.append(missing_text("final sharpness", "`curv/lambda_max` in metrics.jsonl (config "
                                "`curvature.at_end`)"))
   level = criteria.test_level(ctx.study)  # the verdict table's level, so that text and table agree
-  for cid, a, b, metric, compare, expected, name in COMPARISONS:
-    ra, rb, a, b = _compared(ctx, cid, a, b)
-    x, y = _final(ctx, ra, metric), _final(ctx, rb, metric)
+  pairs = _pairs(ctx)
+  for cid, _, _, metric, compare, expected, name in COMPARISONS:
+    pair = pairs[cid]
+    a, b = pair.label_a, pair.label_b
+    x, y = _final(ctx, pair.a, metric), _final(ctx, pair.b, metric)
     if not (len(x) and len(y)):
       continue
     if compare == "ratio":
@@ -251,8 +274,7 @@ def _results(ctx: Context):
     if fig:
       blocks.append(fig)
   # the conditions the verdict table compares (with a tuning grid, the others would crowd the figure)
-  compared = {label_of(r) for cid, a, b, *_ in COMPARISONS
-              for rs in _compared(ctx, cid, a, b)[:2] for r in rs}
+  compared = {label_of(r) for pair in pairs.values() for r in pair.a + pair.b}
   shown = {k: rs for k, rs in groups.items() if k in compared} if compared else groups
   full = {label: bool(rs[0].flat_config.get("training.full_batch")) for label, rs in shown.items()}
   loss = str(ctx.study.runs[0].flat_config.get("loss.name", "cross_entropy"))
@@ -288,21 +310,18 @@ def _answer(ctx: Context, groups: dict[str, list[runs.Run]], fit: dict[str, np.n
   if not (lam or gap):
     return None
   parts = []
+  flat = min(lam, key=lambda k: lam[k].mean()) if lam else None
+  small = min(gap, key=lambda k: gap[k].mean()) if gap else None
   if lam:
-    flat = min(lam, key=lambda k: lam[k].mean())
     parts.append(f"the smallest mean final λ_max is {flat}'s, {num(lam[flat].mean())} (of {len(lam)} "
                  "conditions that measured it; Adam's raw λ_max is not held to a 2/η threshold and its "
                  "preconditioned one is the comparable quantity)")
   if gap:
-    small = min(gap, key=lambda k: gap[k].mean())
     at = f", at {pct(fit[small].mean())} training accuracy" if small in fit else ""
     parts.append(f"the smallest mean gap is {small}'s, {100 * gap[small].mean():.1f} points{at} (gaps of "
                  "networks that fit their training set to different degrees are not comparable minima)")
   return Finding("The question, as measured (means over seeds, picked after the runs, no test): "
-                 + "; ".join(parts) + ".", {"smallest": {"lambda_max": min(lam, key=lambda k: lam[k].mean())
-                                                         if lam else None,
-                                                         "gap": min(gap, key=lambda k: gap[k].mean())
-                                                         if gap else None}})
+                 + "; ".join(parts) + ".", {"smallest": {"lambda_max": flat, "gap": small}})
 
 
 def _comparison(ctx: Context, findings: list[Finding]) -> list:
@@ -347,8 +366,10 @@ def _measured_reasons(ctx: Context) -> list[str]:
   need; for GD's crossing of 2/eta, what each GD run that did not reach it measured."""
   level = criteria.test_level(ctx.study)
   out = []
-  for cid, a, b, metric, compare, expected, name in COMPARISONS:
-    ra, rb, a, b = _compared(ctx, cid, a, b)
+  pairs = _pairs(ctx)
+  for cid, _, _, metric, compare, expected, name in COMPARISONS:
+    pair = pairs[cid]
+    ra, rb, a, b = pair.a, pair.b, pair.label_a, pair.label_b
     x, y = _final(ctx, ra, metric), _final(ctx, rb, metric)
     got = stats.compared(x, y, compare, level)
     if got is None or not got[0].finite:
@@ -428,17 +449,15 @@ def _num_train(ctx: Context) -> str:
 
 
 def _limitations(ctx: Context) -> list[str]:
-  lrs: dict[str, list] = {}
+  lrs: dict[str, dict] = {}  # optimizer -> its step sizes (a dict keeps the sweep's order)
   for r in ctx.study.runs:
-    lrs.setdefault(optimizer_label(r), [])
-    if r.flat_config.get("schedule.lr") not in lrs[optimizer_label(r)]:
-      lrs[optimizer_label(r)].append(r.flat_config.get("schedule.lr"))
+    lrs.setdefault(optimizer_label(r), {})[r.flat_config.get("schedule.lr")] = None
   listed = "; ".join(f"{k}: {', '.join(f'{v:g}' for v in vs)}" for k, vs in lrs.items())
-  tuned = [c for c in criteria.recorded(ctx.study)[0] if c.tune][:1]
+  pairs = _pairs(ctx)
+  tuned = [p for p in pairs.values() if p.tuned_a or p.tuned_b][:1]
   chosen, curse = [], []
-  for c in tuned:
-    for w in ("a", "b"):
-      rs, info = criteria.group_of(c, ctx.study.runs, w, ctx.table)
+  for p in tuned:
+    for rs, info in ((p.a, p.tuned_a), (p.b, p.tuned_b)):
       chosen.append(criteria.tuned_text(info))
       v, t = _final(ctx, rs, "valid/accuracy"), _final(ctx, rs, "test/accuracy")
       if len(v) and len(t) and rs:
@@ -471,8 +490,8 @@ def _limitations(ctx: Context) -> list[str]:
              "intervals do not cover another draw of them, which can move these comparisons by more than "
              "their intervals (the study config's design history gives a case)." if len(n) == 1 else
              "The seed intervals do not cover the draw of the training images.")
-  sgd_runs, gd_runs, _, _ = _compared(ctx, "sgd_more_accurate_than_gd", "SGD", "GD")
-  fit = [(lab, _final(ctx, rs, "eval_train/accuracy")) for lab, rs in (("SGD", sgd_runs), ("GD", gd_runs))]
+  same_lr = pairs["sgd_more_accurate_than_gd"]
+  fit = [(lab, _final(ctx, rs, "eval_train/accuracy")) for lab, rs in (("SGD", same_lr.a), ("GD", same_lr.b))]
   if all(len(f) for _, f in fit) and min(f.mean() for _, f in fit) < 0.99:
     out.append("Keskar et al.'s claims speak of minima; here GD and SGD at the common step size end at "
                + " and ".join(f"{pct(f.mean())} ({lab})" for lab, f in fit) + " training accuracy, so "

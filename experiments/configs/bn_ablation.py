@@ -208,9 +208,7 @@ def get_criteria(arg: str | None = "quick") -> list[dict]:
 
 
 def get_changes_after_runs(arg: str | None = "quick") -> list[str]:
-  """What this design changed after seeing earlier runs of the study (recorded in sweep.json with the
-  criteria; the report prints it next to the verdicts). The docstring's design history gives the numbers
-  of those runs."""
+  """Changed after earlier runs (the design history above gives their numbers)."""
   if (arg or "quick") != "quick":
     return ["`larger_stable_lr` counts a diverged run at chance accuracy (10%), a field added after a quick "
             "run in which the judging had left two diverged runs out."]

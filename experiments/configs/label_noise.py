@@ -199,9 +199,8 @@ def get_criteria(arg: str | None = "quick") -> list[dict]:
 
 
 def get_changes_after_runs(arg: str | None = "quick") -> list[str]:
-  """What this design changed after seeing earlier runs of the study (recorded in sweep.json with the
-  criteria; the report prints it next to the verdicts). The docstring's design history gives the numbers."""
-  del arg  # the same changes in both variants
+  """Changed after earlier runs, in both variants (the design history above gives their numbers)."""
+  del arg
   return [
       "`sharpness_rises` judges Keskar's epsilon-sharpness, the measure Neyshabur et al. compute, after the "
       "run at 32991b6 failed it as then registered, on the final lambda_max (tau = -0.78: lambda_max fell "

@@ -217,9 +217,8 @@ def get_criteria(arg: str | None = "quick") -> list[dict]:
 
 
 def get_changes_after_runs(arg: str | None = "quick") -> list[str]:
-  """What this design changed after seeing earlier runs of the study (recorded in sweep.json with the
-  criteria; the report prints it next to the verdicts). The docstring's design history gives the numbers."""
-  del arg  # the same changes in both variants
+  """Changed after earlier runs, in both variants (the design history above gives their numbers)."""
+  del arg
   return [
       "`adam_less_accurate` compares SGD and Adam each at the step size of its best mean validation accuracy "
       "(SGD: 0.05, 0.1, 0.2, 0.4; Adam: 3e-4, 1e-3, 3e-3, 1e-2), after the run at 018e590 compared them at "

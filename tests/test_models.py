@@ -1,5 +1,7 @@
 """Model zoo: published parameter counts, shapes, gradients, seeds, BatchNorm modes, knobs, errors."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -220,6 +222,34 @@ def test_max_pool_derivatives_equal_plain_autodiff():
   np.testing.assert_array_equal(jax.grad(f(ops.plain_max_pool_2x2))(x), jax.grad(f(plain))(x))
   hvp = lambda g: jax.jvp(jax.grad(g), (x,), (v,))[1]
   np.testing.assert_allclose(hvp(f(cpu.max_pool_2x2)), hvp(f(plain)), atol=1e-6)
+
+
+def test_max_pool_gradient_behind_the_shifted_products_layer_is_that_of_plain_pooling():
+  """Regression: a first layer of shifted products, ReLU and the backend's pooling, jitted with the input
+  statistics as arguments (as the train step takes them). Its ties, once counted on strided slices,
+  were miscompiled by XLA:CPU there (windows with no tie: NaN gradients); the gradient must equal that
+  of the plain reshape-and-max."""
+  from research.backend import cpu
+  from research.data import transforms
+
+  conv = cpu.conv_router(taps=True, onednn=False)
+  plain = lambda h: h.reshape(128, 14, 2, 14, 2, 32).max(axis=(2, 4))
+  images = jax.random.randint(jax.random.key(0), (128, 28, 28, 1), 0, 256).astype(jnp.uint8)
+  params = (0.3 * jax.random.normal(jax.random.key(1), (3, 3, 1, 32)),
+            0.1 * jax.random.normal(jax.random.key(2), (32,)))
+  mean, std = np.array([0.286], np.float32), np.array([0.353], np.float32)
+
+  def loss(params, images, mean, std, pool):
+    x = transforms.normalize(images, mean, std, "standardize")
+    h = conv(x, params[0], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    h = jax.nn.relu(h + params[1])
+    return jnp.sum(jnp.tanh(pool(h)))
+
+  ours, reference = (jax.jit(jax.grad(functools.partial(loss, pool=pool)))(params, images, mean, std)
+                     for pool in (cpu.max_pool_2x2, plain))
+  for a, b in zip(ours, reference, strict=True):
+    assert np.isfinite(np.asarray(a)).all()
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.usefixtures("float64")

@@ -206,6 +206,30 @@ def test_divergence_guard_stops_with_status(tmp_path):
     assert np.isfinite(summary["last_finite"]["train/loss"])
 
 
+def test_the_compiled_steps_are_one_program_for_every_seed():
+  """The train and eval steps take the seed's augmentation key and the input statistics of its training
+  split as arguments: two seeds, whose statistics differ, lower to the same program text, which the
+  trials of a sweep then share through the persistent compilation cache."""
+  from research.training import loop
+
+  programs, means = [], []
+  for seed in (0, 1):
+    c = tiny_config(**{"seed": seed, "data.options.num_train": 64, "data.augment.flip": True})
+    ds = loop._load_data(c)
+    spe, total = loop.schedule_lengths(c, ds)
+    graphdef, state, optimizer, schedule = loop.build_state(c, ds, total, spe)
+    train_fn, eval_fn, constants = loop.make_steps(c, ds, graphdef, optimizer, schedule)
+    positions, mask = data.chunk_indices(32, 32)
+    batch = {"image": ds.train.images[positions], "label": ds.train.labels[positions].astype(np.int32),
+             "mask": mask.astype(np.float32)}
+    flat = {k: v[0] for k, v in batch.items()}
+    programs.append((jax.jit(train_fn).lower(state, batch, constants).as_text(),
+                     jax.jit(eval_fn).lower(state.params, state.model_state, flat, constants).as_text()))
+    means.append(constants["inputs"]["mean"])
+  assert not np.array_equal(*means)
+  assert programs[0] == programs[1]
+
+
 def test_divergence_guard_fires_on_a_planted_nan(tmp_path, monkeypatch):
   from research.training import loop
 
@@ -215,9 +239,10 @@ def test_divergence_guard_fires_on_a_planted_nan(tmp_path, monkeypatch):
   def load_with_nan(config):
     ds = real_load(config)
     target = jnp.asarray(ds.train.images[planted])
-    clean = ds.preprocess
-    dirty = lambda x: jnp.where(jnp.all(x == target, axis=(1, 2, 3), keepdims=True), jnp.nan, clean(x))
-    object.__setattr__(ds, "preprocess", dirty)
+    clean = ds.preprocess_with
+    dirty = lambda statistics, x: jnp.where(jnp.all(x == target, axis=(1, 2, 3), keepdims=True), jnp.nan,
+                                            clean(statistics, x))
+    object.__setattr__(ds, "preprocess_with", dirty)
     return ds
 
   monkeypatch.setattr(loop, "_load_data", load_with_nan)

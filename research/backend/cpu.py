@@ -52,11 +52,12 @@ def _pool_windows(x):
 def _max_pool_2x2_jvp(primals, tangents):
   (x,), (x_dot,) = primals, tangents
   y, window = _pool_windows(x)
-  _, h, w, _ = x.shape
-  ties = sum((x[:, i : h - h % 2 : 2, j : w - w % 2 : 2] == y).astype(y.dtype)
-             for i in (0, 1) for j in (0, 1))
-  _, window_dot = _pool_windows(x_dot)
+  # The ties are counted on the same reshaped windows the max reduces. Counted on four strided slices
+  # of x instead, XLA:CPU miscompiled the sum in some fusions (the fourth slice's matches lost: windows
+  # with 0 ties, a NaN gradient) once the input statistics became an argument of the train step.
   is_max = window == y[:, :, None, :, None]
+  ties = is_max.sum(axis=(2, 4)).astype(y.dtype)
+  _, window_dot = _pool_windows(x_dot)
   return y, jnp.where(is_max, window_dot, 0).sum(axis=(2, 4)) / ties
 
 

@@ -91,6 +91,14 @@ def first_examples(split, num_examples: int, chunk_size: int = 0) -> Chunks:
   return make_chunks(split.images[:n], split.labels[:n], chunk_size or n)
 
 
+def input_statistics(dataset) -> dict:
+  """`dataset.input_statistics()` on the data mesh, replicated: for a loss function that takes them as an
+  argument (`dataset.preprocess_with(tree["inputs"], images)`) instead of holding them as constants, so
+  that its compiled products do not depend on the training split, and a sweep's seeds share them
+  through the persistent compilation cache."""
+  return mesh_lib.put(dataset.input_statistics(), mesh_lib.replicated(mesh_lib.data_mesh()))
+
+
 def model_functions(graphdef, model_state, *, bn_mode: str = "eval", preprocess: Callable | None = None,
                     loss_name: str = "cross_entropy"):
   """(loss_fn, logits_fn) for a model split into graphdef, params and the rest (`model_state`).

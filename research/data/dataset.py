@@ -97,9 +97,20 @@ class Dataset:
 
   def preprocess(self, images):
     """uint8 images -> float32, normalized as chosen; jit-able (numpy or jax arrays)."""
+    return self.preprocess_with(self.input_statistics(), images)
+
+  def input_statistics(self) -> dict:
+    """{"mean", "std"} that `preprocess` normalizes with: (H, W, C) for `standardize_pixel`, else (C,)
+    (unused by `unit` and `none`). Jitted code takes them as an argument (`preprocess_with`): as
+    constants they would make its compiled program depend on the training split, which differs by seed,
+    and the trials of a sweep could not share it through the persistent compilation cache."""
     if self.normalization == "standardize_pixel":
-      return transforms.normalize(images, self.pixel_mean, self.pixel_std, self.normalization)
-    return transforms.normalize(images, self.mean, self.std, self.normalization)
+      return {"mean": self.pixel_mean, "std": self.pixel_std}
+    return {"mean": self.mean, "std": self.std}
+
+  def preprocess_with(self, statistics: dict, images):
+    """`preprocess` with the statistics given (`input_statistics()`, or the same arrays traced)."""
+    return transforms.normalize(images, statistics["mean"], statistics["std"], self.normalization)
 
   def metadata(self) -> dict:
     """JSON-serializable description, recorded in run directories."""

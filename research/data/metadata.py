@@ -86,9 +86,15 @@ class AbstractDataset:
 
   def preprocess(self, images):
     """uint8 images -> float32 as `Dataset.preprocess` (placeholder statistics: mean 0, std 1)."""
+    return self.preprocess_with(self.input_statistics(), images)
+
+  def input_statistics(self) -> dict:
+    """Placeholders of `Dataset.input_statistics`' shapes: mean 0, std 1."""
     shape = self.input_shape if self.normalization == "standardize_pixel" else self.input_shape[-1:]
-    return transforms.normalize(images, np.zeros(shape, np.float32), np.ones(shape, np.float32),
-                                self.normalization)
+    return {"mean": np.zeros(shape, np.float32), "std": np.ones(shape, np.float32)}
+
+  def preprocess_with(self, statistics: dict, images):
+    return transforms.normalize(images, statistics["mean"], statistics["std"], self.normalization)
 
   def metadata(self) -> dict:
     return {"name": self.name, "num_classes": self.num_classes, "input_shape": list(self.input_shape),

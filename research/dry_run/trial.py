@@ -15,6 +15,7 @@ their programs, so a grid over such values is traced once per distinct program.
 """
 
 import dataclasses
+import functools
 import json
 import math
 from collections.abc import Callable
@@ -160,7 +161,9 @@ class Planner:
     setting.check(f"model {config.model.name}: {num_params:,} parameters; state of "
                   f"{len(jax.tree.leaves(state))} arrays")
 
-    train_fn, eval_fn = loop.make_steps(config, ds, graphdef, optimizer, schedule)
+    train_fn, eval_fn, constants = loop.make_steps(config, ds, graphdef, optimizer, schedule)
+    train_fn = functools.partial(train_fn, constants=constants)
+    eval_fn = functools.partial(eval_fn, constants=constants)
     train_batch = plans.batch((num_chunks, chunk), ds.input_shape)
     t = config.training
     train_key = init_key + (structure(config.loss, "loss"), structure(config.data.augment, "augment"),

@@ -37,6 +37,7 @@ distinct eigenvalues; the top k and their largest gap are the outlier count. Aft
 comes from the latest saved eigenvectors.
 """
 
+import functools
 import time
 import zipfile
 from pathlib import Path
@@ -128,13 +129,15 @@ def build(config: ml_collections.ConfigDict):
   memory = {"vectors": None, "loaded": False, "loss_fn": None}
 
   def stable_loss_fn(graphdef, preprocess, loss_name):
-    """loss_fn({"params": p, "model_state": s}, batch), built once per run: the BatchNorm statistics
-    are an argument, not a constant, so the operators' compiled products are reused at every step."""
+    """loss_fn({"params": p, "model_state": s, "inputs": input statistics}, batch), built once per run:
+    the BatchNorm statistics are an argument, not a constant, so the operators' compiled products are
+    reused at every step; so are the input statistics, so that every seed's run reuses them too."""
     if memory["loss_fn"] is None:
 
       def loss_fn(tree, batch):
         inner, _ = operators.model_functions(graphdef, tree["model_state"], bn_mode=c.bn_mode,
-                                             preprocess=preprocess, loss_name=loss_name)
+                                             preprocess=functools.partial(preprocess, tree["inputs"]),
+                                             loss_name=loss_name)
         return inner(tree["params"], batch)
 
       loss_fn.bn_mode = c.bn_mode  # read by the operators (ghost batches)
@@ -149,8 +152,9 @@ def build(config: ml_collections.ConfigDict):
     chunks = operators.first_examples(getattr(ctx.dataset, c.split), c.num_examples, c.chunk_size)
     if c.bn_mode == "batch" and chunks.num_examples % chunks.chunk_size:  # e.g. a split shorter than asked
       raise UserError(_GHOST_MESSAGE.format(n=chunks.num_examples, c=chunks.chunk_size))
-    loss_fn = stable_loss_fn(ctx.graphdef, ctx.dataset.preprocess, ctx.config.loss.name)
-    params = {"params": ctx.state.params, "model_state": ctx.state.model_state}
+    loss_fn = stable_loss_fn(ctx.graphdef, ctx.dataset.preprocess_with, ctx.config.loss.name)
+    params = {"params": ctx.state.params, "model_state": ctx.state.model_state,
+              "inputs": operators.input_statistics(ctx.dataset)}
     only = {"param_filter": _is_parameter}
     info = {"split": c.split, "bn_mode": c.bn_mode, "step": ctx.step, "seed": c.seed}
     op = operators.hessian(loss_fn, params, chunks, info=info, **only)

@@ -30,6 +30,7 @@ the settings (split, examples, bn_mode, ghost batch size, multiples, lr and its 
 per multiple (losses, gradient changes, betas), from which Figure 4's shaded ranges are drawn.
 """
 
+import functools
 import time
 from pathlib import Path
 
@@ -85,13 +86,15 @@ def build(config: ml_collections.ConfigDict):
   memory = {"loss_fn": None, "schedule": None}
 
   def stable_loss_fn(graphdef, preprocess, loss_name):
-    """loss_fn({"params": p, "model_state": s}, batch), built once per run, so that the jitted
-    value-and-gradient compiles once and is reused at every step."""
+    """loss_fn({"params": p, "model_state": s, "inputs": input statistics}, batch), built once per run,
+    so that the jitted value-and-gradient compiles once and is reused at every step (and, the input
+    statistics being an argument, by every seed's run)."""
     if memory["loss_fn"] is None:
 
       def loss_fn(tree, batch):
         inner, _ = operators.model_functions(graphdef, tree["model_state"], bn_mode=c.bn_mode,
-                                             preprocess=preprocess, loss_name=loss_name)
+                                             preprocess=functools.partial(preprocess, tree["inputs"]),
+                                             loss_name=loss_name)
         return inner(tree["params"], batch)
 
       memory["loss_fn"] = loss_fn
@@ -118,8 +121,9 @@ def build(config: ml_collections.ConfigDict):
     lr = learning_rate(ctx)
     if lr == 0.0:
       return {"smooth/lr": 0.0, "smooth/seconds": time.time() - start}
-    loss_fn = stable_loss_fn(ctx.graphdef, ctx.dataset.preprocess, ctx.config.loss.name)
-    params = {"params": ctx.state.params, "model_state": ctx.state.model_state}
+    loss_fn = stable_loss_fn(ctx.graphdef, ctx.dataset.preprocess_with, ctx.config.loss.name)
+    params = {"params": ctx.state.params, "model_state": ctx.state.model_state,
+              "inputs": operators.input_statistics(ctx.dataset)}
     r = smoothness.gradient_step_smoothness(loss_fn, params, chunks, lr=lr, multiples=tuple(c.multiples),
                                             param_filter=_is_parameter)
     metrics = {"smooth/loss_range": r["loss_range"], "smooth/grad_change": r["grad_change_max"],

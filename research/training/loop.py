@@ -14,6 +14,7 @@ another one is refused; `force=True` moves it aside first. Display settings (`DI
 when a run resumes; the change is recorded in meta.json's resume entry.
 """
 
+import functools
 import json
 import math
 import sys
@@ -244,19 +245,35 @@ def batch_chunking(config, num_train: int) -> tuple[int, int]:
   return batch_size, chunk
 
 
-def make_steps(config, ds: data.Dataset, graphdef, optimizer, schedule) -> tuple[Callable, Callable]:
-  """(train_step, eval_step) of a config, not jitted (`research.training.step`): what the loop jits."""
+def make_steps(config, ds: data.Dataset, graphdef, optimizer, schedule) -> tuple[Callable, Callable, dict]:
+  """(train_step(state, batch, constants), eval_step(params, model_state, batch, constants), constants),
+  not jitted (`research.training.step`): what the loop jits and calls with `constants`.
+
+  `constants` holds the arrays the steps read besides their state and batch: the augmentation key (from
+  `config.seed`) and the input statistics of the training split. As arguments rather than values baked
+  into the program, the compiled steps are the same for every seed, so a sweep's trials share them
+  through the persistent compilation cache.
+  """
   sam = config.optimizer.sam
-  root = jax.random.key(config.seed)
-  train_step = step_lib.make_train_step(
-      graphdef, optimizer, schedule, loss_name=config.loss.name,
-      label_smoothing=config.loss.label_smoothing, preprocess=ds.preprocess,
-      augment_key=jax.random.fold_in(root, 2), crop_padding=config.data.augment.crop_padding,
-      flip=config.data.augment.flip, sam_rho=sam.rho, sam_adaptive=sam.adaptive, sam_eta=sam.eta,
-      sam_micro_batch=sam.micro_batch, sam_bn_update=sam.bn_update)
-  eval_step = step_lib.make_eval_step(graphdef, loss_name=config.loss.name, num_classes=ds.num_classes,
-                                      preprocess=ds.preprocess)
-  return train_step, eval_step
+  constants = {"augment_key": jax.random.fold_in(jax.random.key(config.seed), 2),
+               "inputs": ds.input_statistics()}
+
+  def train_step(state, batch, constants):
+    step = step_lib.make_train_step(
+        graphdef, optimizer, schedule, loss_name=config.loss.name,
+        label_smoothing=config.loss.label_smoothing,
+        preprocess=functools.partial(ds.preprocess_with, constants["inputs"]),
+        augment_key=constants["augment_key"], crop_padding=config.data.augment.crop_padding,
+        flip=config.data.augment.flip, sam_rho=sam.rho, sam_adaptive=sam.adaptive, sam_eta=sam.eta,
+        sam_micro_batch=sam.micro_batch, sam_bn_update=sam.bn_update)
+    return step(state, batch)
+
+  def eval_step(params, model_state, batch, constants):
+    step = step_lib.make_eval_step(graphdef, loss_name=config.loss.name, num_classes=ds.num_classes,
+                                   preprocess=functools.partial(ds.preprocess_with, constants["inputs"]))
+    return step(params, model_state, batch)
+
+  return train_step, eval_step, constants
 
 
 def build_state(config, ds: data.Dataset, total_steps: int, steps_per_epoch: int):
@@ -373,9 +390,10 @@ def _run(config, workdir: Path, meta: dict, evaluators: Sequence[Evaluator], wri
              else [r for r in rundir.read_metrics(metrics_path) if r["step"] <= kept_step])
   write_meta(meta | {"total_steps": total_steps})
 
-  train_fn, eval_fn = make_steps(config, ds, graphdef, optimizer, schedule)
-  train_step = xla.jit(train_fn, donate_argnums=0)
-  eval_step = xla.jit(eval_fn)
+  train_fn, eval_fn, constants = make_steps(config, ds, graphdef, optimizer, schedule)
+  constants = mesh_lib.put(constants, mesh_lib.replicated(mesh))
+  train_step = functools.partial(xla.jit(train_fn, donate_argnums=0), constants=constants)
+  eval_step = functools.partial(xla.jit(eval_fn), constants=constants)
   train_sharding = mesh_lib.batch_sharding(mesh, axis=1)
   eval_sharding = mesh_lib.batch_sharding(mesh, axis=0)
 

@@ -72,8 +72,20 @@ class LoadOptions:
   synthetic_test: int = 256
 
 
+class Preprocessing:
+  """`preprocess` for a dataset with a `normalization` and its `input_statistics()`."""
+
+  def preprocess(self, images):
+    """uint8 images -> float32, normalized as chosen; jit-able (numpy or jax arrays)."""
+    return self.preprocess_with(self.input_statistics(), images)
+
+  def preprocess_with(self, statistics: dict, images):
+    """`preprocess` with the statistics given (`input_statistics()`, or the same arrays traced)."""
+    return transforms.normalize(images, statistics["mean"], statistics["std"], self.normalization)
+
+
 @dataclasses.dataclass(frozen=True)
-class Dataset:
+class Dataset(Preprocessing):
   """Splits and metadata. `mean`/`std` are per-channel, in [0, 1] units, from `train` only;
   `pixel_mean`/`pixel_std` the same per pixel ((H, W, C), std floored at
   `transforms.PIXEL_STD_FLOOR`), computed only for `normalization = "standardize_pixel"`."""
@@ -95,10 +107,6 @@ class Dataset:
   pixel_mean: np.ndarray | None = None  # (H, W, C) float32, standardize_pixel only
   pixel_std: np.ndarray | None = None  # (H, W, C) float32, floored, standardize_pixel only
 
-  def preprocess(self, images):
-    """uint8 images -> float32, normalized as chosen; jit-able (numpy or jax arrays)."""
-    return self.preprocess_with(self.input_statistics(), images)
-
   def input_statistics(self) -> dict:
     """{"mean", "std"} that `preprocess` normalizes with: (H, W, C) for `standardize_pixel`, else (C,)
     (unused by `unit` and `none`). Jitted code takes them as an argument (`preprocess_with`): as
@@ -107,10 +115,6 @@ class Dataset:
     if self.normalization == "standardize_pixel":
       return {"mean": self.pixel_mean, "std": self.pixel_std}
     return {"mean": self.mean, "std": self.std}
-
-  def preprocess_with(self, statistics: dict, images):
-    """`preprocess` with the statistics given (`input_statistics()`, or the same arrays traced)."""
-    return transforms.normalize(images, statistics["mean"], statistics["std"], self.normalization)
 
   def metadata(self) -> dict:
     """JSON-serializable description, recorded in run directories."""

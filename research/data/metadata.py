@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from research.core.errors import UserError, choices_message
-from research.data import dataset, transforms
+from research.data import dataset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +70,7 @@ class AbstractSplit:
 
 
 @dataclasses.dataclass(frozen=True)
-class AbstractDataset:
+class AbstractDataset(dataset.Preprocessing):
   """`Dataset`'s metadata and split sizes; duck-types it for code that reads only those
   (`research.training.schedule_lengths`, the model and step builders)."""
   name: str
@@ -84,17 +84,10 @@ class AbstractDataset:
   options: dataset.LoadOptions
   exact: bool = True  # False: sizes are upper bounds (drop_test_duplicates)
 
-  def preprocess(self, images):
-    """uint8 images -> float32 as `Dataset.preprocess` (placeholder statistics: mean 0, std 1)."""
-    return self.preprocess_with(self.input_statistics(), images)
-
   def input_statistics(self) -> dict:
-    """Placeholders of `Dataset.input_statistics`' shapes: mean 0, std 1."""
+    """Placeholders of `Dataset.input_statistics`' shapes (mean 0, std 1), for `preprocess`."""
     shape = self.input_shape if self.normalization == "standardize_pixel" else self.input_shape[-1:]
     return {"mean": np.zeros(shape, np.float32), "std": np.ones(shape, np.float32)}
-
-  def preprocess_with(self, statistics: dict, images):
-    return transforms.normalize(images, statistics["mean"], statistics["std"], self.normalization)
 
   def metadata(self) -> dict:
     return {"name": self.name, "num_classes": self.num_classes, "input_shape": list(self.input_shape),

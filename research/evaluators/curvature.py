@@ -37,7 +37,6 @@ distinct eigenvalues; the top k and their largest gap are the outlier count. Aft
 comes from the latest saved eigenvectors.
 """
 
-import functools
 import time
 import zipfile
 from pathlib import Path
@@ -126,23 +125,7 @@ def build(config: ml_collections.ConfigDict):
   if not c.every_steps and not c.at_end:
     return None
   _check(c)
-  memory = {"vectors": None, "loaded": False, "loss_fn": None}
-
-  def stable_loss_fn(graphdef, preprocess, loss_name):
-    """loss_fn({"params": p, "model_state": s, "inputs": input statistics}, batch), built once per run:
-    the BatchNorm statistics are an argument, not a constant, so the operators' compiled products are
-    reused at every step; so are the input statistics, so that every seed's run reuses them too."""
-    if memory["loss_fn"] is None:
-
-      def loss_fn(tree, batch):
-        inner, _ = operators.model_functions(graphdef, tree["model_state"], bn_mode=c.bn_mode,
-                                             preprocess=functools.partial(preprocess, tree["inputs"]),
-                                             loss_name=loss_name)
-        return inner(tree["params"], batch)
-
-      loss_fn.bn_mode = c.bn_mode  # read by the operators (ghost batches)
-      memory["loss_fn"] = loss_fn
-    return memory["loss_fn"]
+  memory = {"vectors": None, "loaded": False, "loss": None}
 
   def measure(ctx) -> dict:
     start = time.time()
@@ -152,9 +135,10 @@ def build(config: ml_collections.ConfigDict):
     chunks = operators.first_examples(getattr(ctx.dataset, c.split), c.num_examples, c.chunk_size)
     if c.bn_mode == "batch" and chunks.num_examples % chunks.chunk_size:  # e.g. a split shorter than asked
       raise UserError(_GHOST_MESSAGE.format(n=chunks.num_examples, c=chunks.chunk_size))
-    loss_fn = stable_loss_fn(ctx.graphdef, ctx.dataset.preprocess_with, ctx.config.loss.name)
-    params = {"params": ctx.state.params, "model_state": ctx.state.model_state,
-              "inputs": operators.input_statistics(ctx.dataset)}
+    if memory["loss"] is None:  # once per run: its compiled products are reused at every step
+      memory["loss"] = operators.StateLoss(ctx.graphdef, ctx.dataset, bn_mode=c.bn_mode,
+                                           loss_name=ctx.config.loss.name)
+    loss_fn, params = memory["loss"].loss_fn, memory["loss"].tree(ctx.state.params, ctx.state.model_state)
     only = {"param_filter": _is_parameter}
     info = {"split": c.split, "bn_mode": c.bn_mode, "step": ctx.step, "seed": c.seed}
     op = operators.hessian(loss_fn, params, chunks, info=info, **only)

@@ -30,7 +30,6 @@ the settings (split, examples, bn_mode, ghost batch size, multiples, lr and its 
 per multiple (losses, gradient changes, betas), from which Figure 4's shaded ranges are drawn.
 """
 
-import functools
 import time
 from pathlib import Path
 
@@ -83,22 +82,7 @@ def build(config: ml_collections.ConfigDict):
   _check(c)
   if not c.every_steps and not c.at_end:
     return None
-  memory = {"loss_fn": None, "schedule": None}
-
-  def stable_loss_fn(graphdef, preprocess, loss_name):
-    """loss_fn({"params": p, "model_state": s, "inputs": input statistics}, batch), built once per run,
-    so that the jitted value-and-gradient compiles once and is reused at every step (and, the input
-    statistics being an argument, by every seed's run)."""
-    if memory["loss_fn"] is None:
-
-      def loss_fn(tree, batch):
-        inner, _ = operators.model_functions(graphdef, tree["model_state"], bn_mode=c.bn_mode,
-                                             preprocess=functools.partial(preprocess, tree["inputs"]),
-                                             loss_name=loss_name)
-        return inner(tree["params"], batch)
-
-      memory["loss_fn"] = loss_fn
-    return memory["loss_fn"]
+  memory = {"loss": None, "schedule": None}
 
   def learning_rate(ctx) -> float:
     if c.lr_source == "peak":
@@ -121,9 +105,10 @@ def build(config: ml_collections.ConfigDict):
     lr = learning_rate(ctx)
     if lr == 0.0:
       return {"smooth/lr": 0.0, "smooth/seconds": time.time() - start}
-    loss_fn = stable_loss_fn(ctx.graphdef, ctx.dataset.preprocess_with, ctx.config.loss.name)
-    params = {"params": ctx.state.params, "model_state": ctx.state.model_state,
-              "inputs": operators.input_statistics(ctx.dataset)}
+    if memory["loss"] is None:  # once per run: its compiled products are reused at every step
+      memory["loss"] = operators.StateLoss(ctx.graphdef, ctx.dataset, bn_mode=c.bn_mode,
+                                           loss_name=ctx.config.loss.name)
+    loss_fn, params = memory["loss"].loss_fn, memory["loss"].tree(ctx.state.params, ctx.state.model_state)
     r = smoothness.gradient_step_smoothness(loss_fn, params, chunks, lr=lr, multiples=tuple(c.multiples),
                                             param_filter=_is_parameter)
     metrics = {"smooth/loss_range": r["loss_range"], "smooth/grad_change": r["grad_change_max"],

@@ -127,28 +127,32 @@ def model_functions(graphdef, model_state, *, bn_mode: str = "eval", preprocess:
   return loss_fn, logits_fn
 
 
-class StateLoss:
-  """A run's loss of its whole state: `loss_fn(tree, batch) -> scalar` for
-  tree = {"params", "model_state", "inputs"} (`tree(params, model_state)`).
+class StateFunctions:
+  """A run's loss and logits of its whole state: `loss_fn(tree, batch) -> scalar` and
+  `logits_fn(tree, batch) -> (n, C)` for tree = {"params", "model_state", "inputs"}
+  (`tree(params, model_state)`), as `model_functions` gives them for params.
 
   The BatchNorm state and the dataset's input statistics (`dataset.preprocess_with(tree["inputs"],
-  images)`) are arguments, not constants, so the compiled products of `loss_fn` are reused at every
-  step of a run and, through the persistent compilation cache, by every seed's run. Build one per run;
-  differentiate in `tree["params"]` only (a `param_filter`).
+  images)`) are arguments, not constants, so the compiled programs of these functions are reused at
+  every step of a run and, through the persistent compilation cache, by every seed's run. Build one per
+  run; differentiate or perturb `tree["params"]` only (a `param_filter`).
   """
 
   def __init__(self, graphdef, dataset, *, bn_mode: str, loss_name: str):
     self.inputs = input_statistics(dataset)
     preprocess_with = dataset.preprocess_with
 
-    def loss_fn(tree, batch):
-      inner, _ = model_functions(graphdef, tree["model_state"], bn_mode=bn_mode,
-                                 preprocess=functools.partial(preprocess_with, tree["inputs"]),
-                                 loss_name=loss_name)
-      return inner(tree["params"], batch)
+    def pick(which: int):
+      def fn(tree, batch):
+        pair = model_functions(graphdef, tree["model_state"], bn_mode=bn_mode,
+                               preprocess=functools.partial(preprocess_with, tree["inputs"]),
+                               loss_name=loss_name)
+        return pair[which](tree["params"], batch)
 
-    loss_fn.bn_mode = bn_mode  # read by the operators (ghost batches)
-    self.loss_fn = loss_fn
+      fn.bn_mode = bn_mode  # read by the operators (ghost batches)
+      return fn
+
+    self.loss_fn, self.logits_fn = pick(0), pick(1)
 
   def tree(self, params, model_state) -> dict:
     return {"params": params, "model_state": model_state, "inputs": self.inputs}

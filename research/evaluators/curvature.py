@@ -125,7 +125,7 @@ def build(config: ml_collections.ConfigDict):
   if not c.every_steps and not c.at_end:
     return None
   _check(c)
-  memory = {"vectors": None, "loaded": False, "loss": None}
+  memory = {"vectors": None, "loaded": False, "fns": None}
 
   def measure(ctx) -> dict:
     start = time.time()
@@ -135,10 +135,10 @@ def build(config: ml_collections.ConfigDict):
     chunks = operators.first_examples(getattr(ctx.dataset, c.split), c.num_examples, c.chunk_size)
     if c.bn_mode == "batch" and chunks.num_examples % chunks.chunk_size:  # e.g. a split shorter than asked
       raise UserError(_GHOST_MESSAGE.format(n=chunks.num_examples, c=chunks.chunk_size))
-    if memory["loss"] is None:  # once per run: its compiled products are reused at every step
-      memory["loss"] = operators.StateLoss(ctx.graphdef, ctx.dataset, bn_mode=c.bn_mode,
-                                           loss_name=ctx.config.loss.name)
-    loss_fn, params = memory["loss"].loss_fn, memory["loss"].tree(ctx.state.params, ctx.state.model_state)
+    if memory["fns"] is None:  # once per run: its compiled products are reused at every step
+      memory["fns"] = operators.StateFunctions(ctx.graphdef, ctx.dataset, bn_mode=c.bn_mode,
+                                                loss_name=ctx.config.loss.name)
+    loss_fn, params = memory["fns"].loss_fn, memory["fns"].tree(ctx.state.params, ctx.state.model_state)
     only = {"param_filter": _is_parameter}
     info = {"split": c.split, "bn_mode": c.bn_mode, "step": ctx.step, "seed": c.seed}
     op = operators.hessian(loss_fn, params, chunks, info=info, **only)

@@ -174,8 +174,9 @@ def output_change(logits_fn, tree, other, chunks) -> dict:
 def measure(names: list[str], c, fns: dict, tree: dict, init_tree: dict | None, chunks, key: jax.Array,
             *, input_shape: tuple, num_train: int, loss_name: str) -> tuple[dict, list[dict]]:
   """({metric name without prefix: value}, [records]) of the measures `names` at `tree` = {"params",
-  "model_state"}. fns: {"loss": loss_fn(tree, batch), "logits": logits_fn(tree, batch), "raw_logits":
-  the same without preprocessing}."""
+  "model_state", ...} (e.g. "inputs": the input statistics). fns: {"loss": loss_fn(tree, batch),
+  "logits": logits_fn(tree, batch), "raw_logits": logits of {"params", "model_state"} without
+  preprocessing}; only "params" is perturbed or measured."""
   only = {"param_filter": _is_parameter}
   loss_fn, logits_fn = fns["loss"], fns["logits"]
   out, records = {}, []
@@ -255,11 +256,10 @@ def measure(names: list[str], c, fns: dict, tree: dict, init_tree: dict | None, 
 def rescaled(c, alpha: float, layers: list[str], tree: dict) -> dict:
   """`tree` after Dinh et al.'s function-preserving rescaling by `alpha` (module docstring)."""
   if c.rescale_kind == "relu":
-    return {"params": reparameterize.rescale_relu_layers(tree["params"], layers[0], layers[1], alpha),
-            "model_state": tree["model_state"]}
+    return tree | {"params": reparameterize.rescale_relu_layers(tree["params"], layers[0], layers[1], alpha)}
   params, state = reparameterize.rescale_before_batchnorm(tree["params"], tree["model_state"], layers[0],
                                                           layers[1], alpha)
-  return {"params": params, "model_state": state}
+  return tree | {"params": params, "model_state": state}
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -287,19 +287,21 @@ def build(config: ml_collections.ConfigDict):
   names, alphas, layers = _check(c)
   memory = {"fns": None}
 
-  def functions(graphdef, preprocess, loss_name) -> dict:
-    """loss_fn / logits_fn of {"params", "model_state"}, built once per run (compiled once)."""
+  def functions(ctx) -> dict:
+    """{"loss", "logits"} of the tree {"params", "model_state", "inputs"} (`operators.StateFunctions`)
+    and "raw_logits" of {"params", "model_state"} on inputs already preprocessed, with "state" the
+    `StateFunctions` that makes trees: built once per run, so each compiles once per network."""
     if memory["fns"] is None:
-      def make(pre, want: int):
-        def fn(tree, batch):
-          pair = operators.model_functions(graphdef, tree["model_state"], bn_mode=c.bn_mode, preprocess=pre,
-                                           loss_name=loss_name)
-          return pair[want](tree["params"], batch)
-        return fn
+      graphdef, loss_name = ctx.graphdef, ctx.config.loss.name
+      state = operators.StateFunctions(graphdef, ctx.dataset, bn_mode=c.bn_mode, loss_name=loss_name)
 
-      identity = lambda x: x
-      memory["fns"] = {"loss": make(preprocess, 0), "logits": make(preprocess, 1),
-                       "raw_logits": make(identity, 1)}
+      def raw_logits(tree, batch):
+        _, logits_fn = operators.model_functions(graphdef, tree["model_state"], bn_mode=c.bn_mode,
+                                                 preprocess=lambda x: x, loss_name=loss_name)
+        return logits_fn(tree["params"], batch)
+
+      memory["fns"] = {"loss": state.loss_fn, "logits": state.logits_fn, "raw_logits": raw_logits,
+                       "state": state}
     return memory["fns"]
 
   def run(ctx) -> dict:
@@ -307,11 +309,11 @@ def build(config: ml_collections.ConfigDict):
     chunks = operators.first_examples(getattr(ctx.dataset, c.split), c.num_examples, c.chunk_size)
     n = chunks.num_examples
     loss_name = ctx.config.loss.name
-    fns = functions(ctx.graphdef, ctx.dataset.preprocess, loss_name)
-    tree = {"params": ctx.state.params, "model_state": ctx.state.model_state}
+    fns = functions(ctx)
+    tree = fns["state"].tree(ctx.state.params, ctx.state.model_state)
     init_tree = None
     if any(n in NEEDS_INIT for n in names):
-      init_tree = {"params": ctx.initial_params, "model_state": ctx.state.model_state}
+      init_tree = fns["state"].tree(ctx.initial_params, ctx.state.model_state)
     key = jax.random.fold_in(jax.random.key(c.seed), ctx.step)
     kw = dict(input_shape=tuple(ctx.dataset.input_shape), num_train=len(ctx.dataset.train),
               loss_name=loss_name)

@@ -82,7 +82,7 @@ def build(config: ml_collections.ConfigDict):
   _check(c)
   if not c.every_steps and not c.at_end:
     return None
-  memory = {"loss": None, "schedule": None}
+  memory = {"fns": None, "schedule": None}
 
   def learning_rate(ctx) -> float:
     if c.lr_source == "peak":
@@ -105,10 +105,10 @@ def build(config: ml_collections.ConfigDict):
     lr = learning_rate(ctx)
     if lr == 0.0:
       return {"smooth/lr": 0.0, "smooth/seconds": time.time() - start}
-    if memory["loss"] is None:  # once per run: its compiled products are reused at every step
-      memory["loss"] = operators.StateLoss(ctx.graphdef, ctx.dataset, bn_mode=c.bn_mode,
-                                           loss_name=ctx.config.loss.name)
-    loss_fn, params = memory["loss"].loss_fn, memory["loss"].tree(ctx.state.params, ctx.state.model_state)
+    if memory["fns"] is None:  # once per run: its compiled products are reused at every step
+      memory["fns"] = operators.StateFunctions(ctx.graphdef, ctx.dataset, bn_mode=c.bn_mode,
+                                                loss_name=ctx.config.loss.name)
+    loss_fn, params = memory["fns"].loss_fn, memory["fns"].tree(ctx.state.params, ctx.state.model_state)
     r = smoothness.gradient_step_smoothness(loss_fn, params, chunks, lr=lr, multiples=tuple(c.multiples),
                                             param_filter=_is_parameter)
     metrics = {"smooth/loss_range": r["loss_range"], "smooth/grad_change": r["grad_change_max"],

@@ -714,13 +714,15 @@ LOG_PANELS = ("A panel on a log axis holds positive values spanning more than 10
 
 
 def _dots(ax, groups: Mapping, intervals: Mapping | None, error: str, level: float,
-          scale: float = 1.0) -> None:
+          scale: float = 1.0, colors: Mapping[str, int] | None = None) -> None:
   """Draws one condition per x position 0, 1, ... in the order of `groups` (label -> seed values):
   every seed a small jittered grey point left of the position, the mean a coloured marker right of it,
   whiskers from `intervals[label]` = (lo, hi) when given, else `_interval(error)`. The value axis is
   fitted to what is drawn (matplotlib's data limits; never extended to 0). Positive values whose seeds
   span more than 10x (a heavy tail: a mean and t-interval would be set by one seed and run below 0) are
-  drawn on a log axis with the geometric mean and `error` computed on the logs (`LOG_PANELS` says so)."""
+  drawn on a log axis with the geometric mean and `error` computed on the logs (`LOG_PANELS` says so).
+  colors: label -> colour index (default: the position), so that a label keeps its colour in panels that
+  leave some conditions out."""
   rng = np.random.default_rng(0)
   intervals = intervals or {}
   drawn = []
@@ -737,6 +739,7 @@ def _dots(ax, groups: Mapping, intervals: Mapping | None, error: str, level: flo
       continue
     ax.plot(i - 0.12 + rng.uniform(-0.06, 0.06, len(x)), x, linestyle="none", marker="o", markersize=3,
             color="0.35", alpha=0.75, markeredgewidth=0)
+    color = style.color((colors or {}).get(label, i))
     mean = float(np.exp(np.log(x).mean())) if logs else float(x.mean())
     if label in intervals and intervals[label] is not None:
       lo, hi = (scale * float(v) for v in intervals[label])
@@ -745,10 +748,10 @@ def _dots(ax, groups: Mapping, intervals: Mapping | None, error: str, level: flo
     else:
       lo, hi = (float(v[0]) for v in _interval(x[:, None], error, level))
     if np.isfinite(lo) and np.isfinite(hi):
-      ax.errorbar(i + 0.12, mean, yerr=[[max(mean - lo, 0.0)], [max(hi - mean, 0.0)]], color=style.color(i),
+      ax.errorbar(i + 0.12, mean, yerr=[[max(mean - lo, 0.0)], [max(hi - mean, 0.0)]], color=color,
                   capsize=4, linewidth=1.4, linestyle="none")
       drawn += [lo, hi]
-    ax.plot(i + 0.12, mean, linestyle="none", marker="D", markersize=6, color=style.color(i),
+    ax.plot(i + 0.12, mean, linestyle="none", marker="D", markersize=6, color=color,
             markeredgecolor="black", markeredgewidth=0.5)
     drawn += [*x, mean]
   labels = [str(k) for k in groups]
@@ -814,13 +817,16 @@ def ablation_bars(table: pd.DataFrame, by: str | Sequence[str], metrics: Sequenc
                           "too, or select one")
   fig, axes = style.figure(ncols=len(metrics), width=min(2.7 * len(metrics) + 0.6, 11.0), height=3.0)
   axes = np.atleast_1d(axes)
+  names = [v if len(cols) == 1 else ", ".join(map(str, v)) for v in values]
   for ax, metric in zip(axes, metrics):
-    groups = {(v if len(cols) == 1 else ", ".join(map(str, v))): table.loc[key == v, metric].tolist()
-              for v in values}
+    groups = {name: table.loc[key == v, metric].tolist() for name, v in zip(names, values)}
+    # a condition without this metric (e.g. runs that do not measure it) takes no slot in its panel
+    groups = {k: x for k, x in groups.items()
+              if np.isfinite(pd.to_numeric(pd.Series(x, dtype=object), errors="coerce")).any()} or groups
     given = (intervals or {}).get(metric)
     given = {(v if len(cols) == 1 else ", ".join(map(str, v))): given[v] for v in values if v in given} \
         if given else None
-    _dots(ax, groups, given, error, level, style.scale(metric))
+    _dots(ax, groups, given, error, level, style.scale(metric), colors={k: i for i, k in enumerate(names)})
     ax.set_xlabel(", ".join(c.rsplit(".", 1)[-1] for c in cols))
     ax.set_ylabel(style.metric_label(metric, loss_name))
   return _finish(fig, path)

@@ -164,6 +164,20 @@ def test_ablation_dots_order_units_and_no_pooling_of_losses():
   assert "sgd, mse" in [t.get_text() for t in fig.axes[0].get_xticklabels()]
 
 
+def test_a_condition_without_the_metric_takes_no_slot_and_the_others_keep_their_colours():
+  table = pd.DataFrame({"opt": ["a"] * 2 + ["b"] * 2 + ["c"] * 2,
+                        "test/accuracy": [0.80, 0.82, 0.70, 0.72, 0.75, 0.77],
+                        "curv/lambda_max": [10.0, 12.0, np.nan, np.nan, 20.0, 22.0]})
+  fig = plots.ablation_bars(table, "opt", ["test/accuracy", "curv/lambda_max"], error="t")
+  acc, lam = fig.axes[:2]
+  assert [t.get_text() for t in acc.get_xticklabels()] == ["a", "b", "c"]
+  assert [t.get_text() for t in lam.get_xticklabels()] == ["a", "c"]
+  colour = lambda ax: [line.get_color() for line in ax.lines if line.get_marker() == "D"]
+  assert colour(lam) == [colour(acc)[0], colour(acc)[2]]
+  np.testing.assert_allclose([line.get_ydata()[0] for line in lam.lines if line.get_marker() == "D"],
+                             [11.0, 21.0])
+
+
 def test_loss_units_and_optimizer_labels():
   assert style.loss_unit("cross_entropy") == "nats"
   assert "½‖z − y‖²" in style.loss_unit("mse")

@@ -479,7 +479,7 @@ def spectral_density(spectra: Mapping[str, tuple[np.ndarray, np.ndarray]], *, nu
                   elinewidth=0.9, capsize=2)
     ax.plot(values, y, linestyle="none", marker="^", color=style.color(i), markersize=4.5,
             markeredgecolor="white", markeredgewidth=0.4,
-            label="top-k Lanczos eigenvalues" if first else None)
+            label="top Lanczos eigenvalues" if first else None)
     first = False
   ax.set_xlabel(xlabel)
   ax.set_ylabel("spectral density (log scale)")
@@ -510,7 +510,8 @@ def spectral_density_caption(spectra: Mapping[str, tuple[np.ndarray, np.ndarray]
           "not resolved.")
   if top:
     ks = sorted({len(np.atleast_1d(v)) for v in top.values()})
-    text += (f" Triangles: the top {'/'.join(map(str, ks))} eigenvalues of a separate Lanczos eigensolve"
+    text += (f" Triangles (\"top Lanczos eigenvalues\"): the top {'/'.join(map(str, ks))} eigenvalue"
+             f"{'' if ks == [1] else 's'} of a separate Lanczos eigensolve"
              + (", whiskers their residual norms ‖Hv − θv‖" if residuals else "."))
     if residuals:
       res = np.concatenate([np.atleast_1d(np.asarray(v, np.float64)) for v in residuals.values()])

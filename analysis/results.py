@@ -415,7 +415,7 @@ def standard_results(ctx: Context, *, bar_metrics=("test/accuracy", "gap/accurac
         f"{plots.interval_text('t', over=over)}, grey dots the individual {over}; the value axes are fitted "
         f"to the data (not from 0). Every panel is the value at the end of training. {plots.LOG_PANELS}"
         + (f" Runs left out (not finished): {', '.join(failed)}." if failed else "")
-        + (f" Empty columns, not measured for that condition: {'; '.join(empty)}." if empty else ""))
+        + (f" Not measured, so left out of that panel: {'; '.join(empty)}." if empty else ""))
     if fig:
       blocks.append(fig)
   per_class = {}

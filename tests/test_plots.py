@@ -245,7 +245,7 @@ def test_spectral_density_marks_top_k_with_residuals_and_states_resolution():
   fig = plots.spectral_density({"net": (nodes, weights)}, top={"net": [31.0, 2.5]},
                                residuals={"net": [0.2, 0.4]})
   ax = fig.axes[0]
-  assert [t.get_text() for t in ax.get_legend().get_texts()] == ["net", "top-k Lanczos eigenvalues"]
+  assert [t.get_text() for t in ax.get_legend().get_texts()] == ["net", "top Lanczos eigenvalues"]
   tri = next(line for line in ax.lines if line.get_marker() == "^")
   np.testing.assert_allclose(tri.get_xdata(), [31.0, 2.5])
   assert any(len(c.get_segments()) == 2 for c in ax.collections if hasattr(c, "get_segments"))  # whiskers

@@ -136,6 +136,31 @@ def _phases(groups: dict[str, list[runs.Run]]) -> list[Finding]:
   return out
 
 
+def _phase_text(findings: list[Finding]) -> list[str]:
+  """Where along training the ratios of `_phases` put the difference: a paragraph, or nothing."""
+  names = dict(RATIOS)
+  rows = [(names[f.values["metric"]].replace(" (mean over training)", ""), list(f.values["phases"].items()))
+          for f in findings if "phases" in f.values and f.values.get("metric") in names]
+  if not rows:
+    return []
+  lower = [name for name, parts in rows if parts[0][1] < 1]
+  first, second = rows[0][1][1][0], rows[0][1][2][0]
+  text = ("Where along training the difference lies (ratios without / with BatchNorm of geometric means "
+          "over seeds by phase, from the findings; no interval): "
+          + "; ".join(f"{name} {parts[0][1]:.2f}x at initialization, {parts[1][1]:.2f}x over {parts[1][0]}, "
+                      f"{parts[2][1]:.2f}x {parts[2][0]}" for name, parts in rows) + ". ")
+  if lower:
+    text += (f"At initialization the network with BatchNorm is the rougher one on {len(lower)} of "
+             f"{len(rows)} of these measures ({', '.join(lower)}): the published direction is a property "
+             "of training, not of the initial network. ")
+  weaker = [name for name, parts in rows if parts[2][1] < parts[1][1]]
+  if weaker:
+    text += (f"It is weaker {second} than over {first} for {len(weaker)} of {len(rows)} "
+             f"({', '.join(weaker)}); the criteria average over every measurement after initialization, "
+             "so they weigh both halves alike.")
+  return [text.strip()]
+
+
 def _smoothness_figures(ctx: Context, groups: dict[str, list[runs.Run]]) -> list:
   out = []
   for metric, what, ylabel, panel in SMOOTHNESS:
@@ -324,7 +349,7 @@ def _regime(ctx: Context, groups: dict[str, list[runs.Run]]) -> list[Finding]:
              if len(start) and start.max() > 1 and below else "")
     out.append(Finding(
         f"norm={norm}: λ_max as a multiple of the stability threshold {name} = {num(threshold)}: {began}"
-        f"peaked at {peak.min():.2f}-{peak.max():.2f}x after step 0 and ended at {end.min():.2f}-"
+        f"at most {peak.min():.2f}-{peak.max():.2f}x at any later measurement and ended at {end.min():.2f}-"
         f"{end.max():.2f}x (ranges over {seeds_text(len(peak))}; minibatch training, where λ_max below the "
         f"threshold is the expected regime{above}).",
         {"norm": norm, "metric": "lambda_max / threshold", "threshold": threshold, "start": start.tolist(),
@@ -359,12 +384,13 @@ def _bn_comparison(ctx: Context, findings: list[Finding]) -> list:
       j = wording.judge(iv, '>', **wording.TIMES)
       verdicts.append(j.verdict)
       items.append(f"{name} without / with BatchNorm = {v['ratio']:.2f}x; against the published direction "
-                   f"(higher without BatchNorm) this {j.text}.")
+                   f"(higher without BatchNorm), on its own 95% interval, this {j.text}.")
     elif v["metric"] == "test/accuracy":
       j = wording.judge(iv, '>', **wording.POINTS)
       verdicts.append(j.verdict)
       items.append(f"Test accuracy with minus without BatchNorm {100 * v['difference']:+.2f} points; against "
-                   f"the published direction (higher with BatchNorm) this {j.text}.")
+                   "the published direction (higher with BatchNorm), on its own 95% interval, this "
+                   f"{j.text}.")
   regime = [f.text for f in findings if f.values.get("metric") == "lambda_max / threshold"]
   if not items:
     items.append("No measurement of a run without normalization: the comparison cannot be made.")
@@ -379,10 +405,12 @@ def _bn_comparison(ctx: Context, findings: list[Finding]) -> list:
                "comparison can show here and be inconclusive there."]
     summary += _measured_reason(ctx, findings)
   summary += criteria.undecided_reasons(whole.study, whole.table)
+  summary += _phase_text(findings)
   ends = [e for f in findings if f.values.get("metric") == "lambda_max / threshold" for e in f.values["end"]]
-  regime = [f"Regime (Cohen et al. 2021): every run ended at {min(ends):.2f}-{max(ends):.2f}x its stability "
-            "threshold (the findings give each condition), " + ("below it: the regime of minibatch SGD, not "
-            "the edge of stability." if max(ends) < 1 else "at or above it in some runs.")] if ends else []
+  regime = [f"Regime (Cohen et al. 2021): every run with λ_max tracked ended at {min(ends):.2f}-"
+            f"{max(ends):.2f}x its stability threshold (the findings give each condition), "
+            + ("below it: the regime of minibatch SGD, not the edge of stability." if max(ends) < 1
+               else "at or above it in some runs.")] if ends else []
   stable = {f.values["norm"]: f.values for f in findings if f.values.get("metric") == "largest_stable_lr"}
   step = []
   if sweep and stable:

@@ -340,8 +340,7 @@ def _scoped(criteria: list[Criterion], study: runs.Study) -> list[tuple[Criterio
       seen = _by_value([r for r in study.runs if _matches(r, c.a) or (c.b is not None and _matches(r, c.b))],
                        c.each)
       short = _short(c.each)
-      scopes = [(f"{short}={json.loads(k) if k != 'null' else 'unset'}", rs)
-                for k, rs in seen.items()] or scopes
+      scopes = [(f"{short}={_value_text(json.loads(k))}", rs) for k, rs in seen.items()] or scopes
     tasks += [(c, scope, members) for scope, members in scopes]
   return tasks
 
@@ -374,6 +373,14 @@ def _group_text(group: dict | None) -> str:
   if not group:
     return "all runs"
   return ", ".join(f"{_short(k)}={v}" for k, v in group.items())
+
+
+def _value_text(value) -> str:
+  """A scope's config value as read: floats to 4 significant digits (a step size 2/65, not
+  0.03076923076923077), None as unset."""
+  if value is None:
+    return "unset"
+  return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _short(key: str) -> str:

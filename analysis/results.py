@@ -270,8 +270,7 @@ def curvature_mode_text(rs: list[runs.Run]) -> str:
   """How the runs' Hessian was taken, for captions: `BatchNorm with batch statistics over ghost batches of
   128 (the loss training descends)`, `BatchNorm with running statistics (eval mode)`, or nothing for
   networks without BatchNorm (both modes are the same function there)."""
-  norms = distinct(r.flat_config.get("model.knobs.norm") for r in rs)
-  if "batch" not in norms:
+  if not any(r.has_batchnorm for r in rs):
     return ""
   modes = distinct(r.flat_config.get("curvature.bn_mode", "eval") for r in rs)
   chunks = distinct(r.flat_config.get("curvature.chunk_size") for r in rs)

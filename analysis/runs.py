@@ -40,6 +40,8 @@ IGNORED_KEYS = ("progress", "tensorboard", "keep_checkpoints", "checkpoint_every
 MEASUREMENT_SECTIONS = ("curvature.", "eval.", "log_every")
 
 
+BATCHNORM_FAMILIES = ("resnet", "vgg", "preact_resnet", "wide_resnet")  # default norm: BatchNorm
+
 @dataclasses.dataclass(frozen=True)
 class Problem:
   """Something missing or unreadable: the run, the file (relative to the run) and what is wrong."""
@@ -80,6 +82,15 @@ class Run:
   @property
   def seed(self):
     return self.flat_config.get("seed")
+
+  @property
+  def has_batchnorm(self) -> bool:
+    """Whether the network has BatchNorm: its `model.knobs.norm`, else its family's default (the ResNets
+    and VGGs of research/models have BatchNorm unless told otherwise, the other families do not)."""
+    norm = self.flat_config.get("model.knobs.norm")
+    if norm is not None:
+      return norm == "batch"
+    return str(self.flat_config.get("model.name", "")).startswith(BATCHNORM_FAMILIES)
 
   @property
   def study(self) -> str:

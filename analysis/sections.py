@@ -156,9 +156,11 @@ def setup_section(ctx: Context, fields: Fields) -> Section:
     n = sum(convs.values())
     kinds = "; ".join(f"{k} in {m} of {n} run{'s' if n > 1 else ''}" if len(convs) > 1 or m < n else
                       f"{k} in {'every' if n > 1 else 'the'} run" for k, m in convs.items())
-    items.append(f"**Speed-ups** (`research.backend`, meta.json `backend_setup`): {kinds}; oneDNN's "
-                 f"per-shape verdicts, summed over the runs: {hits} cached, {checks} checked, {refused} "
-                 "refused.")
+    verdicts = (f"oneDNN's per-shape verdicts, summed over the runs: {hits} cached, {checks} checked, "
+                f"{refused} refused" if hits + checks + refused else
+                "no convolution ran through oneDNN (no per-shape verdict: a network without convolutions, "
+                "or XLA's own)")
+    items.append(f"**Speed-ups** (`research.backend`, meta.json `backend_setup`): {kinds}; {verdicts}.")
   else:
     items.append("**Speed-ups** (`research.backend`, meta.json `backend_setup`): n/a.")
   versions: dict[str, list] = {}
@@ -308,8 +310,7 @@ def common_limitations(ctx: Context, fields: Fields) -> list[str]:
             else "during training" if len(tracked) == len(measured)
             else f"during training in {len(tracked)} of the {len(measured)} runs that measured it, at the "
                  "end in the others")
-    # a network whose config names no BatchNorm has no mode to state (an unset knob: the model's default)
-    bn = any(r.flat_config.get("model.knobs.norm") in (None, "batch") for r in ctx.study.runs)
+    bn = any(r.has_batchnorm for r in ctx.study.runs)  # without BatchNorm there is no mode to state
     out.append(f"The Hessian was measured {when}, on a fixed probe set of {', '.join(map(str, n))} "
                f"training examples" + (f" (BatchNorm mode {', '.join(map(str, modes))})." if bn else "."))
   return out

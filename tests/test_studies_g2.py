@@ -65,6 +65,7 @@ def test_eos_quantities_count_only_a_crossing_from_below():
   assert q["eos/started_above"] == 1 and q["eos/reached"] == 1 and q["eos/crossing_step"] == 40
   assert q["eos/first_below_step"] == 10 and q["eos/sharpening"] == pytest.approx(100 / 50)
   assert q["eos/window_fraction"] == 1 and q["eos/start_ratio"] == pytest.approx(1.7)
+  assert q["eos/above_fraction"] == pytest.approx(3 / 4)  # 100, 105, 102 at or above; 98 below
   # above at the start and never below: the fall is a catapult only, the threshold is never reached
   q = eos_template.eos_quantities(steps, np.array([170, 160, 150, 140, 130, 120, 110, 105.0]), 100.0)
   assert q["eos/reached"] == 0 and q["eos/window_fraction"] == 0 and np.isnan(q["eos/sharpening"])
@@ -80,6 +81,7 @@ def test_eos_quantities_count_only_a_crossing_from_below():
   # cross-entropy: hovers, then declines late: 3 of 6 after the crossing in [0.9, 1.1], 3 of 3 before it
   q = eos_template.eos_quantities(steps, np.array([20, 60, 100, 104, 99, 60, 40, 30.0]), 100.0)
   assert q["eos/window_fraction"] == pytest.approx(3 / 6) and q["eos/hover_fraction"] == 1
+  assert q["eos/above_fraction"] == pytest.approx(2 / 3)  # 100, 104 of 100, 104, 99 (the decline left out)
   assert q["eos/end_ratio"] == pytest.approx(0.3)
   assert eos_template.eos_quantities(steps[:1], np.array([1.0]), 100.0) == {}
 

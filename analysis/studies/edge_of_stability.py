@@ -17,6 +17,9 @@ The criteria of the config are judged on per-run quantities derived here from th
                         (0 when the threshold was not reached from below)
   eos/hover_fraction    the same up to the last measurement at or above WINDOW[0] x threshold: a final
                         decline below the window (cross-entropy, Cohen et al. 2021 Sec. 3) is left out
+  eos/above_fraction    of the measurements counted by hover_fraction, the share at or above the threshold
+                        (Cohen et al.: "at or just above"; the rest of the window is a sharpness settled
+                        just below it, as at a minimum fitted below the threshold)
 Adam-type runs get the same quantities for the preconditioned sharpness (`curv/precond_lambda_max`)
 against 38/eta, named `eos/precond_*`; their raw lambda_max is not compared with 38/eta.
 """
@@ -47,7 +50,8 @@ def eos_quantities(steps: np.ndarray, values: np.ndarray, threshold: float, pref
     return {}
   r = values / threshold
   q = {"start_ratio": r[0], "end_ratio": r[-1], "max_ratio": r.max(), "started_above": float(r[0] >= 1.0),
-       "reached": 0.0, "window_fraction": 0.0, "hover_fraction": 0.0, "sharpening": math.nan,
+       "reached": 0.0, "window_fraction": 0.0, "hover_fraction": 0.0, "above_fraction": math.nan,
+       "sharpening": math.nan,
        "crossing_step": math.nan, "first_below_step": math.nan}
   below = np.flatnonzero(r < WINDOW[0])
   if len(below):
@@ -62,7 +66,8 @@ def eos_quantities(steps: np.ndarray, values: np.ndarray, threshold: float, pref
       inside = (post >= WINDOW[0]) & (post <= WINDOW[1])
       last = int(np.flatnonzero(post >= WINDOW[0])[-1])
       q |= {"reached": 1.0, "crossing_step": steps[end], "window_fraction": float(inside.mean()),
-            "hover_fraction": float(inside[:last + 1].mean())}
+            "hover_fraction": float(inside[:last + 1].mean()),
+            "above_fraction": float((post[:last + 1] >= 1.0).mean())}
   return {prefix + k: float(v) for k, v in q.items()}
 
 
@@ -236,6 +241,10 @@ def _eos_comparison(ctx: Context, findings: list[Finding]) -> list:
     if v["reached"]:
       parts.append(f"it crossed from below at step {_step(v['crossing_step'])} after rising "
                    f"{v['sharpening']:.2f}x")
+      if math.isfinite(v.get("above_fraction", math.nan)):
+        parts.append(f"of its measurements from the crossing to the last one in or above the window, "
+                     f"{100 * v['above_fraction']:.0f}% were at or above the threshold (Cohen et al.: at or "
+                     "just above it) and the rest below it")
       if v["end_ratio"] < WINDOW[0] and v["hover_fraction"] > v["window_fraction"]:
         parts.append(f"it ended below the window at {v['end_ratio']:.2f} of the threshold: the late decline "
                      "Cohen et al. report for cross-entropy" if _loss_of(ctx, v["run"]) == "cross_entropy"

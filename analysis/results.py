@@ -352,29 +352,36 @@ def standard_results(ctx: Context, *, bar_metrics=("test/accuracy", "gap/accurac
   mode = curvature_mode_text(ctx.study.runs)
   mode = f" Hessian: {mode}." if mode else ""
   band = plots.interval_text("minmax", over=over)
-  if seeds and not thresholds:
+  adaptive = [r for rs in groups.values() for r in rs if r.flat_config.get("optimizer.name") in ADAPTIVE]
+  precond = bool(adaptive) and all(len(r.curve("curv/precond_lambda_max")[0]) for r in adaptive)
+  adaptive_text = (" (Adam-type runs: the preconditioned sharpness)" if precond else
+                   " (Adam-type runs: the raw λ_max, which no stability threshold bounds: 38/η applies to "
+                   "the preconditioned sharpness, not measured here)" if adaptive else "")
+  thr = {label: threshold_of(groups[label][0]) for label in seeds} if seeds and thresholds else {}
+  if adaptive and not precond:  # a threshold of the preconditioned sharpness is not drawn against raw λ_max
+    thr = {k: (None, "") if groups[k][0].flat_config.get("optimizer.name") in ADAPTIVE else v
+           for k, v in thr.items()}
+  if seeds and not any(t is not None for t, _ in thr.values()):
     fig = ctx.figure("lambda_max", lambda p: plots.lambda_max_curves(seeds=seeds, band="minmax", path=p),
                      f"Top Hessian eigenvalue λ_max over training ({points}): mean over {over} "
-                     f"(markers), band {band}, thin lines the {over} (Adam-type runs that tracked it: the "
-                     f"preconditioned sharpness).{mode}")
+                     f"(markers), band {band}, thin lines the {over}{adaptive_text}.{mode}")
     if fig:
       blocks.append(fig)
   elif seeds:
-    thr = {label: threshold_of(groups[label][0]) for label in seeds}
     name = distinct([n for _, n in thr.values()])
     label = name[0] if len(name) == 1 else "threshold"
     values = [t for t, _ in thr.values() if t is not None and np.isfinite(t) and t > 0]
     normalized = len(values) == len(thr) and max(values) > 10 * min(values)  # e.g. 2/eta next to 38/eta
     caption = (f"λ_max over training ({points}) divided by each condition's stability "
-               f"threshold ({', '.join(n for n in name if n)}; Adam-type runs: the preconditioned "
-               f"sharpness): mean over {over}, band {band}, the dashed line at 1." if normalized else
+               f"threshold ({', '.join(n for n in name if n)}){adaptive_text}: mean over {over}, band "
+               f"{band}, the dashed line at 1." if normalized else
                f"Top Hessian eigenvalue λ_max over training ({points}): mean over {over} "
                f"(markers), band {band}, thin lines the {over}, with each condition's stability threshold "
                f"({', '.join(n for n in name if n) or 'none for this optimizer'}) dashed in its colour (one "
-               "grey line when they coincide).")
+               f"grey line when they coincide){adaptive_text}.")
     fig = ctx.figure("lambda_max", lambda p: plots.lambda_max_curves(
-        thresholds={k: t for k, (t, _) in thr.items()}, threshold_label=label, normalized=normalized,
-        seeds=seeds, band="minmax", path=p), caption + mode)
+        thresholds={k: t for k, (t, _) in thr.items() if t is not None}, threshold_label=label,
+        normalized=normalized, seeds=seeds, band="minmax", path=p), caption + mode)
     if fig:
       blocks.append(fig)
   spectra, top, residuals = {}, {}, {}
@@ -442,12 +449,17 @@ def standard_results(ctx: Context, *, bar_metrics=("test/accuracy", "gap/accurac
       fig = ctx.figure(f"gap_vs_{m.replace('/', '_')}", lambda p, m=m, vals=vals: plots.measure_vs_gap(
           vals, ctx.table["gap/loss"].to_numpy(np.float64), measure_name=style.metric_label(m),
           groups=grp if len(set(grp)) > 1 else None, path=p),
-          f"{style.plain(style.metric_label(m)).capitalize()} against the generalization gap (test minus "
+          f"{_upper_first(style.plain(style.metric_label(m)))} against the generalization gap (test minus "
           "train loss), one point per run; Kendall's τ over the runs in the title, pooled over the "
           "conditions when there are several (a difference between conditions can make it).")
       if fig:
         blocks.append(fig)
   return blocks
+
+
+def _upper_first(text: str) -> str:
+  """`text` with its first letter upper-case and the rest as is (`str.capitalize` lowers "Hessian")."""
+  return text[:1].upper() + text[1:]
 
 
 def generic_findings(ctx: Context) -> list[Finding]:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import scipy.stats
 
 from analysis import report
 from experiments.configs import batch_size, depth_width, sam, skip_connections
@@ -74,6 +75,7 @@ def _batch_size_sweep(root: Path, large_train_loss: list[float]) -> Path:
       big = b == large
       final = {"test/accuracy": (0.85 if big else 0.89) + 0.002 * seed,
                "eval_train/accuracy": 0.995, "gap/accuracy": 0.1,
+               "gap/loss": (0.5 if big else 0.3) + 0.01 * seed,
                "eval_train/loss": large_train_loss[seed] if big else 0.010 + 0.001 * seed,
                "sharp/epsilon_sharpness": (30.0 if big else 10.0) + seed,
                "curv/lambda_max": (80.0 if big else 40.0) + 2 * seed}
@@ -104,6 +106,8 @@ def test_batch_size_report_judges_keskar_at_a_matched_training_loss(tmp_path):
   assert verdicts == {"epsilon_sharpness": "holds", "lambda_max": "holds", "test_accuracy": "holds",
                       "matched_training_loss": "holds", "interpolation": "holds"}
   assert "at a matched training loss, as Keskar" in md and "The large batch under-fit" not in md
+  assert ("Loss gap (test minus training loss), batch 256 minus 64: +0.2 nats (0.51 against 0.31); larger "
+          "with the large batch, Keskar et al.'s direction in loss terms: this shows it") in md
   assert "nats" in md
 
 
@@ -212,3 +216,9 @@ def test_depth_width_report_matches_its_criteria(tmp_path):
   assert "no criterion claims one" in md  # width follows depth: no separate width claim
   assert ("the shallow wide network at least as accurate (less than 1 point below, or better): this shows "
           "it") in md
+  # lambda_max rises with depth in every seed: the trend over all depths is stated with its tau
+  n = 3 * len(depth_width.MLP_DEPTHS)
+  tau = scipy.stats.kendalltau(np.repeat(depth_width.MLP_DEPTHS, 3),
+                               [10.0 * d + s for d in depth_width.MLP_DEPTHS for s in range(3)]).statistic
+  assert f"Kendall's τ between depth and λ_max over the {n} runs: {tau:+.2f}" in md
+  assert "is part of a trend with depth" in md

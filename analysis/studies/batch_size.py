@@ -314,6 +314,15 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
     items.append(f"Accuracy gap (train minus test), batch {gap['large']} minus {gap['small']}: "
                  f"{100 * gap['difference']:+.2f} points; larger with the large batch, as Keskar et al. "
                  f"report: this {wider.text}.")
+  if len(groups) >= 2:
+    small, large = min(groups), max(groups)
+    a, b = ctx.values(groups[large], "gap/loss"), ctx.values(groups[small], "gap/loss")
+    if len(a) >= 2 and len(b) >= 2:
+      iv = stats.difference_interval(a, b)
+      j = wording.judge(iv, ">", unit=unit, fmt=lambda x: f"{x:+.3g}")
+      items.append(f"Loss gap (test minus training loss), batch {large} minus {small}: {iv.estimate:+.3g} "
+                   f"{unit} ({a.mean():.3g} against {b.mean():.3g}); larger with the large batch, Keskar et "
+                   f"al.'s direction in loss terms: this {j.text}.")
   v = _find(findings, metric="test/accuracy")
   if v:
     j = wording.judge(stats.Interval.from_dict(v["interval"]), "<", **wording.POINTS)

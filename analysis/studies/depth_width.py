@@ -162,6 +162,7 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
       j = wording.judge(stats.Interval.from_dict(v["interval"]), ">", **wording.TIMES)
       items.append(f"λ_max, depth {v['deep depth']} / depth {v['shallow depth']}: {v['ratio']:.2f}x; deeper "
                    f"and narrower: sharper: this {j.text}.")
+  items += _trend_text(ctx)
   if not items:
     items.append("Neither test accuracy nor λ_max could be compared between the shallowest and deepest "
                  "networks: the comparison cannot be made.")
@@ -169,6 +170,27 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
   scale = ("Caveat: these are plain MLPs without skip connections on a small training set, not the residual "
            "networks of either paper" if models == {"mlp"} else "")
   return out + [items] + _measured_reasons(ctx) + ([scale + "."] if scale else [])
+
+
+def _trend_text(ctx: Context) -> list[str]:
+  """λ_max at the end per depth (every depth, not only the two compared) and Kendall's τ with the depth
+  over the runs: whether the comparison of the extremes is a trend (exploratory; not a criterion)."""
+  groups = _by_depth(ctx)
+  if len(groups) < 3 or "curv/lambda_max" not in ctx.table.columns:
+    return []
+  per = {d: ctx.values(rs, "curv/lambda_max") for d, rs in groups.items()}
+  per = {d: v[v > 0] for d, v in per.items() if len(v[v > 0])}
+  if len(per) < 3:
+    return []
+  depth = np.concatenate([np.full(len(v), d, np.float64) for d, v in per.items()])
+  tau, p, n = stats.kendall_tau(depth, np.concatenate(list(per.values())))
+  spread = "; ".join(f"depth {d}: {num(float(np.exp(np.log(v).mean())))} ({num(float(v.min()))}-"
+                     f"{num(float(v.max()))})" for d, v in per.items())
+  return [f"λ_max at the end at every depth (geometric mean over seeds, min-max): {spread}. Kendall's τ "
+          f"between depth and λ_max over the {n} runs: {tau:+.2f} (p = {p:.2g}; exploratory, not a "
+          "criterion): the comparison of the two extremes above "
+          + ("is part of a trend with depth (at this τ's 95% level)." if p < 0.05 and tau > 0 else
+             "does not by itself show a trend with depth.")]
 
 
 def _why_wide(margin: float, sa: float, sb: float, na: int, nb: int, level: float, null: str) -> str:

@@ -220,8 +220,10 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
         continue
       iv = stats.Interval.from_dict(v["interval"])
       j = wording.judge(iv, ">", **(wording.TIMES if "ratio" in v else {}))
+      against = (" (its estimate points the other way: higher with skips)"
+                 if j.verdict == "inconclusive" and iv.estimate < (1.0 if "ratio" in v else 0.0) else "")
       items.append(f"{model}: the {what} is {num(v['without'])} without vs {num(v['with'])} with skips; "
-                   f"Li et al. report it higher without skips: this {j.text}.")
+                   f"Li et al. report it higher without skips: this {j.text}{against}.")
     gaps = [found[m]["without"] - found[m]["with"] for m in models if m in found]
     if len(gaps) >= 2 and all(math.isfinite(g) for g in gaps):
       grows = all(b >= a for a, b in zip(gaps, gaps[1:]))
@@ -263,13 +265,19 @@ def _unfitted(ctx: Context) -> list[str]:
     out.append(f"Measured reason for the landscape and Hessian comparisons: the networks without skips end "
                f"at {without} training-subset accuracy{with_skips}: their Hessian and landscape are "
                "measured at a point of training, not at a minimum, where Li et al. compare trained "
-               "networks; the comparison needs both networks trained to fit.")
+               "networks; the comparison needs both networks trained to fit. The test-accuracy difference "
+               "cannot be told apart from this under-fitting (how far each network trains in this budget): "
+               "it is not the gap between trained networks that Li et al. report.")
   return out
 
 
 def _limitations(ctx: Context) -> list[str]:
   seeds = min((len(rs) for rs in _groups(ctx).values()), default=0)
-  out = ["The landscape uses two random directions and one seed per model: another draw of the directions "
+  models = _models(ctx)
+  out = [] if len(models) > 1 else [
+      f"One depth only ({', '.join(models) or 'none'}): the question's second half, whether the effect "
+      "changes with depth, is not measured in these runs (the paper variant sweeps depths)."]
+  out += ["The landscape uses two random directions and one seed per model: another draw of the directions "
          "changes the picture in detail (Li et al. report it does not change it qualitatively)."]
   if seeds < 2:
     out.append("One seed per network: no interval can be formed, so every comparison between networks with "

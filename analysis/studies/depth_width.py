@@ -43,8 +43,8 @@ def depth_of(run: runs.Run) -> int | None:
 
 
 def _mode_text(ctx: Context) -> str:
-  """The Hessian's BatchNorm mode for networks with BatchNorm (the ResNets), else ''."""
-  if not any(str(r.flat_config.get("model.name", "")).startswith("resnet") for r in ctx.study.runs):
+  """The Hessian's BatchNorm mode for networks with BatchNorm, else ''."""
+  if not any(r.has_batchnorm for r in ctx.study.runs):
     return ""
   return bn_mode_phrase(ctx.study.runs)
 

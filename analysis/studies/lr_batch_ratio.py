@@ -43,6 +43,8 @@ def _quantities(ctx: Context) -> dict:
 
 
 def _bn_text(ctx: Context) -> str:
+  if not any(r.has_batchnorm for r in ctx.study.runs):
+    return "the network has no BatchNorm"
   modes = sorted({str(r.flat_config.get("curvature.bn_mode")) for r in ctx.study.runs})
   if modes == ["batch"]:
     return ("BatchNorm, where the network has it, with batch statistics over ghost batches of the run's "
@@ -249,6 +251,12 @@ def _comparison(ctx: Context, findings: list[Finding]) -> list:
                    + ("Its exponent of η is that of the bound 2/η (within two standard errors of −1): the "
                       "Kendall criteria above can hold because λ_max follows 2/η, which falls as η, and with "
                       "it η/B, grows. " if abs(fit["b"] + 1) <= 2 * fit["se b"] else "")
+                   + (f"Its exponent of B ({fit['c']:.2f} ± {fit['se c']:.2f}) is not the 0 of a λ_max set "
+                      "by 2/η alone"
+                      + (" either: neither simple reading accounts for the grid" if not fit["sum lo"] <= 0
+                         <= fit["sum hi"] else "")
+                      + "; the Kendall criteria, which any λ_max falling with η and rising with B satisfies, "
+                      "do not tell the readings apart. " if abs(fit["c"]) > 2 * fit["se c"] else "")
                    + "The fit assumes one seed per cell is representative (no seed spread enters it).")
   if not items:
     items.append("No λ_max measurement: the comparison cannot be made.")

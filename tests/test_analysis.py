@@ -588,3 +588,24 @@ def test_missing_and_mistyped_fields_are_reported_not_fatal(studies, tmp_path):
   assert "`c`: `summary.json`: `test/accuracy` unreadable (the string 'high'" in missing
   assert "`c`: `summary.json`: `total_steps` unreadable (str 'twelve', expected a number)" in missing
   assert "# b: not recorded (meta.json missing or unreadable)" in md.split("## Reproduce")[1]
+
+
+@pytest.mark.parametrize("flat, expected", [
+    ({"model.name": "simple_cnn"}, False),  # the family's default: no normalization
+    ({"model.name": "mlp", "model.knobs.norm": "layer"}, False),
+    ({"model.name": "simple_cnn", "model.knobs.norm": "batch"}, True),
+    ({"model.name": "resnet56"}, True),  # the ResNets and VGGs default to BatchNorm
+    ({"model.name": "vgg11", "model.knobs.norm": "none"}, False),
+    ({"model.name": "wide_resnet"}, True),
+])
+def test_one_rule_says_whether_a_run_has_batchnorm(flat, expected):
+  run = runs.Run(Path("r"), "r", {}, flat, None, None, [], [], [])
+  assert run.has_batchnorm is expected
+
+
+def test_the_batchnorm_rule_agrees_with_every_model_default():
+  from research.models import registry
+  for name in registry.available():
+    default = registry.knobs(name).get("norm", "none")
+    run = runs.Run(Path("r"), "r", {}, {"model.name": name}, None, None, [], [], [])
+    assert run.has_batchnorm is (default == "batch"), name

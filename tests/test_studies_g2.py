@@ -203,7 +203,7 @@ def test_lr_batch_ratio_criteria_rank_by_the_derived_ratio(tmp_path):
     acc = 0.8 + 10 * lr / b + (0.01 if b == 64 else 0.0)
     flat = {"schedule.lr": lr, "training.batch_size": b, "curvature.every_steps": 2048 // b,
             "curvature.chunk_size": b, "curvature.bn_mode": "batch", "optimizer.name": "sgd", "seed": 0,
-            "data.options.num_train": 4096}
+            "data.options.num_train": 4096, "model.knobs.norm": "batch"}
     final = {"test/accuracy": acc, "gap/accuracy": 0.05, "gap/loss": 0.1, "curv/lambda_max": lam}
     status = "done" if i < 9 else "running"
     runs.append((flat, final, _history([2 * lam, lam], every=40960 // b), status))

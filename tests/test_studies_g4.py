@@ -153,7 +153,7 @@ def test_label_noise_verdicts(tmp_path):
                                "curv/lambda_max": 10.0 * (1 + noise) + seed,
                                "sharp/epsilon_sharpness": 10.0 * (1 + noise) + seed}})
   verdicts, written = _verdicts(_sweep(tmp_path / "ln", "label_noise", label_noise, trials))
-  assert verdicts[("memorization", "label_noise=0.0")] == "holds"
+  assert verdicts[("memorization", "label_noise=0")] == "holds"
   assert verdicts[("memorization", "label_noise=0.2")] == "holds"
   assert verdicts[("memorization", "label_noise=0.4")] == "fails"
   # 9 runs, test accuracy strictly decreasing in noise across levels (ties only within a level): tau < 0,

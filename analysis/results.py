@@ -288,7 +288,9 @@ def curvature_mode_text(rs: list[runs.Run]) -> str:
 def bn_mode_phrase(rs: list[runs.Run]) -> str:
   """`BatchNorm with batch statistics over fixed ghost batches of 128 examples, the loss training descends`
   when every run's Hessian was taken in batch mode, else `BatchNorm mode batch, eval` (short, for captions
-  that name the mode of networks known to have BatchNorm)."""
+  that name the mode); '' when no run's network has BatchNorm (`Run.has_batchnorm`)."""
+  if not any(r.has_batchnorm for r in rs):
+    return ""
   modes = {r.flat_config.get("curvature.bn_mode", "eval") for r in rs}
   chunks = {r.flat_config.get("curvature.chunk_size") for r in rs}
   if modes == {"batch"}:
@@ -449,17 +451,12 @@ def standard_results(ctx: Context, *, bar_metrics=("test/accuracy", "gap/accurac
       fig = ctx.figure(f"gap_vs_{m.replace('/', '_')}", lambda p, m=m, vals=vals: plots.measure_vs_gap(
           vals, ctx.table["gap/loss"].to_numpy(np.float64), measure_name=style.metric_label(m),
           groups=grp if len(set(grp)) > 1 else None, path=p),
-          f"{_upper_first(style.plain(style.metric_label(m)))} against the generalization gap (test minus "
-          "train loss), one point per run; Kendall's τ over the runs in the title, pooled over the "
+          f"{style.capitalized(style.plain(style.metric_label(m)))} against the generalization gap (test "
+          "minus train loss), one point per run; Kendall's τ over the runs in the title, pooled over the "
           "conditions when there are several (a difference between conditions can make it).")
       if fig:
         blocks.append(fig)
   return blocks
-
-
-def _upper_first(text: str) -> str:
-  """`text` with its first letter upper-case and the rest as is (`str.capitalize` lowers "Hessian")."""
-  return text[:1].upper() + text[1:]
 
 
 def generic_findings(ctx: Context) -> list[Finding]:

@@ -171,6 +171,12 @@ def split_label(split: str, *, full_batch: bool = False) -> str:
   return {"eval_train": "train (full eval)", "valid": "validation", "test": "test"}.get(split, split)
 
 
+def capitalized(text: str) -> str:
+  """First letter upper-cased only if it is ASCII (`λ_max` stays `λ_max`, not `Λ_max`); the rest as is
+  (`str.capitalize` would lower "Hessian")."""
+  return text[0].upper() + text[1:] if text[:1].isascii() else text
+
+
 def plain(label: str) -> str:
   """A figure label as plain text (for captions): mathtext λ_max back to `λ_max`."""
   return label.replace("$\\lambda_{\\max}$", "λ_max")

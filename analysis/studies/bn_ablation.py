@@ -129,7 +129,7 @@ def _phases(groups: dict[str, list[runs.Run]]) -> list[Finding]:
     if len(parts) == 3:
       what = name.replace(" (mean over training)", "")
       out.append(Finding(
-          f"{_capitalized(what)} without normalization / with BatchNorm by phase of training: "
+          f"{style.capitalized(what)} without normalization / with BatchNorm by phase of training: "
           + ", ".join(f"{r:.2f}x {label}" for label, r in parts)
           + " (ratios of geometric means over seeds of each run's mean in the phase; no interval).",
           {"metric": metric, "phases": dict(parts)}))
@@ -284,7 +284,7 @@ def _bn_results(ctx: Context):
         continue
       iv = stats.ratio_interval(a, b)
       findings.append(Finding(
-          f"{_capitalized(name)} {what} / with BatchNorm: {iv.estimate:.2f}x (ratio of geometric "
+          f"{style.capitalized(name)} {what} / with BatchNorm: {iv.estimate:.2f}x (ratio of geometric "
           f"means; means {num(a.mean())} vs {num(b.mean())}; {wording.interval_text(iv, **wording.TIMES)}"
           f"{_mode_note(base, metric)}).",
           {"norm": norm, "metric": metric, "ratio": iv.estimate, "ci": (iv.lo, iv.hi),
@@ -309,11 +309,6 @@ def _bn_results(ctx: Context):
     blocks += more
     findings += found
   return [Section("Results", blocks)], findings
-
-
-def _capitalized(text: str) -> str:
-  """First letter upper-cased only if it is ASCII (`λ_max` stays `λ_max`, not `Λ_max`)."""
-  return text[0].upper() + text[1:] if text[:1].isascii() else text
 
 
 def _mode_note(base: list[runs.Run], metric: str) -> str:

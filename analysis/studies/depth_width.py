@@ -42,13 +42,6 @@ def depth_of(run: runs.Run) -> int | None:
   return int(depth) if isinstance(depth, int) else None
 
 
-def _mode_text(ctx: Context) -> str:
-  """The Hessian's BatchNorm mode for networks with BatchNorm, else ''."""
-  if not any(r.has_batchnorm for r in ctx.study.runs):
-    return ""
-  return bn_mode_phrase(ctx.study.runs)
-
-
 def _depth_key(ctx: Context) -> str:
   return "model.knobs.depth" if "model.knobs.depth" in ctx.study.group_keys else "model.name"
 
@@ -119,7 +112,7 @@ def _results(ctx: Context):
         {"metric": "test/accuracy", "shallow depth": depths[0], "deep depth": depths[-1],
          "shallow mean": float(a.mean()), "deep mean": float(b.mean()), "difference": iv.estimate,
          "ci": (iv.lo, iv.hi), "interval": iv.as_dict()}))
-  mode = _mode_text(ctx)
+  mode = bn_mode_phrase(ctx.study.runs)
   for metric, name in (("curv/lambda_max", "λ_max"), ("curv/trace", "the Hessian trace")):
     a, b = ctx.values(deep, metric), ctx.values(shallow, metric)
     if not (len(a) and len(b)):

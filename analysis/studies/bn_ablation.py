@@ -151,8 +151,8 @@ def _phase_text(findings: list[Finding]) -> list[str]:
                       f"{parts[2][1]:.2f}x {parts[2][0]}" for name, parts in rows) + ". ")
   if lower:
     text += (f"At initialization the network with BatchNorm is the rougher one on {len(lower)} of "
-             f"{len(rows)} of these measures ({', '.join(lower)}): the published direction is a property "
-             "of training, not of the initial network. ")
+             f"{len(rows)} of these measures ({', '.join(lower)}), in these point estimates (no interval): "
+             "the published direction appears during training, not in the initial network. ")
   weaker = [name for name, parts in rows if parts[2][1] < parts[1][1]]
   if weaker:
     text += (f"It is weaker {second} than over {first} for {len(weaker)} of {len(rows)} "
